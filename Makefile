@@ -1,0 +1,78 @@
+# mailproxy — GNU Makefile.  Knobs first.
+CC        ?= cc
+BUILD     ?= build
+SANITIZE  ?=
+MULTIARCH := $(shell dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -print-multiarch)
+BSSL_INC  := /usr/include/android
+BSSL_LIB  := /usr/lib/$(MULTIARCH)/android
+PYTHON    := /usr/bin/python3
+
+WARN   := -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes \
+          -Wstrict-prototypes -Wpointer-arith -Wcast-qual
+CFLAGS ?= -O2 -g
+ALL_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) -fno-strict-aliasing -MMD -MP \
+          -isystem $(BSSL_INC) $(SANITIZE) $(CFLAGS)
+LDLIBS := -L$(BSSL_LIB) -Wl,-rpath,$(BSSL_LIB) -lssl -lcrypto -lev -linih
+LDFLAGS += $(SANITIZE)
+
+# Debian packages the build and the tests need (make deps installs them).
+DEPS_BUILD := android-libboringssl-dev libev-dev libinih-dev gcc make
+DEPS_TEST  := python3 python3-pytest openssl curl swaks procps iproute2
+
+SRCS := log buffer config tls endpoint listener session
+OBJS := $(SRCS:%=$(BUILD)/%.o)
+UNIT := $(wildcard test/unit/test_*.c)
+
+.PHONY: all deps run test check unit integration clean certs
+all: $(BUILD)/mailproxy
+
+$(BUILD)/%.o: proxy/%.c | $(BUILD)
+	$(CC) $(ALL_CFLAGS) -Iproxy -c -o $@ $<
+
+$(BUILD)/mailproxy: $(OBJS) $(BUILD)/main.o
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/unit_tests: $(OBJS) $(UNIT) test/unit/unit.h test/unit/main.c | $(BUILD)
+	$(CC) $(ALL_CFLAGS) -Iproxy -Itest/unit -o $@ test/unit/main.c $(UNIT) $(OBJS) $(LDFLAGS) $(LDLIBS)
+
+$(BUILD):
+	mkdir -p $@
+
+# Installs whatever is missing; a no-op when everything is there.
+deps:
+	@missing=$$(for p in $(DEPS_BUILD) $(DEPS_TEST); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
+	done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing: $$missing"; \
+		[ "$$(id -u)" = 0 ] && SUDO= || SUDO=sudo; \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+certs/dev/ca.crt:
+	sh certs/mkcerts.sh certs/dev
+
+certs: certs/dev/ca.crt
+
+run: deps all certs
+	sh test/run-dev.sh
+
+unit: $(BUILD)/unit_tests
+	$(BUILD)/unit_tests
+
+integration: $(BUILD)/mailproxy
+	MAILPROXY_BIN=$(abspath $(BUILD)/mailproxy) $(PYTHON) -m pytest -q -p no:cacheprovider test/integration
+
+test: deps
+	$(MAKE) all $(BUILD)/unit_tests
+	$(MAKE) unit integration
+
+# Sanitizer build in its own directory: same tests, ASan + UBSan.
+check: deps
+	$(MAKE) BUILD=build-asan SANITIZE="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" CFLAGS="-O1 -g" unit integration
+
+clean:
+	rm -rf build build-asan
+
+-include $(wildcard $(BUILD)/*.d)

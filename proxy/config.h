@@ -1,0 +1,106 @@
+/*
+ * config: the INI file turned into a validated, immutable snapshot.
+ *
+ * config_load() parses with inih, checks every rule that spans keys, loads
+ * every certificate, key and CA file into TLS contexts and resolves the
+ * upstream addresses.  Either it returns a complete snapshot or it returns
+ * NULL with every problem written as "FILE:LINE: message" lines.  Sessions
+ * hold a reference to the snapshot they started with, so a reload never
+ * changes what an open session sees.
+ */
+#ifndef MAILPROXY_CONFIG_H
+#define MAILPROXY_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/socket.h>
+
+#include <openssl/ssl.h>
+
+#include "log.h"
+
+#define CONFIG_DEFAULT_FILE	"/etc/mailproxy/mailproxy.ini"
+
+enum proto { PROTO_SMTP, PROTO_POP3, PROTO_IMAP };
+enum tls_mode { TLS_MODE_NONE, TLS_MODE_IMPLICIT, TLS_MODE_STARTTLS };
+
+extern const char *const proto_names[];
+extern const char *const tls_mode_names[];
+
+struct sockaddr_any {
+	struct sockaddr_storage	 ss;
+	socklen_t		 len;
+};
+
+struct listen_addr {
+	struct sockaddr_any	 addr;
+	char			*text;	/* as written in the file */
+	int			 line;
+};
+
+/* Timeouts in seconds; -1 while unset (a service inherits the global). */
+struct timeouts {
+	int	handshake;
+	int	negotiation;
+	int	connect;
+	int	idle;
+};
+
+struct service {
+	char			*name;
+	int			 line;		/* of the [name] header */
+	enum proto		 protocol;
+	struct listen_addr	*listen;
+	size_t			 nlisten;
+	enum tls_mode		 client_tls;
+	char			*cert;
+	char			*key;
+	int			 tls_min_version;	/* TLS1_x_VERSION */
+	char			*upstream;		/* host:port as written */
+	char			*upstream_host;
+	char			*upstream_port;
+	struct sockaddr_any	*upstream_addrs;	/* resolved at load */
+	size_t			 nupstream_addrs;
+	enum tls_mode		 upstream_tls;
+	char			*upstream_name;		/* NULL: none (IP) */
+	bool			 upstream_verify;
+	char			*upstream_ca;
+	int			 upstream_tls_min_version;
+	struct timeouts		 timeouts;
+	SSL_CTX			*client_ctx;	/* NULL unless client TLS */
+	SSL_CTX			*upstream_ctx;	/* NULL unless upstream TLS */
+	int			 seen[32];	/* line of each key, 0 = unset */
+};
+
+struct config {
+	char			*file;
+	int			 refs;
+	enum log_level		 log_level;
+	enum log_format		 log_format;
+	int			 max_connections;
+	struct timeouts		 timeouts;
+	int			 shutdown_timeout;
+	struct service		*services;
+	size_t			 nservices;
+	int			 seen[32];
+};
+
+/*
+ * Reads and validates FILE.  On error returns NULL and, if errors is not
+ * NULL, stores a malloc'ed text of "FILE:LINE: message\n" lines in *errors
+ * (the caller frees it).
+ */
+struct config *config_load(const char *file, char **errors);
+
+/* Same, from an in-memory text; name is used in messages. */
+struct config *config_parse(const char *text, size_t len, const char *name,
+    char **errors);
+
+/* Reference counting: the snapshot is freed when the last holder lets go. */
+struct config *config_ref(struct config *cf);
+void config_unref(struct config *cf);
+
+/* Formats an address as "1.2.3.4:5" or "[::1]:5". */
+void sockaddr_text(const struct sockaddr *sa, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,245 @@
+/*
+ * endpoint: plain/TLS I/O behind one interface.
+ */
+#include "endpoint.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+
+#include "log.h"
+
+void
+ep_init(struct endpoint *ep, int fd, SSL *ssl, void (*cb)(EV_P_ ev_io *, int),
+    void *data)
+{
+	memset(ep, 0, sizeof(*ep));
+	ep->fd = fd;
+	ep->ssl = ssl;
+	ev_io_init(&ep->io, cb, fd, 0);
+	ep->io.data = data;
+	if (ssl != NULL)
+		SSL_set_fd(ssl, fd);
+}
+
+void
+ep_start_tls(struct endpoint *ep, SSL *ssl)
+{
+	ep->ssl = ssl;
+	SSL_set_fd(ssl, ep->fd);
+	ep->rd_wait = ep->wr_wait = 0;
+}
+
+void
+ep_close(EV_P_ struct endpoint *ep)
+{
+	if (ep->fd < 0)
+		return;
+	ev_io_stop(EV_A_ &ep->io);
+	SSL_free(ep->ssl);
+	ep->ssl = NULL;
+	close(ep->fd);
+	ep->fd = -1;
+}
+
+void
+ep_events(struct endpoint *ep, int revents)
+{
+	if (ep->rd_wait & revents)
+		ep->rd_wait = 0;
+	if (ep->wr_wait & revents)
+		ep->wr_wait = 0;
+}
+
+static void
+set_errno_reason(struct endpoint *ep, const char *what)
+{
+	snprintf(ep->err, sizeof(ep->err), "%s: %s", what,
+	    errno == ECONNRESET ? "reset by peer" : strerror(errno));
+}
+
+/*
+ * Maps a failed SSL call to a status; *wait gets the event to wait for.
+ * On a clean or unclean EOF sets the eof flags.
+ */
+static enum ep_status
+ssl_status(struct endpoint *ep, int ret, int *wait)
+{
+	int e = SSL_get_error(ep->ssl, ret);
+
+	switch (e) {
+	case SSL_ERROR_WANT_READ:
+		*wait = EV_READ;
+		return EP_AGAIN;
+	case SSL_ERROR_WANT_WRITE:
+		*wait = EV_WRITE;
+		return EP_AGAIN;
+	case SSL_ERROR_ZERO_RETURN:
+		ep->eof = ep->eof_clean = true;
+		return EP_EOF;
+	case SSL_ERROR_SYSCALL:
+		if (ret == 0 || errno == 0) {
+			/* TCP FIN without close_notify: truncation. */
+			ERR_clear_error();
+			ep->eof = true;
+			ep->eof_clean = false;
+			return EP_EOF;
+		}
+		set_errno_reason(ep, "tls");
+		ERR_clear_error();
+		return EP_ERROR;
+	default:
+		snprintf(ep->err, sizeof(ep->err), "tls: ");
+		log_ssl_errors(ep->err, sizeof(ep->err));
+		return EP_ERROR;
+	}
+}
+
+enum ep_status
+ep_handshake(struct endpoint *ep)
+{
+	int ret;
+
+	ERR_clear_error();
+	errno = 0;
+	if ((ret = SSL_do_handshake(ep->ssl)) == 1)
+		return EP_OK;
+	switch (ssl_status(ep, ret, &ep->rd_wait)) {
+	case EP_AGAIN:
+		return EP_AGAIN;
+	case EP_EOF:
+		snprintf(ep->err, sizeof(ep->err), "connection closed during "
+		    "handshake");
+		return EP_ERROR;
+	default:
+		return EP_ERROR;
+	}
+}
+
+enum ep_status
+ep_read(struct endpoint *ep, struct buf *b)
+{
+	char *p;
+	size_t room;
+	ssize_t n;
+	int ret;
+
+	while ((p = buf_reserve(b, &room)) != NULL) {
+		if (room > INT32_MAX)
+			room = INT32_MAX;
+		if (ep->ssl != NULL) {
+			ERR_clear_error();
+			errno = 0;
+			ret = SSL_read(ep->ssl, p, (int)room);
+			if (ret <= 0)
+				return ssl_status(ep, ret, &ep->rd_wait);
+			n = ret;
+		} else {
+			n = read(ep->fd, p, room);
+			if (n == 0) {
+				ep->eof = ep->eof_clean = true;
+				return EP_EOF;
+			}
+			if (n < 0) {
+				if (errno == EAGAIN || errno == EWOULDBLOCK ||
+				    errno == EINTR) {
+					ep->rd_wait = EV_READ;
+					return EP_AGAIN;
+				}
+				set_errno_reason(ep, "read");
+				return EP_ERROR;
+			}
+		}
+		buf_commit(b, (size_t)n);
+		ep->bytes_in += (uint64_t)n;
+	}
+	return EP_OK;
+}
+
+enum ep_status
+ep_write(struct endpoint *ep, struct buf *b)
+{
+	const char *p;
+	size_t len;
+	ssize_t n;
+	int ret;
+
+	while ((p = buf_peek(b, &len)) != NULL) {
+		if (len > INT32_MAX)
+			len = INT32_MAX;
+		if (ep->ssl != NULL) {
+			ERR_clear_error();
+			errno = 0;
+			ret = SSL_write(ep->ssl, p, (int)len);
+			if (ret <= 0) {
+				enum ep_status st = ssl_status(ep, ret,
+				    &ep->wr_wait);
+				if (st == EP_EOF) {
+					snprintf(ep->err, sizeof(ep->err),
+					    "write: connection closed");
+					st = EP_ERROR;
+				}
+				return st;
+			}
+			n = ret;
+		} else {
+			n = send(ep->fd, p, len, MSG_NOSIGNAL);
+			if (n < 0) {
+				if (errno == EAGAIN || errno == EWOULDBLOCK ||
+				    errno == EINTR) {
+					ep->wr_wait = EV_WRITE;
+					return EP_AGAIN;
+				}
+				set_errno_reason(ep, "write");
+				return EP_ERROR;
+			}
+		}
+		buf_consume(b, (size_t)n);
+		ep->bytes_out += (uint64_t)n;
+	}
+	return EP_OK;
+}
+
+enum ep_status
+ep_shutdown(struct endpoint *ep, bool clean)
+{
+	int ret;
+
+	if (ep->shut)
+		return EP_OK;
+	if (ep->ssl != NULL && clean) {
+		ERR_clear_error();
+		errno = 0;
+		ret = SSL_shutdown(ep->ssl);
+		if (ret < 0) {
+			enum ep_status st = ssl_status(ep, ret, &ep->wr_wait);
+			if (st == EP_AGAIN)
+				return st;
+			/* The peer is gone already; FIN below is all we can do. */
+		}
+	}
+	ep->shut = true;
+	if (shutdown(ep->fd, SHUT_WR) < 0 && errno != ENOTCONN) {
+		set_errno_reason(ep, "shutdown");
+		return EP_ERROR;
+	}
+	return EP_OK;
+}
+
+void
+ep_update(EV_P_ struct endpoint *ep, bool want_read, bool want_write)
+{
+	int mask = (want_read ? ep->rd_wait : 0) | (want_write ? ep->wr_wait : 0);
+
+	if (mask == ep->mask || ep->fd < 0)
+		return;
+	ev_io_stop(EV_A_ &ep->io);
+	ev_io_set(&ep->io, ep->fd, mask);
+	if (mask != 0)
+		ev_io_start(EV_A_ &ep->io);
+	ep->mask = mask;
+}

@@ -1,0 +1,28 @@
+/*
+ * listener: the bound sockets of every service, accept, connection cap.
+ *
+ * At max_connections the listeners stop accepting (the kernel backlog holds
+ * newcomers) and resume when a session ends; on EMFILE and friends they
+ * pause for a moment instead of spinning.
+ */
+#ifndef MAILPROXY_LISTENER_H
+#define MAILPROXY_LISTENER_H
+
+#include <ev.h>
+
+#include "config.h"
+
+/*
+ * Makes the set of listeners match cf: keeps sockets whose address is
+ * unchanged, binds new ones, closes removed ones.  All or nothing: if a bind
+ * fails, nothing changes, -1 is returned and err says which address.
+ */
+int	listeners_apply(EV_P_ struct config *cf, char *err, size_t len);
+
+/* Closes every listener (graceful stop). */
+void	listeners_close_all(EV_P);
+
+/* A session ended: resume accepting if the cap had paused us. */
+void	listeners_session_ended(EV_P);
+
+#endif

@@ -1,0 +1,225 @@
+/*
+ * main: command line, start-up, signals, reload and graceful stop.
+ *
+ * The running configuration is the one global: a reload builds a complete
+ * new snapshot (TLS contexts included) and new listeners before swapping,
+ * and keeps the old one on any error.
+ */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <ev.h>
+
+#include "config.h"
+#include "listener.h"
+#include "log.h"
+#include "session.h"
+#include "tls.h"
+
+#define MAILPROXY_VERSION	"0.1.0"
+
+static struct config	*running;	/* the current configuration */
+static const char	*config_file = CONFIG_DEFAULT_FILE;
+static bool		 draining;
+static ev_timer		 drain_timer;
+static ev_prepare	 drain_check;
+
+static void
+usage(FILE *fp)
+{
+	fprintf(fp,
+	    "usage: mailproxy [-c FILE] [-t] [-V] [-h]\n"
+	    "  -c FILE  configuration file (default %s)\n"
+	    "  -t       check the configuration and exit\n"
+	    "  -V       print version and TLS library, exit\n"
+	    "  -h       this help\n", CONFIG_DEFAULT_FILE);
+}
+
+static void
+apply_logging(const struct config *cf)
+{
+	log_setup(cf->log_level, cf->log_format);
+}
+
+/* Start-up warnings about settings that weaken security. */
+static void
+warn_insecure(const struct config *cf)
+{
+	for (size_t i = 0; i < cf->nservices; i++) {
+		const struct service *svc = &cf->services[i];
+		if (svc->upstream_tls != TLS_MODE_NONE && !svc->upstream_verify)
+			log_warnx("svc=%s upstream_verify = no: the upstream "
+			    "certificate is NOT checked; the link is encrypted "
+			    "but not authenticated", svc->name);
+		if (svc->client_tls != TLS_MODE_NONE &&
+		    svc->tls_min_version < TLS1_2_VERSION)
+			log_warnx("svc=%s tls_min_version below 1.2: legacy TLS "
+			    "enabled for old devices", svc->name);
+	}
+}
+
+/* Logs every "FILE:LINE: message" line of a failed load. */
+static void
+log_config_errors(const char *what, char *errors)
+{
+	char *line, *save = NULL;
+
+	for (line = strtok_r(errors, "\n", &save); line != NULL;
+	    line = strtok_r(NULL, "\n", &save))
+		log_errorx("%s: %s", what, line);
+}
+
+static void
+reload(EV_P)
+{
+	struct config *cf;
+	char *errors = NULL, err[256];
+
+	log_info("event=reload file=%s", config_file);
+	if ((cf = config_load(config_file, &errors)) == NULL) {
+		log_config_errors("reload failed, keeping the running "
+		    "configuration", errors);
+		free(errors);
+		return;
+	}
+	if (listeners_apply(EV_A_ cf, err, sizeof(err)) < 0) {
+		log_errorx("reload failed, keeping the running configuration: "
+		    "%s", err);
+		config_unref(cf);
+		return;
+	}
+	config_unref(running);
+	running = cf;
+	apply_logging(cf);
+	warn_insecure(cf);
+	log_info("event=reload-ok services=%zu sessions=%zu", cf->nservices,
+	    sess_count());
+}
+
+static void
+drain_check_cb(EV_P_ ev_prepare *w, int revents)
+{
+	(void)w;
+	(void)revents;
+	if (draining && sess_count() == 0)
+		ev_break(EV_A_ EVBREAK_ALL);
+}
+
+static void
+drain_timer_cb(EV_P_ ev_timer *w, int revents)
+{
+	(void)w;
+	(void)revents;
+	log_info("event=shutdown-timeout sessions=%zu", sess_count());
+	sess_close_all(EV_A_ "shutdown");
+	ev_break(EV_A_ EVBREAK_ALL);
+}
+
+static void
+stop(EV_P)
+{
+	if (draining) {
+		/* A second signal: do not wait any longer. */
+		sess_close_all(EV_A_ "shutdown");
+		ev_break(EV_A_ EVBREAK_ALL);
+		return;
+	}
+	draining = true;
+	log_info("event=stopping sessions=%zu grace=%ds", sess_count(),
+	    running->shutdown_timeout);
+	listeners_close_all(EV_A);
+	ev_timer_init(&drain_timer, drain_timer_cb, running->shutdown_timeout,
+	    0.);
+	ev_timer_start(EV_A_ &drain_timer);
+	ev_prepare_init(&drain_check, drain_check_cb);
+	ev_prepare_start(EV_A_ &drain_check);
+}
+
+static void
+signal_cb(EV_P_ ev_signal *w, int revents)
+{
+	(void)revents;
+	if (w->signum == SIGHUP) {
+		if (!draining)
+			reload(EV_A);
+	} else
+		stop(EV_A);
+}
+
+int
+main(int argc, char *argv[])
+{
+	struct ev_loop *loop;
+	ev_signal sig_hup, sig_term, sig_int;
+	char *errors = NULL, err[256];
+	bool check_only = false;
+	int ch;
+
+	while ((ch = getopt(argc, argv, "c:tTVh")) != -1) {
+		switch (ch) {
+		case 'c':
+			config_file = optarg;
+			break;
+		case 't':
+			check_only = true;
+			break;
+		case 'T':
+			fprintf(stderr, "mailproxy: -T (dial the upstreams) is "
+			    "not supported by this version\n");
+			return 1;
+		case 'V':
+			printf("mailproxy %s (TLS library: %s)\n",
+			    MAILPROXY_VERSION, tls_library());
+			return 0;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 1;
+		}
+	}
+	if (optind != argc) {
+		usage(stderr);
+		return 1;
+	}
+
+	signal(SIGPIPE, SIG_IGN);
+	if ((running = config_load(config_file, &errors)) == NULL) {
+		fputs(errors != NULL ? errors : "cannot load configuration\n",
+		    stderr);
+		free(errors);
+		return 1;
+	}
+	if (check_only) {
+		printf("configuration OK\n");
+		config_unref(running);
+		return 0;
+	}
+	apply_logging(running);
+	warn_insecure(running);
+
+	if ((loop = ev_default_loop(EVFLAG_AUTO)) == NULL)
+		fatalx("cannot initialise libev");
+	if (listeners_apply(loop, running, err, sizeof(err)) < 0)
+		fatalx("%s", err);
+	ev_signal_init(&sig_hup, signal_cb, SIGHUP);
+	ev_signal_init(&sig_term, signal_cb, SIGTERM);
+	ev_signal_init(&sig_int, signal_cb, SIGINT);
+	ev_signal_start(loop, &sig_hup);
+	ev_signal_start(loop, &sig_term);
+	ev_signal_start(loop, &sig_int);
+	log_info("event=start version=%s tls=\"%s\" pid=%ld config=%s",
+	    MAILPROXY_VERSION, tls_library(), (long)getpid(), config_file);
+
+	ev_run(loop, 0);
+
+	log_info("event=stopped");
+	config_unref(running);
+	ev_loop_destroy(loop);
+	return 0;
+}

@@ -1,0 +1,612 @@
+/*
+ * session: the per-connection state machine and the relay.
+ */
+#include "session.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <openssl/x509.h>
+
+#include "buffer.h"
+#include "endpoint.h"
+#include "listener.h"
+#include "log.h"
+#include "tls.h"
+
+enum sess_state {
+	SESS_CLIENT_HANDSHAKE,
+	SESS_CONNECT,
+	SESS_UPSTREAM_HANDSHAKE,
+	SESS_RELAY,
+	SESS_FAREWELL,		/* sending the client an error, then closing */
+};
+
+static const char *const sess_state_names[] = {
+	"client-handshake", "connect", "upstream-handshake", "relay", "farewell",
+};
+
+/* Upper bound of read/write rounds per callback, for fairness. */
+#define PUMP_ROUNDS	16
+
+/*
+ * Invariants: c2u only ever holds bytes read from the client and u2c bytes
+ * read from the upstream; neither is read into while the other side is not
+ * ready for them (before RELAY nothing is read from either side except by
+ * the handshakes).  closing is set once and the session is freed by the
+ * callback wrapper that saw it.
+ */
+struct session {
+	uint64_t		 id;
+	struct config		*cf;		/* our reference */
+	const struct service	*svc;
+	enum sess_state		 state;
+	struct endpoint		 client;
+	struct endpoint		 upstream;
+	struct buf		 c2u;
+	struct buf		 u2c;
+	ev_timer		 timer;
+	ev_tstamp		 started;
+	ev_tstamp		 last_activity;
+	size_t			 next_addr;	/* upstream address to try */
+	char			 peer[64];
+	char			 upstream_addr[64];
+	const char		*first_eof;	/* "client" or "upstream" */
+	bool			 closing;
+	bool			 abort;		/* close with RST */
+	const char		*reason;
+	char			 detail[256];
+	enum log_level		 severity;
+	struct session		*prev, *next;
+};
+
+static struct session	*sessions;
+static size_t		 nsessions;
+static uint64_t		 next_id = 1;
+
+static void client_cb(EV_P_ ev_io *w, int revents);
+static void upstream_cb(EV_P_ ev_io *w, int revents);
+static void timer_cb(EV_P_ ev_timer *w, int revents);
+static void step(EV_P_ struct session *s);
+
+size_t
+sess_count(void)
+{
+	return nsessions;
+}
+
+static void
+set_deadline(EV_P_ struct session *s, int seconds)
+{
+	ev_timer_stop(EV_A_ &s->timer);
+	ev_timer_set(&s->timer, seconds, 0.);
+	ev_timer_start(EV_A_ &s->timer);
+}
+
+static void
+log_close(struct session *s)
+{
+	struct logline ll;
+	char buf[128];
+	const char *sni = NULL;
+
+	logline_init(&ll);
+	logline_num(&ll, "sess", s->id);
+	logline_str(&ll, "event", "close");
+	logline_str(&ll, "svc", s->svc->name);
+	logline_str(&ll, "client", s->peer);
+	if (s->client.ssl != NULL)
+		sni = SSL_get_servername(s->client.ssl,
+		    TLSEXT_NAMETYPE_host_name);
+	logline_str(&ll, "sni", sni);
+	tls_describe(s->client.ssl, buf, sizeof(buf));
+	logline_str(&ll, "client_tls", buf);
+	logline_str(&ll, "upstream", s->upstream_addr[0] ? s->upstream_addr :
+	    NULL);
+	tls_describe(s->upstream.ssl, buf, sizeof(buf));
+	logline_str(&ll, "upstream_tls", buf);
+	logline_num(&ll, "bytes_in", s->client.bytes_in);
+	logline_num(&ll, "bytes_out", s->client.bytes_out);
+	logline_num(&ll, "ms", (uint64_t)((ev_time() - s->started) * 1000));
+	logline_str(&ll, "state", sess_state_names[s->state]);
+	logline_str(&ll, "reason", s->reason);
+	if (s->detail[0] != '\0')
+		logline_str(&ll, "detail", s->detail);
+	logline_emit(&ll, s->severity);
+}
+
+/* Marks the session closed; the callback wrapper frees it. */
+static void
+sess_end(struct session *s, enum log_level severity, const char *reason,
+    const char *detail)
+{
+	if (s->closing)
+		return;
+	s->closing = true;
+	s->severity = severity;
+	s->reason = reason;
+	if (detail != s->detail)
+		snprintf(s->detail, sizeof(s->detail), "%s",
+		    detail ? detail : "");
+}
+
+/* Sets SO_LINGER 0 so close() sends RST: the peer sees the abort. */
+static void
+abortive(int fd)
+{
+	struct linger lg = { 1, 0 };
+
+	if (fd >= 0)
+		setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+}
+
+static void
+sess_free(EV_P_ struct session *s)
+{
+	log_close(s);
+	if (s->abort) {
+		/* A reset or alert on one side: the other sees an abort too. */
+		abortive(s->client.fd);
+		abortive(s->upstream.fd);
+	}
+	ev_timer_stop(EV_A_ &s->timer);
+	ep_close(EV_A_ &s->client);
+	ep_close(EV_A_ &s->upstream);
+	buf_release(&s->c2u);
+	buf_release(&s->u2c);
+	if (s->prev != NULL)
+		s->prev->next = s->next;
+	else
+		sessions = s->next;
+	if (s->next != NULL)
+		s->next->prev = s->prev;
+	nsessions--;
+	config_unref(s->cf);
+	free(s);
+	listeners_session_ended(EV_A);
+}
+
+/* Every libev callback ends here: frees a session its step closed. */
+static void
+reap(EV_P_ struct session *s)
+{
+	if (s->closing)
+		sess_free(EV_A_ s);
+}
+
+void
+sess_close_all(EV_P_ const char *reason)
+{
+	while (sessions != NULL) {
+		sess_end(sessions, LOG_LVL_INFO, reason, NULL);
+		sess_free(EV_A_ sessions);
+	}
+}
+
+/*
+ * The upstream failed before the relay: tell the client in its protocol
+ * (a temporary error, so a mail client retries later) and close.
+ */
+static void
+farewell(EV_P_ struct session *s, const char *reason, const char *detail)
+{
+	static const char *const msg[] = {
+		"421 4.3.0 mailproxy: upstream unavailable, try again later\r\n",
+		"-ERR [SYS/TEMP] mailproxy: upstream unavailable\r\n",
+		"* BYE [UNAVAILABLE] mailproxy: upstream unavailable\r\n",
+	};
+
+	log_warnx("sess=%llu svc=%s event=upstream-failed reason=%s "
+	    "detail=\"%s\"", (unsigned long long)s->id, s->svc->name, reason,
+	    detail ? detail : "");
+	ep_close(EV_A_ &s->upstream);
+	buf_release(&s->u2c);
+	buf_append(&s->u2c, msg[s->svc->protocol], strlen(msg[s->svc->protocol]));
+	s->reason = reason;
+	snprintf(s->detail, sizeof(s->detail), "%s", detail ? detail : "");
+	s->state = SESS_FAREWELL;
+	set_deadline(EV_A_ s, s->svc->timeouts.handshake);
+	step(EV_A_ s);
+}
+
+/* ---- connect ----------------------------------------------------------- */
+
+static void
+set_nodelay(int fd)
+{
+	int one = 1;
+
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+static void start_relay(EV_P_ struct session *s);
+
+/* Dials the next upstream address; farewell when none is left. */
+static void
+start_connect(EV_P_ struct session *s)
+{
+	const struct service *svc = s->svc;
+	char why[160] = "no address";
+	int fd;
+
+	while (s->next_addr < svc->nupstream_addrs) {
+		const struct sockaddr_any *a = &svc->upstream_addrs[s->next_addr++];
+
+		sockaddr_text((const struct sockaddr *)&a->ss, s->upstream_addr,
+		    sizeof(s->upstream_addr));
+		fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK |
+		    SOCK_CLOEXEC, 0);
+		if (fd < 0) {
+			snprintf(why, sizeof(why), "socket: %s", strerror(errno));
+			continue;
+		}
+		set_nodelay(fd);
+		if (connect(fd, (const struct sockaddr *)&a->ss, a->len) == 0 ||
+		    errno == EINPROGRESS) {
+			ep_init(&s->upstream, fd, NULL, upstream_cb, s);
+			s->upstream.wr_wait = EV_WRITE;
+			s->state = SESS_CONNECT;
+			set_deadline(EV_A_ s, svc->timeouts.connect);
+			return;
+		}
+		snprintf(why, sizeof(why), "%s: %s", s->upstream_addr,
+		    strerror(errno));
+		close(fd);
+	}
+	farewell(EV_A_ s, "upstream-connect-failed", why);
+}
+
+static void
+connect_done(EV_P_ struct session *s)
+{
+	int err = 0;
+	socklen_t len = sizeof(err);
+	char why[160];
+	SSL *ssl;
+
+	if (getsockopt(s->upstream.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+		err = errno;
+	if (err != 0) {
+		snprintf(why, sizeof(why), "%s: %s", s->upstream_addr,
+		    strerror(err));
+		ep_close(EV_A_ &s->upstream);
+		if (s->next_addr < s->svc->nupstream_addrs) {
+			log_debug("sess=%llu connect %s", (unsigned long long)s->id,
+			    why);
+			start_connect(EV_A_ s);
+		} else
+			farewell(EV_A_ s, "upstream-connect-failed", why);
+		return;
+	}
+	s->upstream.wr_wait = 0;
+	if (s->svc->upstream_tls != TLS_MODE_IMPLICIT) {
+		start_relay(EV_A_ s);
+		return;
+	}
+	if ((ssl = SSL_new(s->svc->upstream_ctx)) == NULL ||
+	    tls_upstream_setup(ssl, s->svc) < 0) {
+		SSL_free(ssl);
+		farewell(EV_A_ s, "upstream-tls-setup-failed", NULL);
+		return;
+	}
+	SSL_set_connect_state(ssl);
+	ep_start_tls(&s->upstream, ssl);
+	s->state = SESS_UPSTREAM_HANDSHAKE;
+	set_deadline(EV_A_ s, s->svc->timeouts.handshake);
+}
+
+/* Names why the upstream handshake failed: verification first. */
+static void
+upstream_handshake_failed(EV_P_ struct session *s)
+{
+	long v = SSL_get_verify_result(s->upstream.ssl);
+	char detail[256];
+
+	if (v != X509_V_OK) {
+		const char *what =
+		    v == X509_V_ERR_CERT_HAS_EXPIRED ? "expired" :
+		    v == X509_V_ERR_CERT_NOT_YET_VALID ? "not-yet-valid" :
+		    v == X509_V_ERR_HOSTNAME_MISMATCH ? "wrong-name" :
+		    v == X509_V_ERR_IP_ADDRESS_MISMATCH ? "wrong-name" :
+		    v == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY ||
+		    v == X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT ||
+		    v == X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN ||
+		    v == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT ? "unknown-ca" :
+		    "invalid";
+		snprintf(detail, sizeof(detail), "%s: %s (name %s)", what,
+		    X509_verify_cert_error_string(v), s->svc->upstream_name ?
+		    s->svc->upstream_name : "-");
+		farewell(EV_A_ s, "upstream-verify-failed", detail);
+	} else
+		farewell(EV_A_ s, "upstream-handshake-failed", s->upstream.err);
+}
+
+/* ---- relay ------------------------------------------------------------- */
+
+static void
+start_relay(EV_P_ struct session *s)
+{
+	s->state = SESS_RELAY;
+	s->last_activity = ev_now(EV_A);
+	set_deadline(EV_A_ s, s->svc->timeouts.idle);
+	if (s->svc->upstream_tls == TLS_MODE_NONE || s->svc->upstream_verify)
+		return;
+	log_warnx("sess=%llu svc=%s upstream certificate not verified "
+	    "(upstream_verify = no)", (unsigned long long)s->id, s->svc->name);
+}
+
+static const char *
+side_name(const struct session *s, const struct endpoint *ep)
+{
+	return ep == &s->client ? "client" : "upstream";
+}
+
+/* One side failed (reset, alert, ...): both close now. */
+static void
+side_error(struct session *s, struct endpoint *ep)
+{
+	bool client = ep == &s->client;
+
+	s->abort = true;
+	sess_end(s, client ? LOG_LVL_INFO : LOG_LVL_WARN,
+	    client ? "client-error" : "upstream-error", ep->err);
+}
+
+/*
+ * Moves bytes src -> b -> dst as far as they go without blocking, then
+ * forwards src's EOF once b is flushed.  Returns true if anything moved.
+ */
+static bool
+move(struct session *s, struct endpoint *src, struct buf *b,
+    struct endpoint *dst)
+{
+	uint64_t before;
+	bool progress = false;
+	enum ep_status st;
+
+	if (!src->eof && src->rd_wait == 0 && buf_room(b) > 0) {
+		before = src->bytes_in;
+		st = ep_read(src, b);
+		if (st == EP_ERROR) {
+			side_error(s, src);
+			return false;
+		}
+		if (st == EP_EOF) {
+			if (s->first_eof == NULL)
+				s->first_eof = side_name(s, src);
+			progress = true;
+		}
+		progress |= src->bytes_in != before;
+	}
+	if (!buf_empty(b) && dst->wr_wait == 0) {
+		before = dst->bytes_out;
+		if (ep_write(dst, b) == EP_ERROR) {
+			side_error(s, dst);
+			return false;
+		}
+		progress |= dst->bytes_out != before;
+	}
+	if (src->eof && buf_empty(b) && !dst->shut && dst->wr_wait == 0) {
+		st = ep_shutdown(dst, src->eof_clean);
+		if (st == EP_ERROR) {
+			side_error(s, dst);
+			return false;
+		}
+		progress |= st == EP_OK;
+	}
+	return progress;
+}
+
+static void
+relay(EV_P_ struct session *s)
+{
+	bool moved = false, progress = true;
+	int round;
+
+	for (round = 0; progress && !s->closing && round < PUMP_ROUNDS; round++) {
+		progress = move(s, &s->client, &s->c2u, &s->upstream);
+		if (!s->closing)
+			progress |= move(s, &s->upstream, &s->u2c, &s->client);
+		moved |= progress;
+	}
+	if (moved)
+		s->last_activity = ev_now(EV_A);
+	if (s->closing)
+		return;
+	if (s->client.eof && s->upstream.eof && s->client.shut &&
+	    s->upstream.shut) {
+		bool clean = s->client.eof_clean && s->upstream.eof_clean;
+		sess_end(s, LOG_LVL_INFO, strcmp(s->first_eof, "client") == 0 ?
+		    "client-closed" : "upstream-closed", clean ? NULL :
+		    "a TLS side ended without close_notify");
+		return;
+	}
+	if (progress && round == PUMP_ROUNDS) {
+		/* Still busy: come back on the next loop iteration. */
+		ev_feed_event(EV_A_ &s->client.io, EV_READ | EV_WRITE);
+	}
+}
+
+static void
+arm_relay(EV_P_ struct session *s)
+{
+	ep_update(EV_A_ &s->client, !s->client.eof && buf_room(&s->c2u) > 0,
+	    !buf_empty(&s->u2c) || (s->upstream.eof && !s->client.shut));
+	ep_update(EV_A_ &s->upstream, !s->upstream.eof &&
+	    buf_room(&s->u2c) > 0,
+	    !buf_empty(&s->c2u) || (s->client.eof && !s->upstream.shut));
+}
+
+/* ---- the state machine -------------------------------------------------- */
+
+static void
+step(EV_P_ struct session *s)
+{
+	enum ep_status st;
+
+	switch (s->state) {
+	case SESS_CLIENT_HANDSHAKE:
+		st = ep_handshake(&s->client);
+		if (st == EP_OK) {
+			start_connect(EV_A_ s);
+			if (s->state == SESS_CONNECT)
+				break;
+		} else if (st == EP_ERROR)
+			sess_end(s, LOG_LVL_INFO, "client-handshake-failed",
+			    s->client.err);
+		break;
+	case SESS_CONNECT:
+		if (s->upstream.wr_wait == 0)
+			connect_done(EV_A_ s);
+		if (s->state != SESS_UPSTREAM_HANDSHAKE)
+			break;
+		/* FALLTHROUGH */
+	case SESS_UPSTREAM_HANDSHAKE:
+		st = ep_handshake(&s->upstream);
+		if (st == EP_OK)
+			start_relay(EV_A_ s);
+		else if (st == EP_ERROR)
+			upstream_handshake_failed(EV_A_ s);
+		break;
+	case SESS_RELAY:
+		relay(EV_A_ s);
+		break;
+	case SESS_FAREWELL:
+		if (s->client.wr_wait != 0)
+			break;
+		st = ep_write(&s->client, &s->u2c);
+		if (st == EP_ERROR || (st == EP_OK &&
+		    ep_shutdown(&s->client, true) != EP_AGAIN))
+			sess_end(s, LOG_LVL_WARN, s->reason, s->detail);
+		break;
+	}
+	if (s->closing)
+		return;
+	/* Arm exactly what the current state waits for. */
+	switch (s->state) {
+	case SESS_CLIENT_HANDSHAKE:
+		ep_update(EV_A_ &s->client, true, false);
+		break;
+	case SESS_CONNECT:
+		ep_update(EV_A_ &s->client, false, false);
+		ep_update(EV_A_ &s->upstream, false, true);
+		break;
+	case SESS_UPSTREAM_HANDSHAKE:
+		ep_update(EV_A_ &s->client, false, false);
+		ep_update(EV_A_ &s->upstream, true, false);
+		break;
+	case SESS_RELAY:
+		arm_relay(EV_A_ s);
+		break;
+	case SESS_FAREWELL:
+		ep_update(EV_A_ &s->client, false, true);
+		break;
+	}
+}
+
+static void
+client_cb(EV_P_ ev_io *w, int revents)
+{
+	struct session *s = w->data;
+
+	ep_events(&s->client, revents);
+	step(EV_A_ s);
+	reap(EV_A_ s);
+}
+
+static void
+upstream_cb(EV_P_ ev_io *w, int revents)
+{
+	struct session *s = w->data;
+
+	ep_events(&s->upstream, revents);
+	step(EV_A_ s);
+	reap(EV_A_ s);
+}
+
+static void
+timer_cb(EV_P_ ev_timer *w, int revents)
+{
+	struct session *s = w->data;
+	ev_tstamp left;
+
+	(void)revents;
+	switch (s->state) {
+	case SESS_RELAY:
+		left = s->last_activity + s->svc->timeouts.idle - ev_now(EV_A);
+		if (left > 0.) {
+			ev_timer_set(&s->timer, left, 0.);
+			ev_timer_start(EV_A_ &s->timer);
+			return;
+		}
+		sess_end(s, LOG_LVL_INFO, "idle-timeout", NULL);
+		break;
+	case SESS_CLIENT_HANDSHAKE:
+		sess_end(s, LOG_LVL_INFO, "client-handshake-timeout", NULL);
+		break;
+	case SESS_CONNECT:
+		farewell(EV_A_ s, "upstream-connect-timeout", s->upstream_addr);
+		break;
+	case SESS_UPSTREAM_HANDSHAKE:
+		farewell(EV_A_ s, "upstream-handshake-timeout", NULL);
+		break;
+	case SESS_FAREWELL:
+		sess_end(s, LOG_LVL_WARN, s->reason, s->detail);
+		break;
+	}
+	reap(EV_A_ s);
+}
+
+void
+sess_new(EV_P_ struct config *cf, const struct service *svc, int fd,
+    const struct sockaddr_any *peer)
+{
+	struct session *s;
+	SSL *ssl = NULL;
+
+	if ((s = calloc(1, sizeof(*s))) == NULL ||
+	    (svc->client_ctx != NULL &&
+	    (ssl = SSL_new(svc->client_ctx)) == NULL)) {
+		log_warnx("svc=%s out of memory: connection dropped", svc->name);
+		free(s);
+		close(fd);
+		return;
+	}
+	s->id = next_id++;
+	s->cf = config_ref(cf);
+	s->svc = svc;
+	s->started = ev_now(EV_A);
+	sockaddr_text((const struct sockaddr *)&peer->ss, s->peer,
+	    sizeof(s->peer));
+	buf_init(&s->c2u, BUF_CAPACITY);
+	buf_init(&s->u2c, BUF_CAPACITY);
+	set_nodelay(fd);
+	ep_init(&s->client, fd, ssl, client_cb, s);
+	s->upstream.fd = -1;
+	ev_init(&s->timer, timer_cb);
+	s->timer.data = s;
+	if ((s->next = sessions) != NULL)
+		sessions->prev = s;
+	sessions = s;
+	nsessions++;
+	log_debug("sess=%llu svc=%s event=accept client=%s",
+	    (unsigned long long)s->id, svc->name, s->peer);
+
+	if (ssl != NULL) {
+		SSL_set_accept_state(ssl);
+		s->state = SESS_CLIENT_HANDSHAKE;
+		s->client.rd_wait = EV_READ;
+		set_deadline(EV_A_ s, svc->timeouts.handshake);
+		step(EV_A_ s);
+	} else {
+		start_connect(EV_A_ s);
+		step(EV_A_ s);
+	}
+	reap(EV_A_ s);
+}

@@ -1,0 +1,32 @@
+/*
+ * session: one client connection and its upstream, walking
+ *
+ *   CLIENT_HANDSHAKE -> CONNECT -> UPSTREAM_HANDSHAKE -> RELAY -> closed
+ *
+ * with one ev_timer holding the deadline of the current phase (handshake,
+ * connect) or the idle timeout while relaying.  A session is freed only
+ * after the callback that closed it returns.
+ */
+#ifndef MAILPROXY_SESSION_H
+#define MAILPROXY_SESSION_H
+
+#include <stddef.h>
+
+#include <ev.h>
+
+#include "config.h"
+
+/*
+ * Starts a session for an accepted, non-blocking fd (the session owns it
+ * and takes a reference on cf).
+ */
+void	sess_new(EV_P_ struct config *cf, const struct service *svc, int fd,
+	    const struct sockaddr_any *peer);
+
+/* Sessions currently open. */
+size_t	sess_count(void);
+
+/* Closes every open session now, logging reason (end of the grace period). */
+void	sess_close_all(EV_P_ const char *reason);
+
+#endif

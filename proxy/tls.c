@@ -1,0 +1,189 @@
+/*
+ * tls: SSL_CTX construction for both sides of a service.
+ */
+#include "tls.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+
+#include "config.h"
+#include "log.h"
+
+#define GROUPS		"X25519:P-256:P-384"
+#define SYSTEM_CA	"/etc/ssl/certs/ca-certificates.crt"
+
+/* Mozilla intermediate: forward-secret AEAD suites (TLS 1.3 are fixed). */
+#define SUITES_MODERN \
+	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:" \
+	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:" \
+	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+/* TLS 1.0/1.1 have no AEAD suites: CBC ones, for legacy listeners only. */
+#define SUITES_LEGACY \
+	":ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA:" \
+	"ECDHE-ECDSA-AES256-SHA:ECDHE-RSA-AES256-SHA:AES128-SHA:AES256-SHA"
+
+/* The ALPN name of each mail protocol (IANA registry), length-prefixed. */
+static const char *const alpn_names[] = { "smtp", "pop3", "imap" };
+
+static void
+ssl_reason(char *err, size_t len, const char *what)
+{
+	snprintf(err, len, "%s: ", what);
+	log_ssl_errors(err, len);
+}
+
+/*
+ * ALPACA: a client that offers ALPN must offer this port's protocol; an
+ * offer of only http/1.1, h2, ... is refused with no_application_protocol.
+ * A client that offers no ALPN at all never reaches this callback.
+ */
+static int
+alpn_select(SSL *ssl, const uint8_t **out, uint8_t *outlen, const uint8_t *in,
+    unsigned inlen, void *arg)
+{
+	const char *ours = arg;
+	size_t olen = strlen(ours);
+	unsigned i = 0;
+
+	(void)ssl;
+	while (i < inlen) {
+		unsigned n = in[i];
+		if (i + 1 + n > inlen)
+			break;
+		if (n == olen && memcmp(in + i + 1, ours, n) == 0) {
+			*out = in + i + 1;
+			*outlen = (uint8_t)n;
+			return SSL_TLSEXT_ERR_OK;
+		}
+		i += 1 + n;
+	}
+	return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
+static int
+common_setup(SSL_CTX *ctx, int min_version, int legacy, char *err, size_t len)
+{
+	if (!SSL_CTX_set_min_proto_version(ctx, (uint16_t)min_version) ||
+	    !SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) ||
+	    !SSL_CTX_set1_curves_list(ctx, GROUPS) ||
+	    !SSL_CTX_set_strict_cipher_list(ctx, legacy ?
+	    SUITES_MODERN SUITES_LEGACY : SUITES_MODERN)) {
+		ssl_reason(err, len, "TLS settings");
+		return -1;
+	}
+	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+	    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	return 0;
+}
+
+SSL_CTX *
+tls_server_ctx_new(const struct service *svc, char *err, size_t len)
+{
+	SSL_CTX *ctx;
+	static const unsigned char sid_ctx[] = "mailproxy";
+
+	ERR_clear_error();
+	if ((ctx = SSL_CTX_new(TLS_server_method())) == NULL) {
+		ssl_reason(err, len, "SSL_CTX_new");
+		return NULL;
+	}
+	if (common_setup(ctx, svc->tls_min_version,
+	    svc->tls_min_version < TLS1_2_VERSION, err, len) < 0)
+		goto fail;
+	if (!SSL_CTX_use_certificate_chain_file(ctx, svc->cert)) {
+		ssl_reason(err, len, "cannot load certificate");
+		goto fail;
+	}
+	if (!SSL_CTX_use_PrivateKey_file(ctx, svc->key, SSL_FILETYPE_PEM)) {
+		ssl_reason(err, len, "cannot load private key");
+		goto fail;
+	}
+	if (!SSL_CTX_check_private_key(ctx)) {
+		ssl_reason(err, len, "key does not match certificate");
+		goto fail;
+	}
+	SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
+	SSL_CTX_set_alpn_select_cb(ctx, alpn_select,
+	    (void *)(uintptr_t)alpn_names[svc->protocol]);
+	return ctx;
+fail:
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+SSL_CTX *
+tls_client_ctx_new(const struct service *svc, char *err, size_t len)
+{
+	const char *ca = svc->upstream_ca != NULL ? svc->upstream_ca : SYSTEM_CA;
+	SSL_CTX *ctx;
+
+	ERR_clear_error();
+	if ((ctx = SSL_CTX_new(TLS_client_method())) == NULL) {
+		ssl_reason(err, len, "SSL_CTX_new");
+		return NULL;
+	}
+	if (common_setup(ctx, svc->upstream_tls_min_version, 0, err, len) < 0)
+		goto fail;
+	if (svc->upstream_verify) {
+		if (!SSL_CTX_load_verify_locations(ctx, ca, NULL)) {
+			snprintf(err, len, "cannot load CA file %s: ", ca);
+			log_ssl_errors(err, len);
+			goto fail;
+		}
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+		/* RFC 6125: SAN only, wildcard only as a whole left label. */
+		X509_VERIFY_PARAM_set_hostflags(SSL_CTX_get0_param(ctx),
+		    X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS |
+		    X509_CHECK_FLAG_NEVER_CHECK_SUBJECT);
+	} else
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+	return ctx;
+fail:
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+int
+tls_upstream_setup(SSL *ssl, const struct service *svc)
+{
+	const char *name = svc->upstream_name;
+	X509_VERIFY_PARAM *param = SSL_get0_param(ssl);
+	unsigned char ip[16];
+	bool is_ip;
+
+	if (name == NULL)
+		return 0;	/* IP upstream with upstream_verify = no */
+	is_ip = inet_pton(AF_INET, name, ip) == 1 ||
+	    inet_pton(AF_INET6, name, ip) == 1;
+	if (!is_ip && !SSL_set_tlsext_host_name(ssl, name))
+		return -1;
+	if (!svc->upstream_verify)
+		return 0;
+	if (is_ip)
+		return X509_VERIFY_PARAM_set1_ip_asc(param, name) ? 0 : -1;
+	return X509_VERIFY_PARAM_set1_host(param, name, strlen(name)) ? 0 : -1;
+}
+
+void
+tls_describe(const SSL *ssl, char *buf, size_t len)
+{
+	const SSL_CIPHER *c;
+
+	if (ssl == NULL || (c = SSL_get_current_cipher(ssl)) == NULL) {
+		snprintf(buf, len, "-");
+		return;
+	}
+	snprintf(buf, len, "%s/%s", SSL_get_version(ssl),
+	    SSL_CIPHER_standard_name(c));
+}
+
+const char *
+tls_library(void)
+{
+	return OpenSSL_version(OPENSSL_VERSION);
+}

@@ -1,0 +1,44 @@
+/*
+ * tls: BoringSSL contexts for each side of a service.
+ *
+ * Defaults are Mozilla "intermediate": TLS 1.2 and 1.3, ECDHE with AEAD
+ * suites only, groups X25519, P-256, P-384, no renegotiation, no 0-RTT.
+ * Upstream certificates are verified (chain + RFC 6125 name) unless the
+ * service says upstream_verify = no.
+ */
+#ifndef MAILPROXY_TLS_H
+#define MAILPROXY_TLS_H
+
+#include <openssl/ssl.h>
+
+#ifndef OPENSSL_IS_BORINGSSL
+#error "mailproxy must be built against BoringSSL (-isystem /usr/include/android)"
+#endif
+
+#include <stddef.h>
+
+struct service;
+
+/*
+ * Server context for the client side: loads cert and key (they must match)
+ * and sets versions, suites and ALPN policy.  On failure returns NULL with
+ * a reason in err.
+ */
+SSL_CTX	*tls_server_ctx_new(const struct service *svc, char *err, size_t len);
+
+/* Client context for the upstream side, with its trust anchors. */
+SSL_CTX	*tls_client_ctx_new(const struct service *svc, char *err, size_t len);
+
+/*
+ * Prepares a new client-side SSL for an upstream connection: SNI (unless
+ * the name is an IP address) and the name the certificate must carry.
+ */
+int	 tls_upstream_setup(SSL *ssl, const struct service *svc);
+
+/* "TLSv1.3/TLS_AES_128_GCM_SHA256" for logs, "-" before a handshake. */
+void	 tls_describe(const SSL *ssl, char *buf, size_t len);
+
+/* The BoringSSL version string shown by mailproxy -V. */
+const char *tls_library(void);
+
+#endif
