@@ -58,7 +58,7 @@ certs: certs/dev/ca.crt
 run: deps all certs
 	sh test/run-dev.sh
 
-unit: $(BUILD)/unit_tests
+unit: $(BUILD)/unit_tests certs
 	$(BUILD)/unit_tests
 
 integration: $(BUILD)/mailproxy

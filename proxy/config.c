@@ -59,6 +59,7 @@ struct parser {
 	int		 nerrors;
 	struct config	*cf;
 	struct service	*svc;		/* current section, NULL = global */
+	int		 svc_header_line;	/* header line svc came from */
 	const char	*key;		/* key being set, for messages */
 };
 
@@ -411,8 +412,11 @@ service_for(struct parser *p, const char *section)
 
 	if (*section == '\0' || strcasecmp(section, "global") == 0)
 		return NULL;
-	if (p->svc != NULL && strcmp(p->svc->name, section) == 0)
+	/* Same section as the previous key (no new header line read since). */
+	if (p->svc != NULL && strcmp(p->svc->name, section) == 0 &&
+	    p->svc_header_line == p->section_line)
 		return p->svc;
+	p->svc_header_line = p->section_line;
 	for (size_t i = 0; i < cf->nservices; i++)
 		if (strcmp(cf->services[i].name, section) == 0) {
 			cfg_error(p, p->section_line, "service [%s] is defined "

@@ -128,6 +128,7 @@ ep_read(struct endpoint *ep, struct buf *b)
 	ssize_t n;
 	int ret;
 
+	ep->rd_wait = 0;
 	while ((p = buf_reserve(b, &room)) != NULL) {
 		if (room > INT32_MAX)
 			room = INT32_MAX;
@@ -168,6 +169,7 @@ ep_write(struct endpoint *ep, struct buf *b)
 	ssize_t n;
 	int ret;
 
+	ep->wr_wait = 0;
 	while ((p = buf_peek(b, &len)) != NULL) {
 		if (len > INT32_MAX)
 			len = INT32_MAX;

@@ -148,7 +148,7 @@ log_ssl_errors(char *buf, size_t len)
 	size_t n = strlen(buf);
 
 	while ((e = ERR_get_error()) != 0 && n + 2 < len) {
-		if (n > 0) {
+		if (n > 0 && buf[n - 1] != '(' && buf[n - 1] != ' ') {
 			buf[n++] = ';';
 			buf[n++] = ' ';
 			buf[n] = '\0';

@@ -33,8 +33,9 @@ static const char *const alpn_names[] = { "smtp", "pop3", "imap" };
 static void
 ssl_reason(char *err, size_t len, const char *what)
 {
-	snprintf(err, len, "%s: ", what);
+	snprintf(err, len, "%s (", what);
 	log_ssl_errors(err, len);
+	strncat(err, ")", len - strlen(err) - 1);
 }
 
 /*
@@ -100,7 +101,11 @@ tls_server_ctx_new(const struct service *svc, char *err, size_t len)
 		goto fail;
 	}
 	if (!SSL_CTX_use_PrivateKey_file(ctx, svc->key, SSL_FILETYPE_PEM)) {
-		ssl_reason(err, len, "cannot load private key");
+		int r = ERR_GET_REASON(ERR_peek_last_error());
+		ssl_reason(err, len, r == X509_R_KEY_TYPE_MISMATCH ||
+		    r == X509_R_KEY_VALUES_MISMATCH ?
+		    "key does not match certificate" :
+		    "cannot load private key");
 		goto fail;
 	}
 	if (!SSL_CTX_check_private_key(ctx)) {
@@ -131,8 +136,8 @@ tls_client_ctx_new(const struct service *svc, char *err, size_t len)
 		goto fail;
 	if (svc->upstream_verify) {
 		if (!SSL_CTX_load_verify_locations(ctx, ca, NULL)) {
-			snprintf(err, len, "cannot load CA file %s: ", ca);
-			log_ssl_errors(err, len);
+			snprintf(err, len, "cannot load CA file %s", ca);
+			ERR_clear_error();
 			goto fail;
 		}
 		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);

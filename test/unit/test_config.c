@@ -1,0 +1,271 @@
+/*
+ * config: every error path names FILE:LINE; a good file gives the values
+ * the key table promises, with inheritance and defaults.
+ */
+#include <stdlib.h>
+
+#include "config.h"
+#include "unit.h"
+
+static char certdir[512];
+
+static void
+init_certdir(void)
+{
+	const char *d = getenv("MAILPROXY_CERTS");
+
+	snprintf(certdir, sizeof(certdir), "%s", d ? d : "certs/dev");
+}
+
+/* Expands @ to the certificate directory in a config text. */
+static char *
+expand(const char *text)
+{
+	size_t n = 0, dl = strlen(certdir);
+	char *out = malloc(strlen(text) * (dl + 1) + 1);
+
+	for (; *text; text++) {
+		if (*text == '@') {
+			memcpy(out + n, certdir, dl);
+			n += dl;
+		} else
+			out[n++] = *text;
+	}
+	out[n] = '\0';
+	return out;
+}
+
+#define SERVICE_OK							\
+	"[smtps]\n"							\
+	"protocol = smtp\n"						\
+	"listen = 127.0.0.1:0\n"					\
+	"client_tls = implicit\n"					\
+	"cert = @/server-ecdsa.crt\n"					\
+	"key = @/server-ecdsa.key\n"					\
+	"upstream = 127.0.0.1:25\n"					\
+	"upstream_tls = none\n"
+
+static struct config *
+parse(const char *text, char **errors)
+{
+	char *t = expand(text);
+	struct config *cf = config_parse(t, strlen(t), "test.ini", errors);
+
+	free(t);
+	return cf;
+}
+
+/* Parses text that must fail, and checks that msg appears in the errors. */
+static void
+expect_error(const char *text, const char *msg)
+{
+	char *errors = NULL;
+	struct config *cf = parse(text, &errors);
+
+	CHECK(cf == NULL);
+	CHECK_STR_CONTAINS(errors, msg);
+	config_unref(cf);
+	free(errors);
+}
+
+static void
+test_good_file(void)
+{
+	char *errors = NULL;
+	struct config *cf = parse(
+	    "; global part\n"
+	    "log_level = debug\n"
+	    "log_format = json\n"
+	    "max_connections = 500\n"
+	    "handshake_timeout = 7\n"
+	    "[global]\n"
+	    "shutdown_timeout = 3\n"
+	    SERVICE_OK
+	    "connect_timeout = 4\n"
+	    "\n"
+	    "[imaps]\n"
+	    "  protocol = imap          ; indentation and comments are fine\n"
+	    "  listen = [::1]:0\n"
+	    "  listen = 127.0.0.2:0\n"
+	    "  client_tls = implicit\n"
+	    "  cert = @/server-rsa.crt\n"
+	    "  key = @/server-rsa.key\n"
+	    "  tls_min_version = 1.0\n"
+	    "  upstream = localhost:993\n"
+	    "  upstream_tls = implicit\n"
+	    "  upstream_ca = @/ca.crt\n"
+	    "  upstream_tls_min_version = 1.3\n", &errors);
+
+	CHECK(cf != NULL);
+	if (cf == NULL) {
+		fprintf(stderr, "%s", errors);
+		free(errors);
+		return;
+	}
+	CHECK(cf->log_level == LOG_LVL_DEBUG);
+	CHECK(cf->log_format == LOG_FMT_JSON);
+	CHECK(cf->max_connections == 500);
+	CHECK(cf->shutdown_timeout == 3);
+	CHECK(cf->nservices == 2);
+	struct service *smtps = &cf->services[0], *imaps = &cf->services[1];
+	CHECK(strcmp(smtps->name, "smtps") == 0);
+	CHECK(smtps->protocol == PROTO_SMTP);
+	CHECK(smtps->timeouts.handshake == 7);		/* inherited */
+	CHECK(smtps->timeouts.connect == 4);		/* own */
+	CHECK(smtps->timeouts.negotiation == 30);	/* default */
+	CHECK(smtps->timeouts.idle == 300);		/* smtp default */
+	CHECK(smtps->upstream_name == NULL);		/* IP, no TLS */
+	CHECK(smtps->client_ctx != NULL && smtps->upstream_ctx == NULL);
+	CHECK(imaps->protocol == PROTO_IMAP);
+	CHECK(imaps->nlisten == 2);
+	CHECK(imaps->listen[0].addr.ss.ss_family == AF_INET6);
+	CHECK(imaps->timeouts.idle == 1860);		/* imap default */
+	CHECK(imaps->tls_min_version == TLS1_VERSION);
+	CHECK(imaps->upstream_tls_min_version == TLS1_3_VERSION);
+	CHECK(imaps->upstream_verify);
+	CHECK(strcmp(imaps->upstream_name, "localhost") == 0);
+	CHECK(imaps->upstream_ctx != NULL);
+	CHECK(imaps->nupstream_addrs >= 1);
+	config_unref(cf);
+}
+
+static void
+test_errors_name_file_and_line(void)
+{
+	expect_error("log_level = loud\n" SERVICE_OK,
+	    "test.ini:1: log_level: unknown value \"loud\"");
+	expect_error("\n\nbogus = 1\n" SERVICE_OK,
+	    "test.ini:3: unknown key \"bogus\"");
+	expect_error("workers = 4\n" SERVICE_OK,
+	    "test.ini:1: workers: not supported by this version");
+	expect_error(SERVICE_OK "allow = 10.0.0.0/8\n",
+	    "test.ini:9: allow: not supported by this version");
+	expect_error("max_connections = 0\n" SERVICE_OK,
+	    "test.ini:1: max_connections: \"0\" is not a number from 1");
+	expect_error("idle_timeout = 5s\n" SERVICE_OK,
+	    "test.ini:1: idle_timeout: \"5s\" is not a number");
+	expect_error("protocol = smtp\n" SERVICE_OK,
+	    "test.ini:1: protocol belongs in a service section");
+	expect_error(SERVICE_OK "log_level = info\n",
+	    "test.ini:9: log_level is a global key");
+	expect_error(SERVICE_OK "protocol = imap\n",
+	    "test.ini:9: protocol is given twice (first at line 2)");
+	expect_error(SERVICE_OK SERVICE_OK,
+	    "test.ini:9: service [smtps] is defined twice");
+	expect_error("[x]\nprotocol = smtp\n",
+	    "test.ini:1: [x]: listen is required");
+	expect_error("log_level = info\n", "no service defined");
+	expect_error(SERVICE_OK "protocol2\n",
+	    "test.ini:9: syntax error");
+}
+
+static void
+test_values_not_yet_supported(void)
+{
+	expect_error("[a]\nprotocol = smtp\nlisten = 127.0.0.1:0\n"
+	    "client_tls = starttls\n", "test.ini:4: client_tls: \"starttls\" "
+	    "is not supported by this version");
+	expect_error("[a]\nprotocol = smtp\nlisten = 127.0.0.1:0\n"
+	    "client_tls = none\n", "test.ini:4: client_tls: \"none\"");
+	expect_error("[a]\nupstream_tls = starttls\n",
+	    "test.ini:2: upstream_tls: \"starttls\" is not supported");
+	expect_error("[a]\nprotocol = lmtp\n",
+	    "test.ini:2: protocol: unknown value \"lmtp\"");
+	expect_error("[a]\ntls_min_version = 1.4\n",
+	    "test.ini:2: tls_min_version: unknown TLS version \"1.4\"");
+	expect_error("[a]\nupstream_tls_min_version = 1.1\n",
+	    "test.ini:2: upstream_tls_min_version: unknown TLS version");
+	expect_error("[a]\nupstream_verify = maybe\n",
+	    "test.ini:2: upstream_verify: unknown value");
+}
+
+static void
+test_long_line_is_refused_not_truncated(void)
+{
+	char text[1024];
+	char name[260];
+
+	memset(name, 'a', sizeof(name) - 1);
+	name[sizeof(name) - 1] = '\0';
+	snprintf(text, sizeof(text), SERVICE_OK "upstream_name = %s\n", name);
+	expect_error(text, "test.ini:9: line is too long");
+	/* 198 bytes of content still fit. */
+	snprintf(text, sizeof(text), SERVICE_OK "upstream_name = %.*s\n",
+	    198 - 16, name);
+	char *errors = NULL;
+	struct config *cf = parse(text, &errors);
+	CHECK(cf != NULL);
+	CHECK(cf != NULL && strlen(cf->services[0].upstream_name) == 182);
+	config_unref(cf);
+	free(errors);
+}
+
+static void
+test_cross_key_rules(void)
+{
+	expect_error("[a]\nprotocol = smtp\nlisten = 127.0.0.1:0\n"
+	    "client_tls = implicit\nupstream = 127.0.0.1:25\n"
+	    "upstream_tls = none\n",
+	    "test.ini:1: [a]: cert and key are required");
+	expect_error(SERVICE_OK "upstream_tls = implicit\n",
+	    "test.ini:9: upstream_tls is given twice");
+	expect_error("[a]\nprotocol = smtp\nlisten = 127.0.0.1:0\n"
+	    "client_tls = implicit\ncert = @/server-ecdsa.crt\n"
+	    "key = @/server-ecdsa.key\nupstream = 127.0.0.1:465\n"
+	    "upstream_tls = implicit\n",
+	    "test.ini:7: [a]: upstream 127.0.0.1:465 is an IP address: set "
+	    "upstream_name");
+	expect_error("[a]\nprotocol = smtp\nlisten = 127.0.0.1:0\n"
+	    "client_tls = implicit\ncert = @/server-ecdsa.crt\n"
+	    "key = @/server-rsa.key\nupstream = 127.0.0.1:25\n"
+	    "upstream_tls = none\n",
+	    "test.ini:5: cert ");
+	expect_error("[a]\nprotocol = smtp\nlisten = 127.0.0.1:0\n"
+	    "client_tls = implicit\ncert = @/server-ecdsa.crt\n"
+	    "key = @/server-rsa.key\nupstream = 127.0.0.1:25\n"
+	    "upstream_tls = none\n",
+	    "key does not match certificate");
+	expect_error("[a]\ncert = /nonexistent/x.crt\n",
+	    "test.ini:2: cert: cannot read /nonexistent/x.crt");
+	expect_error("[a]\nprotocol = smtp\nlisten = 127.0.0.1:2525\n"
+	    "client_tls = implicit\ncert = @/server-ecdsa.crt\n"
+	    "key = @/server-ecdsa.key\nupstream = 127.0.0.1:25\n"
+	    "upstream_tls = none\n"
+	    "[b]\nprotocol = smtp\nlisten = 127.0.0.1:2525\n"
+	    "client_tls = implicit\ncert = @/server-ecdsa.crt\n"
+	    "key = @/server-ecdsa.key\nupstream = 127.0.0.1:25\n"
+	    "upstream_tls = none\n",
+	    "test.ini:11: listen 127.0.0.1:2525 is already used by [a] at "
+	    "line 3");
+	expect_error("[a]\nlisten = 127.0.0.1\n",
+	    "test.ini:2: listen: \"127.0.0.1\" is not host:port");
+	expect_error("[a]\nlisten = ::1:25\n", "test.ini:2: listen:");
+	expect_error("[a]\nupstream = host:99999\n",
+	    "test.ini:2: upstream: \"host:99999\" is not host:port");
+	expect_error("[a]\nupstream = :25\n", "test.ini:2: upstream:");
+	expect_error("[a]\nupstream_ca = /nonexistent.pem\n",
+	    "test.ini:2: upstream_ca: cannot read");
+}
+
+static void
+test_bad_ca_file_is_reported(void)
+{
+	/* A readable file that holds no certificate. */
+	expect_error("[a]\nprotocol = smtp\nlisten = 127.0.0.1:0\n"
+	    "client_tls = implicit\ncert = @/server-ecdsa.crt\n"
+	    "key = @/server-ecdsa.key\nupstream = localhost:465\n"
+	    "upstream_tls = implicit\nupstream_ca = @/server-ecdsa.key\n",
+	    "test.ini:9: [a]: upstream TLS: cannot load CA file");
+}
+
+void
+test_config(void)
+{
+	init_certdir();
+	test_good_file();
+	test_errors_name_file_and_line();
+	test_values_not_yet_supported();
+	test_long_line_is_refused_not_truncated();
+	test_cross_key_rules();
+	test_bad_ca_file_is_reported();
+}

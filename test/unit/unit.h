@@ -1,0 +1,39 @@
+/*
+ * A minimal unit-test harness: CHECK records a failure and goes on, the
+ * runner prints "N passed, N failed" and exits non-zero on any failure.
+ */
+#ifndef MAILPROXY_UNIT_H
+#define MAILPROXY_UNIT_H
+
+#include <stdio.h>
+#include <string.h>
+
+extern int unit_passed, unit_failed;
+
+#define CHECK(cond) do {						\
+	if (cond)							\
+		unit_passed++;						\
+	else {								\
+		unit_failed++;						\
+		fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__,	\
+		    #cond);						\
+	}								\
+} while (0)
+
+#define CHECK_STR_CONTAINS(hay, needle) do {				\
+	const char *h_ = (hay), *n_ = (needle);				\
+	if (h_ != NULL && strstr(h_, n_) != NULL)			\
+		unit_passed++;						\
+	else {								\
+		unit_failed++;						\
+		fprintf(stderr, "FAIL %s:%d: \"%s\" not in \"%s\"\n",	\
+		    __FILE__, __LINE__, n_, h_ ? h_ : "(null)");	\
+	}								\
+} while (0)
+
+void test_buffer(void);
+void test_config(void);
+void test_endpoint(void);
+void test_log(void);
+
+#endif
