@@ -235,7 +235,13 @@ ep_shutdown(struct endpoint *ep, bool clean)
 void
 ep_update(EV_P_ struct endpoint *ep, bool want_read, bool want_write)
 {
-	int mask = (want_read ? ep->rd_wait : 0) | (want_write ? ep->wr_wait : 0);
+	int mask = 0;
+
+	/* An operation never tried (no wait recorded) waits for its own event. */
+	if (want_read)
+		mask |= ep->rd_wait != 0 ? ep->rd_wait : EV_READ;
+	if (want_write)
+		mask |= ep->wr_wait != 0 ? ep->wr_wait : EV_WRITE;
 
 	if (mask == ep->mask || ep->fd < 0)
 		return;

@@ -212,7 +212,6 @@ farewell(EV_P_ struct session *s, const char *reason, const char *detail)
 	snprintf(s->detail, sizeof(s->detail), "%s", detail ? detail : "");
 	s->state = SESS_FAREWELL;
 	set_deadline(EV_A_ s, s->svc->timeouts.handshake);
-	step(EV_A_ s);
 }
 
 /* ---- connect ----------------------------------------------------------- */
@@ -445,28 +444,25 @@ arm_relay(EV_P_ struct session *s)
 
 /* ---- the state machine -------------------------------------------------- */
 
+/* Runs the current state once; it may move the session to another state. */
 static void
-step(EV_P_ struct session *s)
+run_state(EV_P_ struct session *s)
 {
 	enum ep_status st;
 
 	switch (s->state) {
 	case SESS_CLIENT_HANDSHAKE:
 		st = ep_handshake(&s->client);
-		if (st == EP_OK) {
+		if (st == EP_OK)
 			start_connect(EV_A_ s);
-			if (s->state == SESS_CONNECT)
-				break;
-		} else if (st == EP_ERROR)
+		else if (st == EP_ERROR)
 			sess_end(s, LOG_LVL_INFO, "client-handshake-failed",
 			    s->client.err);
 		break;
 	case SESS_CONNECT:
 		if (s->upstream.wr_wait == 0)
 			connect_done(EV_A_ s);
-		if (s->state != SESS_UPSTREAM_HANDSHAKE)
-			break;
-		/* FALLTHROUGH */
+		break;
 	case SESS_UPSTREAM_HANDSHAKE:
 		st = ep_handshake(&s->upstream);
 		if (st == EP_OK)
@@ -486,6 +482,18 @@ step(EV_P_ struct session *s)
 			sess_end(s, LOG_LVL_WARN, s->reason, s->detail);
 		break;
 	}
+}
+
+/* Runs states until one has to wait, then arms what it waits for. */
+static void
+step(EV_P_ struct session *s)
+{
+	enum sess_state before;
+
+	do {
+		before = s->state;
+		run_state(EV_A_ s);
+	} while (!s->closing && s->state != before);
 	if (s->closing)
 		return;
 	/* Arm exactly what the current state waits for. */
@@ -560,6 +568,8 @@ timer_cb(EV_P_ ev_timer *w, int revents)
 		sess_end(s, LOG_LVL_WARN, s->reason, s->detail);
 		break;
 	}
+	if (!s->closing)
+		step(EV_A_ s);
 	reap(EV_A_ s);
 }
 
@@ -601,12 +611,10 @@ sess_new(EV_P_ struct config *cf, const struct service *svc, int fd,
 	if (ssl != NULL) {
 		SSL_set_accept_state(ssl);
 		s->state = SESS_CLIENT_HANDSHAKE;
-		s->client.rd_wait = EV_READ;
+		s->client.rd_wait = EV_READ;	/* nothing to read yet */
 		set_deadline(EV_A_ s, svc->timeouts.handshake);
-		step(EV_A_ s);
-	} else {
+	} else
 		start_connect(EV_A_ s);
-		step(EV_A_ s);
-	}
+	step(EV_A_ s);
 	reap(EV_A_ s);
 }

@@ -1,0 +1,64 @@
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from helpers import BIN, ROOT, Proxy  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("certs")
+    subprocess.run(["sh", os.path.join(ROOT, "certs", "mkcerts.sh"), str(d)],
+                   check=True, stdout=subprocess.DEVNULL)
+    return str(d)
+
+
+@pytest.fixture
+def proxies(tmp_path, request):
+    """Factory: proxies(config_text) -> running Proxy; all stopped at the
+    end, and their logs printed when the test failed."""
+    started = []
+
+    def start(text, name="proxy"):
+        p = Proxy(str(tmp_path), text, name=name + str(len(started)))
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        p.stop()
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed:
+        for p in started:
+            sys.stderr.write("---- %s ----\n%s\n" % (p.logpath, p.log()))
+
+
+@pytest.fixture
+def upstreams():
+    from helpers import Upstream
+    made = []
+
+    def make(handler, tls_ctx=None):
+        u = Upstream(handler, tls_ctx)
+        made.append(u)
+        return u
+
+    yield make
+    for u in made:
+        u.close()
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
+def pytest_sessionstart(session):
+    if not os.access(BIN, os.X_OK):
+        raise pytest.UsageError("%s is missing: run make first" % BIN)
