@@ -1,0 +1,208 @@
+"""The relay: bit-exact bulk transfer both ways at once, half-close in both
+directions, truncation kept visible, resets propagated."""
+
+import hashlib
+import os
+import socket
+import ssl
+import struct
+import threading
+import time
+
+import pytest
+
+from helpers import client_ctx, recv_exact, server_ctx, service, tls_connect
+
+SIZE = 16 * 1024 * 1024
+
+
+def start(proxies, upstreams, certs, handler, upstream_tls="none"):
+    up = upstreams(handler, server_ctx(certs) if upstream_tls == "implicit" else None)
+    extra = ("upstream_name = localhost\nupstream_ca = %s/ca.crt\n" % certs
+             if upstream_tls == "implicit" else "")
+    return proxies(service("relay", "imap", up.addr, certs, upstream_tls, extra)), up
+
+
+def stream_both_ways(sock, payload, results, key):
+    """Sends payload while receiving len(payload) bytes; records the digest."""
+    def sender():
+        view = memoryview(payload)
+        for off in range(0, len(view), 256 * 1024):
+            sock.sendall(view[off:off + 256 * 1024])
+    t = threading.Thread(target=sender)
+    t.start()
+    results[key] = hashlib.sha256(recv_exact(sock, len(payload))).hexdigest()
+    t.join()
+
+
+@pytest.mark.parametrize("upstream_tls", ["none", "implicit"])
+def test_16_mib_each_way_bit_exact(proxies, upstreams, certs, upstream_tls):
+    to_upstream, to_client = os.urandom(SIZE), os.urandom(SIZE)
+    results = {}
+
+    def handler(conn):
+        stream_both_ways(conn, to_client, results, "upstream_got")
+        conn.recv(1)  # wait for the client's end
+
+    proxy, up = start(proxies, upstreams, certs, handler, upstream_tls)
+    s = tls_connect(proxy.port("relay"), certs, timeout=60)
+    stream_both_ways(s, to_upstream, results, "client_got")
+    s.close()
+    proxy.wait_log(r"event=close .*bytes_in=%d bytes_out=%d" % (SIZE, SIZE))
+    assert results["client_got"] == hashlib.sha256(to_client).hexdigest()
+    assert results["upstream_got"] == hashlib.sha256(to_upstream).hexdigest()
+
+
+def test_upstream_half_close_keeps_client_direction(proxies, upstreams, certs):
+    got = []
+
+    def handler(conn):
+        conn.sendall(b"* OK then bye\r\n")
+        conn.shutdown(socket.SHUT_WR)          # upstream is done sending
+        got.append(recv_exact(conn, 10))        # ... but still reads
+
+    proxy, up = start(proxies, upstreams, certs, handler)
+    s = tls_connect(proxy.port("relay"), certs)
+    s.suppress_ragged_eofs = False
+    assert recv_exact(s, 15) == b"* OK then bye\r\n"
+    assert s.recv(100) == b""     # clean EOF: the proxy sent close_notify
+    s.sendall(b"after EOF\n")      # the other direction still flows
+    deadline = time.monotonic() + 5
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert got == [b"after EOF\n"]
+    s.close()
+    proxy.wait_log(r"reason=upstream-closed")
+
+
+def test_client_close_notify_keeps_upstream_direction(proxies, upstreams, certs):
+    """The client sends close_notify (TLS half-close) and keeps reading."""
+    seen = []
+
+    def handler(conn):
+        conn.sendall(b"* OK\r\n")
+        data = b""
+        while True:
+            chunk = conn.recv(100)
+            if not chunk:
+                break
+            data += chunk
+        seen.append(data)
+        conn.sendall(b"reply after your EOF\r\n")   # still delivered
+
+    proxy, up = start(proxies, upstreams, certs, handler)
+    raw = socket.create_connection(("127.0.0.1", proxy.port("relay")), timeout=10)
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = client_ctx(certs).wrap_bio(inc, out, server_hostname="localhost")
+
+    def pump_out():
+        data = out.read()
+        if data:
+            raw.sendall(data)
+
+    def pump_in():
+        data = raw.recv(65536)
+        if data:
+            inc.write(data)
+        else:
+            inc.write_eof()
+        return data
+
+    while True:
+        try:
+            obj.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            pump_out()
+            pump_in()
+    pump_out()
+    obj.write(b"last words")
+    try:
+        obj.unwrap()          # sends close_notify
+    except ssl.SSLWantReadError:
+        pass
+    pump_out()
+    received = b""
+    while b"reply after your EOF\r\n" not in received:
+        try:
+            received += obj.read(1024)
+        except ssl.SSLWantReadError:
+            if not pump_in():
+                break
+        except ssl.SSLZeroReturnError:
+            break
+    raw.close()
+    assert received == b"* OK\r\nreply after your EOF\r\n"
+    assert seen == [b"last words"]
+
+
+def _truncating_tls_upstream(conn):
+    conn.sendall(b"* OK partial")
+    # FIN without close_notify under the TLS layer: a truncated stream.
+    socket.socket.shutdown(conn, socket.SHUT_RDWR)
+
+
+def _clean_tls_upstream(conn):
+    conn.sendall(b"* OK complete")
+    conn.unwrap()
+
+
+def test_truncation_stays_visible(proxies, upstreams, certs):
+    proxy, up = start(proxies, upstreams, certs, _truncating_tls_upstream, "implicit")
+    s = tls_connect(proxy.port("relay"), certs)
+    s.suppress_ragged_eofs = False
+    assert recv_exact(s, 12) == b"* OK partial"
+    # No close_notify was forwarded as if the stream had ended normally.
+    with pytest.raises(ssl.SSLError, match="UNEXPECTED_EOF|EOF occurred"):
+        s.recv(100)
+    s.close()
+
+
+def test_clean_end_stays_clean(proxies, upstreams, certs):
+    proxy, up = start(proxies, upstreams, certs, _clean_tls_upstream, "implicit")
+    s = tls_connect(proxy.port("relay"), certs)
+    s.suppress_ragged_eofs = False
+    assert recv_exact(s, 13) == b"* OK complete"
+    assert s.recv(100) == b""
+    s.close()
+
+
+def test_upstream_reset_closes_client_promptly(proxies, upstreams, certs):
+    def handler(conn):
+        conn.sendall(b"* OK about to reset\r\n")
+        time.sleep(0.2)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+
+    proxy, up = start(proxies, upstreams, certs, handler)
+    s = tls_connect(proxy.port("relay"), certs)
+    s.suppress_ragged_eofs = False
+    assert recv_exact(s, 21) == b"* OK about to reset\r\n"
+    start_t = time.monotonic()
+    with pytest.raises((ConnectionResetError, ssl.SSLEOFError, ssl.SSLError)):
+        s.recv(100)
+    assert time.monotonic() - start_t < 3
+    proxy.wait_log(r"reason=upstream-error detail=\"read: reset by peer\"")
+    s.close()
+
+
+def test_client_reset_closes_upstream(proxies, upstreams, certs):
+    outcome = []
+
+    def handler(conn):
+        conn.sendall(b"* OK\r\n")
+        try:
+            outcome.append(conn.recv(100))
+        except ConnectionResetError:
+            outcome.append("reset")
+
+    proxy, up = start(proxies, upstreams, certs, handler)
+    s = tls_connect(proxy.port("relay"), certs)
+    assert recv_exact(s, 6) == b"* OK\r\n"
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+    proxy.wait_log(r"reason=client-error")
+    deadline = time.monotonic() + 3
+    while not outcome and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert outcome in (["reset"], [b""])
