@@ -8,8 +8,8 @@
 #   wrong-name.{crt,key}     signed by the CA, but for other.test only
 #   expired.{crt,key}        signed by the CA, right names, expired in 2020
 #   cn-only.{crt,key}        signed by the CA, CN=localhost and no SAN
-#   wildcard.{crt,key}       signed by the CA, SAN *.test
-#   partial-wildcard.{crt,key}  signed by the CA, SAN m*.test (never valid)
+#   wildcard.{crt,key}       signed by the CA, SAN *.mail.test
+#   partial-wildcard.{crt,key}  signed by the CA, SAN m*.mail.test (never valid)
 #   rogue-ca.crt, unknown-ca.{crt,key}  right names, signed by a CA nobody trusts
 set -eu
 dir=${1:?usage: mkcerts.sh DIR}
@@ -41,8 +41,8 @@ leaf server-rsa "rsa:2048" "/CN=localhost" "subjectAltName=$names" ca
 leaf server-ecdsa "ec -pkeyopt ec_paramgen_curve:P-256" "/CN=localhost" "subjectAltName=$names" ca
 leaf wrong-name "ec -pkeyopt ec_paramgen_curve:P-256" "/CN=other.test" "subjectAltName=DNS:other.test" ca
 leaf cn-only "ec -pkeyopt ec_paramgen_curve:P-256" "/CN=localhost" "" ca
-leaf wildcard "ec -pkeyopt ec_paramgen_curve:P-256" "/CN=wildcard" "subjectAltName=DNS:*.test" ca
-leaf partial-wildcard "ec -pkeyopt ec_paramgen_curve:P-256" "/CN=partial" "subjectAltName=DNS:m*.test" ca
+leaf wildcard "ec -pkeyopt ec_paramgen_curve:P-256" "/CN=wildcard" "subjectAltName=DNS:*.mail.test" ca
+leaf partial-wildcard "ec -pkeyopt ec_paramgen_curve:P-256" "/CN=partial" "subjectAltName=DNS:m*.mail.test" ca
 leaf unknown-ca "ec -pkeyopt ec_paramgen_curve:P-256" "/CN=localhost" "subjectAltName=$names" rogue-ca
 
 # An expired certificate needs explicit dates, which only "openssl ca" takes.

@@ -141,10 +141,6 @@ tls_client_ctx_new(const struct service *svc, char *err, size_t len)
 			goto fail;
 		}
 		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-		/* RFC 6125: SAN only, wildcard only as a whole left label. */
-		X509_VERIFY_PARAM_set_hostflags(SSL_CTX_get0_param(ctx),
-		    X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS |
-		    X509_CHECK_FLAG_NEVER_CHECK_SUBJECT);
 	} else
 		SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
 	return ctx;
@@ -169,6 +165,10 @@ tls_upstream_setup(SSL *ssl, const struct service *svc)
 		return -1;
 	if (!svc->upstream_verify)
 		return 0;
+	/* RFC 6125: SAN only, wildcard only as a whole left-most label. */
+	X509_VERIFY_PARAM_set_hostflags(param,
+	    X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS |
+	    X509_CHECK_FLAG_NEVER_CHECK_SUBJECT);
 	if (is_ip)
 		return X509_VERIFY_PARAM_set1_ip_asc(param, name) ? 0 : -1;
 	return X509_VERIFY_PARAM_set1_host(param, name, strlen(name)) ? 0 : -1;
