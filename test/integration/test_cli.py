@@ -1,0 +1,88 @@
+"""The command line of CONFIG.md: -V, -h, -t on good and broken files."""
+
+import subprocess
+
+from helpers import BIN, service
+
+
+def run(*args):
+    return subprocess.run([BIN] + list(args), capture_output=True, text=True, timeout=20)
+
+
+def test_version_names_boringssl():
+    r = run("-V")
+    assert r.returncode == 0
+    assert "BoringSSL" in r.stdout and "mailproxy" in r.stdout
+
+
+def test_help():
+    r = run("-h")
+    assert r.returncode == 0 and "-c FILE" in r.stdout
+    assert run("-x").returncode == 1
+
+
+def test_check_good_file(tmp_path, certs):
+    f = tmp_path / "ok.ini"
+    f.write_text(service("a", "smtp", "127.0.0.1:25", certs))
+    r = run("-t", "-c", str(f))
+    assert r.returncode == 0
+    assert r.stdout.strip() == "configuration OK"
+
+
+def test_check_binds_nothing(tmp_path, certs):
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    port = s.getsockname()[1]
+    f = tmp_path / "busy.ini"
+    f.write_text(service("a", "smtp", "127.0.0.1:25", certs).replace(
+        "listen = 127.0.0.1:0", "listen = 127.0.0.1:%d" % port))
+    assert run("-t", "-c", str(f)).returncode == 0   # the port is busy, -t does not care
+    s.close()
+
+
+def test_check_broken_files(tmp_path, certs):
+    f = tmp_path / "bad.ini"
+    f.write_text("log_level = chatty\n" + service("a", "smtp", "127.0.0.1:25", certs) +
+                 "frobnicate = yes\n")
+    r = run("-t", "-c", str(f))
+    assert r.returncode == 1
+    assert "%s:1: log_level: unknown value \"chatty\"" % f in r.stderr
+    assert "%s:11: unknown key \"frobnicate\"" % f in r.stderr
+    assert "configuration OK" not in r.stdout
+
+
+def test_check_reports_unloadable_certificate(tmp_path, certs):
+    bad = tmp_path / "garbage.crt"
+    bad.write_text("not a certificate\n")
+    f = tmp_path / "bad.ini"
+    f.write_text(service("a", "smtp", "127.0.0.1:25", certs).replace(
+        "%s/server-ecdsa.crt" % certs, str(bad)))
+    r = run("-t", "-c", str(f))
+    assert r.returncode == 1
+    assert "%s:5: cert %s" % (f, bad) in r.stderr
+    assert "cannot load certificate" in r.stderr
+
+
+def test_long_line_is_an_error_not_a_truncated_value(tmp_path, certs):
+    f = tmp_path / "long.ini"
+    f.write_text(service("a", "smtp", "127.0.0.1:25", certs) +
+                 "upstream_name = " + "a" * 300 + ".test\n")
+    r = run("-t", "-c", str(f))
+    assert r.returncode == 1
+    assert "%s:10: line is too long" % f in r.stderr
+
+
+def test_missing_file(tmp_path):
+    r = run("-t", "-c", str(tmp_path / "nope.ini"))
+    assert r.returncode == 1
+    assert "nope.ini:0: cannot open: No such file or directory" in r.stderr
+
+
+def test_not_yet_supported_options_are_refused(tmp_path, certs):
+    f = tmp_path / "x.ini"
+    f.write_text("workers = 2\n" + service("a", "smtp", "127.0.0.1:25", certs))
+    r = run("-t", "-c", str(f))
+    assert r.returncode == 1 and "x.ini:1: workers: not supported" in r.stderr
+    assert run("-T", "-c", str(f)).returncode == 1

@@ -1,0 +1,136 @@
+"""SIGHUP reloads all-or-nothing; SIGTERM drains open sessions."""
+
+import os
+import shutil
+import signal
+import socket
+import time
+
+from helpers import client_ctx, recv_exact, service, tls_connect, wait_for
+
+
+def echo(conn):
+    conn.sendall(b"* OK echo\r\n")
+    while True:
+        data = conn.recv(4096)
+        if not data:
+            return
+        conn.sendall(data)
+
+
+def config(certs, up, cert_dir=None, extra_global="", extra_svc=""):
+    text = service("e", "imap", up.addr, certs, extra=extra_svc)
+    if cert_dir:
+        text = text.replace(certs + "/server-ecdsa", cert_dir + "/server-ecdsa")
+    return extra_global + text
+
+
+def roundtrip(port, certs, msg=b"ping\r\n"):
+    s = tls_connect(port, certs)
+    assert recv_exact(s, 11) == b"* OK echo\r\n"
+    s.sendall(msg)
+    assert recv_exact(s, len(msg)) == msg
+    return s
+
+
+def test_reload_with_broken_cert_keeps_running_config(proxies, upstreams, certs, tmp_path):
+    up = upstreams(echo)
+    live = tmp_path / "live"
+    live.mkdir()
+    for n in ("server-ecdsa.crt", "server-ecdsa.key"):
+        shutil.copy(os.path.join(certs, n), live / n)
+    proxy = proxies(config(certs, up, str(live)))
+    port = proxy.port("e")
+    open_session = roundtrip(port, certs)
+
+    (live / "server-ecdsa.crt").write_text("garbage\n")
+    proxy.reload()
+    assert "reload failed, keeping the running configuration" in proxy.log()
+    assert "%s:5: cert %s/server-ecdsa.crt" % (proxy.config, live) in proxy.log()
+    # New sessions still get the old certificate; the open one is untouched.
+    roundtrip(port, certs).close()
+    open_session.sendall(b"still here\r\n")
+    assert recv_exact(open_session, 12) == b"still here\r\n"
+    open_session.close()
+    assert proxy.proc.poll() is None
+
+
+def test_reload_with_bad_syntax_keeps_running(proxies, upstreams, certs):
+    up = upstreams(echo)
+    proxy = proxies(config(certs, up))
+    port = proxy.port("e")
+    proxy.rewrite(config(certs, up) + "oops\n")
+    proxy.reload()
+    assert "reload failed" in proxy.log() and "syntax error" in proxy.log()
+    roundtrip(port, certs).close()
+
+
+def test_reload_applies_changes_and_keeps_open_sessions(proxies, upstreams, certs):
+    up = upstreams(echo)
+    proxy = proxies(config(certs, up))
+    old_port = proxy.port("e")
+    held = roundtrip(old_port, certs)
+    # A second service appears, the first keeps its socket.
+    proxy.rewrite(config(certs, up) + service("f", "pop3", up.addr, certs))
+    proxy.reload("event=reload-ok")
+    assert proxy.port("e") == old_port
+    assert "f" in proxy.ports
+    roundtrip(proxy.port("f"), certs).close()
+    held.sendall(b"after reload\r\n")
+    assert recv_exact(held, 14) == b"after reload\r\n"
+    held.close()
+
+
+def test_reload_with_busy_new_address_changes_nothing(proxies, upstreams, certs):
+    up = upstreams(echo)
+    proxy = proxies(config(certs, up))
+    port = proxy.port("e")
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    busy = blocker.getsockname()[1]
+    proxy.rewrite(config(certs, up) + service("f", "pop3", up.addr, certs).replace(
+        "127.0.0.1:0", "127.0.0.1:%d" % busy))
+    proxy.reload()
+    assert "reload failed, keeping the running configuration: listen 127.0.0.1:%d" \
+        % busy in proxy.log()
+    roundtrip(port, certs).close()
+    blocker.close()
+
+
+def test_sigterm_drains_open_sessions(proxies, upstreams, certs):
+    up = upstreams(echo)
+    proxy = proxies(config(certs, up, extra_global="shutdown_timeout = 20\n"))
+    port = proxy.port("e")
+    held = roundtrip(port, certs)
+    proxy.signal(signal.SIGTERM)
+    proxy.wait_log("event=stopping sessions=1")
+    # No new sessions: the listener is closed.
+    wait_for(lambda: _refused(port), what="listener closed")
+    # The open session still works until it ends by itself.
+    held.sendall(b"draining\r\n")
+    assert recv_exact(held, 10) == b"draining\r\n"
+    assert proxy.proc.poll() is None
+    held.close()
+    assert proxy.proc.wait(10) == 0
+    assert "event=stopped" in proxy.log()
+
+
+def test_sigterm_grace_period_ends(proxies, upstreams, certs):
+    up = upstreams(echo)
+    proxy = proxies(config(certs, up, extra_global="shutdown_timeout = 1\n"))
+    held = roundtrip(proxy.port("e"), certs)
+    t0 = time.monotonic()
+    proxy.signal(signal.SIGTERM)
+    assert proxy.proc.wait(10) == 0
+    assert 0.8 < time.monotonic() - t0 < 5
+    assert "reason=shutdown" in proxy.log()
+    held.close()
+
+
+def _refused(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return False
+    except ConnectionRefusedError:
+        return True
