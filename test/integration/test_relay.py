@@ -3,10 +3,10 @@ directions, truncation kept visible, resets propagated."""
 
 import hashlib
 import os
+import select
 import socket
 import ssl
 import struct
-import threading
 import time
 
 import pytest
@@ -23,16 +23,36 @@ def start(proxies, upstreams, certs, handler, upstream_tls="none"):
     return proxies(service("relay", "imap", up.addr, certs, upstream_tls, extra)), up
 
 
-def stream_both_ways(sock, payload, results, key):
-    """Sends payload while receiving len(payload) bytes; records the digest."""
-    def sender():
-        view = memoryview(payload)
-        for off in range(0, len(view), 256 * 1024):
-            sock.sendall(view[off:off + 256 * 1024])
-    t = threading.Thread(target=sender)
-    t.start()
-    results[key] = hashlib.sha256(recv_exact(sock, len(payload))).hexdigest()
-    t.join()
+def stream_both_ways(sock, payload, results, key, limit=60):
+    """Sends payload while receiving len(payload) bytes, in one thread (an
+    SSL socket must not be used from two threads); records the digest."""
+    digest = hashlib.sha256()
+    sent = received = 0
+    view = memoryview(payload)
+    deadline = time.monotonic() + limit
+    sock.setblocking(False)
+    while sent < len(view) or received < len(view):
+        assert time.monotonic() < deadline, "transfer stalled"
+        progressed = False
+        if sent < len(view):
+            try:
+                sent += sock.send(view[sent:sent + 65536])
+                progressed = True
+            except (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError):
+                pass
+        while received < len(view):
+            try:
+                data = sock.recv(65536)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                break
+            assert data, "EOF after %d bytes" % received
+            digest.update(data)
+            received += len(data)
+            progressed = True
+        if not progressed:
+            select.select([sock], [sock] if sent < len(view) else [], [], 0.05)
+    sock.setblocking(True)
+    results[key] = digest.hexdigest()
 
 
 @pytest.mark.parametrize("upstream_tls", ["none", "implicit"])
