@@ -35,6 +35,13 @@ def proxies(tmp_path, request):
     if rep is not None and rep.failed:
         for p in started:
             sys.stderr.write("---- %s ----\n%s\n" % (p.logpath, p.log()))
+    # Under make check the proxy is built with ASan + UBSan: any report in
+    # its output fails the test that produced it.
+    for p in started:
+        log = p.log()
+        assert "ERROR: AddressSanitizer" not in log, log
+        assert "ERROR: LeakSanitizer" not in log, log
+        assert "runtime error:" not in log, log
 
 
 @pytest.fixture

@@ -76,6 +76,7 @@ test_plain(void)
 	CHECK(ep_shutdown(&a, true) == EP_OK && a.shut);
 	CHECK(ep_read(&b, &in) == EP_EOF);
 	CHECK(b.eof && b.eof_clean);
+	buf_release(&in);
 
 	/* Writing to a closed peer is an error with a reason, not a crash. */
 	close(sv[1]);
