@@ -19,7 +19,7 @@ LDFLAGS += $(SANITIZE)
 DEPS_BUILD := android-libboringssl-dev libev-dev libinih-dev gcc make
 DEPS_TEST  := python3 python3-pytest openssl curl swaks procps iproute2
 
-SRCS := log buffer config tls endpoint listener session
+SRCS := log buffer config tls endpoint listener session line negotiate smtp pop3 imap
 OBJS := $(SRCS:%=$(BUILD)/%.o)
 UNIT := $(wildcard test/unit/test_*.c)
 

@@ -13,6 +13,7 @@ main(void)
 	test_config();
 	test_endpoint();
 	test_log();
+	test_negotiate();
 	printf("%d passed, %d failed\n", unit_passed, unit_failed);
 	return unit_failed == 0 ? 0 : 1;
 }

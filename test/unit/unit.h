@@ -35,5 +35,6 @@ void test_buffer(void);
 void test_config(void);
 void test_endpoint(void);
 void test_log(void);
+void test_negotiate(void);
 
 #endif

@@ -1,0 +1,194 @@
+/*
+ * imap: upstream STARTTLS for IMAP (RFC 3501 / 9051, RFC 2595).
+ *
+ *   GREETING "* OK" (PREAUTH and BYE refused)
+ *   -> [CAPABILITY, when the greeting carried no capability list]
+ *   -> tagged STARTTLS, tagged OK -> [TLS] -> CAPABILITY inside TLS
+ *   -> the client gets "* OK [CAPABILITY <post-TLS list>] ready".
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "line.h"
+#include "neg_impl.h"
+
+enum imap_state { IMAP_GREETING, IMAP_CAPABILITY, IMAP_STARTTLS, IMAP_TLS,
+    IMAP_POST_CAPABILITY, IMAP_DONE };
+
+static const char *const imap_state_names[] = {
+	"greeting", "capability", "starttls", "tls-handshake",
+	"post-tls-capability", "done",
+};
+
+/* Generous for long capability lists, still bounded. */
+#define IMAP_MAX_LINE	4096
+
+/* A line that announces a literal ("{12}" or "{12+}" at its end). */
+static bool
+ends_with_literal(const char *line, size_t len)
+{
+	size_t i;
+
+	if (len < 3 || line[len - 1] != '}')
+		return false;
+	i = len - 2;
+	if (line[i] == '+')
+		i--;
+	if (i == 0 || line[i] < '0' || line[i] > '9')
+		return false;
+	while (i > 0 && line[i] >= '0' && line[i] <= '9')
+		i--;
+	return line[i] == '{';
+}
+
+static void
+send_tagged(struct negotiator *n, struct neg_out *out, const char *command)
+{
+	n->tag++;
+	neg_send(n, out, "mp%u %s", n->tag, command);
+}
+
+/*
+ * If line is the tagged completion of our last command, returns the word
+ * after the tag ("OK", "NO", "BAD") position, else NULL.
+ */
+static const char *
+tagged_status(const struct negotiator *n, const char *line, size_t len)
+{
+	char tag[16];
+	int tl = snprintf(tag, sizeof(tag), "mp%u ", n->tag);
+
+	if (tl < 0 || len < (size_t)tl || strncmp(line, tag, (size_t)tl) != 0)
+		return NULL;
+	return line + tl;
+}
+
+/* Keeps the post-TLS capabilities, without STARTTLS (meaningless now). */
+static void
+keep_capabilities(struct negotiator *n, const char *caps, size_t len)
+{
+	size_t i = 0, o = 0;
+
+	while (i < len) {
+		size_t start = i, wl;
+		while (i < len && caps[i] != ' ')
+			i++;
+		wl = i - start;
+		if (wl > 0 && !(wl == 8 && strncasecmp(caps + start,
+		    "STARTTLS", 8) == 0) && o + wl + 1 < sizeof(n->caps)) {
+			if (o > 0)
+				n->caps[o++] = ' ';
+			memcpy(n->caps + o, caps + start, wl);
+			o += wl;
+		}
+		while (i < len && caps[i] == ' ')
+			i++;
+	}
+	n->caps[o] = '\0';
+}
+
+static enum neg_verdict
+imap_untagged(struct negotiator *n, const char *line, size_t len)
+{
+	const char *rest = line + 2;
+	size_t rlen = len - 2;
+
+	if (line_starts_with_word(rest, rlen, "BYE"))
+		return neg_fail_line(n, "upstream-refused", line, len);
+	if (!neg_reply_add(n, len))
+		return neg_fail(n, "upstream-protocol-error", "untagged data "
+		    "longer than %d bytes in state %s", NEG_MAX_REPLY,
+		    neg_state_name(n));
+	if (n->state == IMAP_POST_CAPABILITY &&
+	    line_starts_with_word(rest, rlen, "CAPABILITY"))
+		keep_capabilities(n, rest + 10, rlen - 10);
+	return NEG_CONTINUE;
+}
+
+static enum neg_verdict
+imap_greeting(struct negotiator *n, const char *line, size_t len,
+    struct neg_out *out)
+{
+	if (len < 2 || strncmp(line, "* ", 2) != 0)
+		return neg_fail_line(n, "upstream-bad-greeting", line, len);
+	if (line_starts_with_word(line + 2, len - 2, "PREAUTH"))
+		return neg_fail_line(n, "upstream-preauth", line, len);
+	if (!line_starts_with_word(line + 2, len - 2, "OK"))
+		return neg_fail_line(n, line_starts_with_word(line + 2, len - 2,
+		    "BYE") ? "upstream-refused" : "upstream-bad-greeting", line,
+		    len);
+	/* Capabilities before TLS are never trusted: we only learn whether
+	 * the server had a list; STARTTLS is tried either way. */
+	if (len > 6 && strncasecmp(line + 5, "[CAPABILITY ", 12) == 0) {
+		send_tagged(n, out, "STARTTLS");
+		n->state = IMAP_STARTTLS;
+	} else {
+		send_tagged(n, out, "CAPABILITY");
+		n->state = IMAP_CAPABILITY;
+	}
+	return NEG_CONTINUE;
+}
+
+static enum neg_verdict
+imap_line(struct negotiator *n, const char *line, size_t len,
+    struct neg_out *out)
+{
+	const char *status;
+
+	if (ends_with_literal(line, len))
+		return neg_fail(n, "upstream-protocol-error", "IMAP literal in "
+		    "state %s", neg_state_name(n));
+	if (n->state == IMAP_GREETING)
+		return imap_greeting(n, line, len, out);
+	if (n->state == IMAP_TLS || n->state == IMAP_DONE)
+		return neg_fail_line(n, "upstream-unsolicited", line, len);
+	if (len >= 2 && strncmp(line, "* ", 2) == 0)
+		return imap_untagged(n, line, len);
+	if ((status = tagged_status(n, line, len)) == NULL)
+		return neg_fail_line(n, "upstream-protocol-error", line, len);
+	len -= (size_t)(status - line);
+	neg_reply_done(n);
+	if (!line_starts_with_word(status, len, "OK"))
+		return neg_fail_line(n, n->state == IMAP_STARTTLS ?
+		    "upstream-starttls-refused" : "upstream-protocol-error",
+		    status, len);
+	switch ((enum imap_state)n->state) {
+	case IMAP_CAPABILITY:
+		send_tagged(n, out, "STARTTLS");
+		n->state = IMAP_STARTTLS;
+		return NEG_CONTINUE;
+	case IMAP_STARTTLS:
+		n->state = IMAP_TLS;
+		return NEG_START_TLS;
+	case IMAP_POST_CAPABILITY:
+		n->state = IMAP_DONE;
+		if (n->caps[0] != '\0')
+			neg_reply_client(out, "* OK [CAPABILITY %s] ready",
+			    n->caps);
+		else
+			neg_reply_client(out, "* OK ready");
+		return NEG_RELAY;
+	case IMAP_GREETING:
+	case IMAP_TLS:
+	case IMAP_DONE:
+		break;
+	}
+	abort();	/* handled above */
+}
+
+static enum neg_verdict
+imap_tls_ready(struct negotiator *n, struct neg_out *out)
+{
+	send_tagged(n, out, "CAPABILITY");
+	n->state = IMAP_POST_CAPABILITY;
+	return NEG_CONTINUE;
+}
+
+const struct neg_ops imap_ops = {
+	.state_names = imap_state_names,
+	.max_line = IMAP_MAX_LINE,
+	.line = imap_line,
+	.tls_ready = imap_tls_ready,
+};

@@ -1,0 +1,33 @@
+/*
+ * line: a strict, bounded CRLF line splitter for the negotiation phase.
+ *
+ * Only CRLF ends a line; a bare LF or CR, a NUL or another control byte
+ * (TAB excepted) inside a line is an error, and so is a line longer than
+ * the limit.  Pure: no allocation, no I/O.
+ */
+#ifndef MAILPROXY_LINE_H
+#define MAILPROXY_LINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+enum line_status {
+	LINE_OK,	/* *len bytes of text, then CRLF (consumed = len + 2) */
+	LINE_MORE,	/* no complete line yet, and nothing wrong so far */
+	LINE_TOO_LONG,	/* over max bytes (CRLF included) */
+	LINE_BAD	/* bare CR/LF, NUL or control byte */
+};
+
+/*
+ * Looks for one line at the start of data[0..avail).  max counts the CRLF.
+ */
+enum line_status line_next(const char *data, size_t avail, size_t max,
+    size_t *len);
+
+/* True if word (a whole, space-delimited token) starts text, any case. */
+bool	line_starts_with_word(const char *text, size_t len, const char *word);
+
+/* True if word is one of the space-separated tokens of text, any case. */
+bool	line_has_word(const char *text, size_t len, const char *word);
+
+#endif

@@ -1,0 +1,69 @@
+/*
+ * neg_impl: what the protocol negotiators share (private to negotiate.c,
+ * smtp.c, pop3.c, imap.c).
+ */
+#ifndef MAILPROXY_NEG_IMPL_H
+#define MAILPROXY_NEG_IMPL_H
+
+#include "negotiate.h"
+
+struct negotiator;
+
+struct neg_ops {
+	const char	*const *state_names;
+	size_t		 max_line;	/* CRLF included */
+	/* One complete line of upstream input, CRLF stripped. */
+	enum neg_verdict (*line)(struct negotiator *, const char *, size_t,
+	    struct neg_out *);
+	/* The upstream TLS session is up. */
+	enum neg_verdict (*tls_ready)(struct negotiator *, struct neg_out *);
+};
+
+struct negotiator {
+	const struct neg_ops	*ops;
+	int			 state;		/* protocol's own enum */
+	bool			 tls;		/* upstream TLS is up */
+	bool			 awaiting_tls;	/* STARTTLS accepted, no TLS yet */
+	char			 name[256];	/* EHLO name / greeting name */
+	char			 in[NEG_MAX_INPUT];
+	size_t			 inlen;
+	/* Multi-line reply being read. */
+	int			 reply_code;
+	size_t			 reply_bytes;
+	size_t			 reply_lines;
+	bool			 keyword_seen;	/* STARTTLS / STLS advertised */
+	unsigned		 tag;		/* IMAP command counter */
+	char			 caps[1024];	/* IMAP post-TLS capabilities */
+	const char		*reason;
+	char			 detail[200];
+};
+
+/* A multi-line reply (EHLO, CAPA, untagged IMAP data) is capped in total. */
+#define NEG_MAX_REPLY	8192
+
+extern const struct neg_ops smtp_ops, pop3_ops, imap_ops;
+
+/*
+ * Counts one more line of the reply being read; false when the reply grew
+ * past NEG_MAX_REPLY.  neg_reply_done() starts the next reply.
+ */
+bool	neg_reply_add(struct negotiator *n, size_t len);
+void	neg_reply_done(struct negotiator *n);
+
+/* Records a failure (reason for the log, printf detail) and returns FAIL. */
+enum neg_verdict neg_fail(struct negotiator *n, const char *reason,
+	    const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* The same, quoting (sanitised, truncated) the upstream line that caused it. */
+enum neg_verdict neg_fail_line(struct negotiator *n, const char *reason,
+	    const char *line, size_t len);
+
+/* Queues a command for the upstream (CRLF added). */
+void	neg_send(struct negotiator *n, struct neg_out *out, const char *fmt,
+	    ...) __attribute__((format(printf, 3, 4)));
+
+/* Queues text for the client (CRLF added). */
+void	neg_reply_client(struct neg_out *out, const char *fmt, ...)
+	    __attribute__((format(printf, 2, 3)));
+
+#endif

@@ -1,0 +1,206 @@
+/*
+ * negotiate: input framing and the rules every negotiator shares.
+ */
+#include "negotiate.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "line.h"
+#include "neg_impl.h"
+
+static const struct neg_ops *const ops_by_proto[] = {
+	[PROTO_SMTP] = &smtp_ops,
+	[PROTO_POP3] = &pop3_ops,
+	[PROTO_IMAP] = &imap_ops,
+};
+
+struct negotiator *
+neg_new(enum proto proto, const char *name)
+{
+	struct negotiator *n;
+
+	if ((n = calloc(1, sizeof(*n))) == NULL)
+		return NULL;
+	n->ops = ops_by_proto[proto];
+	snprintf(n->name, sizeof(n->name), "%s", name);
+	return n;
+}
+
+void
+neg_free(struct negotiator *n)
+{
+	free(n);
+}
+
+enum neg_verdict
+neg_fail(struct negotiator *n, const char *reason, const char *fmt, ...)
+{
+	va_list ap;
+
+	n->reason = reason;
+	va_start(ap, fmt);
+	vsnprintf(n->detail, sizeof(n->detail), fmt, ap);
+	va_end(ap);
+	return NEG_FAIL;
+}
+
+enum neg_verdict
+neg_fail_line(struct negotiator *n, const char *reason, const char *line,
+    size_t len)
+{
+	char clean[96];
+	size_t i;
+
+	for (i = 0; i < len && i + 1 < sizeof(clean); i++)
+		clean[i] = line[i] >= 0x20 && line[i] < 0x7f ? line[i] : '?';
+	clean[i] = '\0';
+	return neg_fail(n, reason, "upstream said \"%s%s\" in state %s", clean,
+	    i < len ? "..." : "", neg_state_name(n));
+}
+
+static void
+vqueue(struct buf *b, const char *fmt, va_list ap)
+{
+	char text[600];
+	int len = vsnprintf(text, sizeof(text) - 2, fmt, ap);
+
+	if (len < 0)
+		return;
+	if ((size_t)len > sizeof(text) - 3)
+		len = sizeof(text) - 3;
+	memcpy(text + len, "\r\n", 2);
+	/* Both buffers are empty in this phase: a short line always fits. */
+	(void)buf_append(b, text, (size_t)len + 2);
+}
+
+void
+neg_send(struct negotiator *n, struct neg_out *out, const char *fmt, ...)
+{
+	va_list ap;
+
+	(void)n;
+	va_start(ap, fmt);
+	vqueue(out->to_upstream, fmt, ap);
+	va_end(ap);
+}
+
+void
+neg_reply_client(struct neg_out *out, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vqueue(out->to_client, fmt, ap);
+	va_end(ap);
+}
+
+bool
+neg_reply_add(struct negotiator *n, size_t len)
+{
+	n->reply_lines++;
+	n->reply_bytes += len + 2;
+	return n->reply_bytes <= NEG_MAX_REPLY;
+}
+
+void
+neg_reply_done(struct negotiator *n)
+{
+	n->reply_lines = 0;
+	n->reply_bytes = 0;
+	n->keyword_seen = false;
+}
+
+/*
+ * Runs the line handler over every complete line.  The rules that do not
+ * depend on the protocol live here: bounded lines, and no byte may follow
+ * a reply after which the proxy spoke (sent a command, started TLS or
+ * finished): such bytes were not asked for.
+ */
+enum neg_verdict
+neg_feed(struct negotiator *n, const char *data, size_t len,
+    struct neg_out *out)
+{
+	enum neg_verdict v = NEG_CONTINUE;
+	size_t linelen, off = 0, sent_before;
+
+	/* Between the STARTTLS success line and the handshake: an attack. */
+	if (n->awaiting_tls && len > 0)
+		return neg_fail(n, "upstream-injection", "%zu bytes after the "
+		    "STARTTLS reply, before the TLS handshake", len);
+	if (len > sizeof(n->in) - n->inlen)
+		return neg_fail(n, "upstream-protocol-error", "reply longer "
+		    "than %zu bytes in state %s", sizeof(n->in),
+		    neg_state_name(n));
+	memcpy(n->in + n->inlen, data, len);
+	n->inlen += len;
+	while (off < n->inlen) {
+		switch (line_next(n->in + off, n->inlen - off, n->ops->max_line,
+		    &linelen)) {
+		case LINE_MORE:
+			goto keep;
+		case LINE_TOO_LONG:
+			return neg_fail(n, "upstream-protocol-error", "line "
+			    "longer than %zu bytes in state %s",
+			    n->ops->max_line, neg_state_name(n));
+		case LINE_BAD:
+			return neg_fail(n, "upstream-protocol-error", "bare CR/LF, "
+			    "NUL or control byte in state %s",
+			    neg_state_name(n));
+		case LINE_OK:
+			break;
+		}
+		sent_before = buf_len(out->to_upstream);
+		v = n->ops->line(n, n->in + off, linelen, out);
+		off += linelen + 2;
+		if (v == NEG_FAIL)
+			return v;
+		if (v != NEG_CONTINUE || buf_len(out->to_upstream) != sent_before) {
+			if (off < n->inlen) {
+				/* Nothing of a failed dialogue goes out. */
+				buf_release(out->to_client);
+				return neg_fail(n, v == NEG_START_TLS ?
+				    "upstream-injection" : "upstream-unsolicited",
+				    "%zu bytes after the reply in state %s",
+				    n->inlen - off, neg_state_name(n));
+			}
+			n->awaiting_tls = v == NEG_START_TLS;
+			break;
+		}
+	}
+keep:
+	memmove(n->in, n->in + off, n->inlen - off);
+	n->inlen -= off;
+	return v;
+}
+
+enum neg_verdict
+neg_tls_ready(struct negotiator *n, struct neg_out *out)
+{
+	if (n->inlen != 0)
+		return neg_fail(n, "upstream-injection", "%zu bytes before the "
+		    "TLS handshake", n->inlen);
+	n->tls = true;
+	n->awaiting_tls = false;
+	return n->ops->tls_ready(n, out);
+}
+
+const char *
+neg_reason(const struct negotiator *n)
+{
+	return n->reason != NULL ? n->reason : "negotiation-failed";
+}
+
+const char *
+neg_detail(const struct negotiator *n)
+{
+	return n->detail;
+}
+
+const char *
+neg_state_name(const struct negotiator *n)
+{
+	return n->ops->state_names[n->state];
+}

@@ -1,0 +1,91 @@
+/*
+ * pop3: upstream STARTTLS for POP3 (RFC 2595 STLS, RFC 2449 CAPA).
+ *
+ *   GREETING +OK -> CAPA (+OK, lines, ".": STLS listed) -> STLS +OK
+ *   -> [TLS] -> the client gets "+OK ready".
+ */
+#include <stdlib.h>
+
+#include "line.h"
+#include "neg_impl.h"
+
+enum pop3_state { POP3_GREETING, POP3_CAPA, POP3_CAPA_LIST, POP3_STLS,
+    POP3_TLS, POP3_DONE };
+
+static const char *const pop3_state_names[] = {
+	"greeting", "capa", "capa-list", "stls", "tls-handshake", "done",
+};
+
+/* RFC 2449: responses up to 512 octets with CRLF. */
+#define POP3_MAX_LINE	512
+
+static enum neg_verdict
+pop3_line(struct negotiator *n, const char *line, size_t len,
+    struct neg_out *out)
+{
+	bool ok = line_starts_with_word(line, len, "+OK");
+	bool err = line_starts_with_word(line, len, "-ERR");
+
+	switch ((enum pop3_state)n->state) {
+	case POP3_GREETING:
+		if (!ok)
+			return neg_fail_line(n, err ? "upstream-refused" :
+			    "upstream-bad-greeting", line, len);
+		neg_send(n, out, "CAPA");
+		n->state = POP3_CAPA;
+		return NEG_CONTINUE;
+	case POP3_CAPA:
+		if (err)
+			return neg_fail(n, "upstream-no-starttls", "CAPA refused: "
+			    "cannot tell whether STLS is offered");
+		if (!ok)
+			return neg_fail_line(n, "upstream-protocol-error", line,
+			    len);
+		neg_reply_done(n);
+		n->state = POP3_CAPA_LIST;
+		return NEG_CONTINUE;
+	case POP3_CAPA_LIST:
+		if (len == 1 && line[0] == '.') {
+			bool seen = n->keyword_seen;
+			neg_reply_done(n);
+			if (!seen)
+				return neg_fail(n, "upstream-no-starttls",
+				    "STLS is not in the CAPA list");
+			neg_send(n, out, "STLS");
+			n->state = POP3_STLS;
+			return NEG_CONTINUE;
+		}
+		if (!neg_reply_add(n, len))
+			return neg_fail(n, "upstream-protocol-error", "CAPA "
+			    "list longer than %d bytes", NEG_MAX_REPLY);
+		if (line_starts_with_word(line, len, "STLS"))
+			n->keyword_seen = true;
+		return NEG_CONTINUE;
+	case POP3_STLS:
+		if (!ok)
+			return neg_fail_line(n, err ?
+			    "upstream-starttls-refused" :
+			    "upstream-protocol-error", line, len);
+		n->state = POP3_TLS;
+		return NEG_START_TLS;
+	case POP3_TLS:
+	case POP3_DONE:
+		return neg_fail_line(n, "upstream-unsolicited", line, len);
+	}
+	abort();	/* not a state */
+}
+
+static enum neg_verdict
+pop3_tls_ready(struct negotiator *n, struct neg_out *out)
+{
+	n->state = POP3_DONE;
+	neg_reply_client(out, "+OK ready");
+	return NEG_RELAY;
+}
+
+const struct neg_ops pop3_ops = {
+	.state_names = pop3_state_names,
+	.max_line = POP3_MAX_LINE,
+	.line = pop3_line,
+	.tls_ready = pop3_tls_ready,
+};

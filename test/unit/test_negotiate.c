@@ -1,0 +1,317 @@
+/*
+ * negotiators: every protocol's happy path and each failure rule, with the
+ * upstream's bytes fed whole, one byte at a time, and split in two at every
+ * boundary.  Nothing may reach the client before neg_tls_ready().
+ */
+#include <stdlib.h>
+
+#include "negotiate.h"
+#include "unit.h"
+
+#define TLS_UP	((const char *)1)	/* step: the TLS handshake succeeded */
+
+struct step {
+	const char		*server;	/* bytes from upstream, or TLS_UP */
+	const char		*expect_cmd;	/* what we must send upstream */
+	enum neg_verdict	 verdict;
+};
+
+struct script {
+	const char		*name;
+	enum proto		 proto;
+	struct step		 steps[6];
+	const char		*client;	/* greeting at RELAY */
+	const char		*reason;	/* at FAIL */
+	bool			 whole_only;	/* outcome depends on framing */
+};
+
+static const struct script scripts[] = {
+	/* ---- SMTP ---- */
+	{ "smtp happy", PROTO_SMTP, {
+	    { "220-mail.test ESMTP\r\n220 second line\r\n", "EHLO proxy.test\r\n", NEG_CONTINUE },
+	    { "250-mail.test hello\r\n250-PIPELINING\r\n250-STARTTLS\r\n250 8BITMIME\r\n", "STARTTLS\r\n", NEG_CONTINUE },
+	    { "220 2.0.0 Ready to start TLS\r\n", "", NEG_START_TLS },
+	    { TLS_UP, "", NEG_RELAY } }, "220 proxy.test ESMTP ready\r\n", NULL, false },
+	{ "smtp keyword any case", PROTO_SMTP, {
+	    { "220 x\r\n", "EHLO proxy.test\r\n", NEG_CONTINUE },
+	    { "250-x\r\n250 starttls\r\n", "STARTTLS\r\n", NEG_CONTINUE },
+	    { "220 go\r\n", "", NEG_START_TLS },
+	    { TLS_UP, "", NEG_RELAY } }, "220 proxy.test ESMTP ready\r\n", NULL, false },
+	{ "smtp no starttls", PROTO_SMTP, {
+	    { "220 x\r\n", "EHLO proxy.test\r\n", NEG_CONTINUE },
+	    { "250-x\r\n250 SIZE 100\r\n", "", NEG_FAIL } }, NULL, "upstream-no-starttls", false },
+	{ "smtp starttls only as the domain", PROTO_SMTP, {
+	    { "220 x\r\n", "EHLO proxy.test\r\n", NEG_CONTINUE },
+	    { "250-STARTTLS\r\n250 SIZE\r\n", "", NEG_FAIL } }, NULL, "upstream-no-starttls", false },
+	{ "smtp keyword must be whole", PROTO_SMTP, {
+	    { "220 x\r\n", "EHLO proxy.test\r\n", NEG_CONTINUE },
+	    { "250-x\r\n250-XSTARTTLS\r\n250 STARTTLSX\r\n", "", NEG_FAIL } }, NULL, "upstream-no-starttls", false },
+	{ "smtp starttls refused 454", PROTO_SMTP, {
+	    { "220 x\r\n", "EHLO proxy.test\r\n", NEG_CONTINUE },
+	    { "250-x\r\n250 STARTTLS\r\n", "STARTTLS\r\n", NEG_CONTINUE },
+	    { "454 4.7.0 TLS not available\r\n", "", NEG_FAIL } }, NULL, "upstream-starttls-refused", false },
+	{ "smtp starttls refused 502", PROTO_SMTP, {
+	    { "220 x\r\n", "EHLO proxy.test\r\n", NEG_CONTINUE },
+	    { "250-x\r\n250 STARTTLS\r\n", "STARTTLS\r\n", NEG_CONTINUE },
+	    { "502 5.5.1 no\r\n", "", NEG_FAIL } }, NULL, "upstream-starttls-refused", false },
+	{ "smtp injection after 220", PROTO_SMTP, {
+	    { "220 x\r\n", "EHLO proxy.test\r\n", NEG_CONTINUE },
+	    { "250-x\r\n250 STARTTLS\r\n", "STARTTLS\r\n", NEG_CONTINUE },
+	    { "220 go\r\n250 injected\r\n", "", NEG_FAIL } }, NULL, "upstream-injection", false },
+	{ "smtp partial injection after 220", PROTO_SMTP, {
+	    { "220 x\r\n", "EHLO proxy.test\r\n", NEG_CONTINUE },
+	    { "250-x\r\n250 STARTTLS\r\n", "STARTTLS\r\n", NEG_CONTINUE },
+	    { "220 go\r\nX", "", NEG_FAIL } }, NULL, "upstream-injection", false },
+	{ "smtp unsolicited after greeting", PROTO_SMTP, {
+	    { "220 x\r\n250 STARTTLS\r\n", "EHLO proxy.test\r\n", NEG_FAIL } }, NULL, "upstream-unsolicited", true },
+	{ "smtp greeting 554", PROTO_SMTP, {
+	    { "554 go away\r\n", "", NEG_FAIL } }, NULL, "upstream-refused", false },
+	{ "smtp greeting not 220", PROTO_SMTP, {
+	    { "250 hello\r\n", "", NEG_FAIL } }, NULL, "upstream-bad-greeting", false },
+	{ "smtp garbage", PROTO_SMTP, {
+	    { "HTTP/1.1 400 Bad\r\n", "", NEG_FAIL } }, NULL, "upstream-protocol-error", false },
+	{ "smtp mixed codes", PROTO_SMTP, {
+	    { "220-x\r\n221 y\r\n", "", NEG_FAIL } }, NULL, "upstream-protocol-error", false },
+	{ "smtp bare LF", PROTO_SMTP, {
+	    { "220 x\n", "", NEG_FAIL } }, NULL, "upstream-protocol-error", false },
+	{ "smtp NUL", PROTO_SMTP, {
+	    { "220 x\0y\r\n", "", NEG_FAIL } }, NULL, "upstream-protocol-error", false },
+	{ "smtp ehlo refused", PROTO_SMTP, {
+	    { "220 x\r\n", "EHLO proxy.test\r\n", NEG_CONTINUE },
+	    { "502 no ehlo\r\n", "", NEG_FAIL } }, NULL, "upstream-ehlo-refused", false },
+	/* ---- POP3 ---- */
+	{ "pop3 happy", PROTO_POP3, {
+	    { "+OK POP3 ready <1.2@x>\r\n", "CAPA\r\n", NEG_CONTINUE },
+	    { "+OK caps\r\nTOP\r\nUSER\r\nSTLS\r\nSASL PLAIN\r\n.\r\n", "STLS\r\n", NEG_CONTINUE },
+	    { "+OK begin TLS\r\n", "", NEG_START_TLS },
+	    { TLS_UP, "", NEG_RELAY } }, "+OK ready\r\n", NULL, false },
+	{ "pop3 no stls", PROTO_POP3, {
+	    { "+OK\r\n", "CAPA\r\n", NEG_CONTINUE },
+	    { "+OK\r\nTOP\r\nSTLSX\r\n.\r\n", "", NEG_FAIL } }, NULL, "upstream-no-starttls", false },
+	{ "pop3 capa refused", PROTO_POP3, {
+	    { "+OK\r\n", "CAPA\r\n", NEG_CONTINUE },
+	    { "-ERR no capa\r\n", "", NEG_FAIL } }, NULL, "upstream-no-starttls", false },
+	{ "pop3 stls refused", PROTO_POP3, {
+	    { "+OK\r\n", "CAPA\r\n", NEG_CONTINUE },
+	    { "+OK\r\nSTLS\r\n.\r\n", "STLS\r\n", NEG_CONTINUE },
+	    { "-ERR not now\r\n", "", NEG_FAIL } }, NULL, "upstream-starttls-refused", false },
+	{ "pop3 injection", PROTO_POP3, {
+	    { "+OK\r\n", "CAPA\r\n", NEG_CONTINUE },
+	    { "+OK\r\nSTLS\r\n.\r\n", "STLS\r\n", NEG_CONTINUE },
+	    { "+OK go\r\n+OK logged in\r\n", "", NEG_FAIL } }, NULL, "upstream-injection", false },
+	{ "pop3 greeting -ERR", PROTO_POP3, {
+	    { "-ERR busy\r\n", "", NEG_FAIL } }, NULL, "upstream-refused", false },
+	{ "pop3 unsolicited", PROTO_POP3, {
+	    { "+OK\r\n+OK\r\n", "CAPA\r\n", NEG_FAIL } }, NULL, "upstream-unsolicited", true },
+	/* ---- IMAP ---- */
+	{ "imap happy, caps in greeting", PROTO_IMAP, {
+	    { "* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] ready\r\n", "mp1 STARTTLS\r\n", NEG_CONTINUE },
+	    { "mp1 OK Begin TLS now\r\n", "", NEG_START_TLS },
+	    { TLS_UP, "mp2 CAPABILITY\r\n", NEG_CONTINUE },
+	    { "* CAPABILITY IMAP4rev1 STARTTLS AUTH=PLAIN IDLE\r\nmp2 OK done\r\n", "", NEG_RELAY } },
+	    "* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN IDLE] ready\r\n", NULL, false },
+	{ "imap happy, asks capability first", PROTO_IMAP, {
+	    { "* OK hello\r\n", "mp1 CAPABILITY\r\n", NEG_CONTINUE },
+	    { "* CAPABILITY IMAP4rev1 STARTTLS\r\nmp1 OK done\r\n", "mp2 STARTTLS\r\n", NEG_CONTINUE },
+	    { "mp2 OK go\r\n", "", NEG_START_TLS },
+	    { TLS_UP, "mp3 CAPABILITY\r\n", NEG_CONTINUE },
+	    { "* CAPABILITY IMAP4rev1\r\nmp3 OK\r\n", "", NEG_RELAY } },
+	    "* OK [CAPABILITY IMAP4rev1] ready\r\n", NULL, false },
+	{ "imap starttls tried though not listed", PROTO_IMAP, {
+	    { "* OK [CAPABILITY IMAP4rev1] hi\r\n", "mp1 STARTTLS\r\n", NEG_CONTINUE },
+	    { "mp1 BAD unknown command\r\n", "", NEG_FAIL } }, NULL, "upstream-starttls-refused", false },
+	{ "imap starttls NO", PROTO_IMAP, {
+	    { "* OK [CAPABILITY IMAP4rev1 STARTTLS] hi\r\n", "mp1 STARTTLS\r\n", NEG_CONTINUE },
+	    { "mp1 NO not now\r\n", "", NEG_FAIL } }, NULL, "upstream-starttls-refused", false },
+	{ "imap preauth", PROTO_IMAP, {
+	    { "* PREAUTH logged in already\r\n", "", NEG_FAIL } }, NULL, "upstream-preauth", false },
+	{ "imap bye", PROTO_IMAP, {
+	    { "* BYE too busy\r\n", "", NEG_FAIL } }, NULL, "upstream-refused", false },
+	{ "imap wrong tag", PROTO_IMAP, {
+	    { "* OK [CAPABILITY IMAP4rev1 STARTTLS] hi\r\n", "mp1 STARTTLS\r\n", NEG_CONTINUE },
+	    { "mp9 OK go\r\n", "", NEG_FAIL } }, NULL, "upstream-protocol-error", false },
+	{ "imap literal before TLS", PROTO_IMAP, {
+	    { "* OK hi\r\n", "mp1 CAPABILITY\r\n", NEG_CONTINUE },
+	    { "* CAPABILITY {8}\r\n", "", NEG_FAIL } }, NULL, "upstream-protocol-error", false },
+	{ "imap injection", PROTO_IMAP, {
+	    { "* OK [CAPABILITY IMAP4rev1 STARTTLS] hi\r\n", "mp1 STARTTLS\r\n", NEG_CONTINUE },
+	    { "mp1 OK go\r\n* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] fake\r\n", "", NEG_FAIL } }, NULL, "upstream-injection", false },
+	{ "imap bye while waiting", PROTO_IMAP, {
+	    { "* OK [CAPABILITY IMAP4rev1 STARTTLS] hi\r\n", "mp1 STARTTLS\r\n", NEG_CONTINUE },
+	    { "* BYE shutting down\r\n", "", NEG_FAIL } }, NULL, "upstream-refused", false },
+	{ "imap unsolicited after post-TLS capability", PROTO_IMAP, {
+	    { "* OK [CAPABILITY IMAP4rev1 STARTTLS] hi\r\n", "mp1 STARTTLS\r\n", NEG_CONTINUE },
+	    { "mp1 OK go\r\n", "", NEG_START_TLS },
+	    { TLS_UP, "mp2 CAPABILITY\r\n", NEG_CONTINUE },
+	    { "* CAPABILITY IMAP4rev1\r\nmp2 OK\r\n* 1 EXISTS\r\n", "", NEG_FAIL } },
+	    NULL, "upstream-unsolicited", true },
+};
+
+enum feed_mode { FEED_WHOLE, FEED_BYTES, FEED_SPLIT };
+
+static size_t
+step_len(const struct step *st)
+{
+	/* Scripts with NUL inside carry it as the only NUL before CRLF. */
+	size_t n = strlen(st->server);
+
+	if (strcmp(st->server, "220 x") == 0)
+		n = 9;		/* "220 x\0y\r\n" */
+	return n;
+}
+
+/*
+ * Runs one script; split is the boundary used for step split_step (FEED_SPLIT
+ * mode).  Returns false (and reports) on the first mismatch.
+ */
+static bool
+run(const struct script *sc, enum feed_mode mode, size_t split_step,
+    size_t split)
+{
+	struct negotiator *n = neg_new(sc->proto, "proxy.test");
+	struct buf up, cl;
+	struct neg_out out = { &up, &cl };
+	enum neg_verdict v = NEG_CONTINUE;
+	bool ok = true;
+	size_t i;
+
+	buf_init(&up, 4096);
+	buf_init(&cl, 4096);
+	for (i = 0; i < 6 && sc->steps[i].server != NULL && ok; i++) {
+		const struct step *st = &sc->steps[i];
+		size_t len, got;
+		const char *p;
+
+		if (st->server == TLS_UP)
+			v = neg_tls_ready(n, &out);
+		else {
+			len = step_len(st);
+			if (mode == FEED_BYTES) {
+				/* After START_TLS the rest still arrives. */
+				for (size_t k = 0; k < len; k++) {
+					v = neg_feed(n, st->server + k, 1, &out);
+					if (v == NEG_FAIL || v == NEG_RELAY)
+						break;
+				}
+			} else if (mode == FEED_SPLIT && i == split_step &&
+			    split < len) {
+				v = neg_feed(n, st->server, split, &out);
+				if (v == NEG_CONTINUE || v == NEG_START_TLS)
+					v = neg_feed(n, st->server + split,
+					    len - split, &out);
+			} else
+				v = neg_feed(n, st->server, len, &out);
+		}
+		if (v != st->verdict) {
+			/* Byte feeding may fail earlier, never differently. */
+			ok = v == NEG_FAIL && st->verdict == NEG_FAIL;
+			if (!ok)
+				fprintf(stderr, "  %s step %zu: verdict %d, "
+				    "want %d (%s)\n", sc->name, i, v,
+				    st->verdict, neg_detail(n));
+			break;
+		}
+		p = buf_peek(&up, &got);
+		if (st->verdict != NEG_FAIL && (got != strlen(st->expect_cmd) ||
+		    (got > 0 && memcmp(p, st->expect_cmd, got) != 0))) {
+			fprintf(stderr, "  %s step %zu: sent %.*s\n", sc->name,
+			    i, (int)got, p ? p : "");
+			ok = false;
+		}
+		buf_consume(&up, got);
+		/* Rule 1: nothing for the client before the TLS step. */
+		if (v != NEG_RELAY && !buf_empty(&cl)) {
+			fprintf(stderr, "  %s step %zu: client got bytes "
+			    "early\n", sc->name, i);
+			ok = false;
+		}
+	}
+	if (ok && sc->client != NULL) {
+		size_t got;
+		const char *p = buf_peek(&cl, &got);
+		ok = v == NEG_RELAY && got == strlen(sc->client) &&
+		    memcmp(p, sc->client, got) == 0;
+		if (!ok)
+			fprintf(stderr, "  %s: client greeting %.*s\n",
+			    sc->name, (int)got, p ? p : "");
+	}
+	if (ok && sc->reason != NULL) {
+		ok = v == NEG_FAIL && strcmp(neg_reason(n), sc->reason) == 0;
+		if (!ok)
+			fprintf(stderr, "  %s: reason %s, want %s (%s)\n",
+			    sc->name, neg_reason(n), sc->reason, neg_detail(n));
+	}
+	buf_release(&up);
+	buf_release(&cl);
+	neg_free(n);
+	return ok;
+}
+
+static void
+test_scripts(void)
+{
+	for (size_t s = 0; s < sizeof(scripts) / sizeof(*scripts); s++) {
+		const struct script *sc = &scripts[s];
+		bool all = true;
+
+		CHECK(run(sc, FEED_WHOLE, 0, 0));
+		if (sc->whole_only)
+			continue;
+		CHECK(run(sc, FEED_BYTES, 0, 0));
+		for (size_t i = 0; i < 6 && sc->steps[i].server != NULL; i++) {
+			if (sc->steps[i].server == TLS_UP)
+				continue;
+			for (size_t k = 1; k < step_len(&sc->steps[i]); k++)
+				all &= run(sc, FEED_SPLIT, i, k);
+		}
+		CHECK(all);
+	}
+}
+
+static void
+test_limits(void)
+{
+	struct negotiator *n;
+	struct buf up, cl;
+	struct neg_out out = { &up, &cl };
+	char line[700];
+
+	buf_init(&up, 4096);
+	buf_init(&cl, 4096);
+	/* SMTP: a 513-byte reply line is too long, 512 is fine. */
+	memset(line, 'a', sizeof(line));
+	memcpy(line, "220 ", 4);
+	memcpy(line + 510, "\r\n", 2);
+	n = neg_new(PROTO_SMTP, "p");
+	CHECK(neg_feed(n, line, 512, &out) == NEG_CONTINUE);
+	neg_free(n);
+	buf_release(&up);
+	memcpy(line + 510, "a\r\n", 3);
+	n = neg_new(PROTO_SMTP, "p");
+	CHECK(neg_feed(n, line, 513, &out) == NEG_FAIL);
+	neg_free(n);
+	/* An endless line without CRLF fails once it passes the limit. */
+	n = neg_new(PROTO_SMTP, "p");
+	memset(line, 'a', sizeof(line));
+	CHECK(neg_feed(n, line, sizeof(line), &out) == NEG_FAIL);
+	neg_free(n);
+	/* A multi-line reply is capped in total. */
+	n = neg_new(PROTO_SMTP, "p");
+	CHECK(neg_feed(n, "220 x\r\n", 7, &out) == NEG_CONTINUE);
+	enum neg_verdict v = NEG_CONTINUE;
+	for (int i = 0; i < 400 && v == NEG_CONTINUE; i++)
+		v = neg_feed(n, "250-0123456789012345678901234567890\r\n", 37,
+		    &out);
+	CHECK(v == NEG_FAIL);
+	CHECK(strcmp(neg_reason(n), "upstream-protocol-error") == 0);
+	neg_free(n);
+	buf_release(&up);
+	buf_release(&cl);
+}
+
+void
+test_negotiate(void)
+{
+	test_scripts();
+	test_limits();
+}
