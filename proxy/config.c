@@ -173,7 +173,7 @@ set_protocol(struct parser *p, void *f, const char *v)
 	return 0;
 }
 
-/* client_tls: only implicit exists so far; the others are later features. */
+/* client_tls = starttls (offered to clients) is a later feature. */
 static int
 set_client_tls(struct parser *p, void *f, const char *v)
 {
@@ -181,9 +181,9 @@ set_client_tls(struct parser *p, void *f, const char *v)
 
 	if (set_word(p, &i, v, tls_mode_names, 3) < 0)
 		return -1;
-	if (i != TLS_MODE_IMPLICIT) {
+	if (i == TLS_MODE_STARTTLS) {
 		cfg_error(p, p->line, "client_tls: \"%s\" is not supported by "
-		    "this version (supported: implicit)", v);
+		    "this version (supported: implicit, none)", v);
 		return -1;
 	}
 	*(enum tls_mode *)f = (enum tls_mode)i;
@@ -197,11 +197,6 @@ set_upstream_tls(struct parser *p, void *f, const char *v)
 
 	if (set_word(p, &i, v, tls_mode_names, 3) < 0)
 		return -1;
-	if (i == TLS_MODE_STARTTLS) {
-		cfg_error(p, p->line, "upstream_tls: \"%s\" is not supported by "
-		    "this version (supported: none, implicit)", v);
-		return -1;
-	}
 	*(enum tls_mode *)f = (enum tls_mode)i;
 	return 0;
 }
@@ -352,6 +347,18 @@ set_upstream(struct parser *p, void *f, const char *v)
 	return set_string(p, f, v);
 }
 
+/* A host name as it may appear in EHLO: letters, digits, '-' and '.'. */
+static int
+set_hostname(struct parser *p, void *f, const char *v)
+{
+	if (*v == '\0' || strlen(v) > 253 || strspn(v, "abcdefghijklmnopqrstuvwxyz"
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.") != strlen(v)) {
+		cfg_error(p, p->line, "%s: \"%s\" is not a host name", p->key, v);
+		return -1;
+	}
+	return set_string(p, f, v);
+}
+
 static int
 set_file(struct parser *p, void *f, const char *v)
 {
@@ -390,19 +397,20 @@ static const struct key_def keys[] = {
 	{ "upstream_verify", SCOPE_SERVICE, false, NONE, S(upstream_verify), set_yesno, NULL },
 	{ "upstream_ca", SCOPE_SERVICE, false, NONE, S(upstream_ca), set_file, NULL },
 	{ "upstream_tls_min_version", SCOPE_SERVICE, false, NONE, S(upstream_tls_min_version), set_upstream_tls_min, NULL },
+	{ "ehlo_name", SCOPE_SERVICE, false, NONE, S(ehlo_name), set_hostname, NULL },
 };
 #define NKEYS	(sizeof(keys) / sizeof(keys[0]))
 
 /* Keys of CONFIG.md that a later version brings: named, not "unknown". */
 static const char *const later_keys[] = {
-	"workers", "user", "metrics", "ehlo_name", "allow", "proxy_protocol_in",
+	"workers", "user", "metrics", "allow", "proxy_protocol_in",
 	"proxy_trusted", "proxy_protocol_out", "upstream_auth", "upstream_user",
 	"upstream_password_file", "upstream_token_file",
 };
 
 enum { K_PROTOCOL = 8, K_LISTEN, K_CLIENT_TLS, K_CERT, K_KEY, K_TLS_MIN,
     K_UPSTREAM, K_UPSTREAM_TLS, K_UPSTREAM_NAME, K_UPSTREAM_VERIFY,
-    K_UPSTREAM_CA, K_UPSTREAM_TLS_MIN };
+    K_UPSTREAM_CA, K_UPSTREAM_TLS_MIN, K_EHLO_NAME };
 
 static struct service *
 service_for(struct parser *p, const char *section)
@@ -639,6 +647,14 @@ validate_service(struct parser *p, struct service *svc)
 			    svc->seen[K_UPSTREAM_CA] : svc->line, "[%s]: "
 			    "upstream TLS: %s", svc->name, err);
 	}
+	if (svc->ehlo_name == NULL) {
+		char host[256] = "localhost";
+		gethostname(host, sizeof(host) - 1);
+		svc->ehlo_name = strdup(host);
+	} else if (svc->upstream_tls != TLS_MODE_STARTTLS ||
+	    svc->protocol != PROTO_SMTP)
+		cfg_error(p, svc->seen[K_EHLO_NAME], "ehlo_name is only used by "
+		    "smtp services with upstream_tls = starttls");
 	resolve_upstream(p, svc);
 }
 
@@ -783,6 +799,7 @@ service_free(struct service *svc)
 	free(svc->upstream_addrs);
 	free(svc->upstream_name);
 	free(svc->upstream_ca);
+	free(svc->ehlo_name);
 	SSL_CTX_free(svc->client_ctx);
 	SSL_CTX_free(svc->upstream_ctx);
 }

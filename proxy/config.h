@@ -66,6 +66,7 @@ struct service {
 	bool			 upstream_verify;
 	char			*upstream_ca;
 	int			 upstream_tls_min_version;
+	char			*ehlo_name;	/* smtp: our EHLO / greeting name */
 	struct timeouts		 timeouts;
 	SSL_CTX			*client_ctx;	/* NULL unless client TLS */
 	SSL_CTX			*upstream_ctx;	/* NULL unless upstream TLS */

@@ -18,29 +18,34 @@
 #include "endpoint.h"
 #include "listener.h"
 #include "log.h"
+#include "negotiate.h"
 #include "tls.h"
 
 enum sess_state {
 	SESS_CLIENT_HANDSHAKE,
 	SESS_CONNECT,
+	SESS_NEGOTIATE,		/* upstream greeting/STARTTLS dialogue */
 	SESS_UPSTREAM_HANDSHAKE,
 	SESS_RELAY,
 	SESS_FAREWELL,		/* sending the client an error, then closing */
 };
 
 static const char *const sess_state_names[] = {
-	"client-handshake", "connect", "upstream-handshake", "relay", "farewell",
+	"client-handshake", "connect", "negotiate", "upstream-handshake",
+	"relay", "farewell",
 };
 
 /* Upper bound of read/write rounds per callback, for fairness. */
 #define PUMP_ROUNDS	16
 
 /*
- * Invariants: c2u only ever holds bytes read from the client and u2c bytes
- * read from the upstream; neither is read into while the other side is not
- * ready for them (before RELAY nothing is read from either side except by
- * the handshakes).  closing is set once and the session is freed by the
- * callback wrapper that saw it.
+ * Invariants: before RELAY no client byte is read at all (early bytes wait
+ * in the socket), c2u holds only commands the negotiator wrote for the
+ * upstream, u2c only what the proxy itself says to the client (its greeting
+ * or an error), and what the upstream says goes to neg_in, never to the
+ * client.  From RELAY on, c2u holds client bytes and u2c upstream bytes.
+ * closing is set once and the session is freed by the callback wrapper
+ * that saw it.
  */
 struct session {
 	uint64_t		 id;
@@ -51,6 +56,9 @@ struct session {
 	struct endpoint		 upstream;
 	struct buf		 c2u;
 	struct buf		 u2c;
+	struct negotiator	*neg;		/* upstream_tls = starttls */
+	struct buf		 neg_in;	/* upstream bytes for neg */
+	ev_tstamp		 neg_deadline;	/* absolute */
 	ev_timer		 timer;
 	ev_tstamp		 started;
 	ev_tstamp		 last_activity;
@@ -160,6 +168,8 @@ sess_free(EV_P_ struct session *s)
 	ep_close(EV_A_ &s->upstream);
 	buf_release(&s->c2u);
 	buf_release(&s->u2c);
+	buf_release(&s->neg_in);
+	neg_free(s->neg);
 	if (s->prev != NULL)
 		s->prev->next = s->next;
 	else
@@ -196,17 +206,27 @@ sess_close_all(EV_P_ const char *reason)
 static void
 farewell(EV_P_ struct session *s, const char *reason, const char *detail)
 {
-	static const char *const msg[] = {
-		"421 4.3.0 mailproxy: upstream unavailable, try again later\r\n",
+	static const char *const unreachable[] = {
+		"421 4.4.1 mailproxy: upstream unavailable, try again later\r\n",
 		"-ERR [SYS/TEMP] mailproxy: upstream unavailable\r\n",
 		"* BYE [UNAVAILABLE] mailproxy: upstream unavailable\r\n",
 	};
+	static const char *const insecure[] = {
+		"421 4.7.0 mailproxy: no secure connection to the server, "
+		    "try again later\r\n",
+		"-ERR [SYS/TEMP] mailproxy: no secure connection to the "
+		    "server\r\n",
+		"* BYE [UNAVAILABLE] mailproxy: no secure connection to the "
+		    "server\r\n",
+	};
+	const char *const *msg = strstr(reason, "connect") != NULL ?
+	    unreachable : insecure;
 
 	log_warnx("sess=%llu svc=%s event=upstream-failed reason=%s "
 	    "detail=\"%s\"", (unsigned long long)s->id, s->svc->name, reason,
 	    detail ? detail : "");
 	ep_close(EV_A_ &s->upstream);
-	buf_release(&s->u2c);
+	buf_release(&s->u2c);	/* nothing but our error reaches the client */
 	buf_append(&s->u2c, msg[s->svc->protocol], strlen(msg[s->svc->protocol]));
 	s->reason = reason;
 	snprintf(s->detail, sizeof(s->detail), "%s", detail ? detail : "");
@@ -261,13 +281,46 @@ start_connect(EV_P_ struct session *s)
 	farewell(EV_A_ s, "upstream-connect-failed", why);
 }
 
+/* Seconds left for the current phase: its own limit, capped by the
+ * absolute negotiation deadline while a STARTTLS dialogue is running. */
+static double
+phase_seconds(EV_P_ struct session *s, int limit)
+{
+	double left;
+
+	if (s->neg == NULL)
+		return limit;
+	left = s->neg_deadline - ev_now(EV_A);
+	return left < limit ? (left > 0.001 ? left : 0.001) : limit;
+}
+
+/* Puts TLS on the (connected) upstream side and starts the handshake. */
+static void
+start_upstream_tls(EV_P_ struct session *s)
+{
+	SSL *ssl;
+
+	if ((ssl = SSL_new(s->svc->upstream_ctx)) == NULL ||
+	    tls_upstream_setup(ssl, s->svc) < 0) {
+		SSL_free(ssl);
+		farewell(EV_A_ s, "upstream-tls-setup-failed", NULL);
+		return;
+	}
+	SSL_set_connect_state(ssl);
+	ep_start_tls(&s->upstream, ssl);
+	s->state = SESS_UPSTREAM_HANDSHAKE;
+	ev_timer_stop(EV_A_ &s->timer);
+	ev_timer_set(&s->timer, phase_seconds(EV_A_ s,
+	    s->svc->timeouts.handshake), 0.);
+	ev_timer_start(EV_A_ &s->timer);
+}
+
 static void
 connect_done(EV_P_ struct session *s)
 {
 	int err = 0;
 	socklen_t len = sizeof(err);
 	char why[160];
-	SSL *ssl;
 
 	if (getsockopt(s->upstream.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
 		err = errno;
@@ -284,20 +337,24 @@ connect_done(EV_P_ struct session *s)
 		return;
 	}
 	s->upstream.wr_wait = 0;
-	if (s->svc->upstream_tls != TLS_MODE_IMPLICIT) {
+	switch (s->svc->upstream_tls) {
+	case TLS_MODE_NONE:
 		start_relay(EV_A_ s);
-		return;
+		break;
+	case TLS_MODE_IMPLICIT:
+		start_upstream_tls(EV_A_ s);
+		break;
+	case TLS_MODE_STARTTLS:
+		if ((s->neg = neg_new(s->svc->protocol,
+		    s->svc->ehlo_name)) == NULL) {
+			farewell(EV_A_ s, "out-of-memory", NULL);
+			break;
+		}
+		s->state = SESS_NEGOTIATE;
+		s->neg_deadline = ev_now(EV_A) + s->svc->timeouts.negotiation;
+		set_deadline(EV_A_ s, s->svc->timeouts.negotiation);
+		break;
 	}
-	if ((ssl = SSL_new(s->svc->upstream_ctx)) == NULL ||
-	    tls_upstream_setup(ssl, s->svc) < 0) {
-		SSL_free(ssl);
-		farewell(EV_A_ s, "upstream-tls-setup-failed", NULL);
-		return;
-	}
-	SSL_set_connect_state(ssl);
-	ep_start_tls(&s->upstream, ssl);
-	s->state = SESS_UPSTREAM_HANDSHAKE;
-	set_deadline(EV_A_ s, s->svc->timeouts.handshake);
 }
 
 /* Names why the upstream handshake failed: verification first. */
@@ -324,6 +381,115 @@ upstream_handshake_failed(EV_P_ struct session *s)
 		farewell(EV_A_ s, "upstream-verify-failed", detail);
 	} else
 		farewell(EV_A_ s, "upstream-handshake-failed", s->upstream.err);
+}
+
+/* ---- upstream STARTTLS negotiation ------------------------------------- */
+
+static void
+set_deadline_at(EV_P_ struct session *s, ev_tstamp when)
+{
+	ev_tstamp left = when - ev_now(EV_A);
+
+	ev_timer_stop(EV_A_ &s->timer);
+	ev_timer_set(&s->timer, left > 0.001 ? left : 0.001, 0.);
+	ev_timer_start(EV_A_ &s->timer);
+}
+
+/*
+ * STARTTLS was accepted.  A byte already waiting on the socket is injected
+ * plaintext: show it to the negotiator (which fails) instead of letting it
+ * reach the handshake.  Later bytes would be parsed as TLS records and fail
+ * the handshake.
+ */
+static enum neg_verdict
+check_injection(struct session *s, struct neg_out *out)
+{
+	char peek[64];
+	ssize_t n;
+
+	n = recv(s->upstream.fd, peek, sizeof(peek), MSG_PEEK | MSG_DONTWAIT);
+	if (n <= 0)
+		return NEG_START_TLS;
+	return neg_feed(s->neg, peek, (size_t)n, out);
+}
+
+static void
+apply_verdict(EV_P_ struct session *s, enum neg_verdict v, struct neg_out *out)
+{
+	if (v == NEG_START_TLS)
+		v = check_injection(s, out);
+	switch (v) {
+	case NEG_CONTINUE:
+		if (s->state != SESS_NEGOTIATE) {
+			s->state = SESS_NEGOTIATE;
+			set_deadline_at(EV_A_ s, s->neg_deadline);
+		}
+		break;
+	case NEG_START_TLS:
+		start_upstream_tls(EV_A_ s);
+		break;
+	case NEG_RELAY:
+		log_debug("sess=%llu svc=%s event=starttls-ok",
+		    (unsigned long long)s->id, s->svc->name);
+		start_relay(EV_A_ s);
+		break;
+	case NEG_FAIL:
+		farewell(EV_A_ s, neg_reason(s->neg), neg_detail(s->neg));
+		break;
+	}
+}
+
+/*
+ * One round of the dialogue: flush our commands, read what the upstream
+ * said (into neg_in, never toward the client) and feed it.
+ */
+static void
+negotiate(EV_P_ struct session *s)
+{
+	struct neg_out out = { &s->c2u, &s->u2c };
+	enum ep_status st = EP_OK;
+	enum neg_verdict v;
+	const char *p;
+	size_t len;
+
+	for (int round = 0; round < 4 && st == EP_OK; round++) {
+		if (!buf_empty(&s->c2u) && s->upstream.wr_wait == 0 &&
+		    ep_write(&s->upstream, &s->c2u) == EP_ERROR) {
+			farewell(EV_A_ s, "upstream-error", s->upstream.err);
+			return;
+		}
+		if (s->upstream.rd_wait != 0)
+			return;
+		st = ep_read(&s->upstream, &s->neg_in);
+		if ((p = buf_peek(&s->neg_in, &len)) != NULL) {
+			v = neg_feed(s->neg, p, len, &out);
+			buf_consume(&s->neg_in, len);
+			if (v != NEG_CONTINUE) {
+				apply_verdict(EV_A_ s, v, &out);
+				return;
+			}
+			/* A new command goes out at the next round. */
+			if (st != EP_OK && !buf_empty(&s->c2u))
+				st = EP_OK;
+		}
+	}
+	if (st == EP_EOF)
+		farewell(EV_A_ s, "upstream-closed", "during the STARTTLS "
+		    "negotiation");
+	else if (st == EP_ERROR)
+		farewell(EV_A_ s, "upstream-error", s->upstream.err);
+}
+
+/* The upstream handshake (implicit TLS or after STARTTLS) is complete. */
+static void
+upstream_tls_up(EV_P_ struct session *s)
+{
+	struct neg_out out = { &s->c2u, &s->u2c };
+
+	if (s->neg == NULL)
+		start_relay(EV_A_ s);
+	else
+		apply_verdict(EV_A_ s, neg_tls_ready(s->neg, &out), &out);
 }
 
 /* ---- relay ------------------------------------------------------------- */
@@ -463,10 +629,13 @@ run_state(EV_P_ struct session *s)
 		if (s->upstream.wr_wait == 0)
 			connect_done(EV_A_ s);
 		break;
+	case SESS_NEGOTIATE:
+		negotiate(EV_A_ s);
+		break;
 	case SESS_UPSTREAM_HANDSHAKE:
 		st = ep_handshake(&s->upstream);
 		if (st == EP_OK)
-			start_relay(EV_A_ s);
+			upstream_tls_up(EV_A_ s);
 		else if (st == EP_ERROR)
 			upstream_handshake_failed(EV_A_ s);
 		break;
@@ -504,6 +673,10 @@ step(EV_P_ struct session *s)
 	case SESS_CONNECT:
 		ep_update(EV_A_ &s->client, false, false);
 		ep_update(EV_A_ &s->upstream, false, true);
+		break;
+	case SESS_NEGOTIATE:
+		ep_update(EV_A_ &s->client, false, false);
+		ep_update(EV_A_ &s->upstream, true, !buf_empty(&s->c2u));
 		break;
 	case SESS_UPSTREAM_HANDSHAKE:
 		ep_update(EV_A_ &s->client, false, false);
@@ -561,8 +734,13 @@ timer_cb(EV_P_ ev_timer *w, int revents)
 	case SESS_CONNECT:
 		farewell(EV_A_ s, "upstream-connect-timeout", s->upstream_addr);
 		break;
+	case SESS_NEGOTIATE:
+		farewell(EV_A_ s, "negotiation-timeout", neg_state_name(s->neg));
+		break;
 	case SESS_UPSTREAM_HANDSHAKE:
-		farewell(EV_A_ s, "upstream-handshake-timeout", NULL);
+		farewell(EV_A_ s, s->neg != NULL &&
+		    ev_now(EV_A) >= s->neg_deadline ? "negotiation-timeout" :
+		    "upstream-handshake-timeout", NULL);
 		break;
 	case SESS_FAREWELL:
 		sess_end(s, LOG_LVL_WARN, s->reason, s->detail);
@@ -596,6 +774,7 @@ sess_new(EV_P_ struct config *cf, const struct service *svc, int fd,
 	    sizeof(s->peer));
 	buf_init(&s->c2u, BUF_CAPACITY);
 	buf_init(&s->u2c, BUF_CAPACITY);
+	buf_init(&s->neg_in, NEG_MAX_INPUT);
 	set_nodelay(fd);
 	ep_init(&s->client, fd, ssl, client_cb, s);
 	s->upstream.fd = -1;

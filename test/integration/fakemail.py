@@ -4,6 +4,7 @@ arrived.  The real-server suite puts Postfix and Dovecot behind the proxy;
 these stand in where a test needs to see exactly what the upstream got."""
 
 import base64
+import time
 
 USER, PASSWORD = "alice", "secret"
 MESSAGE = (b"From: bob@mail.test\r\nTo: alice@mail.test\r\nSubject: hi\r\n\r\n"
@@ -14,6 +15,8 @@ class Mailbox:
     def __init__(self):
         self.received = []   # messages accepted over SMTP
         self.logins = []     # (protocol, user, ok)
+        self.pretls = []     # lines the proxy sent before TLS
+        self.tls_sessions = 0
 
 
 def _lines(conn):
@@ -25,9 +28,10 @@ def _lines(conn):
         yield line
 
 
-def smtp(box):
+def smtp(box, greet=True):
     def handler(conn):
-        conn.sendall(b"220 mail.test ESMTP scripted\r\n")
+        if greet:
+            conn.sendall(b"220 mail.test ESMTP scripted\r\n")
         lines = _lines(conn)
         authed = False
         for line in lines:
@@ -37,6 +41,9 @@ def smtp(box):
                 conn.sendall(b"250-mail.test\r\n250-AUTH PLAIN\r\n250 8BITMIME\r\n")
             elif verb == b"AUTH":
                 parts = cmd[1].split()
+                if len(parts) == 1:          # no initial response: ask for it
+                    conn.sendall(b"334 \r\n")
+                    parts.append(next(lines).strip())
                 creds = base64.b64decode(parts[1]).split(b"\0")
                 ok = creds[1:] == [USER.encode(), PASSWORD.encode()]
                 box.logins.append(("smtp", creds[1].decode(), ok))
@@ -65,9 +72,10 @@ def smtp(box):
     return handler
 
 
-def pop3(box):
+def pop3(box, greet=True):
     def handler(conn):
-        conn.sendall(b"+OK scripted POP3 ready\r\n")
+        if greet:
+            conn.sendall(b"+OK scripted POP3 ready\r\n")
         user = None
         for line in _lines(conn):
             parts = line.strip().split(b" ")
@@ -92,9 +100,10 @@ def pop3(box):
     return handler
 
 
-def imap(box):
+def imap(box, greet=True):
     def handler(conn):
-        conn.sendall(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] scripted IMAP ready\r\n")
+        if greet:
+            conn.sendall(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] scripted IMAP ready\r\n")
         for line in _lines(conn):
             parts = line.strip().split(b" ")
             tag, verb = parts[0], parts[1].upper() if len(parts) > 1 else b""
@@ -119,4 +128,100 @@ def imap(box):
                 conn.sendall(tag + b" OK done\r\n")
             else:
                 conn.sendall(tag + b" BAD unknown\r\n")
+    return handler
+
+
+# ---- STARTTLS upstreams: a plaintext dialogue, then TLS, then the handler ----
+
+PRETLS = b"PRETLS-SECRET"   # marks everything said before TLS
+
+
+class Plain:
+    """Line I/O on a raw socket that records what the proxy sent before TLS."""
+
+    def __init__(self, conn, box):
+        self.conn, self.box = conn, box
+        self.buf = b""
+
+    def send(self, data):
+        self.conn.sendall(data)
+
+    def line(self):
+        while b"\r\n" not in self.buf:
+            data = self.conn.recv(4096)
+            if not data:
+                raise EOFError("proxy closed")
+            self.buf += data
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        self.box.pretls.append(line)
+        return line
+
+
+def starttls_upstream(protocol, box, ctx, misbehave=None):
+    """A STARTTLS server for protocol.  misbehave: None, "no-starttls",
+    "refuse", "inject", "preauth", "stall", "unsolicited"."""
+    post = {"smtp": smtp, "pop3": pop3, "imap": imap}[protocol](box, greet=False)
+
+    def handler(conn):
+        io = Plain(conn, box)
+        if misbehave == "stall":
+            time.sleep(30)
+            return
+        if protocol == "smtp":
+            io.send(b"220 mail.test ESMTP " + PRETLS + b"\r\n" +
+                    (b"250 surprise\r\n" if misbehave == "unsolicited" else b""))
+            if not io.line().upper().startswith(b"EHLO "):
+                return
+            io.send(b"250-mail.test " + PRETLS + b"\r\n250-PIPELINING\r\n" +
+                    (b"" if misbehave == "no-starttls" else b"250-STARTTLS\r\n") +
+                    b"250 AUTH PLAIN\r\n")
+            if io.line().upper() != b"STARTTLS":
+                return
+            if misbehave == "refuse":
+                io.send(b"454 4.7.0 TLS not available " + PRETLS + b"\r\n")
+                return
+            io.send(b"220 2.0.0 go ahead\r\n" +
+                    (b"250 injected " + PRETLS + b"\r\n" if misbehave == "inject" else b""))
+        elif protocol == "pop3":
+            io.send(b"+OK " + PRETLS + b"\r\n")
+            if io.line().upper() != b"CAPA":
+                return
+            io.send(b"+OK\r\nTOP\r\nUSER\r\n" +
+                    (b"" if misbehave == "no-starttls" else b"STLS\r\n") + b".\r\n")
+            if io.line().upper() != b"STLS":
+                return
+            if misbehave == "refuse":
+                io.send(b"-ERR not now\r\n")
+                return
+            io.send(b"+OK begin TLS\r\n" +
+                    (b"+OK injected\r\n" if misbehave == "inject" else b""))
+        else:
+            if misbehave == "preauth":
+                io.send(b"* PREAUTH " + PRETLS + b"\r\n")
+                io.line()
+                return
+            io.send(b"* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] " + PRETLS + b"\r\n")
+            tag, cmd = io.line().split(b" ", 1)
+            if cmd.upper() != b"STARTTLS":
+                return
+            if misbehave in ("refuse", "no-starttls"):
+                io.send(tag + b" BAD unknown command\r\n")
+                return
+            io.send(tag + b" OK begin TLS\r\n" +
+                    (b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] injected\r\n"
+                     if misbehave == "inject" else b""))
+        if io.buf:
+            box.pretls.append(b"EARLY:" + io.buf)
+            return
+        tls = ctx.wrap_socket(conn, server_side=True)
+        box.tls_sessions += 1
+        try:
+            if protocol == "imap":
+                f = tls.makefile("rb")
+                tag = f.readline().split(b" ", 1)[0]
+                tls.sendall(b"* CAPABILITY IMAP4rev1 AUTH=PLAIN IDLE\r\n" + tag +
+                            b" OK done\r\n")
+            post(tls)
+        finally:
+            tls.close()
     return handler

@@ -166,9 +166,15 @@ test_values_not_yet_supported(void)
 	    "client_tls = starttls\n", "test.ini:4: client_tls: \"starttls\" "
 	    "is not supported by this version");
 	expect_error("[a]\nprotocol = smtp\nlisten = 127.0.0.1:0\n"
-	    "client_tls = none\n", "test.ini:4: client_tls: \"none\"");
-	expect_error("[a]\nupstream_tls = starttls\n",
-	    "test.ini:2: upstream_tls: \"starttls\" is not supported");
+	    "client_tls = none\nupstream = 127.0.0.1:25\nupstream_tls = none\n",
+	    "test.ini:1: [a]: client_tls and upstream_tls are both none");
+	expect_error("[a]\nupstream_tls = tls\n",
+	    "test.ini:2: upstream_tls: unknown value \"tls\"");
+	expect_error("[a]\nehlo_name = bad name!\n",
+	    "test.ini:2: ehlo_name: \"bad name!\" is not a host name");
+	expect_error(SERVICE_OK "ehlo_name = proxy.test\n",
+	    "test.ini:9: ehlo_name is only used by smtp services with "
+	    "upstream_tls = starttls");
 	expect_error("[a]\nprotocol = lmtp\n",
 	    "test.ini:2: protocol: unknown value \"lmtp\"");
 	expect_error("[a]\ntls_min_version = 1.4\n",
@@ -177,6 +183,48 @@ test_values_not_yet_supported(void)
 	    "test.ini:2: upstream_tls_min_version: unknown TLS version");
 	expect_error("[a]\nupstream_verify = maybe\n",
 	    "test.ini:2: upstream_verify: unknown value");
+}
+
+static void
+test_starttls_upstream(void)
+{
+	char *errors = NULL;
+	struct config *cf = parse(
+	    "[legacy]\n"
+	    "protocol = smtp\n"
+	    "listen = 127.0.0.1:0\n"
+	    "client_tls = none\n"
+	    "upstream = localhost:587\n"
+	    "upstream_tls = starttls\n"
+	    "ehlo_name = scanner-gw.example.org\n"
+	    "[imap]\n"
+	    "protocol = imap\n"
+	    "listen = 127.0.0.1:0\n"
+	    "client_tls = implicit\n"
+	    "cert = @/server-ecdsa.crt\n"
+	    "key = @/server-ecdsa.key\n"
+	    "upstream = localhost:143\n"
+	    "upstream_tls = starttls\n", &errors);
+
+	CHECK(cf != NULL);
+	if (cf == NULL) {
+		fprintf(stderr, "%s", errors);
+		free(errors);
+		return;
+	}
+	CHECK(cf->services[0].client_tls == TLS_MODE_NONE);
+	CHECK(cf->services[0].client_ctx == NULL);
+	CHECK(cf->services[0].upstream_tls == TLS_MODE_STARTTLS);
+	CHECK(cf->services[0].upstream_ctx != NULL);
+	CHECK(strcmp(cf->services[0].ehlo_name, "scanner-gw.example.org") == 0);
+	CHECK(cf->services[1].ehlo_name != NULL);	/* host name default */
+	config_unref(cf);
+	/* Plaintext clients need no certificate, and may not name one. */
+	expect_error("[a]\nprotocol = smtp\nlisten = 127.0.0.1:0\n"
+	    "client_tls = none\ncert = @/server-ecdsa.crt\n"
+	    "key = @/server-ecdsa.key\nupstream = localhost:587\n"
+	    "upstream_tls = starttls\n",
+	    "test.ini:5: cert/key are only used when client_tls is not none");
 }
 
 static void
@@ -265,6 +313,7 @@ test_config(void)
 	test_good_file();
 	test_errors_name_file_and_line();
 	test_values_not_yet_supported();
+	test_starttls_upstream();
 	test_long_line_is_refused_not_truncated();
 	test_cross_key_rules();
 	test_bad_ca_file_is_reported();
