@@ -40,7 +40,7 @@ def test_bad_upstream_certificate_is_refused(proxies, upstreams, certs, cert, re
     s = tls_connect(proxy.port("up"), certs)
     data = s.recv(200)
     # A temporary SMTP error from the proxy, never the upstream's greeting.
-    assert data.startswith(b"421 4.3.0 ")
+    assert data.startswith(b"421 4.7.0 ")
     assert b"upstream" in data and b"ESMTP upstream" not in data
     s.close()
     proxy.wait_log(r"event=upstream-failed reason=upstream-verify-failed "
