@@ -41,7 +41,7 @@ def test_bad_upstream_certificate_is_refused(proxies, upstreams, certs, cert, re
     data = s.recv(200)
     # A temporary SMTP error from the proxy, never the upstream's greeting.
     assert data.startswith(b"421 4.7.0 ")
-    assert b"upstream" in data and b"ESMTP upstream" not in data
+    assert b"mailproxy" in data and b"ESMTP upstream" not in data
     s.close()
     proxy.wait_log(r"event=upstream-failed reason=upstream-verify-failed "
                    r"detail=\"%s" % reason)
