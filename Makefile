@@ -1,4 +1,5 @@
 # mailproxy — GNU Makefile.  Knobs first.
+SHELL     := /bin/bash
 CC        ?= cc
 BUILD     ?= build
 SANITIZE  ?=
@@ -23,7 +24,14 @@ SRCS := log buffer config tls endpoint listener session line negotiate smtp pop3
 OBJS := $(SRCS:%=$(BUILD)/%.o)
 UNIT := $(wildcard test/unit/test_*.c)
 
-.PHONY: all deps run test check unit integration clean certs
+FUZZ_NEG     := smtp pop3 imap
+FUZZ_SECONDS ?= 60
+PROTO_smtp := PROTO_SMTP
+PROTO_pop3 := PROTO_POP3
+PROTO_imap := PROTO_IMAP
+LIB_SRCS := $(SRCS:%=proxy/%.c)
+
+.PHONY: all deps run test check unit integration fuzz-replay fuzz clean certs
 all: $(BUILD)/mailproxy
 
 $(BUILD)/%.o: proxy/%.c | $(BUILD)
@@ -34,6 +42,13 @@ $(BUILD)/mailproxy: $(OBJS) $(BUILD)/main.o
 
 $(BUILD)/unit_tests: $(OBJS) $(UNIT) test/unit/unit.h test/unit/main.c | $(BUILD)
 	$(CC) $(ALL_CFLAGS) -Iproxy -Itest/unit -o $@ test/unit/main.c $(UNIT) $(OBJS) $(LDFLAGS) $(LDLIBS)
+
+# Fuzz harnesses replayed over their seed corpus with the normal compiler.
+$(BUILD)/replay_%: test/fuzz/fuzz_negotiate.c test/fuzz/standalone.c $(OBJS) | $(BUILD)
+	$(CC) $(ALL_CFLAGS) -Iproxy -DFUZZ_PROTO=$(PROTO_$*) -o $@ $< test/fuzz/standalone.c $(OBJS) $(LDFLAGS) $(LDLIBS)
+
+$(BUILD)/replay_config: test/fuzz/fuzz_config.c test/fuzz/standalone.c $(OBJS) | $(BUILD)
+	$(CC) $(ALL_CFLAGS) -Iproxy -o $@ $< test/fuzz/standalone.c $(OBJS) $(LDFLAGS) $(LDLIBS)
 
 $(BUILD):
 	mkdir -p $@
@@ -61,18 +76,39 @@ run: deps all certs
 unit: $(BUILD)/unit_tests certs
 	$(BUILD)/unit_tests
 
+fuzz-replay: $(FUZZ_NEG:%=$(BUILD)/replay_%) $(BUILD)/replay_config
+	@for p in $(FUZZ_NEG) config; do $(BUILD)/replay_$$p test/fuzz/corpus/$$p || exit 1; done
+
+# libFuzzer with clang (Debian clang + libclang-rt-14-dev), bounded in time.
+fuzz:
+	$(MAKE) deps DEPS_TEST="$(DEPS_TEST) clang libclang-rt-14-dev"
+	mkdir -p build-fuzz
+	for p in $(FUZZ_NEG); do \
+		clang -g -O1 -std=c11 -D_GNU_SOURCE -isystem $(BSSL_INC) -Iproxy -DFUZZ_PROTO=PROTO_$${p^^} \
+		  -fsanitize=fuzzer,address,undefined -o build-fuzz/fuzz_$$p \
+		  test/fuzz/fuzz_negotiate.c $(LIB_SRCS) $(LDLIBS) || exit 1; \
+	done
+	clang -g -O1 -std=c11 -D_GNU_SOURCE -isystem $(BSSL_INC) -Iproxy \
+	  -fsanitize=fuzzer,address,undefined -o build-fuzz/fuzz_config \
+	  test/fuzz/fuzz_config.c $(LIB_SRCS) $(LDLIBS)
+	for p in $(FUZZ_NEG) config; do \
+		mkdir -p build-fuzz/corpus-$$p && cp -n test/fuzz/corpus/$$p/* build-fuzz/corpus-$$p/; \
+		build-fuzz/fuzz_$$p -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+		  build-fuzz/corpus-$$p test/fuzz/corpus/$$p || exit 1; \
+	done
+
 integration: $(BUILD)/mailproxy
 	MAILPROXY_BIN=$(abspath $(BUILD)/mailproxy) $(PYTHON) -m pytest -q -p no:cacheprovider test/integration
 
 test: deps
 	$(MAKE) all $(BUILD)/unit_tests
-	$(MAKE) unit integration
+	$(MAKE) unit fuzz-replay integration
 
 # Sanitizer build in its own directory: same tests, ASan + UBSan.
 check: deps
-	$(MAKE) BUILD=build-asan SANITIZE="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" CFLAGS="-O1 -g" unit integration
+	$(MAKE) BUILD=build-asan SANITIZE="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" CFLAGS="-O1 -g" unit fuzz-replay integration
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
 
 -include $(wildcard $(BUILD)/*.d)
