@@ -101,6 +101,7 @@ def test_config_samples_are_valid(tmp_path, certs):
         text = open(path).read()
         text = re.sub(r"/etc/mailproxy/[\w.-]+\.crt", certs + "/server-rsa.crt", text)
         text = re.sub(r"/etc/mailproxy/[\w.-]+\.key", certs + "/server-rsa.key", text)
+        text = re.sub(r"/etc/mailproxy/[\w.-]+\.pem", certs + "/ca.crt", text)
         text = text.replace("certs/dev/", certs + "/")
         text = re.sub(r"[\w-]+\.example\.(net|org)", "localhost", text)
         text = re.sub(r"(listen = [^\n]*):\d+", r"\1:0", text)
