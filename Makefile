@@ -44,7 +44,7 @@ $(BUILD)/unit_tests: $(OBJS) $(UNIT) test/unit/unit.h test/unit/main.c | $(BUILD
 	$(CC) $(ALL_CFLAGS) -Iproxy -Itest/unit -o $@ test/unit/main.c $(UNIT) $(OBJS) $(LDFLAGS) $(LDLIBS)
 
 # Fuzz harnesses replayed over their seed corpus with the normal compiler.
-$(BUILD)/replay_%: test/fuzz/fuzz_negotiate.c test/fuzz/standalone.c $(OBJS) | $(BUILD)
+$(FUZZ_NEG:%=$(BUILD)/replay_%): $(BUILD)/replay_%: test/fuzz/fuzz_negotiate.c test/fuzz/standalone.c $(OBJS) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) -Iproxy -DFUZZ_PROTO=$(PROTO_$*) -o $@ $< test/fuzz/standalone.c $(OBJS) $(LDFLAGS) $(LDLIBS)
 
 $(BUILD)/replay_config: test/fuzz/fuzz_config.c test/fuzz/standalone.c $(OBJS) | $(BUILD)

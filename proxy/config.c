@@ -173,7 +173,6 @@ set_protocol(struct parser *p, void *f, const char *v)
 	return 0;
 }
 
-/* client_tls = starttls (offered to clients) is a later feature. */
 static int
 set_client_tls(struct parser *p, void *f, const char *v)
 {
@@ -181,11 +180,6 @@ set_client_tls(struct parser *p, void *f, const char *v)
 
 	if (set_word(p, &i, v, tls_mode_names, 3) < 0)
 		return -1;
-	if (i == TLS_MODE_STARTTLS) {
-		cfg_error(p, p->line, "client_tls: \"%s\" is not supported by "
-		    "this version (supported: implicit, none)", v);
-		return -1;
-	}
 	*(enum tls_mode *)f = (enum tls_mode)i;
 	return 0;
 }
@@ -651,10 +645,11 @@ validate_service(struct parser *p, struct service *svc)
 		char host[256] = "localhost";
 		gethostname(host, sizeof(host) - 1);
 		svc->ehlo_name = strdup(host);
-	} else if (svc->upstream_tls != TLS_MODE_STARTTLS ||
-	    svc->protocol != PROTO_SMTP)
+	} else if (svc->protocol != PROTO_SMTP ||
+	    (svc->upstream_tls != TLS_MODE_STARTTLS &&
+	    svc->client_tls != TLS_MODE_STARTTLS))
 		cfg_error(p, svc->seen[K_EHLO_NAME], "ehlo_name is only used by "
-		    "smtp services with upstream_tls = starttls");
+		    "smtp services with a STARTTLS side");
 	resolve_upstream(p, svc);
 }
 

@@ -119,6 +119,10 @@ imap_greeting(struct negotiator *n, const char *line, size_t len,
 		return neg_fail_line(n, line_starts_with_word(line + 2, len - 2,
 		    "BYE") ? "upstream-refused" : "upstream-bad-greeting", line,
 		    len);
+	if (!n->starttls) {
+		n->state = IMAP_DONE;
+		return NEG_RELAY;
+	}
 	/* Capabilities before TLS are never trusted: we only learn whether
 	 * the server had a list; STARTTLS is tried either way. */
 	if (len > 6 && strncasecmp(line + 5, "[CAPABILITY ", 12) == 0) {
@@ -181,6 +185,10 @@ imap_line(struct negotiator *n, const char *line, size_t len,
 static enum neg_verdict
 imap_tls_ready(struct negotiator *n, struct neg_out *out)
 {
+	if (!n->greet) {
+		n->state = IMAP_DONE;
+		return NEG_RELAY;
+	}
 	send_tagged(n, out, "CAPABILITY");
 	n->state = IMAP_POST_CAPABILITY;
 	return NEG_CONTINUE;
@@ -191,4 +199,59 @@ const struct neg_ops imap_ops = {
 	.max_line = IMAP_MAX_LINE,
 	.line = imap_line,
 	.tls_ready = imap_tls_ready,
+};
+
+/* ---- client side: STARTTLS offered to the client ----------------------- */
+
+#define IMAP_PRETLS_CAPS	"IMAP4rev1 STARTTLS LOGINDISABLED"
+
+static enum neg_verdict
+imap_cneg_line(struct cneg *c, const char *line, size_t len,
+    struct buf *to_client)
+{
+	size_t tl = 0;
+	const char *cmd;
+	size_t cl;
+
+	while (tl < len && line[tl] != ' ')
+		tl++;
+	if (tl == 0 || tl + 1 >= len || line[0] == '*' || line[0] == '+') {
+		cneg_reply(to_client, "* BAD Invalid command");
+		return cneg_refused(c) ? NEG_FAIL : NEG_CONTINUE;
+	}
+	cmd = line + tl + 1;
+	cl = len - tl - 1;
+#define IS(word)	(line_starts_with_word(cmd, cl, word))
+	if (IS("CAPABILITY"))
+		cneg_reply(to_client, "* CAPABILITY " IMAP_PRETLS_CAPS "\r\n"
+		    "%.*s OK CAPABILITY completed", (int)tl, line);
+	else if (IS("NOOP"))
+		cneg_reply(to_client, "%.*s OK NOOP completed", (int)tl, line);
+	else if (IS("LOGOUT")) {
+		cneg_reply(to_client, "* BYE Logging out\r\n%.*s OK LOGOUT "
+		    "completed", (int)tl, line);
+		return NEG_CLOSE;
+	} else if (IS("STARTTLS") && cl == 8) {
+		cneg_reply(to_client, "%.*s OK Begin TLS negotiation now",
+		    (int)tl, line);
+		return NEG_START_TLS;
+	} else if (IS("LOGIN") || IS("AUTHENTICATE")) {
+		cneg_reply(to_client, "%.*s NO [PRIVACYREQUIRED] Use STARTTLS "
+		    "first", (int)tl, line);
+		return cneg_refused(c) ? NEG_FAIL : NEG_CONTINUE;
+	} else {
+		cneg_reply(to_client, "%.*s BAD Command not permitted before "
+		    "STARTTLS", (int)tl, line);
+		return cneg_refused(c) ? NEG_FAIL : NEG_CONTINUE;
+	}
+#undef IS
+	return NEG_CONTINUE;
+}
+
+const struct cneg_ops imap_cneg_ops = {
+	.max_line = IMAP_MAX_LINE,
+	.greeting = "* OK [CAPABILITY " IMAP_PRETLS_CAPS "] %s mailproxy ready",
+	.too_long = "* BYE Line too long",
+	.timeout = "* BYE Timeout: closing connection",
+	.line = imap_cneg_line,
 };

@@ -23,6 +23,8 @@ struct negotiator {
 	const struct neg_ops	*ops;
 	int			 state;		/* protocol's own enum */
 	bool			 tls;		/* upstream TLS is up */
+	bool			 starttls;	/* run STARTTLS (else greeting only) */
+	bool			 greet;		/* greet the client at the end */
 	bool			 awaiting_tls;	/* STARTTLS accepted, no TLS yet */
 	char			 name[256];	/* EHLO name / greeting name */
 	char			 in[NEG_MAX_INPUT];
@@ -37,6 +39,38 @@ struct negotiator {
 	const char		*reason;
 	char			 detail[200];
 };
+
+/* The client side (client_tls = starttls). */
+struct cneg_ops {
+	size_t		 max_line;	/* CRLF included */
+	const char	*greeting;	/* %s = the proxy's name */
+	const char	*too_long;	/* reply to an over-long line */
+	const char	*timeout;	/* reply when negotiation_timeout hits */
+	/* One command line (CRLF stripped); may reply to the client. */
+	enum neg_verdict (*line)(struct cneg *, const char *, size_t,
+	    struct buf *);
+};
+
+struct cneg {
+	const struct cneg_ops	*ops;
+	char			 name[256];
+	char			 line[8192];	/* the partial command line */
+	size_t			 linelen;
+	int			 errors;	/* refused commands so far */
+	const char		*reason;
+};
+
+/* Refused commands after which the client is disconnected. */
+#define CNEG_MAX_ERRORS	20
+
+extern const struct cneg_ops smtp_cneg_ops, pop3_cneg_ops, imap_cneg_ops;
+
+/* Queues a reply for the client (CRLF added per line given). */
+void	cneg_reply(struct buf *to_client, const char *fmt, ...)
+	    __attribute__((format(printf, 2, 3)));
+
+/* Counts a refused command; true when the client should be cut off. */
+bool	cneg_refused(struct cneg *c);
 
 /* A multi-line reply (EHLO, CAPA, untagged IMAP data) is capped in total. */
 #define NEG_MAX_REPLY	8192

@@ -18,13 +18,15 @@ static const struct neg_ops *const ops_by_proto[] = {
 };
 
 struct negotiator *
-neg_new(enum proto proto, const char *name)
+neg_new(enum proto proto, const char *name, bool starttls, bool greet)
 {
 	struct negotiator *n;
 
 	if ((n = calloc(1, sizeof(*n))) == NULL)
 		return NULL;
 	n->ops = ops_by_proto[proto];
+	n->starttls = starttls;
+	n->greet = greet;
 	snprintf(n->name, sizeof(n->name), "%s", name);
 	return n;
 }
@@ -203,4 +205,115 @@ const char *
 neg_state_name(const struct negotiator *n)
 {
 	return n->ops->state_names[n->state];
+}
+
+/* ---- client side --------------------------------------------------------- */
+
+static const struct cneg_ops *const cneg_by_proto[] = {
+	[PROTO_SMTP] = &smtp_cneg_ops,
+	[PROTO_POP3] = &pop3_cneg_ops,
+	[PROTO_IMAP] = &imap_cneg_ops,
+};
+
+/* A TLS record starts with content type 22 (handshake). */
+#define TLS_HANDSHAKE_RECORD	0x16
+
+struct cneg *
+cneg_new(enum proto proto, const char *name)
+{
+	struct cneg *c;
+
+	if ((c = calloc(1, sizeof(*c))) == NULL)
+		return NULL;
+	c->ops = cneg_by_proto[proto];
+	snprintf(c->name, sizeof(c->name), "%s", name);
+	return c;
+}
+
+void
+cneg_free(struct cneg *c)
+{
+	free(c);
+}
+
+void
+cneg_reply(struct buf *to_client, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vqueue(to_client, fmt, ap);
+	va_end(ap);
+}
+
+void
+cneg_greet(struct cneg *c, struct buf *to_client)
+{
+	cneg_reply(to_client, c->ops->greeting, c->name);
+}
+
+void
+cneg_timeout(struct cneg *c, struct buf *to_client)
+{
+	cneg_reply(to_client, "%s", c->ops->timeout);
+}
+
+bool
+cneg_refused(struct cneg *c)
+{
+	return ++c->errors >= CNEG_MAX_ERRORS;
+}
+
+const char *
+cneg_reason(const struct cneg *c)
+{
+	return c->reason != NULL ? c->reason : "client-negotiation-failed";
+}
+
+/*
+ * Lines end with LF (an optional CR before it is dropped): old devices send
+ * bare LF, and nothing before TLS is relayed, so leniency costs nothing here.
+ */
+enum neg_verdict
+cneg_feed(struct cneg *c, const char *data, size_t len, size_t *consumed,
+    struct buf *to_client)
+{
+	enum neg_verdict v;
+	size_t i = 0, n;
+
+	while (i < len) {
+		char ch = data[i++];
+
+		if (ch != '\n') {
+			if (c->linelen + 2 > c->ops->max_line) {
+				*consumed = i;
+				cneg_reply(to_client, "%s", c->ops->too_long);
+				c->reason = "client-line-too-long";
+				return NEG_FAIL;
+			}
+			c->line[c->linelen++] = ch;
+			continue;
+		}
+		n = c->linelen;
+		if (n > 0 && c->line[n - 1] == '\r')
+			n--;
+		c->linelen = 0;
+		v = c->ops->line(c, c->line, n, to_client);
+		if (v == NEG_CONTINUE)
+			continue;
+		*consumed = i;
+		if (v == NEG_START_TLS && i < len &&
+		    (unsigned char)data[i] != TLS_HANDSHAKE_RECORD) {
+			/* Plaintext after STARTTLS: the injection attack.
+			 * Nothing of this batch gets an answer. */
+			buf_release(to_client);
+			c->reason = "client-injection";
+			return NEG_FAIL;
+		}
+		if (v == NEG_FAIL && c->reason == NULL)
+			c->reason = "client-too-many-errors";
+		return v;
+	}
+	*consumed = len;
+	return NEG_CONTINUE;
 }

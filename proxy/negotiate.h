@@ -30,9 +30,10 @@
 
 enum neg_verdict {
 	NEG_CONTINUE,		/* send what was queued, feed more input */
-	NEG_START_TLS,		/* run the upstream TLS handshake now */
+	NEG_START_TLS,		/* run the TLS handshake on that side now */
 	NEG_RELAY,		/* done: send what was queued, then relay */
-	NEG_FAIL		/* close: the client gets neg_client_error() */
+	NEG_CLOSE,		/* send what was queued, then close (QUIT) */
+	NEG_FAIL		/* close; see neg_reason() */
 };
 
 /* Where a negotiator's output goes. */
@@ -48,9 +49,13 @@ struct negotiator;
 
 /*
  * A negotiator for protocol proto; name is the proxy's own name (SMTP EHLO
- * and the greeting).  Returns NULL when out of memory.
+ * and the greeting).  With starttls false it only reads and checks the
+ * upstream's greeting (the client was greeted already); with greet false it
+ * sends the client no greeting of its own at the end.  Returns NULL when
+ * out of memory.
  */
-struct negotiator *neg_new(enum proto proto, const char *name);
+struct negotiator *neg_new(enum proto proto, const char *name, bool starttls,
+	    bool greet);
 void	neg_free(struct negotiator *n);
 
 /*
@@ -72,5 +77,38 @@ const char *neg_detail(const struct negotiator *n);
 
 /* The name of the current state, for logs. */
 const char *neg_state_name(const struct negotiator *n);
+
+/*
+ * The client side of client_tls = starttls: the proxy itself answers the
+ * pre-TLS dialogue from a fixed capability list (STARTTLS/STLS offered, no
+ * AUTH, logins refused) until the client sends STARTTLS.
+ *
+ * Framing rule (CVE-2011-0411): cneg_feed() never consumes past the
+ * STARTTLS line.  Whatever follows it in the same read must be the start of
+ * a TLS record (left for BoringSSL, which the session achieves by peeking):
+ * anything else fails the session without an answer.
+ */
+struct cneg;
+
+struct cneg *cneg_new(enum proto proto, const char *name);
+void	cneg_free(struct cneg *c);
+
+/* Queues the proxy's greeting for the client. */
+void	cneg_greet(struct cneg *c, struct buf *to_client);
+
+/*
+ * Feeds bytes the client sent; *consumed is how many were taken (complete
+ * lines and a partial one; never beyond the STARTTLS line).  Replies go to
+ * to_client.  Verdicts: CONTINUE, START_TLS (after the reply is sent),
+ * CLOSE (QUIT/LOGOUT answered), FAIL (reply, if any, then close).
+ */
+enum neg_verdict cneg_feed(struct cneg *c, const char *data, size_t len,
+	    size_t *consumed, struct buf *to_client);
+
+/* The client was too slow: queues the protocol's timeout message. */
+void	cneg_timeout(struct cneg *c, struct buf *to_client);
+
+/* After FAIL: a short reason for the log. */
+const char *cneg_reason(const struct cneg *c);
 
 #endif

@@ -31,6 +31,10 @@ pop3_line(struct negotiator *n, const char *line, size_t len,
 		if (!ok)
 			return neg_fail_line(n, err ? "upstream-refused" :
 			    "upstream-bad-greeting", line, len);
+		if (!n->starttls) {
+			n->state = POP3_DONE;
+			return NEG_RELAY;
+		}
 		neg_send(n, out, "CAPA");
 		n->state = POP3_CAPA;
 		return NEG_CONTINUE;
@@ -79,9 +83,46 @@ static enum neg_verdict
 pop3_tls_ready(struct negotiator *n, struct neg_out *out)
 {
 	n->state = POP3_DONE;
-	neg_reply_client(out, "+OK ready");
+	if (n->greet)
+		neg_reply_client(out, "+OK ready");
 	return NEG_RELAY;
 }
+
+/* ---- client side: STLS offered to the client --------------------------- */
+
+static enum neg_verdict
+pop3_cneg_line(struct cneg *c, const char *line, size_t len,
+    struct buf *to_client)
+{
+	if (line_starts_with_word(line, len, "CAPA") && len == 4) {
+		cneg_reply(to_client, "+OK Capability list follows\r\nSTLS\r\n"
+		    "IMPLEMENTATION mailproxy\r\n.");
+	} else if (line_starts_with_word(line, len, "STLS") && len == 4) {
+		cneg_reply(to_client, "+OK Begin TLS negotiation");
+		return NEG_START_TLS;
+	} else if (line_starts_with_word(line, len, "QUIT")) {
+		cneg_reply(to_client, "+OK Bye");
+		return NEG_CLOSE;
+	} else if (line_starts_with_word(line, len, "USER") ||
+	    line_starts_with_word(line, len, "PASS") ||
+	    line_starts_with_word(line, len, "APOP") ||
+	    line_starts_with_word(line, len, "AUTH")) {
+		cneg_reply(to_client, "-ERR [AUTH] Must issue STLS first");
+		return cneg_refused(c) ? NEG_FAIL : NEG_CONTINUE;
+	} else {
+		cneg_reply(to_client, "-ERR Command not permitted before STLS");
+		return cneg_refused(c) ? NEG_FAIL : NEG_CONTINUE;
+	}
+	return NEG_CONTINUE;
+}
+
+const struct cneg_ops pop3_cneg_ops = {
+	.max_line = POP3_MAX_LINE,
+	.greeting = "+OK %s POP3 mailproxy ready",
+	.too_long = "-ERR Line too long",
+	.timeout = "-ERR Timeout: closing connection",
+	.line = pop3_cneg_line,
+};
 
 const struct neg_ops pop3_ops = {
 	.state_names = pop3_state_names,

@@ -22,6 +22,7 @@
 #include "tls.h"
 
 enum sess_state {
+	SESS_CLIENT_PRETLS,	/* client_tls = starttls: before STARTTLS */
 	SESS_CLIENT_HANDSHAKE,
 	SESS_CONNECT,
 	SESS_NEGOTIATE,		/* upstream greeting/STARTTLS dialogue */
@@ -31,7 +32,7 @@ enum sess_state {
 };
 
 static const char *const sess_state_names[] = {
-	"client-handshake", "connect", "negotiate", "upstream-handshake",
+	"client-pretls", "client-handshake", "connect", "negotiate", "upstream-handshake",
 	"relay", "farewell",
 };
 
@@ -56,7 +57,9 @@ struct session {
 	struct endpoint		 upstream;
 	struct buf		 c2u;
 	struct buf		 u2c;
-	struct negotiator	*neg;		/* upstream_tls = starttls */
+	struct cneg		*cneg;		/* client_tls = starttls */
+	bool			 client_starttls; /* STARTTLS accepted */
+	struct negotiator	*neg;		/* see needs_negotiator() */
 	struct buf		 neg_in;	/* upstream bytes for neg */
 	ev_tstamp		 neg_deadline;	/* absolute */
 	ev_timer		 timer;
@@ -71,6 +74,7 @@ struct session {
 	const char		*reason;
 	char			 detail[256];
 	enum log_level		 severity;
+	enum log_level		 farewell_severity;
 	struct session		*prev, *next;
 };
 
@@ -170,6 +174,7 @@ sess_free(EV_P_ struct session *s)
 	buf_release(&s->u2c);
 	buf_release(&s->neg_in);
 	neg_free(s->neg);
+	cneg_free(s->cneg);
 	if (s->prev != NULL)
 		s->prev->next = s->next;
 	else
@@ -197,6 +202,20 @@ sess_close_all(EV_P_ const char *reason)
 		sess_end(sessions, LOG_LVL_INFO, reason, NULL);
 		sess_free(EV_A_ sessions);
 	}
+}
+
+/* Sends the client what u2c holds, then closes (state FAREWELL). */
+static void
+say_goodbye(EV_P_ struct session *s, enum log_level severity,
+    const char *reason, const char *detail)
+{
+	s->reason = reason;
+	if (detail != s->detail)
+		snprintf(s->detail, sizeof(s->detail), "%s",
+		    detail ? detail : "");
+	s->farewell_severity = severity;
+	s->state = SESS_FAREWELL;
+	set_deadline(EV_A_ s, s->svc->timeouts.handshake);
 }
 
 /*
@@ -228,10 +247,7 @@ farewell(EV_P_ struct session *s, const char *reason, const char *detail)
 	ep_close(EV_A_ &s->upstream);
 	buf_release(&s->u2c);	/* nothing but our error reaches the client */
 	buf_append(&s->u2c, msg[s->svc->protocol], strlen(msg[s->svc->protocol]));
-	s->reason = reason;
-	snprintf(s->detail, sizeof(s->detail), "%s", detail ? detail : "");
-	s->state = SESS_FAREWELL;
-	set_deadline(EV_A_ s, s->svc->timeouts.handshake);
+	say_goodbye(EV_A_ s, LOG_LVL_WARN, reason, detail);
 }
 
 /* ---- connect ----------------------------------------------------------- */
@@ -280,6 +296,16 @@ start_connect(EV_P_ struct session *s)
 	}
 	farewell(EV_A_ s, "upstream-connect-failed", why);
 }
+
+/* Does the upstream side need a dialogue before the relay? */
+static bool
+needs_negotiator(const struct service *svc)
+{
+	return svc->upstream_tls == TLS_MODE_STARTTLS ||
+	    svc->client_tls == TLS_MODE_STARTTLS;
+}
+
+static void set_deadline_at(EV_P_ struct session *s, ev_tstamp when);
 
 /* Seconds left for the current phase: its own limit, capped by the
  * absolute negotiation deadline while a STARTTLS dialogue is running. */
@@ -337,24 +363,25 @@ connect_done(EV_P_ struct session *s)
 		return;
 	}
 	s->upstream.wr_wait = 0;
-	switch (s->svc->upstream_tls) {
-	case TLS_MODE_NONE:
-		start_relay(EV_A_ s);
-		break;
-	case TLS_MODE_IMPLICIT:
-		start_upstream_tls(EV_A_ s);
-		break;
-	case TLS_MODE_STARTTLS:
-		if ((s->neg = neg_new(s->svc->protocol,
-		    s->svc->ehlo_name)) == NULL) {
+	if (needs_negotiator(s->svc)) {
+		/* STARTTLS upstream, and/or a greeting to swallow because the
+		 * proxy already greeted a STARTTLS client itself. */
+		s->neg = neg_new(s->svc->protocol, s->svc->ehlo_name,
+		    s->svc->upstream_tls == TLS_MODE_STARTTLS,
+		    s->svc->client_tls != TLS_MODE_STARTTLS);
+		if (s->neg == NULL) {
 			farewell(EV_A_ s, "out-of-memory", NULL);
-			break;
+			return;
 		}
-		s->state = SESS_NEGOTIATE;
 		s->neg_deadline = ev_now(EV_A) + s->svc->timeouts.negotiation;
-		set_deadline(EV_A_ s, s->svc->timeouts.negotiation);
-		break;
 	}
+	if (s->svc->upstream_tls == TLS_MODE_IMPLICIT)
+		start_upstream_tls(EV_A_ s);
+	else if (s->neg != NULL) {
+		s->state = SESS_NEGOTIATE;
+		set_deadline_at(EV_A_ s, s->neg_deadline);
+	} else
+		start_relay(EV_A_ s);
 }
 
 /* Names why the upstream handshake failed: verification first. */
@@ -434,6 +461,7 @@ apply_verdict(EV_P_ struct session *s, enum neg_verdict v, struct neg_out *out)
 		start_relay(EV_A_ s);
 		break;
 	case NEG_FAIL:
+	case NEG_CLOSE:		/* not an upstream verdict */
 		farewell(EV_A_ s, neg_reason(s->neg), neg_detail(s->neg));
 		break;
 	}
@@ -488,8 +516,92 @@ upstream_tls_up(EV_P_ struct session *s)
 
 	if (s->neg == NULL)
 		start_relay(EV_A_ s);
-	else
+	else if (s->svc->upstream_tls == TLS_MODE_IMPLICIT) {
+		/* Implicit TLS: the greeting to check comes inside TLS. */
+		s->state = SESS_NEGOTIATE;
+		set_deadline_at(EV_A_ s, s->neg_deadline);
+	} else
 		apply_verdict(EV_A_ s, neg_tls_ready(s->neg, &out), &out);
+}
+
+/* ---- client side of client_tls = starttls ------------------------------- */
+
+static void
+start_client_tls(EV_P_ struct session *s)
+{
+	SSL *ssl = SSL_new(s->svc->client_ctx);
+
+	if (ssl == NULL) {
+		sess_end(s, LOG_LVL_WARN, "out-of-memory", NULL);
+		return;
+	}
+	SSL_set_accept_state(ssl);
+	ep_start_tls(&s->client, ssl);
+	s->state = SESS_CLIENT_HANDSHAKE;
+	set_deadline(EV_A_ s, s->svc->timeouts.handshake);
+}
+
+/*
+ * The proxy answers the client itself until STARTTLS.  Bytes are peeked,
+ * and only what the dialogue consumed is taken from the socket: whatever
+ * follows the STARTTLS line stays there for BoringSSL (a ClientHello sent
+ * early) unless the negotiator saw it is plaintext (injection) and failed.
+ */
+static void
+client_pretls(EV_P_ struct session *s)
+{
+	char peek[4096], sink[4096];
+	size_t consumed = 0;
+	enum neg_verdict v;
+	ssize_t n;
+
+	for (int round = 0; round < 8; round++) {
+		if (!buf_empty(&s->u2c) && s->client.wr_wait == 0 &&
+		    ep_write(&s->client, &s->u2c) == EP_ERROR) {
+			sess_end(s, LOG_LVL_INFO, "client-error", s->client.err);
+			return;
+		}
+		if (s->client_starttls) {
+			if (buf_empty(&s->u2c))
+				start_client_tls(EV_A_ s);
+			return;
+		}
+		/* Pipelined commands wait while many replies are queued. */
+		if (buf_len(&s->u2c) > BUF_CAPACITY / 2 || s->client.rd_wait != 0)
+			return;
+		n = recv(s->client.fd, peek, sizeof(peek), MSG_PEEK | MSG_DONTWAIT);
+		if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+			s->client.rd_wait = EV_READ;
+			return;
+		}
+		if (n <= 0) {
+			sess_end(s, LOG_LVL_INFO, n == 0 ? "client-closed" :
+			    "client-error", "before STARTTLS");
+			return;
+		}
+		v = cneg_feed(s->cneg, peek, (size_t)n, &consumed, &s->u2c);
+		if (recv(s->client.fd, sink, consumed, MSG_DONTWAIT) !=
+		    (ssize_t)consumed) {
+			sess_end(s, LOG_LVL_WARN, "client-error", "lost bytes");
+			return;
+		}
+		s->client.bytes_in += consumed;
+		switch (v) {
+		case NEG_CONTINUE:
+			break;
+		case NEG_START_TLS:
+			s->client_starttls = true;
+			break;
+		case NEG_CLOSE:
+			say_goodbye(EV_A_ s, LOG_LVL_INFO, "client-quit", NULL);
+			return;
+		case NEG_FAIL:
+		case NEG_RELAY:		/* not a client-side verdict */
+			say_goodbye(EV_A_ s, LOG_LVL_INFO, cneg_reason(s->cneg),
+			    NULL);
+			return;
+		}
+	}
 }
 
 /* ---- relay ------------------------------------------------------------- */
@@ -617,6 +729,9 @@ run_state(EV_P_ struct session *s)
 	enum ep_status st;
 
 	switch (s->state) {
+	case SESS_CLIENT_PRETLS:
+		client_pretls(EV_A_ s);
+		break;
 	case SESS_CLIENT_HANDSHAKE:
 		st = ep_handshake(&s->client);
 		if (st == EP_OK)
@@ -648,7 +763,7 @@ run_state(EV_P_ struct session *s)
 		st = ep_write(&s->client, &s->u2c);
 		if (st == EP_ERROR || (st == EP_OK &&
 		    ep_shutdown(&s->client, true) != EP_AGAIN))
-			sess_end(s, LOG_LVL_WARN, s->reason, s->detail);
+			sess_end(s, s->farewell_severity, s->reason, s->detail);
 		break;
 	}
 }
@@ -667,6 +782,10 @@ step(EV_P_ struct session *s)
 		return;
 	/* Arm exactly what the current state waits for. */
 	switch (s->state) {
+	case SESS_CLIENT_PRETLS:
+		ep_update(EV_A_ &s->client, !s->client_starttls &&
+		    buf_len(&s->u2c) <= BUF_CAPACITY / 2, !buf_empty(&s->u2c));
+		break;
 	case SESS_CLIENT_HANDSHAKE:
 		ep_update(EV_A_ &s->client, true, false);
 		break;
@@ -743,7 +862,13 @@ timer_cb(EV_P_ ev_timer *w, int revents)
 		    "upstream-handshake-timeout", NULL);
 		break;
 	case SESS_FAREWELL:
-		sess_end(s, LOG_LVL_WARN, s->reason, s->detail);
+		sess_end(s, s->farewell_severity, s->reason, s->detail);
+		break;
+	case SESS_CLIENT_PRETLS:
+		buf_release(&s->u2c);
+		cneg_timeout(s->cneg, &s->u2c);
+		say_goodbye(EV_A_ s, LOG_LVL_INFO, "client-negotiation-timeout",
+		    NULL);
 		break;
 	}
 	if (!s->closing)
@@ -759,7 +884,7 @@ sess_new(EV_P_ struct config *cf, const struct service *svc, int fd,
 	SSL *ssl = NULL;
 
 	if ((s = calloc(1, sizeof(*s))) == NULL ||
-	    (svc->client_ctx != NULL &&
+	    (svc->client_tls == TLS_MODE_IMPLICIT &&
 	    (ssl = SSL_new(svc->client_ctx)) == NULL)) {
 		log_warnx("svc=%s out of memory: connection dropped", svc->name);
 		free(s);
@@ -787,7 +912,16 @@ sess_new(EV_P_ struct config *cf, const struct service *svc, int fd,
 	log_debug("sess=%llu svc=%s event=accept client=%s",
 	    (unsigned long long)s->id, svc->name, s->peer);
 
-	if (ssl != NULL) {
+	if (svc->client_tls == TLS_MODE_STARTTLS) {
+		if ((s->cneg = cneg_new(svc->protocol, svc->ehlo_name)) == NULL) {
+			sess_end(s, LOG_LVL_WARN, "out-of-memory", NULL);
+			reap(EV_A_ s);
+			return;
+		}
+		cneg_greet(s->cneg, &s->u2c);
+		s->state = SESS_CLIENT_PRETLS;
+		set_deadline(EV_A_ s, svc->timeouts.negotiation);
+	} else if (ssl != NULL) {
 		SSL_set_accept_state(ssl);
 		s->state = SESS_CLIENT_HANDSHAKE;
 		s->client.rd_wait = EV_READ;	/* nothing to read yet */

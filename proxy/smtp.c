@@ -6,6 +6,8 @@
  *   to the server inside TLS.
  */
 #include <stdlib.h>
+#include <string.h>
+#include <strings.h>
 
 #include "line.h"
 #include "neg_impl.h"
@@ -37,6 +39,11 @@ smtp_reply(struct negotiator *n, int code, bool starttls_seen,
 			return neg_fail_line(n, code == 554 || code == 421 ?
 			    "upstream-refused" : "upstream-bad-greeting", line,
 			    len);
+		if (!n->starttls) {
+			/* The client was greeted by us; it sends EHLO next. */
+			n->state = SMTP_DONE;
+			return NEG_RELAY;
+		}
 		neg_send(n, out, "EHLO %s", n->name);
 		n->state = SMTP_EHLO;
 		return NEG_CONTINUE;
@@ -98,9 +105,66 @@ static enum neg_verdict
 smtp_tls_ready(struct negotiator *n, struct neg_out *out)
 {
 	n->state = SMTP_DONE;
-	neg_reply_client(out, "220 %s ESMTP ready", n->name);
+	if (n->greet)
+		neg_reply_client(out, "220 %s ESMTP ready", n->name);
 	return NEG_RELAY;
 }
+
+/* ---- client side: STARTTLS offered to the client ----------------------- */
+
+static enum neg_verdict
+smtp_cneg_line(struct cneg *c, const char *line, size_t len,
+    struct buf *to_client)
+{
+	size_t vl = 0;
+	bool args;
+
+	while (vl < len && line[vl] != ' ')
+		vl++;
+	args = vl + 1 < len;	/* something after "VERB " */
+#define IS(word)	(vl == strlen(word) && strncasecmp(line, word, vl) == 0)
+	if (IS("EHLO")) {
+		if (!args)
+			cneg_reply(to_client, "501 5.5.4 Syntax: EHLO hostname");
+		else
+			cneg_reply(to_client, "250-%s\r\n250-PIPELINING\r\n"
+			    "250-ENHANCEDSTATUSCODES\r\n250 STARTTLS", c->name);
+	} else if (IS("HELO")) {
+		if (!args)
+			cneg_reply(to_client, "501 5.5.4 Syntax: HELO hostname");
+		else
+			cneg_reply(to_client, "250 %s", c->name);
+	} else if (IS("STARTTLS")) {
+		if (vl != len) {
+			cneg_reply(to_client, "501 5.5.4 Syntax: STARTTLS");
+			return cneg_refused(c) ? NEG_FAIL : NEG_CONTINUE;
+		}
+		cneg_reply(to_client, "220 2.0.0 Ready to start TLS");
+		return NEG_START_TLS;
+	} else if (IS("NOOP") || IS("RSET")) {
+		cneg_reply(to_client, "250 2.0.0 OK");
+	} else if (IS("QUIT")) {
+		cneg_reply(to_client, "221 2.0.0 Bye");
+		return NEG_CLOSE;
+	} else {
+		cneg_reply(to_client, "530 5.7.0 Must issue a STARTTLS command "
+		    "first");
+		if (cneg_refused(c)) {
+			cneg_reply(to_client, "421 4.7.0 Too many errors");
+			return NEG_FAIL;
+		}
+	}
+#undef IS
+	return NEG_CONTINUE;
+}
+
+const struct cneg_ops smtp_cneg_ops = {
+	.max_line = SMTP_MAX_LINE,
+	.greeting = "220 %s ESMTP mailproxy ready",
+	.too_long = "500 5.5.2 Line too long",
+	.timeout = "421 4.4.2 Timeout: closing connection",
+	.line = smtp_cneg_line,
+};
 
 const struct neg_ops smtp_ops = {
 	.state_names = smtp_state_names,

@@ -2,8 +2,9 @@
  * libFuzzer harness for the upstream negotiators (built once per protocol
  * with -DFUZZ_PROTO=PROTO_SMTP|PROTO_POP3|PROTO_IMAP).
  *
- * The input is the upstream's byte stream, fed in chunks whose sizes come
- * from the input's first byte.  Besides "no crash, no sanitizer report" it
+ * The input's first byte picks the chunk size and the mode (upstream side
+ * with or without STARTTLS and client greeting, or the client side); the
+ * rest is the peer's byte stream.  Besides "no crash, no sanitizer report" it
  * checks the security invariants on every input:
  *  - nothing is queued for the client before neg_tls_ready() has run;
  *  - RELAY never comes before TLS is up;
@@ -21,6 +22,44 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+/*
+ * Client side (client_tls = starttls): the proxy answers a client.  Checks
+ * that nothing past the STARTTLS line is consumed, and that plaintext after
+ * it in the same read always fails the session.
+ */
+static void
+fuzz_client_side(const uint8_t *data, size_t size, size_t chunk)
+{
+	struct cneg *c = cneg_new(FUZZ_PROTO, "fuzz.test");
+	struct buf cl;
+	enum neg_verdict v = NEG_CONTINUE;
+	size_t off = 0, consumed;
+
+	if (c == NULL)
+		return;
+	buf_init(&cl, 1 << 20);
+	cneg_greet(c, &cl);
+	while (off < size && v == NEG_CONTINUE) {
+		size_t len = size - off < chunk ? size - off : chunk;
+
+		v = cneg_feed(c, (const char *)data + off, len, &consumed, &cl);
+		if (consumed > len)
+			abort();
+		if (v == NEG_START_TLS && consumed < len &&
+		    data[off + consumed] != 0x16)
+			abort();	/* plaintext would reach the handshake */
+		if (v == NEG_START_TLS && (consumed == 0 ||
+		    data[off + consumed - 1] != '\n'))
+			abort();	/* consumed into the TLS bytes */
+		if (v == NEG_CONTINUE && consumed != len)
+			abort();
+		off += consumed;
+		buf_release(&cl);
+	}
+	buf_release(&cl);
+	cneg_free(c);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -28,13 +67,19 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct buf up, cl;
 	struct neg_out out = { &up, &cl };
 	enum neg_verdict v = NEG_CONTINUE;
-	bool tls_up = false;
+	bool tls_up = false, starttls, greet;
 	size_t chunk, off = 1;
 
 	if (size < 1)
 		return 0;
-	chunk = (size_t)(data[0] % 32) + 1;
-	if ((n = neg_new(FUZZ_PROTO, "fuzz.test")) == NULL)
+	chunk = (size_t)(data[0] % 16) + 1;
+	if (data[0] & 0x20) {
+		fuzz_client_side(data + 1, size - 1, chunk);
+		return 0;
+	}
+	starttls = !(data[0] & 0x40);
+	greet = !(data[0] & 0x80);
+	if ((n = neg_new(FUZZ_PROTO, "fuzz.test", starttls, greet)) == NULL)
 		return 0;
 	buf_init(&up, 4096);
 	buf_init(&cl, 4096);
@@ -46,15 +91,19 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		buf_release(&up);	/* "sent" */
 		if (!tls_up && !buf_empty(&cl))
 			abort();	/* client heard something before TLS */
-		if (v == NEG_RELAY && !tls_up)
+		if (v == NEG_RELAY && !tls_up && starttls)
 			abort();	/* relaying without TLS */
 		if (v == NEG_START_TLS) {
+			if (!starttls)
+				abort();
 			tls_up = true;
 			v = neg_tls_ready(n, &out);
 		}
 	}
 	if (v == NEG_FAIL && neg_reason(n)[0] == '\0')
 		abort();
+	if (!greet && !buf_empty(&cl))
+		abort();	/* the client was greeted already */
 	buf_release(&up);
 	buf_release(&cl);
 	neg_free(n);

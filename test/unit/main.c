@@ -14,6 +14,7 @@ main(void)
 	test_endpoint();
 	test_log();
 	test_negotiate();
+	test_cneg();
 	printf("%d passed, %d failed\n", unit_passed, unit_failed);
 	return unit_failed == 0 ? 0 : 1;
 }

@@ -163,8 +163,12 @@ static void
 test_values_not_yet_supported(void)
 {
 	expect_error("[a]\nprotocol = smtp\nlisten = 127.0.0.1:0\n"
-	    "client_tls = starttls\n", "test.ini:4: client_tls: \"starttls\" "
-	    "is not supported by this version");
+	    "client_tls = tls\n", "test.ini:4: client_tls: unknown value "
+	    "\"tls\"");
+	expect_error("[a]\nprotocol = smtp\nlisten = 127.0.0.1:0\n"
+	    "client_tls = starttls\nupstream = 127.0.0.1:25\n"
+	    "upstream_tls = none\n", "test.ini:1: [a]: cert and key are "
+	    "required when client_tls is starttls");
 	expect_error("[a]\nprotocol = smtp\nlisten = 127.0.0.1:0\n"
 	    "client_tls = none\nupstream = 127.0.0.1:25\nupstream_tls = none\n",
 	    "test.ini:1: [a]: client_tls and upstream_tls are both none");
@@ -173,8 +177,8 @@ test_values_not_yet_supported(void)
 	expect_error("[a]\nehlo_name = bad name!\n",
 	    "test.ini:2: ehlo_name: \"bad name!\" is not a host name");
 	expect_error(SERVICE_OK "ehlo_name = proxy.test\n",
-	    "test.ini:9: ehlo_name is only used by smtp services with "
-	    "upstream_tls = starttls");
+	    "test.ini:9: ehlo_name is only used by smtp services with a "
+	    "STARTTLS side");
 	expect_error("[a]\nprotocol = lmtp\n",
 	    "test.ini:2: protocol: unknown value \"lmtp\"");
 	expect_error("[a]\ntls_min_version = 1.4\n",

@@ -168,7 +168,7 @@ static bool
 run(const struct script *sc, enum feed_mode mode, size_t split_step,
     size_t split)
 {
-	struct negotiator *n = neg_new(sc->proto, "proxy.test");
+	struct negotiator *n = neg_new(sc->proto, "proxy.test", true, true);
 	struct buf up, cl;
 	struct neg_out out = { &up, &cl };
 	enum neg_verdict v = NEG_CONTINUE;
@@ -282,21 +282,21 @@ test_limits(void)
 	memset(line, 'a', sizeof(line));
 	memcpy(line, "220 ", 4);
 	memcpy(line + 510, "\r\n", 2);
-	n = neg_new(PROTO_SMTP, "p");
+	n = neg_new(PROTO_SMTP, "p", true, true);
 	CHECK(neg_feed(n, line, 512, &out) == NEG_CONTINUE);
 	neg_free(n);
 	buf_release(&up);
 	memcpy(line + 510, "a\r\n", 3);
-	n = neg_new(PROTO_SMTP, "p");
+	n = neg_new(PROTO_SMTP, "p", true, true);
 	CHECK(neg_feed(n, line, 513, &out) == NEG_FAIL);
 	neg_free(n);
 	/* An endless line without CRLF fails once it passes the limit. */
-	n = neg_new(PROTO_SMTP, "p");
+	n = neg_new(PROTO_SMTP, "p", true, true);
 	memset(line, 'a', sizeof(line));
 	CHECK(neg_feed(n, line, sizeof(line), &out) == NEG_FAIL);
 	neg_free(n);
 	/* A multi-line reply is capped in total. */
-	n = neg_new(PROTO_SMTP, "p");
+	n = neg_new(PROTO_SMTP, "p", true, true);
 	CHECK(neg_feed(n, "220 x\r\n", 7, &out) == NEG_CONTINUE);
 	enum neg_verdict v = NEG_CONTINUE;
 	for (int i = 0; i < 400 && v == NEG_CONTINUE; i++)

@@ -36,5 +36,6 @@ void test_config(void);
 void test_endpoint(void);
 void test_log(void);
 void test_negotiate(void);
+void test_cneg(void);
 
 #endif
