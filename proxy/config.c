@@ -645,11 +645,11 @@ validate_service(struct parser *p, struct service *svc)
 		char host[256] = "localhost";
 		gethostname(host, sizeof(host) - 1);
 		svc->ehlo_name = strdup(host);
-	} else if (svc->protocol != PROTO_SMTP ||
-	    (svc->upstream_tls != TLS_MODE_STARTTLS &&
-	    svc->client_tls != TLS_MODE_STARTTLS))
-		cfg_error(p, svc->seen[K_EHLO_NAME], "ehlo_name is only used by "
-		    "smtp services with a STARTTLS side");
+	} else if ((svc->protocol != PROTO_SMTP ||
+	    svc->upstream_tls != TLS_MODE_STARTTLS) &&
+	    svc->client_tls != TLS_MODE_STARTTLS)
+		cfg_error(p, svc->seen[K_EHLO_NAME], "ehlo_name is only used "
+		    "with upstream_tls = starttls (smtp) or client_tls = starttls");
 	resolve_upstream(p, svc);
 }
 

@@ -177,8 +177,8 @@ test_values_not_yet_supported(void)
 	expect_error("[a]\nehlo_name = bad name!\n",
 	    "test.ini:2: ehlo_name: \"bad name!\" is not a host name");
 	expect_error(SERVICE_OK "ehlo_name = proxy.test\n",
-	    "test.ini:9: ehlo_name is only used by smtp services with a "
-	    "STARTTLS side");
+	    "test.ini:9: ehlo_name is only used with upstream_tls = starttls "
+	    "(smtp) or client_tls = starttls");
 	expect_error("[a]\nprotocol = lmtp\n",
 	    "test.ini:2: protocol: unknown value \"lmtp\"");
 	expect_error("[a]\ntls_min_version = 1.4\n",
