@@ -5,6 +5,7 @@
 #   ca.crt                   the dev CA (trust anchor for clients and tests)
 #   server-rsa.{crt,key}     RSA-2048,  SANs localhost, 127.0.0.1, ::1, mail.test
 #   server-ecdsa.{crt,key}   ECDSA P-256, same names
+#   upstream.{crt,key}       ECDSA, CN mail.test: the test mail servers' own
 #   wrong-name.{crt,key}     signed by the CA, but for other.test only
 #   expired.{crt,key}        signed by the CA, right names, expired in 2020
 #   cn-only.{crt,key}        signed by the CA, CN=localhost and no SAN
@@ -39,6 +40,9 @@ ca ca "/CN=mailproxy dev CA"
 ca rogue-ca "/CN=rogue CA"
 leaf server-rsa "rsa:2048" "/CN=localhost" "subjectAltName=$names" ca
 leaf server-ecdsa "ec -pkeyopt ec_paramgen_curve:P-256" "/CN=localhost" "subjectAltName=$names" ca
+# The real test mail servers (Postfix, Dovecot) present this one: CN mail.test,
+# so a test can tell it from the proxy's own (CN localhost).
+leaf upstream "ec -pkeyopt ec_paramgen_curve:P-256" "/CN=mail.test" "subjectAltName=DNS:mail.test,DNS:localhost,IP:127.0.0.1" ca
 leaf wrong-name "ec -pkeyopt ec_paramgen_curve:P-256" "/CN=other.test" "subjectAltName=DNS:other.test" ca
 leaf cn-only "ec -pkeyopt ec_paramgen_curve:P-256" "/CN=localhost" "" ca
 leaf wildcard "ec -pkeyopt ec_paramgen_curve:P-256" "/CN=wildcard" "subjectAltName=DNS:*.mail.test" ca
