@@ -18,7 +18,11 @@ LDFLAGS += $(SANITIZE)
 
 # Debian packages the build and the tests need (make deps installs them).
 DEPS_BUILD := android-libboringssl-dev libev-dev libinih-dev gcc make
-DEPS_TEST  := python3 python3-pytest openssl curl swaks procps iproute2
+DEPS_TEST  := python3 python3-pytest openssl curl swaks libnet-ssleay-perl \
+              libio-socket-ssl-perl procps iproute2 bsdutils
+# Real mail servers for the interop tests and make run (never started as
+# system services: see test/deps.sh).
+DEPS_MAIL  := postfix dovecot-imapd dovecot-pop3d dovecot-lmtpd
 
 SRCS := log buffer config tls endpoint listener session line negotiate smtp pop3 imap
 OBJS := $(SRCS:%=$(BUILD)/%.o)
@@ -55,15 +59,7 @@ $(BUILD):
 
 # Installs whatever is missing; a no-op when everything is there.
 deps:
-	@missing=$$(for p in $(DEPS_BUILD) $(DEPS_TEST); do \
-		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
-	done); \
-	if [ -n "$$missing" ]; then \
-		echo "installing: $$missing"; \
-		[ "$$(id -u)" = 0 ] && SUDO= || SUDO=sudo; \
-		$$SUDO apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
-	fi
+	@sh test/deps.sh $(DEPS_BUILD) $(DEPS_TEST) $(DEPS_MAIL)
 
 certs/dev/ca.crt:
 	sh certs/mkcerts.sh certs/dev
@@ -81,7 +77,7 @@ fuzz-replay: $(FUZZ_NEG:%=$(BUILD)/replay_%) $(BUILD)/replay_config
 
 # libFuzzer with clang (Debian clang + libclang-rt-14-dev), bounded in time.
 fuzz:
-	$(MAKE) deps DEPS_TEST="$(DEPS_TEST) clang libclang-rt-14-dev"
+	@sh test/deps.sh clang libclang-rt-14-dev
 	mkdir -p build-fuzz
 	for p in $(FUZZ_NEG); do \
 		clang -g -O1 -std=c11 -D_GNU_SOURCE -isystem $(BSSL_INC) -Iproxy -DFUZZ_PROTO=PROTO_$${p^^} \
