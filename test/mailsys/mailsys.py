@@ -9,8 +9,10 @@ Everything lives in one short temp directory; ports are picked free at
 start; processes are stopped by PID.  The working notes behind the settings
 (each a trap hit once) are in the project's shared recipes.
 
-    mailsys.py start DIR CERTDIR   -> DIR/ports.json, servers running
+    mailsys.py start DIR CERTDIR [--dev]  -> DIR/mailsys.json, servers running
     mailsys.py stop DIR
+
+--dev uses the fixed ports of config/dev.ini (make run) instead of free ones.
 """
 
 import json
@@ -28,6 +30,12 @@ SEED = (b"From: seed@mail.test\r\nTo: alice@mail.test\r\nSubject: seed\r\n"
 PORT_NAMES = ["smtp_submission", "smtp_smtps", "smtp_plain",
               "imap_starttls", "imaps", "pop3_starttls", "pop3s",
               "imap_plain", "pop3_plain"]
+
+
+# make run: fixed, high ports that config/dev.ini points at.
+DEV_PORTS = {"smtp_submission": 20587, "smtp_smtps": 20465, "smtp_plain": 20025,
+             "imap_starttls": 20143, "imaps": 20993, "pop3_starttls": 20110,
+             "pop3s": 20995, "imap_plain": 21143, "pop3_plain": 21110}
 
 
 class MissingPackage(Exception):
@@ -249,13 +257,13 @@ def wait_ports(ports, timeout=30):
             time.sleep(0.05)
 
 
-def start(run, certdir):
+def start(run, certdir, dev=False):
     require()
     if len(run) > 60:
         raise RuntimeError("%s: too long for unix sockets (keep it under 60)" % run)
     os.makedirs(run, exist_ok=True)
     os.chmod(run, 0o755)
-    ports = dict(zip(PORT_NAMES, free_ports(len(PORT_NAMES))))
+    ports = dict(DEV_PORTS) if dev else dict(zip(PORT_NAMES, free_ports(len(PORT_NAMES))))
     # Certificates: the servers' own (CN mail.test), signed by the test CA.
     for n in ("upstream.crt", "upstream.key", "ca.crt"):
         with open(os.path.join(certdir, n), "rb") as src:
@@ -348,7 +356,8 @@ def stop(run):
 
 def main(argv):
     if len(argv) >= 3 and argv[1] == "start":
-        info = start(argv[2], argv[3] if len(argv) > 3 else "certs/dev")
+        info = start(argv[2], argv[3] if len(argv) > 3 else "certs/dev",
+                     dev="--dev" in argv)
         print(json.dumps(info["ports"]))
     elif len(argv) == 3 and argv[1] == "stop":
         stop(argv[2])
