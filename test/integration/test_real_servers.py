@@ -80,11 +80,15 @@ def matrix_proxy(servers, certs, tmp_path_factory):
 def delivered(servers, marker, timeout=15):
     """The message whose Subject carries marker, once Dovecot has it."""
     def find():
-        for path in glob.glob(os.path.join(servers["maildir"], "*", "*")):
-            with open(path, "rb") as f:
-                data = f.read()
-            if marker.encode() in data:
-                return data
+        for sub in ("new", "cur"):
+            for path in glob.glob(os.path.join(servers["maildir"], sub, "*")):
+                try:
+                    with open(path, "rb") as f:
+                        data = f.read()
+                except FileNotFoundError:   # moved new/ -> cur/ meanwhile
+                    continue
+                if marker.encode() in data:
+                    return data
         return None
     return wait_for(find, timeout=timeout, what="delivery of %s" % marker)
 
