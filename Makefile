@@ -35,7 +35,7 @@ PROTO_pop3 := PROTO_POP3
 PROTO_imap := PROTO_IMAP
 LIB_SRCS := $(SRCS:%=proxy/%.c)
 
-.PHONY: all deps run test check unit integration fuzz-replay fuzz clean certs
+.PHONY: all deps run test check unit integration fuzz-replay fuzz bench clean certs
 all: $(BUILD)/mailproxy
 
 $(BUILD)/%.o: proxy/%.c | $(BUILD)
@@ -92,6 +92,15 @@ fuzz:
 		build-fuzz/fuzz_$$p -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
 		  build-fuzz/corpus-$$p test/fuzz/corpus/$$p || exit 1; \
 	done
+
+# Benchmark tools: built with the same flags, not part of the daemon.
+$(BUILD)/loadgen $(BUILD)/backend: $(BUILD)/%: test/bench/%.c | $(BUILD)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(LDFLAGS) $(LDLIBS)
+
+# Side by side with stunnel4 and HAProxy; never part of make test.
+bench: deps all certs $(BUILD)/loadgen $(BUILD)/backend
+	@sh test/deps.sh stunnel4 haproxy
+	$(PYTHON) test/bench/bench.py
 
 integration: $(BUILD)/mailproxy
 	MAILPROXY_BIN=$(abspath $(BUILD)/mailproxy) $(PYTHON) -m pytest -q -p no:cacheprovider test/integration

@@ -1,0 +1,339 @@
+#!/usr/bin/python3
+"""make bench: mailproxy side by side with stunnel4 and HAProxy, same certs,
+same loader (loadgen, libev + BoringSSL), same backend, one worker each,
+runs alternated and repeated; medians, ratios mailproxy/peer, and proxy CPU
+from /proc.  Writes a Markdown table to test/bench/results/ and prints it.
+
+Environment: BENCH_SECONDS (per run, default 3), BENCH_REPS (default 3),
+BENCH_IDLE (sessions for the idle test, default 9000: the proxy needs two
+fds per session and the hard RLIMIT_NOFILE here is 20000)."""
+
+import os
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = os.path.join(ROOT, "build")
+CERTS = os.path.join(ROOT, "certs", "dev")
+SECONDS = int(os.environ.get("BENCH_SECONDS", "3"))
+REPS = int(os.environ.get("BENCH_REPS", "3"))
+IDLE_N = int(os.environ.get("BENCH_IDLE", "9000"))
+HZ = os.sysconf("SC_CLK_TCK")
+WORK = tempfile.mkdtemp(prefix="mpbench.")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_listen(port, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = subprocess.run(["ss", "-Hltn", "sport = :%d" % port],
+                             capture_output=True, text=True).stdout
+        if out.strip():
+            return
+        time.sleep(0.05)
+    raise RuntimeError("nothing listens on %d" % port)
+
+
+def cpu_seconds(pid):
+    """utime + stime of a process and all its threads, in seconds."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / HZ
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+class Server:
+    def __init__(self, argv, port, name):
+        self.name = name
+        self.log = open(os.path.join(WORK, name + ".log"), "a")
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT)
+        wait_listen(port)
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+def backend(mode, cert="server-ecdsa"):
+    port = free_port()
+    argv = [os.path.join(BUILD, "backend"), "-m", mode, "-l", str(port)]
+    if mode in ("starttls", "tls"):
+        argv += ["-c", "%s/%s.crt" % (CERTS, cert), "-k", "%s/%s.key" % (CERTS, cert)]
+    return Server(argv, port, "backend-" + mode), port
+
+
+# ---- the peers: the same job, configured alike ---------------------------
+
+def start_mailproxy(kind, bport, cert, proto="smtp"):
+    port = free_port()
+    svc = {
+        "tls": "client_tls = implicit\nupstream_tls = none\n",
+        "offer": "client_tls = starttls\nupstream_tls = none\nehlo_name = bench\n",
+        "upgrade": ("client_tls = none\nupstream_tls = starttls\nupstream_name = localhost\n"
+                    "upstream_ca = %s/ca.crt\nehlo_name = bench\n" % CERTS),
+    }[kind]
+    text = ("log_level = warn\nmax_connections = 200000\n[bench]\nprotocol = %s\n"
+            "listen = 127.0.0.1:%d\n%supstream = 127.0.0.1:%d\n" % (proto, port, svc, bport))
+    if kind != "upgrade":
+        text += "cert = %s/%s.crt\nkey = %s/%s.key\n" % (CERTS, cert, CERTS, cert)
+    path = os.path.join(WORK, "mailproxy.ini")
+    with open(path, "w") as f:
+        f.write(text)
+    return Server([os.path.join(BUILD, "mailproxy"), "-c", path], port, "mailproxy"), port
+
+
+def start_haproxy(kind, bport, cert, proto="smtp"):
+    if kind != "tls":
+        return None, None        # HAProxy has no STARTTLS
+    port = free_port()
+    pem = os.path.join(WORK, cert + ".pem")
+    with open(pem, "w") as f:
+        for ext in ("crt", "key"):
+            f.write(open("%s/%s.%s" % (CERTS, cert, ext)).read())
+    text = """global
+  nbthread 1
+  maxconn 9800
+  ssl-default-bind-options ssl-min-ver TLSv1.2
+defaults
+  mode tcp
+  timeout connect 10s
+  timeout client 600s
+  timeout server 600s
+frontend f
+  bind 127.0.0.1:%d ssl crt %s
+  default_backend b
+backend b
+  server s1 127.0.0.1:%d
+""" % (port, pem, bport)
+    path = os.path.join(WORK, "haproxy.cfg")
+    with open(path, "w") as f:
+        f.write(text)
+    return Server(["haproxy", "-db", "-f", path], port, "haproxy"), port
+
+
+def start_stunnel(kind, bport, cert, proto="smtp"):
+    port = free_port()
+    text = "foreground = yes\npid =\ndebug = 3\n[bench]\naccept = 127.0.0.1:%d\n" \
+           "connect = 127.0.0.1:%d\n" % (port, bport)
+    if kind in ("tls", "offer"):
+        text += "cert = %s/%s.crt\nkey = %s/%s.key\n" % (CERTS, cert, CERTS, cert)
+    if kind == "offer":
+        text += "protocol = %s\n" % proto
+    if kind == "upgrade":
+        text += ("client = yes\nprotocol = %s\nverifyChain = yes\nCAfile = %s/ca.crt\n"
+                 "checkHost = localhost\n" % (proto, CERTS))
+    path = os.path.join(WORK, "stunnel.conf")
+    with open(path, "w") as f:
+        f.write(text)
+    return Server(["stunnel4", path], port, "stunnel"), port
+
+
+def start_floor(kind, bport, cert, proto="smtp"):
+    """A bare BoringSSL TLS server: the library's own cost, no proxying."""
+    if kind != "tls":
+        return None, None
+    srv, port = backend("tls", cert)
+    return srv, port
+
+
+PEERS = {"mailproxy": start_mailproxy, "haproxy": start_haproxy,
+         "stunnel": start_stunnel, "boringssl-floor": start_floor}
+
+
+def loadgen(args, env=None):
+    r = subprocess.run([os.path.join(BUILD, "loadgen")] + args, capture_output=True,
+                       text=True, env=dict(os.environ, **(env or {})), timeout=300)
+    out = dict(kv.split("=", 1) for kv in r.stdout.split() if "=" in kv)
+    return out
+
+
+def run_rate(peer, kind, cert, bmode, args, env=None, proto="smtp"):
+    """One run: returns (rate, p99, cpu_us_per_session) or None."""
+    bsrv, bport = backend(bmode)
+    srv, port = PEERS[peer](kind, bport, cert, proto)
+    if srv is None:
+        bsrv.stop()
+        return None
+    try:
+        c0 = cpu_seconds(srv.proc.pid)
+        out = loadgen(["-a", "127.0.0.1:%d" % port, "-d", str(SECONDS)] + args, env)
+        c1 = cpu_seconds(srv.proc.pid)
+    finally:
+        srv.stop()
+        bsrv.stop()
+    sessions = int(out.get("sessions", 0))
+    if sessions == 0:
+        return None
+    return (float(out["rate"]), float(out["p99_ms"]), (c1 - c0) / sessions * 1e6,
+            int(out.get("errors", 0)))
+
+
+def run_throughput(peer, conc):
+    bsrv, bport = backend("echo")
+    srv, port = PEERS[peer]("tls", bport, "server-ecdsa")
+    if srv is None:
+        bsrv.stop()
+        return None
+    try:
+        c0 = cpu_seconds(srv.proc.pid)
+        out = loadgen(["-m", "throughput", "-a", "127.0.0.1:%d" % port, "-c", str(conc),
+                       "-d", str(SECONDS)])
+        c1 = cpu_seconds(srv.proc.pid)
+    finally:
+        srv.stop()
+        bsrv.stop()
+    mbps = float(out.get("rx_mbps", 0))
+    secs = float(out.get("seconds", SECONDS)) + 1.0      # warm-up included in CPU
+    gb = mbps * secs / 1000.0 * 2                         # both directions relayed
+    return (mbps, (c1 - c0) / gb if gb else 0.0)
+
+
+def run_idle(peer):
+    bsrv, bport = backend("greet")
+    srv, port = PEERS[peer]("tls", bport, "server-ecdsa", "imap")
+    if srv is None:
+        bsrv.stop()
+        return None
+    try:
+        time.sleep(0.3)
+        r0 = rss_kib(srv.proc.pid)
+        lg = subprocess.Popen([os.path.join(BUILD, "loadgen"), "-m", "idle", "-a",
+                               "127.0.0.1:%d" % port, "-n", str(IDLE_N), "-d", "120",
+                               "-S", "4"], stdout=subprocess.PIPE, text=True)
+        line = lg.stdout.readline()
+        time.sleep(1.0)
+        r1 = rss_kib(srv.proc.pid)
+        lg.send_signal(signal.SIGKILL)
+        lg.wait()
+        ok = int(line.split("sessions=")[1].split()[0]) if "sessions=" in line else 0
+    finally:
+        srv.stop()
+        bsrv.stop()
+    return ((r1 - r0) / ok if ok else None, ok)
+
+
+def median_runs(fn, peers, *args):
+    """Alternates peers within each repetition; returns {peer: [results]}."""
+    results = {p: [] for p in peers}
+    for rep in range(REPS):
+        order = peers if rep % 2 == 0 else list(reversed(peers))
+        for p in order:
+            r = fn(p, *args)
+            if r is not None:
+                results[p].append(r)
+    return results
+
+
+def med(values, i):
+    return statistics.median(v[i] for v in values) if values else None
+
+
+def fmt(x, nd=0):
+    return "-" if x is None else ("%.*f" % (nd, x))
+
+
+def main():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (200000, 200000))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    rows = []
+    hs_peers = ["mailproxy", "haproxy", "stunnel", "boringssl-floor"]
+    scen = [
+        ("handshake ECDSA P-256, TLS 1.3, C=50", "server-ecdsa", {}),
+        ("handshake RSA-2048, TLS 1.3, C=50", "server-rsa", {}),
+        ("handshake ECDSA P-256, TLS 1.2, C=50", "server-ecdsa", {"LOADGEN_TLS12": "1"}),
+        ("handshake RSA-2048, TLS 1.2, C=50", "server-rsa", {"LOADGEN_TLS12": "1"}),
+    ]
+    lines = ["| test | peer | sessions/s | p99 ms | proxy CPU µs/session | mailproxy/peer |",
+             "| --- | --- | ---: | ---: | ---: | ---: |"]
+    for title, cert, env in scen:
+        res = median_runs(lambda p: run_rate(p, "tls", cert,
+                                             "tls" if p == "boringssl-floor" else "greet",
+                                             ["-m", "handshake", "-c", "50"], env), hs_peers)
+        mine = med(res["mailproxy"], 0)
+        for p in hs_peers:
+            rate, p99, cpu = med(res[p], 0), med(res[p], 1), med(res[p], 2)
+            ratio = "" if p == "mailproxy" or not rate else "%.2f" % (mine / rate)
+            lines.append("| %s | %s | %s | %s | %s | %s |" % (title, p, fmt(rate),
+                         fmt(p99, 1), fmt(cpu), ratio))
+    for title, kind, bmode, proto, args in [
+            ("STARTTLS offered to clients (smtp), C=50", "offer", "smtp", "smtp",
+             ["-m", "starttls", "-p", "smtp", "-c", "50"]),
+            ("legacy upgrade: plain client -> STARTTLS upstream (smtp), C=50", "upgrade",
+             "starttls", "smtp", ["-m", "upgrade", "-c", "50"])]:
+        peers = ["mailproxy", "stunnel"]
+        res = median_runs(lambda p: run_rate(p, kind, "server-ecdsa", bmode, args,
+                                             proto=proto), peers)
+        mine = med(res["mailproxy"], 0)
+        for p in peers:
+            rate, p99, cpu = med(res[p], 0), med(res[p], 1), med(res[p], 2)
+            ratio = "" if p == "mailproxy" or not rate else "%.2f" % (mine / rate)
+            lines.append("| %s | %s | %s | %s | %s | %s |" % (title, p, fmt(rate),
+                         fmt(p99, 1), fmt(cpu), ratio))
+    lines += ["", "| test | peer | MB/s each way | proxy CPU s/GB | mailproxy/peer |",
+              "| --- | --- | ---: | ---: | ---: |"]
+    for conc in (1, 16):
+        peers = ["mailproxy", "haproxy", "stunnel"]
+        res = median_runs(run_throughput, peers, conc)
+        mine = med(res["mailproxy"], 0)
+        for p in peers:
+            mb, cpu = med(res[p], 0), med(res[p], 1)
+            ratio = "" if p == "mailproxy" or not mb else "%.2f" % (mine / mb)
+            lines.append("| throughput ECDSA TLS 1.3, C=%d | %s | %s | %s | %s |" % (
+                conc, p, fmt(mb), fmt(cpu, 2), ratio))
+    lines += ["", "| test | peer | KiB per idle TLS session | sessions held |",
+              "| --- | --- | ---: | ---: |"]
+    for p in ["mailproxy", "haproxy", "stunnel"]:
+        vals = [run_idle(p) for _ in range(1 if IDLE_N > 20000 else REPS)]
+        vals = [v for v in vals if v and v[0] is not None]
+        kib = statistics.median(v[0] for v in vals) if vals else None
+        held = min(v[1] for v in vals) if vals else 0
+        lines.append("| idle, %d sessions through the proxy | %s | %s | %d |" % (
+            IDLE_N, p, fmt(kib, 1), held))
+    head = ["# mailproxy benchmark", "",
+            "%s, %d cores, loader and proxies on the same machine; %d s per run, "
+            "median of %d runs, peers alternated; one worker/thread each. "
+            "CPU from /proc (utime+stime of the proxy process)." % (
+                time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), os.cpu_count(),
+                SECONDS, REPS), ""]
+    table = "\n".join(head + lines) + "\n"
+    outdir = os.path.join(ROOT, "test", "bench", "results")
+    os.makedirs(outdir, exist_ok=True)
+    path = os.path.join(outdir, time.strftime("%Y%m%d-%H%M%S.md", time.gmtime()))
+    with open(path, "w") as f:
+        f.write(table)
+    print(table)
+    print("written to %s" % os.path.relpath(path, ROOT))
+    shutil.rmtree(WORK, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
