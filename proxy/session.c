@@ -108,6 +108,8 @@ log_close(struct session *s)
 	char buf[128];
 	const char *sni = NULL;
 
+	if (!log_enabled(s->severity))
+		return;		/* not even built: it costs per session */
 	logline_init(&ll);
 	logline_num(&ll, "sess", s->id);
 	logline_str(&ll, "event", "close");
