@@ -353,6 +353,41 @@ set_hostname(struct parser *p, void *f, const char *v)
 	return set_string(p, f, v);
 }
 
+/* "allow": CIDR ranges separated by blanks or commas. */
+static int
+set_allow(struct parser *p, void *f, const char *v)
+{
+	struct service *svc = p->svc;
+	char *copy = strdup(v), *tok, *save = NULL;
+	int rc = 0;
+
+	(void)f;
+	if (copy == NULL)
+		return -1;
+	for (tok = strtok_r(copy, " \t,", &save); tok != NULL;
+	    tok = strtok_r(NULL, " \t,", &save)) {
+		struct cidr c, *grown;
+		if (cidr_parse(tok, &c) < 0) {
+			cfg_error(p, p->line, "allow: \"%s\" is not an address or "
+			    "CIDR range (host bits must be zero)", tok);
+			rc = -1;
+			continue;
+		}
+		grown = realloc(svc->allow, (svc->nallow + 1) * sizeof(c));
+		if (grown == NULL)
+			fatalx("out of memory");
+		svc->allow = grown;
+		svc->allow[svc->nallow++] = c;
+	}
+	if (rc == 0 && svc->nallow == 0) {
+		cfg_error(p, p->line, "allow: empty list (leave the key out to "
+		    "allow everyone)");
+		rc = -1;
+	}
+	free(copy);
+	return rc;
+}
+
 static int
 set_file(struct parser *p, void *f, const char *v)
 {
@@ -392,19 +427,22 @@ static const struct key_def keys[] = {
 	{ "upstream_ca", SCOPE_SERVICE, false, NONE, S(upstream_ca), set_file, NULL },
 	{ "upstream_tls_min_version", SCOPE_SERVICE, false, NONE, S(upstream_tls_min_version), set_upstream_tls_min, NULL },
 	{ "ehlo_name", SCOPE_SERVICE, false, NONE, S(ehlo_name), set_hostname, NULL },
+	{ "allow", SCOPE_SERVICE, false, NONE, S(allow), set_allow, NULL },
+	{ "max_connections_per_client", SCOPE_BOTH, false, G(max_connections_per_client), S(max_connections_per_client), set_connections, NULL },
 };
 #define NKEYS	(sizeof(keys) / sizeof(keys[0]))
 
 /* Keys of CONFIG.md that a later version brings: named, not "unknown". */
 static const char *const later_keys[] = {
-	"workers", "user", "metrics", "allow", "proxy_protocol_in",
+	"workers", "user", "metrics", "proxy_protocol_in",
 	"proxy_trusted", "proxy_protocol_out", "upstream_auth", "upstream_user",
 	"upstream_password_file", "upstream_token_file",
 };
 
 enum { K_PROTOCOL = 8, K_LISTEN, K_CLIENT_TLS, K_CERT, K_KEY, K_TLS_MIN,
     K_UPSTREAM, K_UPSTREAM_TLS, K_UPSTREAM_NAME, K_UPSTREAM_VERIFY,
-    K_UPSTREAM_CA, K_UPSTREAM_TLS_MIN, K_EHLO_NAME };
+    K_UPSTREAM_CA, K_UPSTREAM_TLS_MIN, K_EHLO_NAME, K_ALLOW,
+    K_MAX_PER_CLIENT };
 
 static struct service *
 service_for(struct parser *p, const char *section)
@@ -607,6 +645,8 @@ validate_service(struct parser *p, struct service *svc)
 	    cf->timeouts.connect);
 	svc->timeouts.idle = inherit(svc->timeouts.idle,
 	    inherit(cf->timeouts.idle, idle_default[svc->protocol]));
+	if (svc->seen[K_MAX_PER_CLIENT] == 0)
+		svc->max_connections_per_client = cf->max_connections_per_client;
 
 	if (svc->client_tls == TLS_MODE_NONE &&
 	    svc->upstream_tls == TLS_MODE_NONE)
@@ -795,6 +835,7 @@ service_free(struct service *svc)
 	free(svc->upstream_name);
 	free(svc->upstream_ca);
 	free(svc->ehlo_name);
+	free(svc->allow);
 	SSL_CTX_free(svc->client_ctx);
 	SSL_CTX_free(svc->upstream_ctx);
 }

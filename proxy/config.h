@@ -17,6 +17,7 @@
 
 #include <openssl/ssl.h>
 
+#include "cidr.h"
 #include "log.h"
 
 #define CONFIG_DEFAULT_FILE	"/etc/mailproxy/mailproxy.ini"
@@ -67,6 +68,9 @@ struct service {
 	char			*upstream_ca;
 	int			 upstream_tls_min_version;
 	char			*ehlo_name;	/* smtp: our EHLO / greeting name */
+	struct cidr		*allow;		/* NULL: everyone */
+	size_t			 nallow;
+	int			 max_connections_per_client; /* 0: no cap */
 	struct timeouts		 timeouts;
 	SSL_CTX			*client_ctx;	/* NULL unless client TLS */
 	SSL_CTX			*upstream_ctx;	/* NULL unless upstream TLS */
@@ -79,6 +83,7 @@ struct config {
 	enum log_level		 log_level;
 	enum log_format		 log_format;
 	int			 max_connections;
+	int			 max_connections_per_client;	/* 0: no cap */
 	struct timeouts		 timeouts;
 	int			 shutdown_timeout;
 	struct service		*services;

@@ -37,6 +37,118 @@ static bool		 paused_for_fds;
 static ev_timer		 pause_timer;
 static bool		 pause_timer_ready;
 
+/*
+ * Open sessions per client address, for max_connections_per_client: a
+ * chained hash keyed by family + address bytes; an entry lives while its
+ * count is above zero.
+ */
+#define CLIENT_BUCKETS	4096
+
+struct client_count {
+	uint8_t			 key[17];
+	unsigned		 n;
+	struct client_count	*next;
+};
+
+static struct client_count *clients[CLIENT_BUCKETS];
+
+static void
+client_key(const struct sockaddr_any *peer, uint8_t key[17])
+{
+	memset(key, 0, 17);
+	key[0] = (uint8_t)peer->ss.ss_family;
+	if (peer->ss.ss_family == AF_INET)
+		memcpy(key + 1, &((const struct sockaddr_in *)&peer->ss)->sin_addr, 4);
+	else if (peer->ss.ss_family == AF_INET6)
+		memcpy(key + 1, &((const struct sockaddr_in6 *)&peer->ss)->sin6_addr,
+		    16);
+}
+
+static struct client_count **
+client_slot(const uint8_t key[17])
+{
+	uint32_t h = 2166136261u;
+	struct client_count **pp;
+
+	for (int i = 0; i < 17; i++)
+		h = (h ^ key[i]) * 16777619u;
+	for (pp = &clients[h % CLIENT_BUCKETS]; *pp != NULL; pp = &(*pp)->next)
+		if (memcmp((*pp)->key, key, 17) == 0)
+			break;
+	return pp;
+}
+
+static unsigned
+client_sessions(const struct sockaddr_any *peer)
+{
+	uint8_t key[17];
+	struct client_count **pp;
+
+	client_key(peer, key);
+	pp = client_slot(key);
+	return *pp != NULL ? (*pp)->n : 0;
+}
+
+static void
+client_add(const struct sockaddr_any *peer, int delta)
+{
+	uint8_t key[17];
+	struct client_count **pp, *c;
+
+	client_key(peer, key);
+	pp = client_slot(key);
+	if ((c = *pp) == NULL) {
+		if (delta < 0 || (c = calloc(1, sizeof(*c))) == NULL)
+			return;
+		memcpy(c->key, key, 17);
+		*pp = c;
+	}
+	c->n = (unsigned)((int)c->n + delta);
+	if (c->n == 0) {
+		*pp = c->next;
+		free(c);
+	}
+}
+
+/* The protocol's "too many connections, try later" line (plaintext only). */
+static void
+refuse_busy(const struct service *svc, int fd)
+{
+	static const char *const msg[] = {
+		"421 4.7.0 Too many connections from your address\r\n",
+		"-ERR [IN-USE] Too many connections from your address\r\n",
+		"* BYE [UNAVAILABLE] Too many connections from your address\r\n",
+	};
+
+	if (svc->client_tls != TLS_MODE_IMPLICIT)
+		(void)send(fd, msg[svc->protocol], strlen(msg[svc->protocol]),
+		    MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+/* Applies allow and the per-client share; false if fd was refused. */
+static bool
+admit(const struct listener *l, int fd, const struct sockaddr_any *peer)
+{
+	const struct service *svc = l->svc;
+	const char *why = NULL;
+	char text[80];
+
+	if (svc->nallow > 0 && !cidr_list_contains(svc->allow, svc->nallow,
+	    (const struct sockaddr *)&peer->ss))
+		why = "not-allowed";
+	else if (svc->max_connections_per_client > 0 && client_sessions(peer) >=
+	    (unsigned)svc->max_connections_per_client) {
+		why = "per-client-limit";
+		refuse_busy(svc, fd);
+	}
+	if (why == NULL)
+		return true;
+	sockaddr_text((const struct sockaddr *)&peer->ss, text, sizeof(text));
+	log_info("event=refused svc=%s client=%s reason=%s", svc->name, text, why);
+	close(fd);
+	return false;
+}
+
 static void
 listeners_arm(EV_P_ bool on)
 {
@@ -65,8 +177,9 @@ pause_timer_cb(EV_P_ ev_timer *w, int revents)
 }
 
 void
-listeners_session_ended(EV_P)
+listeners_session_ended(EV_P_ const struct sockaddr_any *peer)
 {
+	client_add(peer, -1);
 	if (paused_for_cap && current != NULL &&
 	    sess_count() < (size_t)current->max_connections) {
 		paused_for_cap = false;
@@ -118,7 +231,11 @@ accept_cb(EV_P_ ev_io *w, int revents)
 				return;
 			}
 		}
-		sess_new(EV_A_ l->cf, l->svc, fd, &peer);
+		if (!admit(l, fd, &peer))
+			continue;
+		client_add(&peer, +1);
+		if (!sess_new(EV_A_ l->cf, l->svc, fd, &peer))
+			client_add(&peer, -1);
 	}
 }
 

@@ -66,6 +66,7 @@ struct session {
 	ev_tstamp		 started;
 	ev_tstamp		 last_activity;
 	size_t			 next_addr;	/* upstream address to try */
+	struct sockaddr_any	 peer_addr;
 	char			 peer[64];
 	char			 upstream_addr[64];
 	const char		*first_eof;	/* "client" or "upstream" */
@@ -185,8 +186,8 @@ sess_free(EV_P_ struct session *s)
 		s->next->prev = s->prev;
 	nsessions--;
 	config_unref(s->cf);
+	listeners_session_ended(EV_A_ &s->peer_addr);
 	free(s);
-	listeners_session_ended(EV_A);
 }
 
 /* Every libev callback ends here: frees a session its step closed. */
@@ -878,7 +879,7 @@ timer_cb(EV_P_ ev_timer *w, int revents)
 	reap(EV_A_ s);
 }
 
-void
+bool
 sess_new(EV_P_ struct config *cf, const struct service *svc, int fd,
     const struct sockaddr_any *peer)
 {
@@ -891,12 +892,13 @@ sess_new(EV_P_ struct config *cf, const struct service *svc, int fd,
 		log_warnx("svc=%s out of memory: connection dropped", svc->name);
 		free(s);
 		close(fd);
-		return;
+		return false;
 	}
 	s->id = next_id++;
 	s->cf = config_ref(cf);
 	s->svc = svc;
 	s->started = ev_now(EV_A);
+	s->peer_addr = *peer;
 	sockaddr_text((const struct sockaddr *)&peer->ss, s->peer,
 	    sizeof(s->peer));
 	buf_init(&s->c2u, BUF_CAPACITY);
@@ -918,7 +920,7 @@ sess_new(EV_P_ struct config *cf, const struct service *svc, int fd,
 		if ((s->cneg = cneg_new(svc->protocol, svc->ehlo_name)) == NULL) {
 			sess_end(s, LOG_LVL_WARN, "out-of-memory", NULL);
 			reap(EV_A_ s);
-			return;
+			return true;	/* counted, and ended through sess_free */
 		}
 		cneg_greet(s->cneg, &s->u2c);
 		s->state = SESS_CLIENT_PRETLS;
@@ -932,4 +934,5 @@ sess_new(EV_P_ struct config *cf, const struct service *svc, int fd,
 		start_connect(EV_A_ s);
 	step(EV_A_ s);
 	reap(EV_A_ s);
+	return true;
 }

@@ -10,6 +10,7 @@
 #ifndef MAILPROXY_SESSION_H
 #define MAILPROXY_SESSION_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <ev.h>
@@ -18,9 +19,10 @@
 
 /*
  * Starts a session for an accepted, non-blocking fd (the session owns it
- * and takes a reference on cf).
+ * and takes a reference on cf).  Returns false if it could not (the fd is
+ * closed then, and listeners_session_ended() will not be called for it).
  */
-void	sess_new(EV_P_ struct config *cf, const struct service *svc, int fd,
+bool	sess_new(EV_P_ struct config *cf, const struct service *svc, int fd,
 	    const struct sockaddr_any *peer);
 
 /* Sessions currently open. */

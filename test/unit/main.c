@@ -15,6 +15,7 @@ main(void)
 	test_log();
 	test_negotiate();
 	test_cneg();
+	test_cidr();
 	printf("%d passed, %d failed\n", unit_passed, unit_failed);
 	return unit_failed == 0 ? 0 : 1;
 }

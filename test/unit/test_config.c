@@ -77,11 +77,14 @@ test_good_file(void)
 	    "log_level = debug\n"
 	    "log_format = json\n"
 	    "max_connections = 500\n"
+	    "max_connections_per_client = 5\n"
 	    "handshake_timeout = 7\n"
 	    "[global]\n"
 	    "shutdown_timeout = 3\n"
 	    SERVICE_OK
 	    "connect_timeout = 4\n"
+	    "allow = 127.0.0.0/8, ::1\n"
+	    "max_connections_per_client = 3\n"
 	    "\n"
 	    "[imaps]\n"
 	    "  protocol = imap          ; indentation and comments are fine\n"
@@ -116,6 +119,8 @@ test_good_file(void)
 	CHECK(smtps->timeouts.idle == 300);		/* smtp default */
 	CHECK(smtps->upstream_name == NULL);		/* IP, no TLS */
 	CHECK(smtps->client_ctx != NULL && smtps->upstream_ctx == NULL);
+	CHECK(smtps->nallow == 2 && smtps->max_connections_per_client == 3);
+	CHECK(imaps->nallow == 0 && imaps->max_connections_per_client == 5);
 	CHECK(imaps->protocol == PROTO_IMAP);
 	CHECK(imaps->nlisten == 2);
 	CHECK(imaps->listen[0].addr.ss.ss_family == AF_INET6);
@@ -138,8 +143,11 @@ test_errors_name_file_and_line(void)
 	    "test.ini:3: unknown key \"bogus\"");
 	expect_error("workers = 4\n" SERVICE_OK,
 	    "test.ini:1: workers: not supported by this version");
-	expect_error(SERVICE_OK "allow = 10.0.0.0/8\n",
-	    "test.ini:9: allow: not supported by this version");
+	expect_error(SERVICE_OK "allow = 10.0.0.0/8 192.0.2.1/24\n",
+	    "test.ini:9: allow: \"192.0.2.1/24\" is not an address or CIDR range");
+	expect_error(SERVICE_OK "allow = ,\n", "test.ini:9: allow: empty list");
+	expect_error("proxy_protocol_in = yes\n" SERVICE_OK,
+	    "test.ini:1: proxy_protocol_in: not supported by this version");
 	expect_error("max_connections = 0\n" SERVICE_OK,
 	    "test.ini:1: max_connections: \"0\" is not a number from 1");
 	expect_error("idle_timeout = 5s\n" SERVICE_OK,

@@ -37,5 +37,6 @@ void test_endpoint(void);
 void test_log(void);
 void test_negotiate(void);
 void test_cneg(void);
+void test_cidr(void);
 
 #endif
