@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -154,6 +155,35 @@ static int
 set_connections(struct parser *p, void *f, const char *v)
 {
 	return parse_int(p, v, 1, 1000000, f);
+}
+
+static int set_string(struct parser *p, void *f, const char *v);
+
+/* workers: 1..64 or auto (one per CPU, at most 64). */
+static int
+set_workers(struct parser *p, void *f, const char *v)
+{
+	if (strcasecmp(v, "auto") == 0) {
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+		*(int *)f = n < 1 ? 1 : n > 64 ? 64 : (int)n;
+		return 0;
+	}
+	return parse_int(p, v, 1, 64, f);
+}
+
+/* user: must exist now, so that a typo is a config error, not a late crash. */
+static int
+set_user(struct parser *p, void *f, const char *v)
+{
+	struct passwd *pw = getpwnam(v);
+
+	if (pw == NULL) {
+		cfg_error(p, p->line, "user: no such user \"%s\"", v);
+		return -1;
+	}
+	p->cf->uid = pw->pw_uid;
+	p->cf->gid = pw->pw_gid;
+	return set_string(p, f, v);
 }
 
 static int
@@ -428,21 +458,23 @@ static const struct key_def keys[] = {
 	{ "upstream_tls_min_version", SCOPE_SERVICE, false, NONE, S(upstream_tls_min_version), set_upstream_tls_min, NULL },
 	{ "ehlo_name", SCOPE_SERVICE, false, NONE, S(ehlo_name), set_hostname, NULL },
 	{ "allow", SCOPE_SERVICE, false, NONE, S(allow), set_allow, NULL },
+	{ "workers", SCOPE_GLOBAL, false, G(workers), NONE, set_workers, NULL },
+	{ "user", SCOPE_GLOBAL, false, G(user), NONE, set_user, NULL },
 	{ "max_connections_per_client", SCOPE_BOTH, false, G(max_connections_per_client), S(max_connections_per_client), set_connections, NULL },
 };
 #define NKEYS	(sizeof(keys) / sizeof(keys[0]))
 
 /* Keys of CONFIG.md that a later version brings: named, not "unknown". */
 static const char *const later_keys[] = {
-	"workers", "user", "metrics", "proxy_protocol_in",
+	"metrics", "proxy_protocol_in",
 	"proxy_trusted", "proxy_protocol_out", "upstream_auth", "upstream_user",
 	"upstream_password_file", "upstream_token_file",
 };
 
 enum { K_PROTOCOL = 8, K_LISTEN, K_CLIENT_TLS, K_CERT, K_KEY, K_TLS_MIN,
     K_UPSTREAM, K_UPSTREAM_TLS, K_UPSTREAM_NAME, K_UPSTREAM_VERIFY,
-    K_UPSTREAM_CA, K_UPSTREAM_TLS_MIN, K_EHLO_NAME, K_ALLOW,
-    K_MAX_PER_CLIENT };
+    K_UPSTREAM_CA, K_UPSTREAM_TLS_MIN, K_EHLO_NAME, K_ALLOW, K_WORKERS,
+    K_USER, K_MAX_PER_CLIENT };
 
 static struct service *
 service_for(struct parser *p, const char *section)
@@ -717,6 +749,14 @@ validate(struct parser *p)
 		    "with protocol, listen, client_tls, upstream, upstream_tls");
 	for (size_t i = 0; i < cf->nservices; i++)
 		validate_service(p, &cf->services[i]);
+	/* Workers share a port through SO_REUSEPORT; port 0 cannot be shared. */
+	for (size_t i = 0; cf->workers > 1 && i < cf->nservices; i++)
+		for (size_t a = 0; a < cf->services[i].nlisten; a++)
+			if (is_port_zero(&cf->services[i].listen[a].addr))
+				cfg_error(p, cf->services[i].listen[a].line,
+				    "listen %s: port 0 cannot be shared by %d "
+				    "workers; name the port",
+				    cf->services[i].listen[a].text, cf->workers);
 	/* Two services may not listen on one address (nor one service twice). */
 	for (size_t i = 0; i < cf->nservices; i++)
 		for (size_t a = 0; a < cf->services[i].nlisten; a++)
@@ -755,6 +795,7 @@ config_parse(const char *text, size_t len, const char *name, char **errors)
 	cf->log_level = LOG_LVL_INFO;
 	cf->log_format = LOG_FMT_TEXT;
 	cf->max_connections = 10000;
+	cf->workers = 1;
 	cf->timeouts = (struct timeouts){ 10, 30, 10, -1 };
 	cf->shutdown_timeout = 30;
 
@@ -848,6 +889,7 @@ config_unref(struct config *cf)
 	for (size_t i = 0; i < cf->nservices; i++)
 		service_free(&cf->services[i]);
 	free(cf->services);
+	free(cf->user);
 	free(cf->file);
 	free(cf);
 }

@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 #include <openssl/ssl.h>
 
@@ -84,6 +85,10 @@ struct config {
 	enum log_format		 log_format;
 	int			 max_connections;
 	int			 max_connections_per_client;	/* 0: no cap */
+	int			 workers;	/* processes; resolved from auto */
+	char			*user;		/* drop to it after binding */
+	uid_t			 uid;
+	gid_t			 gid;
 	struct timeouts		 timeouts;
 	int			 shutdown_timeout;
 	struct service		*services;

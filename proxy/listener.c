@@ -36,6 +36,13 @@ static bool		 paused_for_cap;
 static bool		 paused_for_fds;
 static ev_timer		 pause_timer;
 static bool		 pause_timer_ready;
+static bool		 reuseport;
+
+void
+listeners_set_reuseport(bool on)
+{
+	reuseport = on;
+}
 
 /*
  * Open sessions per client address, for max_connections_per_client: a
@@ -249,6 +256,10 @@ bind_one(const struct listen_addr *la, char *err, size_t len)
 	if (fd < 0)
 		goto fail;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	/* Only with workers: otherwise a second instance started by mistake
+	 * would silently share the port instead of failing to bind. */
+	if (reuseport)
+		setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
 	if (la->addr.ss.ss_family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
 	if (bind(fd, (const struct sockaddr *)&la->addr.ss, la->addr.len) < 0 ||

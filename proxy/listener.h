@@ -22,6 +22,9 @@
  */
 int	listeners_apply(EV_P_ struct config *cf, char *err, size_t len);
 
+/* Several workers: each binds its own sockets with SO_REUSEPORT. */
+void	listeners_set_reuseport(bool on);
+
 /* Closes every listener (graceful stop). */
 void	listeners_close_all(EV_P);
 

@@ -5,8 +5,12 @@
  * new snapshot (TLS contexts included) and new listeners before swapping,
  * and keeps the old one on any error.
  */
+#include <errno.h>
 #include <getopt.h>
+#include <grp.h>
 #include <signal.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +31,34 @@ static const char	*config_file = CONFIG_DEFAULT_FILE;
 static bool		 draining;
 static ev_timer		 drain_timer;
 static ev_prepare	 drain_check;
+
+/*
+ * Privilege drop, in each worker right after binding: supplementary groups,
+ * group, then user; and a check that root cannot be regained.
+ */
+static void
+drop_privileges(const struct config *cf)
+{
+	if (cf->user == NULL) {
+		if (geteuid() == 0)
+			log_warnx("running as root: set user = NAME to drop "
+			    "privileges after binding");
+		return;
+	}
+	if (geteuid() != 0) {
+		if (geteuid() != cf->uid)
+			log_warnx("user = %s ignored: not started as root",
+			    cf->user);
+		return;
+	}
+	if (initgroups(cf->user, cf->gid) < 0 || setgid(cf->gid) < 0 ||
+	    setuid(cf->uid) < 0)
+		fatal("cannot drop privileges to user %s", cf->user);
+	if (setuid(0) == 0)
+		fatalx("could regain root after dropping privileges");
+	log_info("event=privileges-dropped user=%s uid=%ld gid=%ld", cf->user,
+	    (long)cf->uid, (long)cf->gid);
+}
 
 static void
 usage(FILE *fp)
@@ -72,6 +104,9 @@ log_config_errors(const char *what, char *errors)
 	    line = strtok_r(NULL, "\n", &save))
 		log_errorx("%s: %s", what, line);
 }
+
+static int run_worker(int index);
+static int supervise(void);
 
 static void
 reload(EV_P)
@@ -150,12 +185,140 @@ signal_cb(EV_P_ ev_signal *w, int revents)
 		stop(EV_A);
 }
 
+/* ---- the supervisor (workers > 1) ---------------------------------------- */
+
+struct worker {
+	pid_t		 pid;		/* 0: not running */
+	time_t		 started;
+	time_t		 restart_at;
+	int		 backoff;	/* seconds before the next restart */
+};
+
+static sigset_t		 parent_mask;
+
+static void
+spawn(struct worker *w, int index)
+{
+	pid_t pid = fork();
+
+	if (pid < 0) {
+		log_warn("fork worker %d", index);
+		w->restart_at = time(NULL) + 1;
+		return;
+	}
+	if (pid == 0) {
+		sigprocmask(SIG_SETMASK, &parent_mask, NULL);
+		exit(run_worker(index));
+	}
+	w->pid = pid;
+	w->started = time(NULL);
+	log_info("event=worker-start worker=%d pid=%ld", index, (long)pid);
+}
+
+static void
+signal_workers(struct worker *ws, int n, int sig)
+{
+	for (int i = 0; i < n; i++)
+		if (ws[i].pid > 0)
+			kill(ws[i].pid, sig);
+}
+
+/* Reaps dead workers; schedules a restart (with back-off) unless stopping. */
+static void
+reap_workers(struct worker *ws, int n, bool stopping)
+{
+	int status;
+	pid_t pid;
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		for (int i = 0; i < n; i++) {
+			struct worker *w = &ws[i];
+			if (w->pid != pid)
+				continue;
+			w->pid = 0;
+			if (stopping)
+				break;
+			/* A worker that lived a while restarts at once; one that
+			 * keeps dying waits longer each time, up to 30 s. */
+			w->backoff = time(NULL) - w->started >= 10 ? 0 :
+			    w->backoff == 0 ? 1 : w->backoff * 2 > 30 ? 30 :
+			    w->backoff * 2;
+			w->restart_at = time(NULL) + w->backoff;
+			log_warnx("event=worker-died worker=%d pid=%ld status=%d "
+			    "restart_in=%ds", i, (long)pid, status, w->backoff);
+			break;
+		}
+	}
+}
+
+/*
+ * The parent of several workers: it serves nothing itself, stays root so a
+ * restarted worker can bind privileged ports, restarts workers that die,
+ * checks the file before forwarding SIGHUP (so all workers see the same
+ * outcome), forwards SIGTERM/SIGINT and exits once every worker has.
+ */
+static int
+supervise(void)
+{
+	int n = running->workers, alive, sig;
+	struct worker *ws = calloc((size_t)n, sizeof(*ws));
+	bool stopping = false;
+	struct timespec tick = { 0, 200 * 1000 * 1000 };
+	sigset_t set;
+
+	if (ws == NULL)
+		fatalx("out of memory");
+	sigemptyset(&set);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &set, &parent_mask);
+	log_info("event=supervisor-start pid=%ld workers=%d", (long)getpid(), n);
+	for (int i = 0; i < n; i++)
+		spawn(&ws[i], i);
+	for (;;) {
+		sig = sigtimedwait(&set, NULL, &tick);
+		if (sig == SIGHUP && !stopping) {
+			char *errors = NULL;
+			struct config *cf = config_load(config_file, &errors);
+			if (cf == NULL) {
+				log_config_errors("reload failed, keeping the "
+				    "running configuration", errors);
+				free(errors);
+			} else {
+				if (cf->workers != n)
+					log_warnx("workers = %d takes effect at "
+					    "the next start", cf->workers);
+				config_unref(cf);
+				signal_workers(ws, n, SIGHUP);
+			}
+		} else if (sig == SIGTERM || sig == SIGINT) {
+			/* A second signal makes the workers stop at once. */
+			stopping = true;
+			signal_workers(ws, n, SIGTERM);
+		}
+		reap_workers(ws, n, stopping);
+		alive = 0;
+		for (int i = 0; i < n; i++) {
+			if (ws[i].pid == 0 && !stopping &&
+			    time(NULL) >= ws[i].restart_at)
+				spawn(&ws[i], i);
+			alive += ws[i].pid > 0;
+		}
+		if (stopping && alive == 0)
+			break;
+	}
+	log_info("event=stopped");
+	free(ws);
+	config_unref(running);
+	return 0;
+}
+
 int
 main(int argc, char *argv[])
 {
-	struct ev_loop *loop;
-	ev_signal sig_hup, sig_term, sig_int;
-	char *errors = NULL, err[256];
+	char *errors = NULL;
 	bool check_only = false;
 	int ch;
 
@@ -203,18 +366,35 @@ main(int argc, char *argv[])
 	apply_logging(running);
 	warn_insecure(running);
 
+	if (running->workers > 1)
+		return supervise();
+	return run_worker(0);
+}
+
+/* One worker: its own listeners (SO_REUSEPORT when there are several), its
+ * own libev loop; it reloads and drains on the signals the parent forwards. */
+static int
+run_worker(int index)
+{
+	struct ev_loop *loop;
+	ev_signal sig_hup, sig_term, sig_int;
+	char err[256];
+
+	sess_set_id_base((uint64_t)index << 40);
+	listeners_set_reuseport(running->workers > 1);
 	if ((loop = ev_default_loop(EVFLAG_AUTO)) == NULL)
 		fatalx("cannot initialise libev");
 	if (listeners_apply(loop, running, err, sizeof(err)) < 0)
 		fatalx("%s", err);
+	drop_privileges(running);
 	ev_signal_init(&sig_hup, signal_cb, SIGHUP);
 	ev_signal_init(&sig_term, signal_cb, SIGTERM);
 	ev_signal_init(&sig_int, signal_cb, SIGINT);
 	ev_signal_start(loop, &sig_hup);
 	ev_signal_start(loop, &sig_term);
 	ev_signal_start(loop, &sig_int);
-	log_info("event=start version=%s tls=\"%s\" pid=%ld config=%s",
-	    MAILPROXY_VERSION, tls_library(), (long)getpid(), config_file);
+	log_info("event=start version=%s tls=\"%s\" pid=%ld worker=%d config=%s",
+	    MAILPROXY_VERSION, tls_library(), (long)getpid(), index, config_file);
 
 	ev_run(loop, 0);
 

@@ -88,6 +88,12 @@ static void upstream_cb(EV_P_ ev_io *w, int revents);
 static void timer_cb(EV_P_ ev_timer *w, int revents);
 static void step(EV_P_ struct session *s);
 
+void
+sess_set_id_base(uint64_t base)
+{
+	next_id = base + 1;
+}
+
 size_t
 sess_count(void)
 {
@@ -115,6 +121,7 @@ log_close(struct session *s)
 	logline_num(&ll, "sess", s->id);
 	logline_str(&ll, "event", "close");
 	logline_str(&ll, "svc", s->svc->name);
+	logline_num(&ll, "pid", (uint64_t)getpid());
 	logline_str(&ll, "client", s->peer);
 	if (s->client.ssl != NULL)
 		sni = SSL_get_servername(s->client.ssl,

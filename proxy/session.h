@@ -12,6 +12,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <ev.h>
 
@@ -24,6 +25,9 @@
  */
 bool	sess_new(EV_P_ struct config *cf, const struct service *svc, int fd,
 	    const struct sockaddr_any *peer);
+
+/* Session ids start above base (workers keep ids distinct). */
+void	sess_set_id_base(uint64_t base);
 
 /* Sessions currently open. */
 size_t	sess_count(void);

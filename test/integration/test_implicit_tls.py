@@ -37,7 +37,7 @@ def test_smtp_submission(proxies, upstreams, certs, upstream_tls):
     assert box.logins == [("smtp", "alice", True)]
     if upstream_tls == "implicit":
         assert sni == ["localhost"]   # SNI = upstream_name
-    proxy.wait_log(r"event=close svc=svc client=127\.0\.0\.1:\d+ .*"
+    proxy.wait_log(r"event=close svc=svc pid=\d+ client=127\.0\.0\.1:\d+ .*"
                    r"client_tls=TLSv1\.3/TLS_\S+ upstream=127\.0\.0\.1:%d "
                    r"upstream_tls=%s bytes_in=\d+ bytes_out=\d+ ms=\d+ "
                    r"state=relay reason=\S+" % (up.port, "TLSv1.3/TLS_\\S+"

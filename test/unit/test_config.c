@@ -78,6 +78,8 @@ test_good_file(void)
 	    "log_format = json\n"
 	    "max_connections = 500\n"
 	    "max_connections_per_client = 5\n"
+	    "workers = 1\n"
+	    "user = nobody\n"
 	    "handshake_timeout = 7\n"
 	    "[global]\n"
 	    "shutdown_timeout = 3\n"
@@ -109,6 +111,8 @@ test_good_file(void)
 	CHECK(cf->log_format == LOG_FMT_JSON);
 	CHECK(cf->max_connections == 500);
 	CHECK(cf->shutdown_timeout == 3);
+	CHECK(cf->workers >= 1 && cf->workers <= 64);
+	CHECK(strcmp(cf->user, "nobody") == 0 && cf->uid != 0);
 	CHECK(cf->nservices == 2);
 	struct service *smtps = &cf->services[0], *imaps = &cf->services[1];
 	CHECK(strcmp(smtps->name, "smtps") == 0);
@@ -141,8 +145,14 @@ test_errors_name_file_and_line(void)
 	    "test.ini:1: log_level: unknown value \"loud\"");
 	expect_error("\n\nbogus = 1\n" SERVICE_OK,
 	    "test.ini:3: unknown key \"bogus\"");
-	expect_error("workers = 4\n" SERVICE_OK,
-	    "test.ini:1: workers: not supported by this version");
+	expect_error("workers = 0\n" SERVICE_OK,
+	    "test.ini:1: workers: \"0\" is not a number from 1 to 64");
+	expect_error("user = no-such-user-here\n" SERVICE_OK,
+	    "test.ini:1: user: no such user \"no-such-user-here\"");
+	expect_error("workers = 2\n" SERVICE_OK,
+	    "test.ini:4: listen 127.0.0.1:0: port 0 cannot be shared by 2 workers");
+	expect_error("metrics = 127.0.0.1:9100\n" SERVICE_OK,
+	    "test.ini:1: metrics: not supported by this version");
 	expect_error(SERVICE_OK "allow = 10.0.0.0/8 192.0.2.1/24\n",
 	    "test.ini:9: allow: \"192.0.2.1/24\" is not an address or CIDR range");
 	expect_error(SERVICE_OK "allow = ,\n", "test.ini:9: allow: empty list");
