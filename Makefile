@@ -19,7 +19,7 @@ LDFLAGS += $(SANITIZE)
 # Debian packages the build and the tests need (make deps installs them).
 DEPS_BUILD := android-libboringssl-dev libev-dev libinih-dev gcc make
 DEPS_TEST  := python3 python3-pytest openssl curl swaks libnet-ssleay-perl \
-              libio-socket-ssl-perl procps iproute2 bsdutils
+              libio-socket-ssl-perl procps iproute2 bsdutils man-db
 # Real mail servers for the interop tests and make run (never started as
 # system services: see test/deps.sh).
 DEPS_MAIL  := postfix dovecot-imapd dovecot-pop3d dovecot-lmtpd
@@ -35,7 +35,10 @@ PROTO_pop3 := PROTO_POP3
 PROTO_imap := PROTO_IMAP
 LIB_SRCS := $(SRCS:%=proxy/%.c)
 
-.PHONY: all deps run test check unit integration fuzz-replay fuzz bench clean certs
+PREFIX  ?= /usr/local
+DESTDIR ?=
+
+.PHONY: all deps run test check unit integration fuzz-replay fuzz bench clean certs install
 all: $(BUILD)/mailproxy
 
 $(BUILD)/%.o: proxy/%.c | $(BUILD)
@@ -112,6 +115,13 @@ test: deps
 # Sanitizer build in its own directory: same tests, ASan + UBSan.
 check: deps
 	$(MAKE) BUILD=build-asan SANITIZE="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" CFLAGS="-O1 -g" unit fuzz-replay integration
+
+# The binary, the man page and the systemd unit (not enabled).
+install: all
+	install -D -m 755 $(BUILD)/mailproxy $(DESTDIR)$(PREFIX)/sbin/mailproxy
+	install -D -m 644 config/deploy/mailproxy.8 $(DESTDIR)$(PREFIX)/share/man/man8/mailproxy.8
+	install -D -m 644 config/deploy/mailproxy.service $(DESTDIR)/etc/systemd/system/mailproxy.service
+	install -d -m 755 $(DESTDIR)/etc/mailproxy
 
 clean:
 	rm -rf build build-asan build-fuzz

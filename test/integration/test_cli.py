@@ -109,3 +109,20 @@ def test_config_samples_are_valid(tmp_path, certs):
         f.write_text(text)
         r = run("-t", "-c", str(f))
         assert r.returncode == 0, "%s: %s" % (path, r.stderr)
+
+
+def test_make_install_and_man_page(tmp_path):
+    from helpers import ROOT
+    dest = tmp_path / "root"
+    r = subprocess.run(["make", "-s", "-C", ROOT, "install", "DESTDIR=%s" % dest],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    binary = dest / "usr/local/sbin/mailproxy"
+    assert "BoringSSL" in subprocess.run([str(binary), "-V"], capture_output=True,
+                                         text=True).stdout
+    assert (dest / "etc/systemd/system/mailproxy.service").exists()
+    page = dest / "usr/local/share/man/man8/mailproxy.8"
+    out = subprocess.run(["man", "--warnings", "-l", str(page)], capture_output=True,
+                         text=True, env={"MANWIDTH": "80", "PATH": "/usr/bin:/bin"})
+    assert "mailproxy - TLS gateway" in out.stdout
+    assert "warning" not in out.stderr.lower(), out.stderr
