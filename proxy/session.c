@@ -260,6 +260,22 @@ farewell(EV_P_ struct session *s, const char *reason, const char *detail)
 	say_goodbye(EV_A_ s, LOG_LVL_WARN, reason, detail);
 }
 
+/*
+ * TLS 1.0/1.1 exist only for old devices (tls_min_version): every such
+ * session is logged with its client so admins can find and retire them.
+ */
+static void
+note_legacy_tls(const struct session *s)
+{
+	char desc[128];
+
+	if (SSL_version(s->client.ssl) >= TLS1_2_VERSION)
+		return;
+	tls_describe(s->client.ssl, desc, sizeof(desc));
+	log_warnx("sess=%llu svc=%s event=legacy-tls client=%s tls=%s",
+	    (unsigned long long)s->id, s->svc->name, s->peer, desc);
+}
+
 /* ---- connect ----------------------------------------------------------- */
 
 static void
@@ -744,8 +760,10 @@ run_state(EV_P_ struct session *s)
 		break;
 	case SESS_CLIENT_HANDSHAKE:
 		st = ep_handshake(&s->client);
-		if (st == EP_OK)
+		if (st == EP_OK) {
+			note_legacy_tls(s);
 			start_connect(EV_A_ s);
+		}
 		else if (st == EP_ERROR)
 			sess_end(s, LOG_LVL_INFO, "client-handshake-failed",
 			    s->client.err);

@@ -135,6 +135,9 @@ def test_tls10_enabled_for_a_legacy_listener(proxies, upstreams, certs):
     assert recv_exact(s, 12) == b"* OK hello\r\n"
     s.close()
     proxy.wait_log(r"client_tls=TLSv1/TLS_ECDHE_ECDSA_WITH_AES_\d+_CBC_SHA")
+    # Every legacy session is named with its client, so it can be retired.
+    proxy.wait_log(r"warn sess=\d+ svc=t event=legacy-tls client=127\.0\.0\.1:\d+ "
+                   r"tls=TLSv1/")
 
 
 def test_tls12_only_forward_secret_aead(proxies, upstreams, certs):
@@ -147,6 +150,8 @@ def test_tls12_only_forward_secret_aead(proxies, upstreams, certs):
     assert version == "TLSv1.2" and name.startswith("ECDHE-") and \
         ("GCM" in name or "CHACHA20" in name)
     s.close()
+    proxy.wait_log("event=close")
+    assert "legacy-tls" not in proxy.log()
     # A client that offers only CBC or static-RSA suites is refused.
     ctx = client_ctx(certs)
     ctx.maximum_version = ssl.TLSVersion.TLSv1_2
