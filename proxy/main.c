@@ -21,6 +21,7 @@
 #include "config.h"
 #include "listener.h"
 #include "log.h"
+#include "probe.h"
 #include "session.h"
 #include "tls.h"
 
@@ -64,9 +65,11 @@ static void
 usage(FILE *fp)
 {
 	fprintf(fp,
-	    "usage: mailproxy [-c FILE] [-t] [-V] [-h]\n"
+	    "usage: mailproxy [-c FILE] [-t] [-T] [-V] [-h]\n"
 	    "  -c FILE  configuration file (default %s)\n"
 	    "  -t       check the configuration and exit\n"
+	    "  -T       -t, then dial each upstream (TLS/STARTTLS, certificate);\n"
+	    "           one line per service, exit 1 if any failed\n"
 	    "  -V       print version and TLS library, exit\n"
 	    "  -h       this help\n", CONFIG_DEFAULT_FILE);
 }
@@ -319,7 +322,7 @@ int
 main(int argc, char *argv[])
 {
 	char *errors = NULL;
-	bool check_only = false;
+	bool check_only = false, dial = false;
 	int ch;
 
 	while ((ch = getopt(argc, argv, "c:tTVh")) != -1) {
@@ -331,9 +334,8 @@ main(int argc, char *argv[])
 			check_only = true;
 			break;
 		case 'T':
-			fprintf(stderr, "mailproxy: -T (dial the upstreams) is "
-			    "not supported by this version\n");
-			return 1;
+			check_only = dial = true;
+			break;
 		case 'V':
 			printf("mailproxy %s (TLS library: %s)\n",
 			    MAILPROXY_VERSION, tls_library());
@@ -359,9 +361,18 @@ main(int argc, char *argv[])
 		return 1;
 	}
 	if (check_only) {
+		int failed = 0;
 		printf("configuration OK\n");
+		for (size_t i = 0; dial && i < running->nservices; i++) {
+			char result[1536];
+			int rc = probe_service(&running->services[i], result,
+			    sizeof(result));
+			printf("%s: %s%s\n", running->services[i].name,
+			    rc == 0 ? "" : "FAILED ", result);
+			failed += rc != 0;
+		}
 		config_unref(running);
-		return 0;
+		return failed ? 1 : 0;
 	}
 	apply_logging(running);
 	warn_insecure(running);

@@ -336,3 +336,32 @@ def test_openssl_s_client_starttls_verifies(servers, matrix_proxy, certs, protoc
                         "-verify_return_error", "-brief", "-nocommands"],
                        input=b"", capture_output=True, timeout=20)
     assert b"Verification: OK" in r.stderr, r.stderr
+
+
+def test_dash_T_dials_every_upstream(servers, certs, tmp_path):
+    """mailproxy -T: the configured dialogue against the real servers."""
+    from helpers import BIN
+    text = ""
+    for protocol in ("smtp", "imap", "pop3"):
+        for u in MODES:
+            text += ("[%s-%s]\nprotocol = %s\nlisten = 127.0.0.1:0\nclient_tls = %s\n"
+                     "upstream = 127.0.0.1:%d\nupstream_tls = %s\n"
+                     % (protocol, u, protocol, "none" if u != "none" else "implicit",
+                        servers["ports"][UPSTREAM_PORT[protocol][u]], u))
+            if u == "none":
+                text += "cert = %s/server-ecdsa.crt\nkey = %s/server-ecdsa.key\n" % (
+                    certs, certs)
+            else:
+                text += "upstream_name = mail.test\nupstream_ca = %s/ca.crt\n" % certs
+    f = tmp_path / "t.ini"
+    f.write_text(text)
+    r = subprocess.run([BIN, "-T", "-c", str(f)], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "configuration OK" and len(lines) == 10
+    assert all(": ok upstream=" in l for l in lines[1:])
+    assert re.search(r"smtp-starttls: ok .*tls=TLSv1\.3/\S+ verify=ok caps=\".*AUTH PLAIN",
+                     r.stdout)
+    assert re.search(r"imap-starttls: ok .*verify=ok caps=\".*AUTH=PLAIN", r.stdout)
+    assert re.search(r"pop3-implicit: ok .*verify=ok caps=\".*USER", r.stdout)

@@ -233,3 +233,21 @@ def test_large_retr_passes_unparsed(proxies, upstreams, certs):
     finally:
         fakemail.MESSAGE = orig
     assert b"\r\n".join(lines) + b"\r\n" == big
+
+
+@pytest.mark.parametrize("misbehave,cert,expect", [
+    ("no-starttls", "server-rsa", "FAILED upstream-no-starttls"),
+    (None, "wrong-name", "FAILED certificate: Hostname mismatch (name localhost)"),
+    (None, "server-rsa", "ok upstream="),
+])
+def test_dash_T(upstreams, certs, tmp_path, misbehave, cert, expect):
+    from helpers import BIN
+    box = fakemail.Mailbox()
+    up = upstreams(fakemail.starttls_upstream("smtp", box, server_ctx(certs, cert),
+                                              misbehave))
+    f = tmp_path / "t.ini"
+    f.write_text(config(certs, "smtp", up, "none"))
+    r = subprocess.run([BIN, "-T", "-c", str(f)], capture_output=True, text=True,
+                       timeout=30)
+    assert ("st: " + expect) in r.stdout, r.stdout + r.stderr
+    assert r.returncode == (0 if expect.startswith("ok") else 1)
