@@ -429,6 +429,36 @@ set_file(struct parser *p, void *f, const char *v)
 	return set_string(p, f, v);
 }
 
+/* cert and key are repeatable; the nth cert pairs with the nth key. */
+static int
+set_pair_part(struct parser *p, char **slot, size_t *n, const char *v)
+{
+	if (*n == CONFIG_MAX_PAIRS) {
+		cfg_error(p, p->line, "%s: at most %d per service", p->key,
+		    CONFIG_MAX_PAIRS);
+		return -1;
+	}
+	if (set_file(p, &slot[*n], v) < 0)
+		return -1;
+	(*n)++;
+	return 0;
+}
+
+static int
+set_cert(struct parser *p, void *f, const char *v)
+{
+	(void)f;
+	p->svc->cert_lines[p->svc->ncerts] = p->line;
+	return set_pair_part(p, p->svc->certs, &p->svc->ncerts, v);
+}
+
+static int
+set_key(struct parser *p, void *f, const char *v)
+{
+	(void)f;
+	return set_pair_part(p, p->svc->keys, &p->svc->nkeys, v);
+}
+
 /* ---- the key table ---------------------------------------------------- */
 
 #define G(f)	offsetof(struct config, f)
@@ -447,8 +477,8 @@ static const struct key_def keys[] = {
 	{ "protocol", SCOPE_SERVICE, false, NONE, S(protocol), set_protocol, NULL },
 	{ "listen", SCOPE_SERVICE, true, NONE, S(listen), set_listen, NULL },
 	{ "client_tls", SCOPE_SERVICE, false, NONE, S(client_tls), set_client_tls, NULL },
-	{ "cert", SCOPE_SERVICE, false, NONE, S(cert), set_file, NULL },
-	{ "key", SCOPE_SERVICE, false, NONE, S(key), set_file, NULL },
+	{ "cert", SCOPE_SERVICE, true, NONE, S(certs), set_cert, NULL },
+	{ "key", SCOPE_SERVICE, true, NONE, S(keys), set_key, NULL },
 	{ "tls_min_version", SCOPE_SERVICE, false, NONE, S(tls_min_version), set_client_tls_min, NULL },
 	{ "upstream", SCOPE_SERVICE, false, NONE, S(upstream), set_upstream, NULL },
 	{ "upstream_tls", SCOPE_SERVICE, false, NONE, S(upstream_tls), set_upstream_tls, NULL },
@@ -690,10 +720,21 @@ validate_service(struct parser *p, struct service *svc)
 			cfg_error(p, svc->line, "[%s]: cert and key are required "
 			    "when client_tls is %s", svc->name,
 			    tls_mode_names[svc->client_tls]);
-		else if ((svc->client_ctx = tls_server_ctx_new(svc, err,
-		    sizeof(err))) == NULL)
-			cfg_error(p, svc->seen[K_CERT], "cert %s / key %s: %s",
-			    svc->cert, svc->key, err);
+		else if (svc->ncerts != svc->nkeys)
+			cfg_error(p, svc->seen[K_CERT], "[%s]: cert and key come in "
+			    "pairs (%zu cert, %zu key)", svc->name, svc->ncerts,
+			    svc->nkeys);
+		else {
+			for (size_t i = 0; i < svc->ncerts; i++)
+				if ((svc->pair_ctx[i] = tls_server_ctx_new(svc, i,
+				    err, sizeof(err))) == NULL)
+					cfg_error(p, svc->cert_lines[i], "cert %s / "
+					    "key %s: %s", svc->certs[i],
+					    svc->keys[i], err);
+			svc->client_ctx = svc->pair_ctx[0];
+			if (svc->ncerts > 1 && svc->client_ctx != NULL)
+				tls_enable_cert_selection(svc);
+		}
 	} else if (svc->seen[K_CERT] != 0 || svc->seen[K_KEY] != 0)
 		cfg_error(p, svc->seen[K_CERT] ? svc->seen[K_CERT] :
 		    svc->seen[K_KEY], "cert/key are only used when client_tls "
@@ -867,8 +908,11 @@ service_free(struct service *svc)
 		free(svc->listen[i].text);
 	free(svc->listen);
 	free(svc->name);
-	free(svc->cert);
-	free(svc->key);
+	for (size_t i = 0; i < CONFIG_MAX_PAIRS; i++) {
+		free(svc->certs[i]);
+		free(svc->keys[i]);
+		SSL_CTX_free(svc->pair_ctx[i]);	/* [0] is client_ctx */
+	}
 	free(svc->upstream);
 	free(svc->upstream_host);
 	free(svc->upstream_port);
@@ -877,7 +921,6 @@ service_free(struct service *svc)
 	free(svc->upstream_ca);
 	free(svc->ehlo_name);
 	free(svc->allow);
-	SSL_CTX_free(svc->client_ctx);
 	SSL_CTX_free(svc->upstream_ctx);
 }
 

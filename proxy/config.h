@@ -22,6 +22,7 @@
 #include "log.h"
 
 #define CONFIG_DEFAULT_FILE	"/etc/mailproxy/mailproxy.ini"
+#define CONFIG_MAX_PAIRS	8	/* cert/key pairs per service */
 
 enum proto { PROTO_SMTP, PROTO_POP3, PROTO_IMAP };
 enum tls_mode { TLS_MODE_NONE, TLS_MODE_IMPLICIT, TLS_MODE_STARTTLS };
@@ -55,8 +56,13 @@ struct service {
 	struct listen_addr	*listen;
 	size_t			 nlisten;
 	enum tls_mode		 client_tls;
-	char			*cert;
-	char			*key;
+	/* cert/key pairs: several names (SNI) and/or RSA + ECDSA. */
+	char			*certs[CONFIG_MAX_PAIRS];
+	char			*keys[CONFIG_MAX_PAIRS];
+	int			 cert_lines[CONFIG_MAX_PAIRS];
+	size_t			 ncerts;
+	size_t			 nkeys;
+	SSL_CTX			*pair_ctx[CONFIG_MAX_PAIRS];	/* [0] = client_ctx */
 	int			 tls_min_version;	/* TLS1_x_VERSION */
 	char			*upstream;		/* host:port as written */
 	char			*upstream_host;

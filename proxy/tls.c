@@ -9,6 +9,7 @@
 
 #include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/x509v3.h>
 
 #include "config.h"
@@ -83,7 +84,8 @@ common_setup(SSL_CTX *ctx, int min_version, int legacy, char *err, size_t len)
 }
 
 SSL_CTX *
-tls_server_ctx_new(const struct service *svc, char *err, size_t len)
+tls_server_ctx_new(const struct service *svc, size_t pair, char *err,
+    size_t len)
 {
 	SSL_CTX *ctx;
 	static const unsigned char sid_ctx[] = "mailproxy";
@@ -96,11 +98,11 @@ tls_server_ctx_new(const struct service *svc, char *err, size_t len)
 	if (common_setup(ctx, svc->tls_min_version,
 	    svc->tls_min_version < TLS1_2_VERSION, err, len) < 0)
 		goto fail;
-	if (!SSL_CTX_use_certificate_chain_file(ctx, svc->cert)) {
+	if (!SSL_CTX_use_certificate_chain_file(ctx, svc->certs[pair])) {
 		ssl_reason(err, len, "cannot load certificate");
 		goto fail;
 	}
-	if (!SSL_CTX_use_PrivateKey_file(ctx, svc->key, SSL_FILETYPE_PEM)) {
+	if (!SSL_CTX_use_PrivateKey_file(ctx, svc->keys[pair], SSL_FILETYPE_PEM)) {
 		int r = ERR_GET_REASON(ERR_peek_last_error());
 		ssl_reason(err, len, r == X509_R_KEY_TYPE_MISMATCH ||
 		    r == X509_R_KEY_VALUES_MISMATCH ?
@@ -119,6 +121,134 @@ tls_server_ctx_new(const struct service *svc, char *err, size_t len)
 fail:
 	SSL_CTX_free(ctx);
 	return NULL;
+}
+
+/* ---- certificate selection (several cert/key pairs) ---------------------- */
+
+/* Does the ClientHello list a 16-bit value in a u16-length-prefixed list? */
+static bool
+list_has_u16(const uint8_t *p, size_t len, uint16_t want)
+{
+	size_t n;
+
+	if (len < 2)
+		return false;
+	n = (size_t)(p[0] << 8 | p[1]);
+	p += 2;
+	for (size_t i = 0; i + 1 < n && i + 1 < len - 2; i += 2)
+		if ((uint16_t)(p[i] << 8 | p[i + 1]) == want)
+			return true;
+	return false;
+}
+
+/*
+ * A client can take our ECDSA P-256 certificate if it signs with
+ * ecdsa_secp256r1_sha256 and, below TLS 1.3, offers an ECDHE-ECDSA suite.
+ */
+static bool
+client_takes_ecdsa(const SSL_CLIENT_HELLO *ch)
+{
+	static const uint16_t ecdsa_suites[] = { 0xc02b, 0xc02c, 0xcca9,
+	    0xc009, 0xc00a };
+	const uint8_t *ext;
+	size_t len;
+	bool tls13 = false;
+
+	if (!SSL_early_callback_ctx_extension_get(ch,
+	    TLSEXT_TYPE_signature_algorithms, &ext, &len) ||
+	    !list_has_u16(ext, len, 0x0403))
+		return false;
+	if (SSL_early_callback_ctx_extension_get(ch,
+	    TLSEXT_TYPE_supported_versions, &ext, &len) && len > 0) {
+		for (size_t i = 1; i + 1 < len && i + 1 <= ext[0]; i += 2)
+			tls13 |= ext[i] == 0x03 && ext[i + 1] == 0x04;
+	}
+	if (tls13)
+		return true;
+	for (size_t i = 0; i + 1 < ch->cipher_suites_len; i += 2)
+		for (size_t j = 0; j < sizeof(ecdsa_suites) / 2; j++)
+			if ((uint16_t)(ch->cipher_suites[i] << 8 |
+			    ch->cipher_suites[i + 1]) == ecdsa_suites[j])
+				return true;
+	return false;
+}
+
+static bool
+pair_is_ecdsa(SSL_CTX *ctx)
+{
+	EVP_PKEY *pk = SSL_CTX_get0_privatekey(ctx);
+
+	return pk != NULL && EVP_PKEY_id(pk) == EVP_PKEY_EC;
+}
+
+/* 2: exact SAN match, 1: wildcard match, 0: no match. */
+static int
+pair_name_match(SSL_CTX *ctx, const char *sni)
+{
+	X509 *leaf = SSL_CTX_get0_certificate(ctx);
+
+	if (sni == NULL || leaf == NULL)
+		return 0;
+	if (X509_check_host(leaf, sni, strlen(sni), X509_CHECK_FLAG_NO_WILDCARDS |
+	    X509_CHECK_FLAG_NEVER_CHECK_SUBJECT, NULL) == 1)
+		return 2;
+	if (X509_check_host(leaf, sni, strlen(sni),
+	    X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS |
+	    X509_CHECK_FLAG_NEVER_CHECK_SUBJECT, NULL) == 1)
+		return 1;
+	return 0;
+}
+
+static enum ssl_select_cert_result_t
+select_certificate(const SSL_CLIENT_HELLO *ch)
+{
+	SSL *ssl = ch->ssl;
+	const struct service *svc = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+	const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+	bool ecdsa = client_takes_ecdsa(ch);
+	int best_match = 0, best_score = -1;
+	size_t best = 0;
+
+	/* Name first (exact over wildcard over none), then key type. */
+	for (size_t i = 0; i < svc->ncerts; i++)
+		best_match = pair_name_match(svc->pair_ctx[i], sni) > best_match ?
+		    pair_name_match(svc->pair_ctx[i], sni) : best_match;
+	for (size_t i = 0; i < svc->ncerts; i++) {
+		int m = pair_name_match(svc->pair_ctx[i], sni), score;
+		if (m != best_match)
+			continue;
+		score = pair_is_ecdsa(svc->pair_ctx[i]) == ecdsa ? 1 : 0;
+		if (score > best_score) {
+			best_score = score;
+			best = i;
+		}
+		if (best_match == 0)
+			break;		/* no name matched: the first pair's group */
+	}
+	if (best_match == 0) {
+		/* Unknown name: stay with the first pair's names, but still
+		 * pick its RSA/ECDSA sibling if one carries the same names. */
+		X509 *first = SSL_CTX_get0_certificate(svc->pair_ctx[0]);
+		for (size_t i = 1; i < svc->ncerts && pair_is_ecdsa(
+		    svc->pair_ctx[0]) != ecdsa; i++)
+			if (pair_is_ecdsa(svc->pair_ctx[i]) == ecdsa &&
+			    X509_NAME_cmp(X509_get_subject_name(first),
+			    X509_get_subject_name(SSL_CTX_get0_certificate(
+			    svc->pair_ctx[i]))) == 0) {
+				best = i;
+				break;
+			}
+	}
+	if (best != 0)
+		SSL_set_SSL_CTX(ssl, svc->pair_ctx[best]);
+	return ssl_select_cert_success;
+}
+
+void
+tls_enable_cert_selection(struct service *svc)
+{
+	SSL_CTX_set_app_data(svc->pair_ctx[0], svc);
+	SSL_CTX_set_select_certificate_cb(svc->pair_ctx[0], select_certificate);
 }
 
 SSL_CTX *

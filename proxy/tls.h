@@ -20,11 +20,19 @@
 struct service;
 
 /*
- * Server context for the client side: loads cert and key (they must match)
- * and sets versions, suites and ALPN policy.  On failure returns NULL with
- * a reason in err.
+ * Server context for the client side from cert/key pair number pair: loads
+ * them (they must match) and sets versions, suites and ALPN policy.  On
+ * failure returns NULL with a reason in err.
  */
-SSL_CTX	*tls_server_ctx_new(const struct service *svc, char *err, size_t len);
+SSL_CTX	*tls_server_ctx_new(const struct service *svc, size_t pair, char *err,
+	    size_t len);
+
+/*
+ * With several pairs: each handshake picks one on the first pair's context
+ * by SNI (exact name, then wildcard, then the first pair), and for one name
+ * ECDSA when the client can use it, else RSA.
+ */
+void	tls_enable_cert_selection(struct service *svc);
 
 /* Client context for the upstream side, with its trust anchors. */
 SSL_CTX	*tls_client_ctx_new(const struct service *svc, char *err, size_t len);
