@@ -83,8 +83,7 @@ static struct session	*sessions;
 static size_t		 nsessions;
 static uint64_t		 next_id = 1;
 
-static void client_cb(EV_P_ ev_io *w, int revents);
-static void upstream_cb(EV_P_ ev_io *w, int revents);
+static void io_cb(EV_P_ ev_io *w, int revents);
 static void timer_cb(EV_P_ ev_timer *w, int revents);
 static void step(EV_P_ struct session *s);
 
@@ -310,7 +309,7 @@ start_connect(EV_P_ struct session *s)
 		set_nodelay(fd);
 		if (connect(fd, (const struct sockaddr *)&a->ss, a->len) == 0 ||
 		    errno == EINPROGRESS) {
-			ep_init(&s->upstream, fd, NULL, upstream_cb, s);
+			ep_init(&s->upstream, fd, NULL, io_cb, s);
 			s->upstream.wr_wait = EV_WRITE;
 			s->state = SESS_CONNECT;
 			set_deadline(EV_A_ s, svc->timeouts.connect);
@@ -838,22 +837,13 @@ step(EV_P_ struct session *s)
 	}
 }
 
+/* Both sides' watchers: note what fired, run the machine, free if closed. */
 static void
-client_cb(EV_P_ ev_io *w, int revents)
+io_cb(EV_P_ ev_io *w, int revents)
 {
 	struct session *s = w->data;
 
-	ep_events(&s->client, revents);
-	step(EV_A_ s);
-	reap(EV_A_ s);
-}
-
-static void
-upstream_cb(EV_P_ ev_io *w, int revents)
-{
-	struct session *s = w->data;
-
-	ep_events(&s->upstream, revents);
+	ep_events(w == &s->client.io ? &s->client : &s->upstream, revents);
 	step(EV_A_ s);
 	reap(EV_A_ s);
 }
@@ -930,7 +920,7 @@ sess_new(EV_P_ struct config *cf, const struct service *svc, int fd,
 	buf_init(&s->u2c, BUF_CAPACITY);
 	buf_init(&s->neg_in, NEG_MAX_INPUT);
 	set_nodelay(fd);
-	ep_init(&s->client, fd, ssl, client_cb, s);
+	ep_init(&s->client, fd, ssl, io_cb, s);
 	s->upstream.fd = -1;
 	ev_init(&s->timer, timer_cb);
 	s->timer.data = s;

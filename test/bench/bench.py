@@ -258,6 +258,18 @@ def fmt(x, nd=0):
     return "-" if x is None else ("%.*f" % (nd, x))
 
 
+def rate_rows(title, res, peers):
+    """Table rows for a sessions/s test: medians and the ratio to mailproxy."""
+    mine = med(res["mailproxy"], 0)
+    rows = []
+    for p in peers:
+        rate, p99, cpu = med(res[p], 0), med(res[p], 1), med(res[p], 2)
+        ratio = "" if p == "mailproxy" or not rate else "%.2f" % (mine / rate)
+        rows.append("| %s | %s | %s | %s | %s | %s |" % (title, p, fmt(rate),
+                    fmt(p99, 1), fmt(cpu), ratio))
+    return rows
+
+
 def main():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:
@@ -278,12 +290,7 @@ def main():
         res = median_runs(lambda p: run_rate(p, "tls", cert,
                                              "tls" if p == "boringssl-floor" else "greet",
                                              ["-m", "handshake", "-c", "50"], env), hs_peers)
-        mine = med(res["mailproxy"], 0)
-        for p in hs_peers:
-            rate, p99, cpu = med(res[p], 0), med(res[p], 1), med(res[p], 2)
-            ratio = "" if p == "mailproxy" or not rate else "%.2f" % (mine / rate)
-            lines.append("| %s | %s | %s | %s | %s | %s |" % (title, p, fmt(rate),
-                         fmt(p99, 1), fmt(cpu), ratio))
+        lines += rate_rows(title, res, hs_peers)
     for title, kind, bmode, proto, args in [
             ("STARTTLS offered to clients (smtp), C=50", "offer", "smtp", "smtp",
              ["-m", "starttls", "-p", "smtp", "-c", "50"]),
@@ -292,12 +299,7 @@ def main():
         peers = ["mailproxy", "stunnel"]
         res = median_runs(lambda p: run_rate(p, kind, "server-ecdsa", bmode, args,
                                              proto=proto), peers)
-        mine = med(res["mailproxy"], 0)
-        for p in peers:
-            rate, p99, cpu = med(res[p], 0), med(res[p], 1), med(res[p], 2)
-            ratio = "" if p == "mailproxy" or not rate else "%.2f" % (mine / rate)
-            lines.append("| %s | %s | %s | %s | %s | %s |" % (title, p, fmt(rate),
-                         fmt(p99, 1), fmt(cpu), ratio))
+        lines += rate_rows(title, res, peers)
     lines += ["", "| test | peer | MB/s each way | proxy CPU s/GB | mailproxy/peer |",
               "| --- | --- | ---: | ---: | ---: |"]
     for conc in (1, 16):
