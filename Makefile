@@ -18,13 +18,13 @@ LDFLAGS += $(SANITIZE)
 
 # Debian packages the build and the tests need (make deps installs them).
 DEPS_BUILD := android-libboringssl-dev libev-dev libinih-dev gcc make
-DEPS_TEST  := python3 python3-pytest openssl curl swaks libnet-ssleay-perl \
+DEPS_TEST  := python3 python3-pytest openssl curl swaks libnet-ssleay-perl haproxy \
               libio-socket-ssl-perl procps iproute2 bsdutils man-db
 # Real mail servers for the interop tests and make run (never started as
 # system services: see test/deps.sh).
 DEPS_MAIL  := postfix dovecot-imapd dovecot-pop3d dovecot-lmtpd
 
-SRCS := log buffer cidr config tls endpoint listener session line negotiate smtp pop3 imap probe
+SRCS := log buffer cidr config tls endpoint listener session line negotiate smtp pop3 imap probe proxyproto
 OBJS := $(SRCS:%=$(BUILD)/%.o)
 UNIT := $(wildcard test/unit/test_*.c)
 
@@ -54,7 +54,7 @@ $(BUILD)/unit_tests: $(OBJS) $(UNIT) test/unit/unit.h test/unit/main.c | $(BUILD
 $(FUZZ_NEG:%=$(BUILD)/replay_%): $(BUILD)/replay_%: test/fuzz/fuzz_negotiate.c test/fuzz/standalone.c $(OBJS) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) -Iproxy -DFUZZ_PROTO=$(PROTO_$*) -o $@ $< test/fuzz/standalone.c $(OBJS) $(LDFLAGS) $(LDLIBS)
 
-$(BUILD)/replay_config: test/fuzz/fuzz_config.c test/fuzz/standalone.c $(OBJS) | $(BUILD)
+$(BUILD)/replay_config $(BUILD)/replay_proxyproto: $(BUILD)/replay_%: test/fuzz/fuzz_%.c test/fuzz/standalone.c $(OBJS) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) -Iproxy -o $@ $< test/fuzz/standalone.c $(OBJS) $(LDFLAGS) $(LDLIBS)
 
 $(BUILD):
@@ -75,8 +75,8 @@ run: deps all certs
 unit: $(BUILD)/unit_tests certs
 	$(BUILD)/unit_tests
 
-fuzz-replay: $(FUZZ_NEG:%=$(BUILD)/replay_%) $(BUILD)/replay_config
-	@for p in $(FUZZ_NEG) config; do $(BUILD)/replay_$$p test/fuzz/corpus/$$p || exit 1; done
+fuzz-replay: $(FUZZ_NEG:%=$(BUILD)/replay_%) $(BUILD)/replay_config $(BUILD)/replay_proxyproto
+	@for p in $(FUZZ_NEG) config proxyproto; do $(BUILD)/replay_$$p test/fuzz/corpus/$$p || exit 1; done
 
 # libFuzzer with clang (Debian clang + libclang-rt-14-dev), bounded in time.
 fuzz:
@@ -87,10 +87,12 @@ fuzz:
 		  -fsanitize=fuzzer,address,undefined -o build-fuzz/fuzz_$$p \
 		  test/fuzz/fuzz_negotiate.c $(LIB_SRCS) $(LDLIBS) || exit 1; \
 	done
-	clang -g -O1 -std=c11 -D_GNU_SOURCE -isystem $(BSSL_INC) -Iproxy \
-	  -fsanitize=fuzzer,address,undefined -o build-fuzz/fuzz_config \
-	  test/fuzz/fuzz_config.c $(LIB_SRCS) $(LDLIBS)
-	for p in $(FUZZ_NEG) config; do \
+	for h in config proxyproto; do \
+		clang -g -O1 -std=c11 -D_GNU_SOURCE -isystem $(BSSL_INC) -Iproxy \
+		  -fsanitize=fuzzer,address,undefined -o build-fuzz/fuzz_$$h \
+		  test/fuzz/fuzz_$$h.c $(LIB_SRCS) $(LDLIBS) || exit 1; \
+	done
+	for p in $(FUZZ_NEG) config proxyproto; do \
 		mkdir -p build-fuzz/corpus-$$p && cp -n test/fuzz/corpus/$$p/* build-fuzz/corpus-$$p/; \
 		build-fuzz/fuzz_$$p -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
 		  build-fuzz/corpus-$$p test/fuzz/corpus/$$p || exit 1; \

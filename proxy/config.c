@@ -383,39 +383,59 @@ set_hostname(struct parser *p, void *f, const char *v)
 	return set_string(p, f, v);
 }
 
-/* "allow": CIDR ranges separated by blanks or commas. */
+/* A CIDR list ("allow", "proxy_trusted"): blanks or commas between. */
 static int
-set_allow(struct parser *p, void *f, const char *v)
+set_cidr_list(struct parser *p, struct cidr **listp, size_t *np, const char *v)
 {
-	struct service *svc = p->svc;
 	char *copy = strdup(v), *tok, *save = NULL;
 	int rc = 0;
 
-	(void)f;
 	if (copy == NULL)
 		return -1;
 	for (tok = strtok_r(copy, " \t,", &save); tok != NULL;
 	    tok = strtok_r(NULL, " \t,", &save)) {
 		struct cidr c, *grown;
 		if (cidr_parse(tok, &c) < 0) {
-			cfg_error(p, p->line, "allow: \"%s\" is not an address or "
-			    "CIDR range (host bits must be zero)", tok);
+			cfg_error(p, p->line, "%s: \"%s\" is not an address or "
+			    "CIDR range (host bits must be zero)", p->key, tok);
 			rc = -1;
 			continue;
 		}
-		grown = realloc(svc->allow, (svc->nallow + 1) * sizeof(c));
+		grown = realloc(*listp, (*np + 1) * sizeof(c));
 		if (grown == NULL)
 			fatalx("out of memory");
-		svc->allow = grown;
-		svc->allow[svc->nallow++] = c;
+		*listp = grown;
+		(*listp)[(*np)++] = c;
 	}
-	if (rc == 0 && svc->nallow == 0) {
-		cfg_error(p, p->line, "allow: empty list (leave the key out to "
-		    "allow everyone)");
+	if (rc == 0 && *np == 0) {
+		cfg_error(p, p->line, "%s: empty list", p->key);
 		rc = -1;
 	}
 	free(copy);
 	return rc;
+}
+
+static int
+set_allow(struct parser *p, void *f, const char *v)
+{
+	(void)f;
+	return set_cidr_list(p, &p->svc->allow, &p->svc->nallow, v);
+}
+
+static int
+set_proxy_trusted(struct parser *p, void *f, const char *v)
+{
+	(void)f;
+	return set_cidr_list(p, &p->svc->proxy_trusted,
+	    &p->svc->nproxy_trusted, v);
+}
+
+static int
+set_proxy_out(struct parser *p, void *f, const char *v)
+{
+	static const char *const w[] = { "none", "v1", "v2" };
+
+	return set_word(p, f, v, w, 3);
 }
 
 static int
@@ -490,21 +510,23 @@ static const struct key_def keys[] = {
 	{ "allow", SCOPE_SERVICE, false, NONE, S(allow), set_allow, NULL },
 	{ "workers", SCOPE_GLOBAL, false, G(workers), NONE, set_workers, NULL },
 	{ "user", SCOPE_GLOBAL, false, G(user), NONE, set_user, NULL },
+	{ "proxy_protocol_in", SCOPE_SERVICE, false, NONE, S(proxy_protocol_in), set_yesno, NULL },
+	{ "proxy_trusted", SCOPE_SERVICE, false, NONE, S(proxy_trusted), set_proxy_trusted, NULL },
+	{ "proxy_protocol_out", SCOPE_SERVICE, false, NONE, S(proxy_protocol_out), set_proxy_out, NULL },
 	{ "max_connections_per_client", SCOPE_BOTH, false, G(max_connections_per_client), S(max_connections_per_client), set_connections, NULL },
 };
 #define NKEYS	(sizeof(keys) / sizeof(keys[0]))
 
 /* Keys of CONFIG.md that a later version brings: named, not "unknown". */
 static const char *const later_keys[] = {
-	"metrics", "proxy_protocol_in",
-	"proxy_trusted", "proxy_protocol_out", "upstream_auth", "upstream_user",
+	"metrics", "upstream_auth", "upstream_user",
 	"upstream_password_file", "upstream_token_file",
 };
 
 enum { K_PROTOCOL = 8, K_LISTEN, K_CLIENT_TLS, K_CERT, K_KEY, K_TLS_MIN,
     K_UPSTREAM, K_UPSTREAM_TLS, K_UPSTREAM_NAME, K_UPSTREAM_VERIFY,
     K_UPSTREAM_CA, K_UPSTREAM_TLS_MIN, K_EHLO_NAME, K_ALLOW, K_WORKERS,
-    K_USER, K_MAX_PER_CLIENT };
+    K_USER, K_PP_IN, K_PP_TRUSTED, K_PP_OUT, K_MAX_PER_CLIENT };
 
 static struct service *
 service_for(struct parser *p, const char *section)
@@ -707,6 +729,13 @@ validate_service(struct parser *p, struct service *svc)
 	    cf->timeouts.connect);
 	svc->timeouts.idle = inherit(svc->timeouts.idle,
 	    inherit(cf->timeouts.idle, idle_default[svc->protocol]));
+	if (svc->proxy_protocol_in && svc->nproxy_trusted == 0)
+		cfg_error(p, svc->seen[K_PP_IN], "[%s]: proxy_protocol_in needs "
+		    "proxy_trusted (the balancers allowed to send a header)",
+		    svc->name);
+	if (!svc->proxy_protocol_in && svc->nproxy_trusted > 0)
+		cfg_error(p, svc->seen[K_PP_TRUSTED], "[%s]: proxy_trusted is "
+		    "only used with proxy_protocol_in = yes", svc->name);
 	if (svc->seen[K_MAX_PER_CLIENT] == 0)
 		svc->max_connections_per_client = cf->max_connections_per_client;
 
@@ -921,6 +950,7 @@ service_free(struct service *svc)
 	free(svc->upstream_ca);
 	free(svc->ehlo_name);
 	free(svc->allow);
+	free(svc->proxy_trusted);
 	SSL_CTX_free(svc->upstream_ctx);
 }
 

@@ -78,6 +78,10 @@ struct service {
 	struct cidr		*allow;		/* NULL: everyone */
 	size_t			 nallow;
 	int			 max_connections_per_client; /* 0: no cap */
+	bool			 proxy_protocol_in;
+	struct cidr		*proxy_trusted;
+	size_t			 nproxy_trusted;
+	int			 proxy_protocol_out;	/* 0 none, 1, 2 */
 	struct timeouts		 timeouts;
 	SSL_CTX			*client_ctx;	/* NULL unless client TLS */
 	SSL_CTX			*upstream_ctx;	/* NULL unless upstream TLS */

@@ -140,7 +140,9 @@ admit(const struct listener *l, int fd, const struct sockaddr_any *peer)
 	const char *why = NULL;
 	char text[80];
 
-	if (svc->nallow > 0 && !cidr_list_contains(svc->allow, svc->nallow,
+	/* Behind a balancer, allow is checked on the carried address. */
+	if (svc->nallow > 0 && !svc->proxy_protocol_in &&
+	    !cidr_list_contains(svc->allow, svc->nallow,
 	    (const struct sockaddr *)&peer->ss))
 		why = "not-allowed";
 	else if (svc->max_connections_per_client > 0 && client_sessions(peer) >=

@@ -19,9 +19,11 @@
 #include "listener.h"
 #include "log.h"
 #include "negotiate.h"
+#include "proxyproto.h"
 #include "tls.h"
 
 enum sess_state {
+	SESS_PROXY_HEADER,	/* proxy_protocol_in: reading the header */
 	SESS_CLIENT_PRETLS,	/* client_tls = starttls: before STARTTLS */
 	SESS_CLIENT_HANDSHAKE,
 	SESS_CONNECT,
@@ -32,7 +34,7 @@ enum sess_state {
 };
 
 static const char *const sess_state_names[] = {
-	"client-pretls", "client-handshake", "connect", "negotiate", "upstream-handshake",
+	"proxy-header", "client-pretls", "client-handshake", "connect", "negotiate", "upstream-handshake",
 	"relay", "farewell",
 };
 
@@ -66,7 +68,11 @@ struct session {
 	ev_tstamp		 started;
 	ev_tstamp		 last_activity;
 	size_t			 next_addr;	/* upstream address to try */
-	struct sockaddr_any	 peer_addr;
+	struct sockaddr_any	 peer_addr;	/* the client (PROXY: carried) */
+	struct sockaddr_any	 local_addr;	/* where it connected to */
+	struct sockaddr_any	 count_addr;	/* socket peer, for the caps */
+	uint8_t			 pp_buf[PP_MAX_HEADER];	/* PROXY prefix */
+	size_t			 pp_len;
 	char			 peer[64];
 	char			 upstream_addr[64];
 	const char		*first_eof;	/* "client" or "upstream" */
@@ -84,6 +90,7 @@ static size_t		 nsessions;
 static uint64_t		 next_id = 1;
 
 static void io_cb(EV_P_ ev_io *w, int revents);
+static void read_proxy_header(EV_P_ struct session *s);
 static void timer_cb(EV_P_ ev_timer *w, int revents);
 static void step(EV_P_ struct session *s);
 
@@ -192,7 +199,7 @@ sess_free(EV_P_ struct session *s)
 		s->next->prev = s->prev;
 	nsessions--;
 	config_unref(s->cf);
-	listeners_session_ended(EV_A_ &s->peer_addr);
+	listeners_session_ended(EV_A_ &s->count_addr);
 	free(s);
 }
 
@@ -322,6 +329,21 @@ start_connect(EV_P_ struct session *s)
 	farewell(EV_A_ s, "upstream-connect-failed", why);
 }
 
+/*
+ * proxy_protocol_out: the header goes first, before any TLS or STARTTLS,
+ * in one send on the fresh socket (at most 232 bytes always fit).
+ */
+static int
+send_proxy_header(struct session *s)
+{
+	uint8_t hdr[PP_MAX_HEADER];
+	size_t n = pp_build(s->svc->proxy_protocol_out, &s->peer_addr,
+	    &s->local_addr, hdr, sizeof(hdr));
+
+	return n > 0 && send(s->upstream.fd, hdr, n, MSG_NOSIGNAL |
+	    MSG_DONTWAIT) == (ssize_t)n ? 0 : -1;
+}
+
 /* Does the upstream side need a dialogue before the relay? */
 static bool
 needs_negotiator(const struct service *svc)
@@ -388,6 +410,10 @@ connect_done(EV_P_ struct session *s)
 		return;
 	}
 	s->upstream.wr_wait = 0;
+	if (s->svc->proxy_protocol_out != 0 && send_proxy_header(s) < 0) {
+		farewell(EV_A_ s, "upstream-error", "cannot send the PROXY header");
+		return;
+	}
 	if (needs_negotiator(s->svc)) {
 		/* STARTTLS upstream, and/or a greeting to swallow because the
 		 * proxy already greeted a STARTTLS client itself. */
@@ -754,6 +780,10 @@ run_state(EV_P_ struct session *s)
 	enum ep_status st;
 
 	switch (s->state) {
+	case SESS_PROXY_HEADER:
+		if (s->client.rd_wait == 0)
+			read_proxy_header(EV_A_ s);
+		break;
 	case SESS_CLIENT_PRETLS:
 		client_pretls(EV_A_ s);
 		break;
@@ -809,6 +839,9 @@ step(EV_P_ struct session *s)
 		return;
 	/* Arm exactly what the current state waits for. */
 	switch (s->state) {
+	case SESS_PROXY_HEADER:
+		ep_update(EV_A_ &s->client, true, false);
+		break;
 	case SESS_CLIENT_PRETLS:
 		ep_update(EV_A_ &s->client, !s->client_starttls &&
 		    buf_len(&s->u2c) <= BUF_CAPACITY / 2, !buf_empty(&s->u2c));
@@ -882,6 +915,9 @@ timer_cb(EV_P_ ev_timer *w, int revents)
 	case SESS_FAREWELL:
 		sess_end(s, s->farewell_severity, s->reason, s->detail);
 		break;
+	case SESS_PROXY_HEADER:
+		sess_end(s, LOG_LVL_INFO, "proxy-header-timeout", NULL);
+		break;
 	case SESS_CLIENT_PRETLS:
 		buf_release(&s->u2c);
 		cneg_timeout(s->cneg, &s->u2c);
@@ -892,6 +928,90 @@ timer_cb(EV_P_ ev_timer *w, int revents)
 	if (!s->closing)
 		step(EV_A_ s);
 	reap(EV_A_ s);
+}
+
+/* The client is known (socket or PROXY header): start its first phase. */
+static void
+sess_begin(EV_P_ struct session *s)
+{
+	const struct service *svc = s->svc;
+
+	if (svc->client_tls == TLS_MODE_STARTTLS) {
+		if ((s->cneg = cneg_new(svc->protocol, svc->ehlo_name)) == NULL) {
+			sess_end(s, LOG_LVL_WARN, "out-of-memory", NULL);
+			return;
+		}
+		cneg_greet(s->cneg, &s->u2c);
+		s->state = SESS_CLIENT_PRETLS;
+		set_deadline(EV_A_ s, svc->timeouts.negotiation);
+	} else if (svc->client_tls == TLS_MODE_IMPLICIT) {
+		SSL_set_accept_state(s->client.ssl);
+		s->state = SESS_CLIENT_HANDSHAKE;
+		s->client.rd_wait = 0;	/* bytes may be waiting already */
+		set_deadline(EV_A_ s, svc->timeouts.handshake);
+	} else
+		start_connect(EV_A_ s);
+}
+
+/*
+ * Reads the PROXY header, exactly: bytes are peeked, and only the header is
+ * taken from the socket (a header prefix is kept in pp_buf meanwhile), so
+ * the TLS ClientHello or the first command after it stays for its reader.
+ */
+static void
+read_proxy_header(EV_P_ struct session *s)
+{
+	uint8_t buf[PP_MAX_HEADER], sink[PP_MAX_HEADER];
+	struct pp_result pr;
+	size_t have = s->pp_len;
+	ssize_t n;
+	int total;
+
+	memcpy(buf, s->pp_buf, have);
+	n = recv(s->client.fd, buf + have, sizeof(buf) - have,
+	    MSG_PEEK | MSG_DONTWAIT);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+		s->client.rd_wait = EV_READ;
+		return;
+	}
+	if (n <= 0) {
+		sess_end(s, LOG_LVL_INFO, "client-closed", "before the PROXY "
+		    "header");
+		return;
+	}
+	total = pp_parse(buf, have + (size_t)n, &pr);
+	if (total < 0 || (total == 0 && have + (size_t)n == sizeof(buf))) {
+		sess_end(s, LOG_LVL_INFO, "proxy-header-invalid", NULL);
+		return;
+	}
+	/* Take the header's bytes (all of them, if it is not complete yet:
+	 * they can only be part of it). */
+	size_t take = total > 0 ? (size_t)total - have : (size_t)n;
+	if (recv(s->client.fd, sink, take, MSG_DONTWAIT) != (ssize_t)take) {
+		sess_end(s, LOG_LVL_WARN, "client-error", "lost bytes");
+		return;
+	}
+	if (total == 0) {
+		memcpy(s->pp_buf + have, buf + have, (size_t)n);
+		s->pp_len = have + (size_t)n;
+		s->client.rd_wait = EV_READ;
+		return;
+	}
+	if (!pr.local) {
+		s->peer_addr = pr.src;
+		s->local_addr = pr.dst;
+		sockaddr_text((const struct sockaddr *)&pr.src.ss, s->peer,
+		    sizeof(s->peer));
+	}
+	log_debug("sess=%llu event=proxy-header version=%d client=%s",
+	    (unsigned long long)s->id, pr.version, s->peer);
+	/* allow applies to the client the balancer speaks for. */
+	if (s->svc->nallow > 0 && !cidr_list_contains(s->svc->allow,
+	    s->svc->nallow, (const struct sockaddr *)&s->peer_addr.ss)) {
+		sess_end(s, LOG_LVL_INFO, "not-allowed", NULL);
+		return;
+	}
+	sess_begin(EV_A_ s);
 }
 
 bool
@@ -914,6 +1034,9 @@ sess_new(EV_P_ struct config *cf, const struct service *svc, int fd,
 	s->svc = svc;
 	s->started = ev_now(EV_A);
 	s->peer_addr = *peer;
+	s->count_addr = *peer;
+	s->local_addr.len = sizeof(s->local_addr.ss);
+	getsockname(fd, (struct sockaddr *)&s->local_addr.ss, &s->local_addr.len);
 	sockaddr_text((const struct sockaddr *)&peer->ss, s->peer,
 	    sizeof(s->peer));
 	buf_init(&s->c2u, BUF_CAPACITY);
@@ -931,22 +1054,17 @@ sess_new(EV_P_ struct config *cf, const struct service *svc, int fd,
 	log_debug("sess=%llu svc=%s event=accept client=%s",
 	    (unsigned long long)s->id, svc->name, s->peer);
 
-	if (svc->client_tls == TLS_MODE_STARTTLS) {
-		if ((s->cneg = cneg_new(svc->protocol, svc->ehlo_name)) == NULL) {
-			sess_end(s, LOG_LVL_WARN, "out-of-memory", NULL);
-			reap(EV_A_ s);
-			return true;	/* counted, and ended through sess_free */
-		}
-		cneg_greet(s->cneg, &s->u2c);
-		s->state = SESS_CLIENT_PRETLS;
-		set_deadline(EV_A_ s, svc->timeouts.negotiation);
-	} else if (ssl != NULL) {
-		SSL_set_accept_state(ssl);
-		s->state = SESS_CLIENT_HANDSHAKE;
-		s->client.rd_wait = EV_READ;	/* nothing to read yet */
+	if (svc->proxy_protocol_in) {
+		/* A PROXY header first, and only from a trusted balancer. */
+		if (!cidr_list_contains(svc->proxy_trusted, svc->nproxy_trusted,
+		    (const struct sockaddr *)&peer->ss))
+			sess_end(s, LOG_LVL_INFO, "proxy-untrusted", "a PROXY "
+			    "header is only accepted from proxy_trusted");
+		s->state = SESS_PROXY_HEADER;
+		s->client.rd_wait = EV_READ;
 		set_deadline(EV_A_ s, svc->timeouts.handshake);
 	} else
-		start_connect(EV_A_ s);
+		sess_begin(EV_A_ s);
 	step(EV_A_ s);
 	reap(EV_A_ s);
 	return true;

@@ -47,6 +47,8 @@ def servers(certs):
     info = mailsys.start(run, certs)
     yield info
     mailsys.stop(run)
+    import shutil
+    shutil.rmtree(run, ignore_errors=True)
 
 
 def svc_name(protocol, client_tls, upstream_tls):
@@ -365,3 +367,36 @@ def test_dash_T_dials_every_upstream(servers, certs, tmp_path):
                      r.stdout)
     assert re.search(r"imap-starttls: ok .*verify=ok caps=\".*AUTH=PLAIN", r.stdout)
     assert re.search(r"pop3-implicit: ok .*verify=ok caps=\".*USER", r.stdout)
+
+
+def test_proxy_protocol_out_shows_the_client_to_dovecot(servers, certs, proxies):
+    """proxy_protocol_out = v2 before STARTTLS: Dovecot (haproxy = yes, which
+    refuses connections without a header) logs the original client address,
+    and the login over TLS succeeds."""
+    import socket
+    proxy = proxies("[pp]\nprotocol = imap\nlisten = 127.0.0.1:0\nclient_tls = implicit\n"
+                    "cert = %s/server-ecdsa.crt\nkey = %s/server-ecdsa.key\n"
+                    "upstream = 127.0.0.1:%d\nupstream_tls = starttls\n"
+                    "upstream_name = mail.test\nupstream_ca = %s/ca.crt\n"
+                    "proxy_protocol_out = v2\n"
+                    % (certs, certs, servers["ports"]["imap_haproxy"], certs))
+    raw = socket.socket()
+    raw.bind(("127.0.0.9", 0))
+    raw.settimeout(15)
+    raw.connect(("127.0.0.1", proxy.port("pp")))
+    s = client_ctx(certs).wrap_socket(raw, server_hostname="localhost")
+    f = s.makefile("rb")
+    assert f.readline().startswith(b"* OK [CAPABILITY ")
+    s.sendall(b"a LOGIN alice secret\r\n")
+    line = f.readline()
+    while not line.startswith(b"a "):
+        line = f.readline()
+    assert line.startswith(b"a OK"), line
+    s.sendall(b"b LOGOUT\r\n")
+    s.close()
+    log = os.path.join(servers["run"], "log", "dovecot-tls.log")
+    # Dovecot takes both ends from the header: the client (rip) and the
+    # address it connected to (lport = the proxy's listener).
+    wait_for(lambda: re.search(r"Login: user=<alice>.* rip=127\.0\.0\.9, .*lport=%d,.* TLS,"
+                               % proxy.port("pp"), open(log).read()),
+             what="dovecot login from 127.0.0.9 through the PROXY listener")

@@ -29,13 +29,14 @@ SEED = (b"From: seed@mail.test\r\nTo: alice@mail.test\r\nSubject: seed\r\n"
 
 PORT_NAMES = ["smtp_submission", "smtp_smtps", "smtp_plain",
               "imap_starttls", "imaps", "pop3_starttls", "pop3s",
-              "imap_plain", "pop3_plain"]
+              "imap_plain", "pop3_plain", "imap_haproxy"]
 
 
 # make run: fixed, high ports that config/dev.ini points at.
 DEV_PORTS = {"smtp_submission": 20587, "smtp_smtps": 20465, "smtp_plain": 20025,
              "imap_starttls": 20143, "imaps": 20993, "pop3_starttls": 20110,
-             "pop3s": 20995, "imap_plain": 21143, "pop3_plain": 21110}
+             "pop3s": 20995, "imap_plain": 21143, "pop3_plain": 21110,
+             "imap_haproxy": 22143}
 
 
 class MissingPackage(Exception):
@@ -101,6 +102,9 @@ service auth {{
         return common + """
 protocols = imap pop3 lmtp
 ssl = required
+# The IMAP STARTTLS listener that expects a PROXY header (the proxy's
+# proxy_protocol_out): Dovecot then logs the original client address.
+haproxy_trusted_networks = 127.0.0.0/8
 ssl_cert = <{run}/pki/upstream.crt
 ssl_key = <{run}/pki/upstream.key
 disable_plaintext_auth = yes
@@ -118,6 +122,11 @@ service imap-login {{
     address = 127.0.0.1
     port = {imaps}
     ssl = yes
+  }}
+  inet_listener imap_haproxy {{
+    address = 127.0.0.1
+    port = {imap_haproxy}
+    haproxy = yes
   }}
 }}
 service pop3-login {{

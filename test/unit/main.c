@@ -16,6 +16,7 @@ main(void)
 	test_negotiate();
 	test_cneg();
 	test_cidr();
+	test_proxyproto();
 	printf("%d passed, %d failed\n", unit_passed, unit_failed);
 	return unit_failed == 0 ? 0 : 1;
 }

@@ -156,8 +156,12 @@ test_errors_name_file_and_line(void)
 	expect_error(SERVICE_OK "allow = 10.0.0.0/8 192.0.2.1/24\n",
 	    "test.ini:9: allow: \"192.0.2.1/24\" is not an address or CIDR range");
 	expect_error(SERVICE_OK "allow = ,\n", "test.ini:9: allow: empty list");
-	expect_error("proxy_protocol_in = yes\n" SERVICE_OK,
-	    "test.ini:1: proxy_protocol_in: not supported by this version");
+	expect_error(SERVICE_OK "proxy_protocol_in = yes\n",
+	    "test.ini:9: [smtps]: proxy_protocol_in needs proxy_trusted");
+	expect_error(SERVICE_OK "proxy_trusted = 10.0.0.0/8\n",
+	    "test.ini:9: [smtps]: proxy_trusted is only used with");
+	expect_error(SERVICE_OK "proxy_protocol_out = v3\n",
+	    "test.ini:9: proxy_protocol_out: unknown value \"v3\"");
 	expect_error("max_connections = 0\n" SERVICE_OK,
 	    "test.ini:1: max_connections: \"0\" is not a number from 1");
 	expect_error("idle_timeout = 5s\n" SERVICE_OK,

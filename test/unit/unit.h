@@ -38,5 +38,6 @@ void test_log(void);
 void test_negotiate(void);
 void test_cneg(void);
 void test_cidr(void);
+void test_proxyproto(void);
 
 #endif
