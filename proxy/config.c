@@ -357,6 +357,35 @@ set_listen(struct parser *p, void *f, const char *v)
 	return 0;
 }
 
+/* metrics = host:port (an address, not a name: it is bound). */
+static int
+set_metrics(struct parser *p, void *f, const char *v)
+{
+	struct sockaddr_any *a = f;
+	struct addrinfo hints, *res;
+	char *host, *port;
+	int rc;
+
+	if (split_hostport(v, &host, &port) < 0) {
+		cfg_error(p, p->line, "metrics: \"%s\" is not host:port", v);
+		return -1;
+	}
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICHOST;
+	rc = getaddrinfo(*host ? host : NULL, port, &hints, &res);
+	free(host);
+	free(port);
+	if (rc != 0) {
+		cfg_error(p, p->line, "metrics: \"%s\": %s", v, gai_strerror(rc));
+		return -1;
+	}
+	memcpy(&a->ss, res->ai_addr, res->ai_addrlen);
+	a->len = res->ai_addrlen;
+	freeaddrinfo(res);
+	return 0;
+}
+
 static int
 set_upstream(struct parser *p, void *f, const char *v)
 {
@@ -510,6 +539,7 @@ static const struct key_def keys[] = {
 	{ "allow", SCOPE_SERVICE, false, NONE, S(allow), set_allow, NULL },
 	{ "workers", SCOPE_GLOBAL, false, G(workers), NONE, set_workers, NULL },
 	{ "user", SCOPE_GLOBAL, false, G(user), NONE, set_user, NULL },
+	{ "metrics", SCOPE_GLOBAL, false, G(metrics), NONE, set_metrics, NULL },
 	{ "proxy_protocol_in", SCOPE_SERVICE, false, NONE, S(proxy_protocol_in), set_yesno, NULL },
 	{ "proxy_trusted", SCOPE_SERVICE, false, NONE, S(proxy_trusted), set_proxy_trusted, NULL },
 	{ "proxy_protocol_out", SCOPE_SERVICE, false, NONE, S(proxy_protocol_out), set_proxy_out, NULL },
@@ -519,14 +549,14 @@ static const struct key_def keys[] = {
 
 /* Keys of CONFIG.md that a later version brings: named, not "unknown". */
 static const char *const later_keys[] = {
-	"metrics", "upstream_auth", "upstream_user",
+	"upstream_auth", "upstream_user",
 	"upstream_password_file", "upstream_token_file",
 };
 
 enum { K_PROTOCOL = 8, K_LISTEN, K_CLIENT_TLS, K_CERT, K_KEY, K_TLS_MIN,
     K_UPSTREAM, K_UPSTREAM_TLS, K_UPSTREAM_NAME, K_UPSTREAM_VERIFY,
     K_UPSTREAM_CA, K_UPSTREAM_TLS_MIN, K_EHLO_NAME, K_ALLOW, K_WORKERS,
-    K_USER, K_PP_IN, K_PP_TRUSTED, K_PP_OUT, K_MAX_PER_CLIENT };
+    K_USER, K_METRICS, K_PP_IN, K_PP_TRUSTED, K_PP_OUT, K_MAX_PER_CLIENT };
 
 static struct service *
 service_for(struct parser *p, const char *section)

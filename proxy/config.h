@@ -96,6 +96,7 @@ struct config {
 	int			 max_connections;
 	int			 max_connections_per_client;	/* 0: no cap */
 	int			 workers;	/* processes; resolved from auto */
+	struct sockaddr_any	 metrics;	/* len 0: no endpoint */
 	char			*user;		/* drop to it after binding */
 	uid_t			 uid;
 	gid_t			 gid;

@@ -21,6 +21,7 @@
 #include "config.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
 #include "probe.h"
 #include "session.h"
 #include "tls.h"
@@ -30,6 +31,7 @@
 static struct config	*running;	/* the current configuration */
 static const char	*config_file = CONFIG_DEFAULT_FILE;
 static bool		 draining;
+static int		 worker_index;	/* 0 serves metrics */
 static ev_timer		 drain_timer;
 static ev_prepare	 drain_check;
 
@@ -132,6 +134,8 @@ reload(EV_P)
 	}
 	config_unref(running);
 	running = cf;
+	if (worker_index == 0 && metrics_listen(EV_A_ cf, err, sizeof(err)) < 0)
+		log_warnx("reload: %s (the old metrics address stays)", err);
 	apply_logging(cf);
 	warn_insecure(cf);
 	log_info("event=reload-ok services=%zu sessions=%zu", cf->nservices,
@@ -377,6 +381,8 @@ main(int argc, char *argv[])
 	apply_logging(running);
 	warn_insecure(running);
 
+	if (metrics_init(running->workers) < 0)
+		fatal("metrics: shared memory");
 	if (running->workers > 1)
 		return supervise();
 	return run_worker(0);
@@ -391,11 +397,15 @@ run_worker(int index)
 	ev_signal sig_hup, sig_term, sig_int;
 	char err[256];
 
+	worker_index = index;
 	sess_set_id_base((uint64_t)index << 40);
+	metrics_set_worker(index);
 	listeners_set_reuseport(running->workers > 1);
 	if ((loop = ev_default_loop(EVFLAG_AUTO)) == NULL)
 		fatalx("cannot initialise libev");
 	if (listeners_apply(loop, running, err, sizeof(err)) < 0)
+		fatalx("%s", err);
+	if (index == 0 && metrics_listen(loop, running, err, sizeof(err)) < 0)
 		fatalx("%s", err);
 	drop_privileges(running);
 	ev_signal_init(&sig_hup, signal_cb, SIGHUP);

@@ -18,6 +18,7 @@
 #include "endpoint.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
 #include "negotiate.h"
 #include "proxyproto.h"
 #include "tls.h"
@@ -59,6 +60,7 @@ struct session {
 	struct endpoint		 upstream;
 	struct buf		 c2u;
 	struct buf		 u2c;
+	struct svc_metrics	*metrics;	/* this worker's counters */
 	struct cneg		*cneg;		/* client_tls = starttls */
 	bool			 client_starttls; /* STARTTLS accepted */
 	struct negotiator	*neg;		/* see needs_negotiator() */
@@ -178,6 +180,8 @@ static void
 sess_free(EV_P_ struct session *s)
 {
 	log_close(s);
+	metrics_session_close(s->metrics, metrics_end_of(s->reason),
+	    s->client.bytes_in, s->client.bytes_out);
 	if (s->abort) {
 		/* A reset or alert on one side: the other sees an abort too. */
 		abortive(s->client.fd);
@@ -509,6 +513,8 @@ apply_verdict(EV_P_ struct session *s, enum neg_verdict v, struct neg_out *out)
 	case NEG_RELAY:
 		log_debug("sess=%llu svc=%s event=starttls-ok",
 		    (unsigned long long)s->id, s->svc->name);
+		if (s->svc->upstream_tls == TLS_MODE_STARTTLS)
+			metrics_starttls(s->metrics, 0);
 		start_relay(EV_A_ s);
 		break;
 	case NEG_FAIL:
@@ -791,6 +797,11 @@ run_state(EV_P_ struct session *s)
 		st = ep_handshake(&s->client);
 		if (st == EP_OK) {
 			note_legacy_tls(s);
+			metrics_tls(s->metrics, SSL_version(s->client.ssl),
+			    SSL_CIPHER_standard_name(SSL_get_current_cipher(
+			    s->client.ssl)));
+			if (s->client_starttls)
+				metrics_starttls(s->metrics, 1);
 			start_connect(EV_A_ s);
 		}
 		else if (st == EP_ERROR)
@@ -1035,6 +1046,8 @@ sess_new(EV_P_ struct config *cf, const struct service *svc, int fd,
 	s->started = ev_now(EV_A);
 	s->peer_addr = *peer;
 	s->count_addr = *peer;
+	s->metrics = metrics_service(svc->name);
+	metrics_session_open(s->metrics);
 	s->local_addr.len = sizeof(s->local_addr.ss);
 	getsockname(fd, (struct sockaddr *)&s->local_addr.ss, &s->local_addr.len);
 	sockaddr_text((const struct sockaddr *)&peer->ss, s->peer,

@@ -82,9 +82,9 @@ def test_missing_file(tmp_path):
 
 def test_not_yet_supported_options_are_refused(tmp_path, certs):
     f = tmp_path / "x.ini"
-    f.write_text("metrics = 127.0.0.1:9100\n" + service("a", "smtp", "127.0.0.1:25", certs))
+    f.write_text(service("a", "smtp", "127.0.0.1:25", certs) + "upstream_auth = plain\n")
     r = run("-t", "-c", str(f))
-    assert r.returncode == 1 and "x.ini:1: metrics: not supported" in r.stderr
+    assert r.returncode == 1 and "x.ini:10: upstream_auth: not supported" in r.stderr
     assert run("-T", "-c", str(f)).returncode == 1
 
 

@@ -151,8 +151,10 @@ test_errors_name_file_and_line(void)
 	    "test.ini:1: user: no such user \"no-such-user-here\"");
 	expect_error("workers = 2\n" SERVICE_OK,
 	    "test.ini:4: listen 127.0.0.1:0: port 0 cannot be shared by 2 workers");
-	expect_error("metrics = 127.0.0.1:9100\n" SERVICE_OK,
-	    "test.ini:1: metrics: not supported by this version");
+	expect_error("metrics = localhost:9100\n" SERVICE_OK,
+	    "test.ini:1: metrics: \"localhost:9100\":");
+	expect_error(SERVICE_OK "upstream_auth = plain\n",
+	    "test.ini:9: upstream_auth: not supported by this version");
 	expect_error(SERVICE_OK "allow = 10.0.0.0/8 192.0.2.1/24\n",
 	    "test.ini:9: allow: \"192.0.2.1/24\" is not an address or CIDR range");
 	expect_error(SERVICE_OK "allow = ,\n", "test.ini:9: allow: empty list");

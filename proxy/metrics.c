@@ -1,0 +1,466 @@
+/*
+ * metrics: shared counters and the Prometheus endpoint.
+ */
+#include "metrics.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/asn1.h>
+#include <openssl/x509.h>
+
+#include "log.h"
+
+#define MAX_SVC		64
+#define MAX_CIPHERS	16
+
+struct svc_metrics {
+	char		 name[64];
+	uint64_t	 opened;
+	uint64_t	 closed;
+	uint64_t	 ends[END_NREASONS];
+	uint64_t	 bytes_in;
+	uint64_t	 bytes_out;
+	uint64_t	 tls_version[4];	/* 1.0, 1.1, 1.2, 1.3 */
+	char		 cipher[MAX_CIPHERS][48];
+	uint64_t	 cipher_count[MAX_CIPHERS];
+	uint64_t	 starttls_ok[2];	/* upstream, client */
+};
+
+static const char *const end_names[END_NREASONS] = {
+	"ok", "client-handshake-failed", "upstream-verify-failed",
+	"upstream-tls-failed", "upstream-starttls-failed",
+	"client-starttls-failed", "upstream-connect-failed", "timeout",
+	"refused", "error",
+};
+
+static struct svc_metrics *shm;		/* [workers][MAX_SVC] */
+static int		 nworkers;
+static struct svc_metrics *mine;	/* this worker's row */
+
+int
+metrics_init(int workers)
+{
+	size_t len = (size_t)workers * MAX_SVC * sizeof(struct svc_metrics);
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED |
+	    MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED)
+		return -1;
+	shm = p;
+	nworkers = workers;
+	mine = shm;
+	return 0;
+}
+
+void
+metrics_set_worker(int index)
+{
+	mine = shm + (size_t)index * MAX_SVC;
+	/* A restarted worker starts from zero (Prometheus sees a reset). */
+	memset(mine, 0, MAX_SVC * sizeof(*mine));
+}
+
+struct svc_metrics *
+metrics_service(const char *name)
+{
+	for (int i = 0; mine != NULL && i < MAX_SVC; i++) {
+		if (mine[i].name[0] == '\0')
+			snprintf(mine[i].name, sizeof(mine[i].name), "%s", name);
+		if (strcmp(mine[i].name, name) == 0)
+			return &mine[i];
+	}
+	return NULL;
+}
+
+void
+metrics_session_open(struct svc_metrics *m)
+{
+	if (m != NULL)
+		m->opened++;
+}
+
+void
+metrics_session_close(struct svc_metrics *m, enum metric_end end,
+    uint64_t bytes_in, uint64_t bytes_out)
+{
+	if (m == NULL)
+		return;
+	m->closed++;
+	m->ends[end]++;
+	m->bytes_in += bytes_in;
+	m->bytes_out += bytes_out;
+}
+
+void
+metrics_tls(struct svc_metrics *m, int version, const char *cipher)
+{
+	int v = version - 0x0301;	/* TLS1_VERSION */
+
+	if (m == NULL)
+		return;
+	if (v >= 0 && v < 4)
+		m->tls_version[v]++;
+	for (int i = 0; cipher != NULL && i < MAX_CIPHERS; i++) {
+		if (m->cipher[i][0] == '\0')
+			snprintf(m->cipher[i], sizeof(m->cipher[i]), "%s", cipher);
+		if (strcmp(m->cipher[i], cipher) == 0) {
+			m->cipher_count[i]++;
+			break;
+		}
+	}
+}
+
+void
+metrics_starttls(struct svc_metrics *m, int side_client)
+{
+	if (m != NULL)
+		m->starttls_ok[side_client != 0]++;
+}
+
+enum metric_end
+metrics_end_of(const char *r)
+{
+	static const struct { const char *prefix; enum metric_end end; } map[] = {
+		{ "client-closed", END_OK }, { "upstream-closed", END_OK },
+		{ "client-quit", END_OK }, { "shutdown", END_OK },
+		{ "client-handshake-timeout", END_TIMEOUT },
+		{ "client-handshake", END_CLIENT_HANDSHAKE },
+		{ "upstream-verify", END_UPSTREAM_VERIFY },
+		{ "upstream-handshake", END_UPSTREAM_TLS },
+		{ "upstream-tls", END_UPSTREAM_TLS },
+		{ "upstream-connect", END_CONNECT },
+		{ "upstream-error", END_ERROR }, { "client-error", END_ERROR },
+		{ "upstream-", END_STARTTLS_UPSTREAM },
+		{ "negotiation-timeout", END_STARTTLS_UPSTREAM },
+		{ "client-", END_STARTTLS_CLIENT },
+		{ "idle-timeout", END_TIMEOUT },
+		{ "proxy-", END_REFUSED }, { "not-allowed", END_REFUSED },
+	};
+
+	for (size_t i = 0; r != NULL && i < sizeof(map) / sizeof(*map); i++)
+		if (strncmp(r, map[i].prefix, strlen(map[i].prefix)) == 0)
+			return map[i].end;
+	return END_ERROR;
+}
+
+/* ---- the text exposition --------------------------------------------- */
+
+struct out {
+	char	*p;
+	size_t	 len, cap;
+};
+
+static void __attribute__((format(printf, 2, 3)))
+put(struct out *o, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	for (;;) {
+		va_start(ap, fmt);
+		n = vsnprintf(o->p + o->len, o->cap - o->len, fmt, ap);
+		va_end(ap);
+		if (n < 0)
+			return;
+		if ((size_t)n < o->cap - o->len) {
+			o->len += (size_t)n;
+			return;
+		}
+		char *grown = realloc(o->p, o->cap * 2 + (size_t)n);
+		if (grown == NULL)
+			return;
+		o->p = grown;
+		o->cap = o->cap * 2 + (size_t)n;
+	}
+}
+
+/* Sums one service's counters over every worker. */
+static void
+sum_service(const char *name, struct svc_metrics *t)
+{
+	memset(t, 0, sizeof(*t));
+	snprintf(t->name, sizeof(t->name), "%s", name);
+	for (int w = 0; w < nworkers; w++)
+		for (int i = 0; i < MAX_SVC; i++) {
+			const struct svc_metrics *m = &shm[w * MAX_SVC + i];
+			if (strcmp(m->name, name) != 0)
+				continue;
+			t->opened += m->opened;
+			t->closed += m->closed;
+			t->bytes_in += m->bytes_in;
+			t->bytes_out += m->bytes_out;
+			for (int k = 0; k < END_NREASONS; k++)
+				t->ends[k] += m->ends[k];
+			for (int k = 0; k < 4; k++)
+				t->tls_version[k] += m->tls_version[k];
+			for (int k = 0; k < 2; k++)
+				t->starttls_ok[k] += m->starttls_ok[k];
+			for (int k = 0; k < MAX_CIPHERS && m->cipher[k][0]; k++)
+				for (int j = 0; j < MAX_CIPHERS; j++) {
+					if (t->cipher[j][0] == '\0')
+						memcpy(t->cipher[j], m->cipher[k],
+						    sizeof(t->cipher[j]));
+					if (strcmp(t->cipher[j], m->cipher[k]) == 0) {
+						t->cipher_count[j] += m->cipher_count[k];
+						break;
+					}
+				}
+		}
+}
+
+static void
+render(const struct config *cf, struct out *o)
+{
+	static const char *const versions[] = { "1.0", "1.1", "1.2", "1.3" };
+	struct svc_metrics t;
+
+	put(o, "# HELP mailproxy_sessions_open Sessions open now.\n"
+	    "# TYPE mailproxy_sessions_open gauge\n"
+	    "# HELP mailproxy_sessions_total Sessions accepted.\n"
+	    "# TYPE mailproxy_sessions_total counter\n"
+	    "# HELP mailproxy_sessions_ended_total Sessions ended, by outcome.\n"
+	    "# TYPE mailproxy_sessions_ended_total counter\n"
+	    "# HELP mailproxy_bytes_total Application bytes from (in) and to "
+	    "(out) clients.\n# TYPE mailproxy_bytes_total counter\n"
+	    "# HELP mailproxy_client_tls_total Client TLS sessions by version.\n"
+	    "# TYPE mailproxy_client_tls_total counter\n"
+	    "# HELP mailproxy_client_tls_legacy_total Client sessions below "
+	    "TLS 1.2.\n# TYPE mailproxy_client_tls_legacy_total counter\n"
+	    "# HELP mailproxy_client_cipher_total Client TLS sessions by "
+	    "cipher.\n# TYPE mailproxy_client_cipher_total counter\n"
+	    "# HELP mailproxy_starttls_total STARTTLS upgrades done, by side.\n"
+	    "# TYPE mailproxy_starttls_total counter\n"
+	    "# HELP mailproxy_certificate_expiry_seconds Seconds until each "
+	    "local certificate expires.\n"
+	    "# TYPE mailproxy_certificate_expiry_seconds gauge\n");
+	for (size_t i = 0; i < cf->nservices; i++) {
+		const struct service *svc = &cf->services[i];
+		const char *n = svc->name;
+
+		sum_service(n, &t);
+		put(o, "mailproxy_sessions_open{service=\"%s\"} %llu\n", n,
+		    (unsigned long long)(t.opened - t.closed));
+		put(o, "mailproxy_sessions_total{service=\"%s\"} %llu\n", n,
+		    (unsigned long long)t.opened);
+		for (int k = 0; k < END_NREASONS; k++)
+			put(o, "mailproxy_sessions_ended_total{service=\"%s\","
+			    "outcome=\"%s\"} %llu\n", n, end_names[k],
+			    (unsigned long long)t.ends[k]);
+		put(o, "mailproxy_bytes_total{service=\"%s\",direction=\"in\"} "
+		    "%llu\n", n, (unsigned long long)t.bytes_in);
+		put(o, "mailproxy_bytes_total{service=\"%s\",direction=\"out\"} "
+		    "%llu\n", n, (unsigned long long)t.bytes_out);
+		for (int k = 0; k < 4; k++)
+			put(o, "mailproxy_client_tls_total{service=\"%s\","
+			    "version=\"%s\"} %llu\n", n, versions[k],
+			    (unsigned long long)t.tls_version[k]);
+		put(o, "mailproxy_client_tls_legacy_total{service=\"%s\"} %llu\n",
+		    n, (unsigned long long)(t.tls_version[0] + t.tls_version[1]));
+		for (int k = 0; k < MAX_CIPHERS && t.cipher[k][0]; k++)
+			put(o, "mailproxy_client_cipher_total{service=\"%s\","
+			    "cipher=\"%s\"} %llu\n", n, t.cipher[k],
+			    (unsigned long long)t.cipher_count[k]);
+		put(o, "mailproxy_starttls_total{service=\"%s\",side=\"upstream\"} "
+		    "%llu\n", n, (unsigned long long)t.starttls_ok[0]);
+		put(o, "mailproxy_starttls_total{service=\"%s\",side=\"client\"} "
+		    "%llu\n", n, (unsigned long long)t.starttls_ok[1]);
+		for (size_t c = 0; c < svc->ncerts; c++) {
+			X509 *x = SSL_CTX_get0_certificate(svc->pair_ctx[c]);
+			int days, secs;
+			if (x == NULL || !ASN1_TIME_diff(&days, &secs, NULL,
+			    X509_get0_notAfter(x)))
+				continue;
+			put(o, "mailproxy_certificate_expiry_seconds{service=\"%s\","
+			    "cert=\"%s\"} %lld\n", n, svc->certs[c],
+			    (long long)days * 86400 + secs);
+		}
+	}
+}
+
+/* ---- the HTTP endpoint ------------------------------------------------- */
+
+struct scrape {
+	int		 fd;
+	ev_io		 io;
+	ev_timer	 timer;
+	char		 req[1024];
+	size_t		 reqlen;
+	struct out	 resp;
+	size_t		 off;
+};
+
+static int		 mfd = -1;
+static ev_io		 mio;
+static const struct config *mcf;
+static struct sockaddr_any maddr;
+
+static void
+scrape_free(EV_P_ struct scrape *sc)
+{
+	ev_io_stop(EV_A_ &sc->io);
+	ev_timer_stop(EV_A_ &sc->timer);
+	close(sc->fd);
+	free(sc->resp.p);
+	free(sc);
+}
+
+static void
+scrape_timeout(EV_P_ ev_timer *w, int revents)
+{
+	(void)revents;
+	scrape_free(EV_A_ w->data);	/* a slow scraper is dropped */
+}
+
+static void
+respond(struct scrape *sc)
+{
+	struct out body = { malloc(8192), 0, 8192 };
+	const char *status = "200 OK";
+
+	if (body.p == NULL)
+		return;
+	if (strncmp(sc->req, "GET /metrics ", 13) == 0 ||
+	    strncmp(sc->req, "GET /metrics?", 13) == 0)
+		render(mcf, &body);
+	else if (strncmp(sc->req, "GET /healthz ", 13) == 0)
+		put(&body, "ok\n");
+	else {
+		status = "404 Not Found";
+		put(&body, "not found\n");
+	}
+	sc->resp.p = malloc(body.len + 256);
+	sc->resp.cap = body.len + 256;
+	sc->resp.len = 0;
+	if (sc->resp.p != NULL) {
+		put(&sc->resp, "HTTP/1.0 %s\r\nContent-Type: text/plain; "
+		    "version=0.0.4\r\nContent-Length: %zu\r\nConnection: close\r\n"
+		    "\r\n", status, body.len);
+		if (sc->resp.len + body.len <= sc->resp.cap) {
+			memcpy(sc->resp.p + sc->resp.len, body.p, body.len);
+			sc->resp.len += body.len;
+		}
+	}
+	free(body.p);
+}
+
+static void
+scrape_cb(EV_P_ ev_io *w, int revents)
+{
+	struct scrape *sc = w->data;
+	ssize_t n;
+
+	(void)revents;
+	if (sc->resp.p == NULL) {
+		n = recv(sc->fd, sc->req + sc->reqlen, sizeof(sc->req) - 1 -
+		    sc->reqlen, 0);
+		if (n <= 0) {
+			if (n < 0 && errno == EAGAIN)
+				return;
+			scrape_free(EV_A_ sc);
+			return;
+		}
+		sc->reqlen += (size_t)n;
+		sc->req[sc->reqlen] = '\0';
+		if (strstr(sc->req, "\r\n\r\n") == NULL &&
+		    strstr(sc->req, "\n\n") == NULL) {
+			if (sc->reqlen == sizeof(sc->req) - 1)
+				scrape_free(EV_A_ sc);
+			return;
+		}
+		respond(sc);
+		if (sc->resp.p == NULL) {
+			scrape_free(EV_A_ sc);
+			return;
+		}
+		ev_io_stop(EV_A_ &sc->io);
+		ev_io_set(&sc->io, sc->fd, EV_WRITE);
+		ev_io_start(EV_A_ &sc->io);
+	}
+	n = send(sc->fd, sc->resp.p + sc->off, sc->resp.len - sc->off,
+	    MSG_NOSIGNAL);
+	if (n < 0 && errno == EAGAIN)
+		return;
+	if (n > 0)
+		sc->off += (size_t)n;
+	if (n < 0 || sc->off == sc->resp.len)
+		scrape_free(EV_A_ sc);
+}
+
+static void
+maccept_cb(EV_P_ ev_io *w, int revents)
+{
+	int fd;
+
+	(void)revents;
+	while ((fd = accept4(w->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
+		struct scrape *sc = calloc(1, sizeof(*sc));
+		if (sc == NULL) {
+			close(fd);
+			continue;
+		}
+		sc->fd = fd;
+		ev_io_init(&sc->io, scrape_cb, fd, EV_READ);
+		sc->io.data = sc;
+		ev_timer_init(&sc->timer, scrape_timeout, 5., 0.);
+		sc->timer.data = sc;
+		ev_io_start(EV_A_ &sc->io);
+		ev_timer_start(EV_A_ &sc->timer);
+	}
+}
+
+int
+metrics_listen(EV_P_ const struct config *cf, char *err, size_t len)
+{
+	int fd, one = 1;
+
+	mcf = cf;
+	if (cf->metrics.len == 0) {
+		if (mfd >= 0) {
+			ev_io_stop(EV_A_ &mio);
+			close(mfd);
+			mfd = -1;
+		}
+		return 0;
+	}
+	if (mfd >= 0 && maddr.len == cf->metrics.len &&
+	    memcmp(&maddr.ss, &cf->metrics.ss, maddr.len) == 0)
+		return 0;	/* same address: keep the socket */
+	fd = socket(cf->metrics.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK |
+	    SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		goto fail;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (const struct sockaddr *)&cf->metrics.ss,
+	    cf->metrics.len) < 0 || listen(fd, 64) < 0) {
+		close(fd);
+		goto fail;
+	}
+	if (mfd >= 0) {
+		ev_io_stop(EV_A_ &mio);
+		close(mfd);
+	}
+	mfd = fd;
+	maddr = cf->metrics;
+	ev_io_init(&mio, maccept_cb, fd, EV_READ);
+	ev_io_start(EV_A_ &mio);
+	{
+		struct sockaddr_any b;
+		char text[80];
+		b.len = sizeof(b.ss);
+		getsockname(fd, (struct sockaddr *)&b.ss, &b.len);
+		sockaddr_text((struct sockaddr *)&b.ss, text, sizeof(text));
+		log_info("event=metrics-listen addr=%s", text);
+	}
+	return 0;
+fail:
+	snprintf(err, len, "metrics: %s", strerror(errno));
+	return -1;
+}

@@ -1,0 +1,121 @@
+"""metrics = host:port: /metrics in Prometheus text, checked against the
+traffic the test made; /healthz; a slow scraper stalls nothing."""
+
+import re
+import socket
+import ssl
+import time
+import urllib.request
+
+import pytest
+
+from helpers import client_ctx, recv_exact, service, tls_connect
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def greeter(conn):
+    conn.sendall(b"* OK hello\r\n")
+    data = conn.recv(4096)
+    if data:
+        conn.sendall(data)          # echo once
+    while conn.recv(4096):
+        pass
+
+
+def scrape(port, path="/metrics"):
+    with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=5) as r:
+        return r.read().decode()
+
+
+def value(text, name, **labels):
+    want = ",".join('%s="%s"' % kv for kv in labels.items())
+    m = re.search(r"^%s\{%s\} (\d+)$" % (re.escape(name), re.escape(want)), text, re.M)
+    return int(m.group(1)) if m else None
+
+
+def traffic(proxy, certs, port_name="m"):
+    for tls12 in (False, False, True):
+        ctx = client_ctx(certs)
+        if tls12:
+            ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        s = tls_connect(proxy.port(port_name), certs, ctx=ctx)
+        assert recv_exact(s, 12) == b"* OK hello\r\n"
+        s.sendall(b"a NOOP\r\n")
+        assert recv_exact(s, 8) == b"a NOOP\r\n"
+        s.close()
+    bad = client_ctx(certs)
+    bad.set_alpn_protocols(["http/1.1"])
+    with pytest.raises(ssl.SSLError):
+        tls_connect(proxy.port(port_name), certs, ctx=bad)
+
+
+def test_metrics_match_the_traffic(proxies, upstreams, certs):
+    up = upstreams(greeter)
+    mport = free_port()
+    proxy = proxies("metrics = 127.0.0.1:%d\n" % mport + service("m", "imap", up.addr, certs))
+    proxy.wait_log("event=metrics-listen")
+    traffic(proxy, certs)
+    proxy.wait_log("event=close", count=4)
+    text = scrape(mport)
+    assert "# TYPE mailproxy_sessions_total counter" in text
+    assert value(text, "mailproxy_sessions_total", service="m") == 4
+    assert value(text, "mailproxy_sessions_open", service="m") == 0
+    assert value(text, "mailproxy_sessions_ended_total", service="m", outcome="ok") == 3
+    assert value(text, "mailproxy_sessions_ended_total", service="m",
+                 outcome="client-handshake-failed") == 1
+    assert value(text, "mailproxy_bytes_total", service="m", direction="in") == 3 * 8
+    assert value(text, "mailproxy_bytes_total", service="m", direction="out") == 3 * 20
+    assert value(text, "mailproxy_client_tls_total", service="m", version="1.3") == 2
+    assert value(text, "mailproxy_client_tls_total", service="m", version="1.2") == 1
+    assert value(text, "mailproxy_client_tls_legacy_total", service="m") == 0
+    ciphers = re.findall(r'^mailproxy_client_cipher_total\{service="m",cipher="(\S+)"\} (\d+)$',
+                         text, re.M)
+    assert sum(int(n) for _, n in ciphers) == 3 and any("ECDHE" in c for c, _ in ciphers)
+    expiry = re.search(r'^mailproxy_certificate_expiry_seconds\{service="m",cert="\S+'
+                       r'server-ecdsa\.crt"\} (\d+)$', text, re.M)
+    assert expiry and 700 * 86400 < int(expiry.group(1)) < 826 * 86400
+    assert scrape(mport, "/healthz") == "ok\n"
+    with pytest.raises(urllib.error.HTTPError):
+        scrape(mport, "/nope")
+
+
+def test_slow_scraper_stalls_nothing(proxies, upstreams, certs):
+    up = upstreams(greeter)
+    mport = free_port()
+    proxy = proxies("metrics = 127.0.0.1:%d\n" % mport + service("m", "imap", up.addr, certs))
+    proxy.wait_log("event=metrics-listen")
+    slow = socket.create_connection(("127.0.0.1", mport))
+    slow.sendall(b"GET /metr")             # and then nothing
+    s = tls_connect(proxy.port("m"), certs)
+    assert recv_exact(s, 12) == b"* OK hello\r\n"
+    s.close()
+    assert scrape(mport, "/healthz") == "ok\n"
+    slow.settimeout(10)
+    t0 = time.monotonic()
+    assert slow.recv(100) == b""           # dropped at its deadline
+    assert time.monotonic() - t0 < 8
+
+
+def test_metrics_sum_over_workers(proxies, upstreams, certs):
+    up = upstreams(greeter)
+    mport, lport = free_port(), free_port()
+    proxy = proxies(("workers = 2\nmetrics = 127.0.0.1:%d\n" % mport) +
+                    service("m", "imap", up.addr, certs).replace(
+                        "127.0.0.1:0", "127.0.0.1:%d" % lport))
+    proxy.wait_log(r"event=start .*worker=1")
+    for _ in range(20):
+        s = tls_connect(lport, certs)
+        assert recv_exact(s, 12) == b"* OK hello\r\n"
+        s.close()
+    proxy.wait_log("event=close", count=20)
+    pids = set(re.findall(r"event=close svc=m pid=(\d+)", proxy.log()))
+    assert len(pids) == 2                  # both workers served...
+    text = scrape(mport)
+    assert value(text, "mailproxy_sessions_total", service="m") == 20   # ...and are summed
