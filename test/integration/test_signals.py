@@ -1,9 +1,11 @@
 """SIGHUP reloads all-or-nothing; SIGTERM drains open sessions."""
 
 import os
+import re
 import shutil
 import signal
 import socket
+import ssl
 import time
 
 from helpers import client_ctx, recv_exact, service, tls_connect, wait_for
@@ -134,3 +136,54 @@ def _refused(port):
         return False
     except ConnectionRefusedError:
         return True
+
+
+def test_reload_under_load_loses_no_byte(proxies, upstreams, certs, tmp_path):
+    """100 sessions stream through an echo upstream while SIGHUP swaps the
+    certificate: every byte arrives, old sessions keep their TLS session,
+    new handshakes see the new certificate."""
+    import hashlib
+    import threading
+    up = upstreams(echo)
+    live = tmp_path / "live"
+    live.mkdir()
+    for n in ("server-ecdsa.crt", "server-ecdsa.key"):
+        shutil.copy(os.path.join(certs, n), live / n)
+    proxy = proxies(config(certs, up, str(live)))
+    port = proxy.port("e")
+    payload = os.urandom(256 * 1024)
+    want = hashlib.sha256(payload).hexdigest()
+    results, started = [], threading.Barrier(101)
+
+    def stream():
+        s = tls_connect(port, certs, timeout=60)
+        assert recv_exact(s, 11) == b"* OK echo\r\n"
+        started.wait()
+        got = hashlib.sha256()
+        sent = 0
+        for off in range(0, len(payload), 16384):
+            s.sendall(payload[off:off + 16384])
+            sent += 16384
+            got.update(recv_exact(s, min(16384, len(payload) - off)))
+            time.sleep(0.05)
+        s.close()
+        results.append(got.hexdigest())
+
+    threads = [threading.Thread(target=stream) for _ in range(100)]
+    for t in threads:
+        t.start()
+    started.wait()
+    # Mid-stream: a new certificate (RSA instead of ECDSA) and a reload.
+    for n, src in (("server-ecdsa.crt", "server-rsa.crt"), ("server-ecdsa.key", "server-rsa.key")):
+        shutil.copy(os.path.join(certs, src), live / n)
+    proxy.reload("event=reload-ok")
+    # The reload really happened while the streams were running.
+    assert int(re.findall(r"event=reload-ok services=1 sessions=(\d+)", proxy.log())[-1]) >= 90
+    new = tls_connect(port, certs)
+    assert "RSA" in new.cipher()[0] or new.version() == "TLSv1.3"
+    der = new.getpeercert(binary_form=True)
+    assert der == ssl.PEM_cert_to_DER_cert(open(os.path.join(certs, "server-rsa.crt")).read())
+    new.close()
+    for t in threads:
+        t.join(120)
+    assert results == [want] * 100
