@@ -71,7 +71,7 @@ struct session {
 	ev_tstamp		 last_activity;
 	size_t			 next_addr;	/* upstream address to try */
 	struct sockaddr_any	 peer_addr;	/* the client (PROXY: carried) */
-	struct sockaddr_any	 local_addr;	/* where it connected to */
+	struct sockaddr_any	 local_addr;	/* where it connected to (lazy) */
 	struct sockaddr_any	 count_addr;	/* socket peer, for the caps */
 	uint8_t			 pp_buf[PP_MAX_HEADER];	/* PROXY prefix */
 	size_t			 pp_len;
@@ -341,8 +341,17 @@ static int
 send_proxy_header(struct session *s)
 {
 	uint8_t hdr[PP_MAX_HEADER];
-	size_t n = pp_build(s->svc->proxy_protocol_out, &s->peer_addr,
-	    &s->local_addr, hdr, sizeof(hdr));
+	size_t n;
+
+	/* Where the client connected to, unless a PROXY header told us. */
+	if (s->local_addr.len == 0) {
+		s->local_addr.len = sizeof(s->local_addr.ss);
+		if (getsockname(s->client.fd, (struct sockaddr *)&s->local_addr.ss,
+		    &s->local_addr.len) < 0)
+			return -1;
+	}
+	n = pp_build(s->svc->proxy_protocol_out, &s->peer_addr, &s->local_addr,
+	    hdr, sizeof(hdr));
 
 	return n > 0 && send(s->upstream.fd, hdr, n, MSG_NOSIGNAL |
 	    MSG_DONTWAIT) == (ssize_t)n ? 0 : -1;
@@ -1048,8 +1057,6 @@ sess_new(EV_P_ struct config *cf, const struct service *svc, int fd,
 	s->count_addr = *peer;
 	s->metrics = metrics_service(svc->name);
 	metrics_session_open(s->metrics);
-	s->local_addr.len = sizeof(s->local_addr.ss);
-	getsockname(fd, (struct sockaddr *)&s->local_addr.ss, &s->local_addr.len);
 	sockaddr_text((const struct sockaddr *)&peer->ss, s->peer,
 	    sizeof(s->peer));
 	buf_init(&s->c2u, BUF_CAPACITY);

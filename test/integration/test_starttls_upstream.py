@@ -251,3 +251,22 @@ def test_dash_T(upstreams, certs, tmp_path, misbehave, cert, expect):
                        timeout=30)
     assert ("st: " + expect) in r.stdout, r.stdout + r.stderr
     assert r.returncode == (0 if expect.startswith("ok") else 1)
+
+
+def test_secrets_never_reach_the_log(proxies, upstreams, certs):
+    """DESIGN: secrets (and payload) never appear in logs, even at debug."""
+    import base64
+    box = fakemail.Mailbox()
+    up = upstreams(fakemail.starttls_upstream("smtp", box, server_ctx(certs)))
+    proxy = proxies("log_level = debug\n" + config(certs, "smtp", up, "none"))
+    with smtplib.SMTP("127.0.0.1", proxy.port("st"), local_hostname="scanner.test",
+                      timeout=10) as s:
+        s.login(fakemail.USER, fakemail.PASSWORD)
+        s.sendmail("scanner@office.test", ["alice@mail.test"], fakemail.MESSAGE)
+    proxy.wait_log("event=close")
+    log = proxy.log()
+    plain = base64.b64encode(b"\0alice\0secret").decode()
+    import re
+    for secret in (fakemail.PASSWORD, plain, "dot-stuffed line", "Subject: hi"):
+        assert not re.search(r"\b%s\b" % re.escape(secret), log), secret
+    assert box.received == [fakemail.MESSAGE]
