@@ -43,8 +43,10 @@ static const char *const sess_state_names[] = {
 #define PUMP_ROUNDS	16
 
 /*
- * Invariants: before RELAY no client byte is read at all (early bytes wait
- * in the socket), c2u holds only commands the negotiator wrote for the
+ * Invariants: before RELAY no client byte is read except by the TLS
+ * handshake, the PROXY header reader and the client-side STARTTLS dialogue
+ * (which consume exactly what they parse; other early bytes wait in the
+ * socket), c2u holds only commands the negotiator wrote for the
  * upstream, u2c only what the proxy itself says to the client (its greeting
  * or an error), and what the upstream says goes to neg_in, never to the
  * client.  From RELAY on, c2u holds client bytes and u2c upstream bytes.

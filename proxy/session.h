@@ -1,11 +1,14 @@
 /*
  * session: one client connection and its upstream, walking
  *
- *   CLIENT_HANDSHAKE -> CONNECT -> UPSTREAM_HANDSHAKE -> RELAY -> closed
+ *   [PROXY_HEADER] -> [CLIENT_PRETLS] -> [CLIENT_HANDSHAKE] -> CONNECT
+ *     -> [UPSTREAM_HANDSHAKE] -> [NEGOTIATE <-> UPSTREAM_HANDSHAKE] -> RELAY
  *
- * with one ev_timer holding the deadline of the current phase (handshake,
- * connect) or the idle timeout while relaying.  A session is freed only
- * after the callback that closed it returns.
+ * (FAREWELL, from any state before RELAY, sends the client a protocol-
+ * correct error and closes), with one ev_timer holding the deadline of the
+ * current phase (header, handshake, connect, negotiation) or the idle
+ * timeout while relaying.  A session is freed only after the callback that
+ * closed it returns.
  */
 #ifndef MAILPROXY_SESSION_H
 #define MAILPROXY_SESSION_H
