@@ -75,7 +75,7 @@ struct session {
 	struct sockaddr_any	 peer_addr;	/* the client (PROXY: carried) */
 	struct sockaddr_any	 local_addr;	/* where it connected to (lazy) */
 	struct sockaddr_any	 count_addr;	/* socket peer, for the caps */
-	uint8_t			 pp_buf[PP_MAX_HEADER];	/* PROXY prefix */
+	uint8_t			*pp_buf;	/* partial PROXY header, rare */
 	size_t			 pp_len;
 	char			 peer[64];
 	char			 upstream_addr[64];
@@ -197,6 +197,7 @@ sess_free(EV_P_ struct session *s)
 	buf_release(&s->neg_in);
 	neg_free(s->neg);
 	cneg_free(s->cneg);
+	free(s->pp_buf);
 	if (s->prev != NULL)
 		s->prev->next = s->next;
 	else
@@ -989,7 +990,8 @@ read_proxy_header(EV_P_ struct session *s)
 	ssize_t n;
 	int total;
 
-	memcpy(buf, s->pp_buf, have);
+	if (have > 0)
+		memcpy(buf, s->pp_buf, have);
 	n = recv(s->client.fd, buf + have, sizeof(buf) - have,
 	    MSG_PEEK | MSG_DONTWAIT);
 	if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
@@ -1014,11 +1016,20 @@ read_proxy_header(EV_P_ struct session *s)
 		return;
 	}
 	if (total == 0) {
+		/* Split across segments: keep the prefix (allocated only now,
+		 * so that sessions do not carry this buffer). */
+		if (s->pp_buf == NULL &&
+		    (s->pp_buf = malloc(PP_MAX_HEADER)) == NULL) {
+			sess_end(s, LOG_LVL_WARN, "out-of-memory", NULL);
+			return;
+		}
 		memcpy(s->pp_buf + have, buf + have, (size_t)n);
 		s->pp_len = have + (size_t)n;
 		s->client.rd_wait = EV_READ;
 		return;
 	}
+	free(s->pp_buf);
+	s->pp_buf = NULL;
 	if (!pr.local) {
 		s->peer_addr = pr.src;
 		s->local_addr = pr.dst;

@@ -165,3 +165,17 @@ def test_real_haproxy_in_front_with_proxy_v2(proxies, upstreams, certs, tmp_path
     finally:
         hap.terminate()
         hap.wait(10)
+
+
+def test_header_split_across_writes(proxies, upstreams, certs):
+    up = upstreams(greeter)
+    proxy = proxies(in_config(certs, up))
+    raw = socket.create_connection(("127.0.0.1", proxy.port("p")), timeout=5)
+    header = v2_header("192.0.2.44", 5555, "127.0.0.1", 993)
+    for part in (header[:5], header[5:14], header[14:]):
+        raw.sendall(part)
+        time.sleep(0.1)
+    s = client_ctx(certs).wrap_socket(raw, server_hostname="localhost")
+    assert recv_exact(s, 12) == b"* OK hello\r\n"
+    s.close()
+    proxy.wait_log(r"event=close svc=p pid=\d+ client=192\.0\.2\.44:5555 ")
