@@ -37,7 +37,7 @@ fuzz_client_side(const uint8_t *data, size_t size, size_t chunk)
 
 	if (c == NULL)
 		return;
-	buf_init(&cl, 1 << 20);
+	buf_init(&cl, 1 << 16);
 	cneg_greet(c, &cl);
 	while (off < size && v == NEG_CONTINUE) {
 		size_t len = size - off < chunk ? size - off : chunk;
