@@ -35,12 +35,18 @@ def roundtrip(port, certs, msg=b"ping\r\n"):
     return s
 
 
-def test_reload_with_broken_cert_keeps_running_config(proxies, upstreams, certs, tmp_path):
-    up = upstreams(echo)
+def live_certs(certs, tmp_path):
+    """A copy of the ECDSA pair that a test may overwrite before a reload."""
     live = tmp_path / "live"
     live.mkdir()
     for n in ("server-ecdsa.crt", "server-ecdsa.key"):
         shutil.copy(os.path.join(certs, n), live / n)
+    return live
+
+
+def test_reload_with_broken_cert_keeps_running_config(proxies, upstreams, certs, tmp_path):
+    up = upstreams(echo)
+    live = live_certs(certs, tmp_path)
     proxy = proxies(config(certs, up, str(live)))
     port = proxy.port("e")
     open_session = roundtrip(port, certs)
@@ -145,10 +151,7 @@ def test_reload_under_load_loses_no_byte(proxies, upstreams, certs, tmp_path):
     import hashlib
     import threading
     up = upstreams(echo)
-    live = tmp_path / "live"
-    live.mkdir()
-    for n in ("server-ecdsa.crt", "server-ecdsa.key"):
-        shutil.copy(os.path.join(certs, n), live / n)
+    live = live_certs(certs, tmp_path)
     proxy = proxies(config(certs, up, str(live)))
     port = proxy.port("e")
     payload = os.urandom(256 * 1024)
