@@ -125,4 +125,7 @@ void config_unref(struct config *cf);
 /* Formats an address as "1.2.3.4:5" or "[::1]:5". */
 void sockaddr_text(const struct sockaddr *sa, char *buf, size_t len);
 
+/* Formats only the host part: "1.2.3.4" or "::1". */
+void sockaddr_host(const struct sockaddr *sa, char *buf, size_t len);
+
 #endif

@@ -20,6 +20,7 @@
 
 #define MAX_SVC		64
 #define MAX_CIPHERS	16
+#define MAX_LEGACY	32	/* legacy clients tracked per service */
 
 struct svc_metrics {
 	char		 name[64];
@@ -32,6 +33,8 @@ struct svc_metrics {
 	char		 cipher[MAX_CIPHERS][48];
 	uint64_t	 cipher_count[MAX_CIPHERS];
 	uint64_t	 starttls_ok[2];	/* upstream, client */
+	char		 legacy_client[MAX_LEGACY][48];	/* "ip version" */
+	uint64_t	 legacy_count[MAX_LEGACY];
 };
 
 static const char *const end_names[END_NREASONS] = {
@@ -125,6 +128,25 @@ metrics_starttls(struct svc_metrics *m, int side_client)
 		m->starttls_ok[side_client != 0]++;
 }
 
+void
+metrics_legacy_client(struct svc_metrics *m, const char *addr, int version)
+{
+	char key[48];
+
+	if (m == NULL)
+		return;
+	snprintf(key, sizeof(key), "%s %s", addr, version == 0x0301 ? "1.0" :
+	    "1.1");
+	for (int i = 0; i < MAX_LEGACY; i++) {
+		if (m->legacy_client[i][0] == '\0')
+			memcpy(m->legacy_client[i], key, sizeof(key));
+		if (strcmp(m->legacy_client[i], key) == 0) {
+			m->legacy_count[i]++;
+			return;
+		}
+	}
+}
+
 enum metric_end
 metrics_end_of(const char *r)
 {
@@ -203,6 +225,18 @@ sum_service(const char *name, struct svc_metrics *t)
 				t->tls_version[k] += m->tls_version[k];
 			for (int k = 0; k < 2; k++)
 				t->starttls_ok[k] += m->starttls_ok[k];
+			for (int k = 0; k < MAX_LEGACY && m->legacy_client[k][0]; k++)
+				for (int j = 0; j < MAX_LEGACY; j++) {
+					if (t->legacy_client[j][0] == '\0')
+						memcpy(t->legacy_client[j],
+						    m->legacy_client[k],
+						    sizeof(t->legacy_client[j]));
+					if (strcmp(t->legacy_client[j],
+					    m->legacy_client[k]) == 0) {
+						t->legacy_count[j] += m->legacy_count[k];
+						break;
+					}
+				}
 			for (int k = 0; k < MAX_CIPHERS && m->cipher[k][0]; k++)
 				for (int j = 0; j < MAX_CIPHERS; j++) {
 					if (t->cipher[j][0] == '\0')
@@ -234,6 +268,9 @@ render(const struct config *cf, struct out *o)
 	    "# TYPE mailproxy_client_tls_total counter\n"
 	    "# HELP mailproxy_client_tls_legacy_total Client sessions below "
 	    "TLS 1.2.\n# TYPE mailproxy_client_tls_legacy_total counter\n"
+	    "# HELP mailproxy_client_tls_legacy_sessions_total Sessions below "
+	    "TLS 1.2 per client address (the first 32 per service).\n"
+	    "# TYPE mailproxy_client_tls_legacy_sessions_total counter\n"
 	    "# HELP mailproxy_client_cipher_total Client TLS sessions by "
 	    "cipher.\n# TYPE mailproxy_client_cipher_total counter\n"
 	    "# HELP mailproxy_starttls_total STARTTLS upgrades done, by side.\n"
@@ -264,6 +301,13 @@ render(const struct config *cf, struct out *o)
 			    (unsigned long long)t.tls_version[k]);
 		put(o, "mailproxy_client_tls_legacy_total{service=\"%s\"} %llu\n",
 		    n, (unsigned long long)(t.tls_version[0] + t.tls_version[1]));
+		for (int k = 0; k < MAX_LEGACY && t.legacy_client[k][0]; k++) {
+			const char *sp = strrchr(t.legacy_client[k], ' ');
+			put(o, "mailproxy_client_tls_legacy_sessions_total{service="
+			    "\"%s\",client=\"%.*s\",version=\"%s\"} %llu\n", n,
+			    (int)(sp - t.legacy_client[k]), t.legacy_client[k],
+			    sp + 1, (unsigned long long)t.legacy_count[k]);
+		}
 		for (int k = 0; k < MAX_CIPHERS && t.cipher[k][0]; k++)
 			put(o, "mailproxy_client_cipher_total{service=\"%s\","
 			    "cipher=\"%s\"} %llu\n", n, t.cipher[k],

@@ -38,6 +38,11 @@ void	metrics_session_close(struct svc_metrics *m, enum metric_end end,
 void	metrics_tls(struct svc_metrics *m, int version, const char *cipher);
 void	metrics_starttls(struct svc_metrics *m, int side_client);
 
+/* A client negotiated TLS below 1.2: counted per client address, so old
+ * devices can be found and retired. */
+void	metrics_legacy_client(struct svc_metrics *m, const char *addr,
+	    int version);
+
 /* Maps a session's close reason to the counted group. */
 enum metric_end metrics_end_of(const char *reason);
 

@@ -287,6 +287,10 @@ note_legacy_tls(const struct session *s)
 	tls_describe(s->client.ssl, desc, sizeof(desc));
 	log_warnx("sess=%llu svc=%s event=legacy-tls client=%s tls=%s",
 	    (unsigned long long)s->id, s->svc->name, s->peer, desc);
+	/* Per address, not per connection. */
+	sockaddr_host((const struct sockaddr *)&s->peer_addr.ss, desc,
+	    sizeof(desc));
+	metrics_legacy_client(s->metrics, desc, SSL_version(s->client.ssl));
 }
 
 /* ---- connect ----------------------------------------------------------- */

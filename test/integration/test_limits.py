@@ -127,8 +127,14 @@ def test_old_tls_refused_by_default(proxies, upstreams, certs, version):
 
 
 def test_tls10_enabled_for_a_legacy_listener(proxies, upstreams, certs):
+    import urllib.request
+    s0 = socket.socket()
+    s0.bind(("127.0.0.1", 0))
+    mport = s0.getsockname()[1]
+    s0.close()
     up = upstreams(greeter)
-    proxy = proxies(service("t", "imap", up.addr, certs, extra="tls_min_version = 1.0\n"))
+    proxy = proxies("metrics = 127.0.0.1:%d\n" % mport +
+                    service("t", "imap", up.addr, certs, extra="tls_min_version = 1.0\n"))
     assert "tls_min_version below 1.2" in proxy.log()
     s = tls_connect(proxy.port("t"), certs, ctx=legacy_ctx(certs, ssl.TLSVersion.TLSv1))
     assert s.version() == "TLSv1"
@@ -138,6 +144,10 @@ def test_tls10_enabled_for_a_legacy_listener(proxies, upstreams, certs):
     # Every legacy session is named with its client, so it can be retired.
     proxy.wait_log(r"warn sess=\d+ svc=t event=legacy-tls client=127\.0\.0\.1:\d+ "
                    r"tls=TLSv1/")
+    # ... and counted per client address in /metrics.
+    text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport, timeout=5).read()
+    assert (b'mailproxy_client_tls_legacy_sessions_total{service="t",client="127.0.0.1",'
+            b'version="1.0"} 1') in text
 
 
 def test_tls12_only_forward_secret_aead(proxies, upstreams, certs):
