@@ -203,19 +203,9 @@ set_protocol(struct parser *p, void *f, const char *v)
 	return 0;
 }
 
+/* client_tls, upstream_tls: none, implicit, starttls. */
 static int
-set_client_tls(struct parser *p, void *f, const char *v)
-{
-	int i;
-
-	if (set_word(p, &i, v, tls_mode_names, 3) < 0)
-		return -1;
-	*(enum tls_mode *)f = (enum tls_mode)i;
-	return 0;
-}
-
-static int
-set_upstream_tls(struct parser *p, void *f, const char *v)
+set_tls_mode(struct parser *p, void *f, const char *v)
 {
 	int i;
 
@@ -525,12 +515,12 @@ static const struct key_def keys[] = {
 	{ "shutdown_timeout", SCOPE_GLOBAL, false, G(shutdown_timeout), NONE, set_seconds, NULL },
 	{ "protocol", SCOPE_SERVICE, false, NONE, S(protocol), set_protocol, NULL },
 	{ "listen", SCOPE_SERVICE, true, NONE, S(listen), set_listen, NULL },
-	{ "client_tls", SCOPE_SERVICE, false, NONE, S(client_tls), set_client_tls, NULL },
+	{ "client_tls", SCOPE_SERVICE, false, NONE, S(client_tls), set_tls_mode, NULL },
 	{ "cert", SCOPE_SERVICE, true, NONE, S(certs), set_cert, NULL },
 	{ "key", SCOPE_SERVICE, true, NONE, S(keys), set_key, NULL },
 	{ "tls_min_version", SCOPE_SERVICE, false, NONE, S(tls_min_version), set_client_tls_min, NULL },
 	{ "upstream", SCOPE_SERVICE, false, NONE, S(upstream), set_upstream, NULL },
-	{ "upstream_tls", SCOPE_SERVICE, false, NONE, S(upstream_tls), set_upstream_tls, NULL },
+	{ "upstream_tls", SCOPE_SERVICE, false, NONE, S(upstream_tls), set_tls_mode, NULL },
 	{ "upstream_name", SCOPE_SERVICE, false, NONE, S(upstream_name), set_string, NULL },
 	{ "upstream_verify", SCOPE_SERVICE, false, NONE, S(upstream_verify), set_yesno, NULL },
 	{ "upstream_ca", SCOPE_SERVICE, false, NONE, S(upstream_ca), set_file, NULL },

@@ -98,10 +98,13 @@ static void read_proxy_header(EV_P_ struct session *s);
 static void timer_cb(EV_P_ ev_timer *w, int revents);
 static void step(EV_P_ struct session *s);
 
+static uint64_t		 worker_pid;	/* for the close line, read once */
+
 void
 sess_set_id_base(uint64_t base)
 {
 	next_id = base + 1;
+	worker_pid = (uint64_t)getpid();
 }
 
 size_t
@@ -131,7 +134,7 @@ log_close(struct session *s)
 	logline_num(&ll, "sess", s->id);
 	logline_str(&ll, "event", "close");
 	logline_str(&ll, "svc", s->svc->name);
-	logline_num(&ll, "pid", (uint64_t)getpid());
+	logline_num(&ll, "pid", worker_pid);
 	logline_str(&ll, "client", s->peer);
 	if (s->client.ssl != NULL)
 		sni = SSL_get_servername(s->client.ssl,

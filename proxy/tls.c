@@ -206,38 +206,28 @@ select_certificate(const SSL_CLIENT_HELLO *ch)
 	const struct service *svc = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
 	const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
 	bool ecdsa = client_takes_ecdsa(ch);
-	int best_match = 0, best_score = -1;
+	X509_NAME *first = X509_get_subject_name(
+	    SSL_CTX_get0_certificate(svc->pair_ctx[0]));
+	int best_score = -1;
 	size_t best = 0;
 
-	/* Name first (exact over wildcard over none), then key type. */
-	for (size_t i = 0; i < svc->ncerts; i++)
-		best_match = pair_name_match(svc->pair_ctx[i], sni) > best_match ?
-		    pair_name_match(svc->pair_ctx[i], sni) : best_match;
+	/*
+	 * Name first (exact SAN 2, wildcard 1), then key type (1).  A pair whose
+	 * names do not match is a candidate only if it is the first pair or
+	 * its RSA/ECDSA sibling (same subject): the default for unknown names.
+	 */
 	for (size_t i = 0; i < svc->ncerts; i++) {
-		int m = pair_name_match(svc->pair_ctx[i], sni), score;
-		if (m != best_match)
+		SSL_CTX *c = svc->pair_ctx[i];
+		int m = pair_name_match(c, sni), score;
+
+		if (m == 0 && X509_NAME_cmp(X509_get_subject_name(
+		    SSL_CTX_get0_certificate(c)), first) != 0)
 			continue;
-		score = pair_is_ecdsa(svc->pair_ctx[i]) == ecdsa ? 1 : 0;
+		score = m * 2 + (pair_is_ecdsa(c) == ecdsa);
 		if (score > best_score) {
 			best_score = score;
 			best = i;
 		}
-		if (best_match == 0)
-			break;		/* no name matched: the first pair's group */
-	}
-	if (best_match == 0) {
-		/* Unknown name: stay with the first pair's names, but still
-		 * pick its RSA/ECDSA sibling if one carries the same names. */
-		X509 *first = SSL_CTX_get0_certificate(svc->pair_ctx[0]);
-		for (size_t i = 1; i < svc->ncerts && pair_is_ecdsa(
-		    svc->pair_ctx[0]) != ecdsa; i++)
-			if (pair_is_ecdsa(svc->pair_ctx[i]) == ecdsa &&
-			    X509_NAME_cmp(X509_get_subject_name(first),
-			    X509_get_subject_name(SSL_CTX_get0_certificate(
-			    svc->pair_ctx[i]))) == 0) {
-				best = i;
-				break;
-			}
 	}
 	if (best != 0)
 		SSL_set_SSL_CTX(ssl, svc->pair_ctx[best]);

@@ -15,6 +15,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 BIN = os.environ.get("MAILPROXY_BIN", os.path.join(ROOT, "build", "mailproxy"))
 
 
+def free_port():
+    """A port nothing listens on right now (for configs that must name one:
+    workers, metrics, a peer that refuses)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
 def wait_for(predicate, timeout=10.0, interval=0.02, what="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

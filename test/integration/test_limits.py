@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from helpers import client_ctx, recv_exact, service, tls_connect, wait_for
+from helpers import client_ctx, free_port, recv_exact, service, tls_connect, wait_for
 
 # TLS 1.0/1.1 are deprecated in Python too: the legacy tests use them on purpose.
 pytestmark = pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1")
@@ -128,10 +128,7 @@ def test_old_tls_refused_by_default(proxies, upstreams, certs, version):
 
 def test_tls10_enabled_for_a_legacy_listener(proxies, upstreams, certs):
     import urllib.request
-    s0 = socket.socket()
-    s0.bind(("127.0.0.1", 0))
-    mport = s0.getsockname()[1]
-    s0.close()
+    mport = free_port()
     up = upstreams(greeter)
     proxy = proxies("metrics = 127.0.0.1:%d\n" % mport +
                     service("t", "imap", up.addr, certs, extra="tls_min_version = 1.0\n"))

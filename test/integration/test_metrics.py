@@ -9,15 +9,7 @@ import urllib.request
 
 import pytest
 
-from helpers import client_ctx, recv_exact, service, tls_connect
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+from helpers import client_ctx, free_port, recv_exact, service, tls_connect
 
 
 def greeter(conn):

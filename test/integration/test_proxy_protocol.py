@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from helpers import client_ctx, recv_exact, service, server_ctx, wait_for
+from helpers import client_ctx, free_port, recv_exact, service, server_ctx, wait_for
 
 
 def greeter(conn):
@@ -140,10 +140,7 @@ def test_real_haproxy_in_front_with_proxy_v2(proxies, upstreams, certs, tmp_path
         pytest.fail("haproxy is not installed (make deps installs it)", pytrace=False)
     up = upstreams(greeter)
     proxy = proxies(in_config(certs, up))
-    s0 = socket.socket()
-    s0.bind(("127.0.0.1", 0))
-    hport = s0.getsockname()[1]
-    s0.close()
+    hport = free_port()
     cfg = tmp_path / "haproxy.cfg"
     cfg.write_text("defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n"
                    "  timeout server 30s\nfrontend f\n  bind 127.0.0.1:%d\n"

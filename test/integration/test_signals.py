@@ -183,7 +183,6 @@ def test_reload_under_load_loses_no_byte(proxies, upstreams, certs, tmp_path):
     # The reload really happened while the streams were running.
     assert int(re.findall(r"event=reload-ok services=1 sessions=(\d+)", proxy.log())[-1]) >= 90
     new = tls_connect(port, certs)
-    assert "RSA" in new.cipher()[0] or new.version() == "TLSv1.3"
     der = new.getpeercert(binary_form=True)
     assert der == ssl.PEM_cert_to_DER_cert(open(os.path.join(certs, "server-rsa.crt")).read())
     new.close()

@@ -8,7 +8,7 @@ import smtplib
 
 import pytest
 
-from helpers import client_ctx, recv_exact, server_ctx, service, tls_connect
+from helpers import client_ctx, free_port, recv_exact, server_ctx, service, tls_connect
 
 
 def greeter(conn):
@@ -111,11 +111,7 @@ def test_real_clients_see_a_temporary_error(proxies, upstreams, certs):
 
 
 def test_upstream_refused_connection(proxies, upstreams, certs):
-    import socket
-    s0 = socket.socket()
-    s0.bind(("127.0.0.1", 0))
-    port = s0.getsockname()[1]
-    s0.close()   # nothing listens there now
+    port = free_port()   # nothing listens there
     proxy = proxies(service("up", "imap", "127.0.0.1:%d" % port, certs))
     m = None
     with pytest.raises(imaplib.IMAP4.error, match="UNAVAILABLE"):

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from helpers import recv_exact, service, tls_connect, wait_for
+from helpers import free_port, recv_exact, service, tls_connect, wait_for
 
 
 def greeter(conn):
@@ -20,12 +20,7 @@ def greeter(conn):
 def fixed(text):
     """Workers share a port only if it is named: port 0 would give each
     worker its own random port."""
-    import socket
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return text.replace("listen = 127.0.0.1:0", "listen = 127.0.0.1:%d" % port)
+    return text.replace("listen = 127.0.0.1:0", "listen = 127.0.0.1:%d" % free_port())
 
 
 def hello(proxy, certs):
