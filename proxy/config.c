@@ -12,6 +12,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <netdb.h>
 #include <stdarg.h>
@@ -24,11 +25,14 @@
 #include <unistd.h>
 
 #include <ini.h>
+#include <openssl/mem.h>
 
 #include "tls.h"
 
 const char *const proto_names[] = { "smtp", "pop3", "imap" };
 const char *const tls_mode_names[] = { "none", "implicit", "starttls" };
+const char *const upstream_auth_names[] = { "none", "plain", "login",
+    "xoauth2" };
 
 /* inih's line buffer (INI_MAX_LINE in Debian's build). */
 #define INIH_MAX_LINE	200
@@ -468,6 +472,110 @@ set_file(struct parser *p, void *f, const char *v)
 	return set_string(p, f, v);
 }
 
+static int
+set_upstream_auth(struct parser *p, void *f, const char *v)
+{
+	return set_word(p, f, v, upstream_auth_names, 4);
+}
+
+/* A name that goes into a SASL string: no control bytes, no blanks. */
+static int
+set_auth_user(struct parser *p, void *f, const char *v)
+{
+	for (const char *c = v; *c != '\0'; c++)
+		if ((unsigned char)*c <= 0x20 || *c == 0x7f) {
+			cfg_error(p, p->line, "%s: blanks and control characters "
+			    "are not allowed", p->key);
+			return -1;
+		}
+	return set_string(p, f, v);
+}
+
+int
+config_read_secret(const char *path, char *out, size_t cap, char *err,
+    size_t errlen)
+{
+	struct stat st;
+	ssize_t n;
+	int fd;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0) {
+		snprintf(err, errlen, "cannot open %s: %s", path,
+		    strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		snprintf(err, errlen, "%s is not a regular file", path);
+		close(fd);
+		return -1;
+	}
+	if (st.st_mode & S_IROTH) {
+		snprintf(err, errlen, "%s is readable by everyone (mode %04o): "
+		    "chmod o-rwx it", path, (unsigned)(st.st_mode & 07777));
+		close(fd);
+		return -1;
+	}
+	n = read(fd, out, cap);
+	close(fd);
+	if (n < 0) {
+		snprintf(err, errlen, "cannot read %s: %s", path,
+		    strerror(errno));
+		return -1;
+	}
+	if ((size_t)n == cap) {
+		snprintf(err, errlen, "%s is larger than %zu bytes", path,
+		    cap - 1);
+		return -1;
+	}
+	while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == '\r'))
+		n--;
+	out[n] = '\0';
+	if (n == 0 || memchr(out, '\0', (size_t)n) != NULL ||
+	    memchr(out, '\n', (size_t)n) != NULL) {
+		snprintf(err, errlen, "%s: %s", path, n == 0 ? "empty" :
+		    "one line expected (no NUL or line break inside)");
+		return -1;
+	}
+	return (int)n;
+}
+
+int
+config_auth_secret(const struct service *svc, char *out, size_t cap,
+    char *err, size_t errlen)
+{
+	if (svc->upstream_auth == AUTH_XOAUTH2)
+		return config_read_secret(svc->upstream_token_file, out, cap,
+		    err, errlen);
+	if (svc->upstream_password == NULL ||
+	    svc->upstream_password_len >= cap) {
+		snprintf(err, errlen, "no password");
+		return -1;
+	}
+	memcpy(out, svc->upstream_password, svc->upstream_password_len + 1);
+	return (int)svc->upstream_password_len;
+}
+
+/* Checked (and, for the password, read) when the file is loaded. */
+static int
+set_secret_file(struct parser *p, void *f, const char *v)
+{
+	char secret[SECRET_MAX + 1], err[300];
+	int n;
+
+	if ((n = config_read_secret(v, secret, sizeof(secret), err,
+	    sizeof(err))) < 0) {
+		cfg_error(p, p->line, "%s: %s", p->key, err);
+		return -1;
+	}
+	if (f == &p->svc->upstream_password_file) {
+		free(p->svc->upstream_password);
+		p->svc->upstream_password = strdup(secret);
+		p->svc->upstream_password_len = (size_t)n;
+	}
+	OPENSSL_cleanse(secret, sizeof(secret));
+	return set_string(p, f, v);
+}
+
 /* cert and key are repeatable; the nth cert pairs with the nth key. */
 static int
 set_pair_part(struct parser *p, char **slot, size_t *n, const char *v)
@@ -534,19 +642,18 @@ static const struct key_def keys[] = {
 	{ "proxy_trusted", SCOPE_SERVICE, false, NONE, S(proxy_trusted), set_proxy_trusted, NULL },
 	{ "proxy_protocol_out", SCOPE_SERVICE, false, NONE, S(proxy_protocol_out), set_proxy_out, NULL },
 	{ "max_connections_per_client", SCOPE_BOTH, false, G(max_connections_per_client), S(max_connections_per_client), set_connections, NULL },
+	{ "upstream_auth", SCOPE_SERVICE, false, NONE, S(upstream_auth), set_upstream_auth, NULL },
+	{ "upstream_user", SCOPE_SERVICE, false, NONE, S(upstream_user), set_auth_user, NULL },
+	{ "upstream_password_file", SCOPE_SERVICE, false, NONE, S(upstream_password_file), set_secret_file, NULL },
+	{ "upstream_token_file", SCOPE_SERVICE, false, NONE, S(upstream_token_file), set_secret_file, NULL },
 };
 #define NKEYS	(sizeof(keys) / sizeof(keys[0]))
-
-/* Keys of CONFIG.md that a later version brings: named, not "unknown". */
-static const char *const later_keys[] = {
-	"upstream_auth", "upstream_user",
-	"upstream_password_file", "upstream_token_file",
-};
 
 enum { K_PROTOCOL = 8, K_LISTEN, K_CLIENT_TLS, K_CERT, K_KEY, K_TLS_MIN,
     K_UPSTREAM, K_UPSTREAM_TLS, K_UPSTREAM_NAME, K_UPSTREAM_VERIFY,
     K_UPSTREAM_CA, K_UPSTREAM_TLS_MIN, K_EHLO_NAME, K_ALLOW, K_WORKERS,
-    K_USER, K_METRICS, K_PP_IN, K_PP_TRUSTED, K_PP_OUT, K_MAX_PER_CLIENT };
+    K_USER, K_METRICS, K_PP_IN, K_PP_TRUSTED, K_PP_OUT, K_MAX_PER_CLIENT,
+    K_UPSTREAM_AUTH, K_UPSTREAM_USER, K_PASSWORD_FILE, K_TOKEN_FILE };
 
 static struct service *
 service_for(struct parser *p, const char *section)
@@ -601,12 +708,6 @@ on_key(void *user, const char *section, const char *name,
 			break;
 		}
 	if (k == NULL) {
-		for (size_t j = 0; j < sizeof(later_keys) / sizeof(*later_keys); j++)
-			if (strcmp(later_keys[j], name) == 0) {
-				cfg_error(p, p->line, "%s: not supported by this "
-				    "version", name);
-				return 1;
-			}
 		cfg_error(p, p->line, "unknown key \"%s\"", name);
 		return 1;
 	}
@@ -719,6 +820,70 @@ inherit(int service_value, int global_value)
 	return service_value >= 0 ? service_value : global_value;
 }
 
+/* Does the list let in every address of a family (0.0.0.0/0, ::/0)? */
+static bool
+covers_everyone(const struct cidr *list, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (list[i].prefix == 0)
+			return true;
+	return false;
+}
+
+/*
+ * upstream_auth turns the listener into a relay authenticated as
+ * upstream_user for whoever reaches it: it needs TLS toward the upstream,
+ * the right secret for the mechanism and an allow list of the devices.
+ */
+static void
+validate_auth(struct parser *p, struct service *svc)
+{
+	int line = svc->seen[K_UPSTREAM_AUTH];
+	bool token = svc->upstream_auth == AUTH_XOAUTH2;
+
+	if (svc->upstream_auth == AUTH_NONE) {
+		static const int only[] = { K_UPSTREAM_USER, K_PASSWORD_FILE,
+		    K_TOKEN_FILE };
+		for (size_t i = 0; i < 3; i++)
+			if (svc->seen[only[i]] != 0)
+				cfg_error(p, svc->seen[only[i]], "%s is only used "
+				    "with upstream_auth", keys[only[i]].name);
+		return;
+	}
+	if (svc->protocol != PROTO_SMTP)
+		cfg_error(p, line, "[%s]: upstream_auth is for smtp services",
+		    svc->name);
+	if (svc->upstream_tls == TLS_MODE_NONE)
+		cfg_error(p, line, "[%s]: upstream_auth needs upstream_tls = "
+		    "starttls or implicit (credentials never cross the network "
+		    "in clear)", svc->name);
+	if (svc->upstream_user == NULL)
+		cfg_error(p, line, "[%s]: upstream_auth needs upstream_user",
+		    svc->name);
+	if (token && svc->upstream_token_file == NULL)
+		cfg_error(p, line, "[%s]: upstream_auth = xoauth2 needs "
+		    "upstream_token_file", svc->name);
+	if (!token && svc->upstream_password_file == NULL)
+		cfg_error(p, line, "[%s]: upstream_auth = %s needs "
+		    "upstream_password_file", svc->name,
+		    upstream_auth_names[svc->upstream_auth]);
+	if (token && svc->seen[K_PASSWORD_FILE] != 0)
+		cfg_error(p, svc->seen[K_PASSWORD_FILE], "upstream_password_file "
+		    "is for plain/login; xoauth2 uses upstream_token_file");
+	if (!token && svc->seen[K_TOKEN_FILE] != 0)
+		cfg_error(p, svc->seen[K_TOKEN_FILE], "upstream_token_file is "
+		    "for xoauth2");
+	if (svc->nallow == 0)
+		cfg_error(p, line, "[%s]: upstream_auth makes this listener a "
+		    "relay logged in as %s for anyone who reaches it: set allow "
+		    "to the devices' addresses", svc->name,
+		    svc->upstream_user ? svc->upstream_user : "upstream_user");
+	else if (covers_everyone(svc->allow, svc->nallow))
+		cfg_error(p, svc->seen[K_ALLOW], "[%s]: allow covers the whole "
+		    "internet (a /0 range), which upstream_auth does not accept: "
+		    "list the devices' addresses", svc->name);
+}
+
 static void
 validate_service(struct parser *p, struct service *svc)
 {
@@ -808,10 +973,13 @@ validate_service(struct parser *p, struct service *svc)
 		gethostname(host, sizeof(host) - 1);
 		svc->ehlo_name = strdup(host);
 	} else if ((svc->protocol != PROTO_SMTP ||
-	    svc->upstream_tls != TLS_MODE_STARTTLS) &&
+	    (svc->upstream_tls != TLS_MODE_STARTTLS &&
+	    svc->upstream_auth == AUTH_NONE)) &&
 	    svc->client_tls != TLS_MODE_STARTTLS)
 		cfg_error(p, svc->seen[K_EHLO_NAME], "ehlo_name is only used "
-		    "with upstream_tls = starttls (smtp) or client_tls = starttls");
+		    "with upstream_tls = starttls or upstream_auth (smtp), or "
+		    "client_tls = starttls");
+	validate_auth(p, svc);
 	resolve_upstream(p, svc);
 }
 
@@ -971,6 +1139,13 @@ service_free(struct service *svc)
 	free(svc->ehlo_name);
 	free(svc->allow);
 	free(svc->proxy_trusted);
+	free(svc->upstream_user);
+	free(svc->upstream_password_file);
+	free(svc->upstream_token_file);
+	if (svc->upstream_password != NULL) {
+		OPENSSL_cleanse(svc->upstream_password, svc->upstream_password_len);
+		free(svc->upstream_password);
+	}
 	SSL_CTX_free(svc->upstream_ctx);
 }
 

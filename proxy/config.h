@@ -26,9 +26,15 @@
 
 enum proto { PROTO_SMTP, PROTO_POP3, PROTO_IMAP };
 enum tls_mode { TLS_MODE_NONE, TLS_MODE_IMPLICIT, TLS_MODE_STARTTLS };
+/* upstream_auth: the proxy logs in to the upstream itself (SMTP). */
+enum upstream_auth { AUTH_NONE, AUTH_PLAIN, AUTH_LOGIN, AUTH_XOAUTH2 };
+
+/* A password or an OAuth2 access token file holds at most this much. */
+#define SECRET_MAX	8192
 
 extern const char *const proto_names[];
 extern const char *const tls_mode_names[];
+extern const char *const upstream_auth_names[];
 
 struct sockaddr_any {
 	struct sockaddr_storage	 ss;
@@ -82,10 +88,16 @@ struct service {
 	struct cidr		*proxy_trusted;
 	size_t			 nproxy_trusted;
 	int			 proxy_protocol_out;	/* 0 none, 1, 2 */
+	int			 upstream_auth;	/* enum upstream_auth */
+	char			*upstream_user;
+	char			*upstream_password_file;
+	char			*upstream_password;	/* read at load */
+	size_t			 upstream_password_len;
+	char			*upstream_token_file;	/* read per session */
 	struct timeouts		 timeouts;
 	SSL_CTX			*client_ctx;	/* NULL unless client TLS */
 	SSL_CTX			*upstream_ctx;	/* NULL unless upstream TLS */
-	int			 seen[32];	/* line of each key, 0 = unset */
+	int			 seen[40];	/* line of each key, 0 = unset */
 };
 
 struct config {
@@ -104,7 +116,7 @@ struct config {
 	int			 shutdown_timeout;
 	struct service		*services;
 	size_t			 nservices;
-	int			 seen[32];
+	int			 seen[40];
 };
 
 /*
@@ -121,6 +133,23 @@ struct config *config_parse(const char *text, size_t len, const char *name,
 /* Reference counting: the snapshot is freed when the last holder lets go. */
 struct config *config_ref(struct config *cf);
 void config_unref(struct config *cf);
+
+/*
+ * Reads a secret (upstream_password_file, upstream_token_file) into out:
+ * a regular file nobody but its owner and group can read, at most
+ * SECRET_MAX bytes, trailing CR/LF removed, not empty, no NUL.  Returns
+ * its length, or -1 with the reason in err (never the contents).
+ */
+int	config_read_secret(const char *path, char *out, size_t cap, char *err,
+	    size_t errlen);
+
+/*
+ * The secret of svc's upstream_auth into out: the password read at load,
+ * or the token file read now (so a refresher can rotate it).  Returns its
+ * length, or -1 with the reason in err.
+ */
+int	config_auth_secret(const struct service *svc, char *out, size_t cap,
+	    char *err, size_t errlen);
 
 /* Formats an address as "1.2.3.4:5" or "[::1]:5". */
 void sockaddr_text(const struct sockaddr *sa, char *buf, size_t len);

@@ -41,7 +41,7 @@ static const char *const end_names[END_NREASONS] = {
 	"ok", "client-handshake-failed", "upstream-verify-failed",
 	"upstream-tls-failed", "upstream-starttls-failed",
 	"client-starttls-failed", "upstream-connect-failed", "timeout",
-	"refused", "error",
+	"refused", "error", "upstream-auth-failed",
 };
 
 static struct svc_metrics *shm;		/* [workers][MAX_SVC] */
@@ -160,6 +160,7 @@ metrics_end_of(const char *r)
 		{ "upstream-tls", END_UPSTREAM_TLS },
 		{ "upstream-connect", END_CONNECT },
 		{ "upstream-error", END_ERROR }, { "client-error", END_ERROR },
+		{ "upstream-auth", END_UPSTREAM_AUTH },
 		{ "upstream-", END_STARTTLS_UPSTREAM },
 		{ "negotiation-timeout", END_STARTTLS_UPSTREAM },
 		{ "client-", END_STARTTLS_CLIENT },

@@ -35,7 +35,12 @@ struct negotiator {
 	size_t			 reply_lines;
 	bool			 keyword_seen;	/* STARTTLS / STLS advertised */
 	unsigned		 tag;		/* IMAP command counter */
-	char			 caps[1024];	/* IMAP post-TLS capabilities */
+	char			 caps[1024];	/* post-TLS capabilities (IMAP;
+						   SMTP with auth: keywords) */
+	int			 auth;		/* enum upstream_auth */
+	char			*auth_user;
+	char			*auth_secret;	/* wiped by neg_free() */
+	size_t			 auth_secret_len;
 	const char		*reason;
 	char			 detail[200];
 };

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/mem.h>
+
 #include "line.h"
 #include "neg_impl.h"
 
@@ -34,7 +36,34 @@ neg_new(enum proto proto, const char *name, bool starttls, bool greet)
 void
 neg_free(struct negotiator *n)
 {
+	if (n == NULL)
+		return;
+	if (n->auth_secret != NULL) {
+		OPENSSL_cleanse(n->auth_secret, n->auth_secret_len);
+		free(n->auth_secret);
+	}
+	free(n->auth_user);
 	free(n);
+}
+
+int
+neg_set_auth(struct negotiator *n, int mech, const char *user,
+    const char *secret, size_t len)
+{
+	if ((n->auth_user = strdup(user)) == NULL ||
+	    (n->auth_secret = malloc(len + 1)) == NULL)
+		return -1;
+	memcpy(n->auth_secret, secret, len);
+	n->auth_secret[len] = '\0';
+	n->auth_secret_len = len;
+	n->auth = mech;
+	return 0;
+}
+
+const char *
+neg_caps(const struct negotiator *n)
+{
+	return n->caps;
 }
 
 enum neg_verdict

@@ -59,6 +59,21 @@ struct negotiator *neg_new(enum proto proto, const char *name, bool starttls,
 void	neg_free(struct negotiator *n);
 
 /*
+ * upstream_auth (SMTP): once TLS is up the negotiator sends EHLO and logs
+ * in as user with mech (enum upstream_auth); secret is the password or the
+ * OAuth2 token, copied here and wiped by neg_free().  Call before the first
+ * neg_feed().  Returns -1 when out of memory.
+ */
+int	neg_set_auth(struct negotiator *n, int mech, const char *user,
+	    const char *secret, size_t len);
+
+/*
+ * After NEG_RELAY with auth: the upstream's post-TLS EHLO keywords, each
+ * followed by CRLF, without AUTH and STARTTLS ("" if none).
+ */
+const char *neg_caps(const struct negotiator *n);
+
+/*
  * Feeds bytes received from the upstream.  Stops at the first verdict other
  * than NEG_CONTINUE; the bytes of the negotiation are all consumed by then
  * (anything left over is itself a failure).

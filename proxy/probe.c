@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <openssl/err.h>
+#include <openssl/mem.h>
 #include <openssl/x509.h>
 
 #include "buffer.h"
@@ -146,6 +147,24 @@ read_caps(struct link *l, enum proto proto, char *caps, size_t len)
 	return 0;
 }
 
+/* upstream_auth: the same credentials a session would use. */
+static int
+set_auth(const struct service *svc, struct negotiator *n, char *out,
+    size_t len)
+{
+	char secret[SECRET_MAX + 1], why[300];
+	int sl, rc = -1;
+
+	if ((sl = config_auth_secret(svc, secret, sizeof(secret), why,
+	    sizeof(why))) < 0)
+		snprintf(out, len, "upstream-auth-no-token: %s", why);
+	else if ((rc = neg_set_auth(n, svc->upstream_auth, svc->upstream_user,
+	    secret, (size_t)sl)) < 0)
+		snprintf(out, len, "out of memory");
+	OPENSSL_cleanse(secret, sizeof(secret));
+	return rc;
+}
+
 int
 probe_service(const struct service *svc, char *out, size_t len)
 {
@@ -169,6 +188,12 @@ probe_service(const struct service *svc, char *out, size_t len)
 	 * would run it. */
 	n = neg_new(svc->protocol, svc->ehlo_name,
 	    svc->upstream_tls == TLS_MODE_STARTTLS, true);
+	if (n == NULL) {
+		snprintf(out, len, "out of memory");
+		goto done;
+	}
+	if (svc->upstream_auth != AUTH_NONE && set_auth(svc, n, out, len) < 0)
+		goto done;
 	set_timeout(l.fd, svc->timeouts.negotiation);
 	while (v != NEG_RELAY && v != NEG_FAIL) {
 		if ((got = link_read(&l, buf, sizeof(buf))) <= 0) {
@@ -192,7 +217,15 @@ probe_service(const struct service *svc, char *out, size_t len)
 		goto done;
 	}
 	/* What a client would learn: the post-TLS capabilities. */
-	if (svc->protocol == PROTO_IMAP) {
+	if (svc->upstream_auth != AUTH_NONE) {
+		/* Logged in: the keywords the device will be shown. */
+		const char *c = neg_caps(n);
+		size_t o = 0;
+		for (const char *e; (e = strstr(c, "\r\n")) != NULL; c = e + 2)
+			o += (size_t)snprintf(caps + o, o < sizeof(caps) ?
+			    sizeof(caps) - o : 0, "%s%.*s", o ? " " : "",
+			    (int)(e - c), c);
+	} else if (svc->protocol == PROTO_IMAP) {
 		size_t cl_len;
 		const char *g = buf_peek(&cl, &cl_len);
 		const char *c = g ? strstr(g, "[CAPABILITY ") : NULL;
@@ -208,9 +241,11 @@ probe_service(const struct service *svc, char *out, size_t len)
 			read_caps(&l, svc->protocol, caps, sizeof(caps));
 	}
 	tls_describe(l.ssl, tls, sizeof(tls));
-	snprintf(out, len, "ok upstream=%s tls=%s verify=%s caps=\"%s\"",
+	snprintf(out, len, "ok upstream=%s tls=%s verify=%s%s%s caps=\"%s\"",
 	    svc->upstream, tls, svc->upstream_tls == TLS_MODE_NONE ? "-" :
-	    svc->upstream_verify ? "ok" : "off", caps);
+	    svc->upstream_verify ? "ok" : "off", svc->upstream_auth !=
+	    AUTH_NONE ? " auth=" : "", svc->upstream_auth != AUTH_NONE ?
+	    upstream_auth_names[svc->upstream_auth] : "", caps);
 	rc = 0;
 done:
 	if (l.ssl != NULL)

@@ -12,10 +12,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/mem.h>
 #include <openssl/x509.h>
 
 #include "buffer.h"
 #include "endpoint.h"
+#include "front.h"
 #include "listener.h"
 #include "log.h"
 #include "metrics.h"
@@ -30,13 +32,14 @@ enum sess_state {
 	SESS_CONNECT,
 	SESS_NEGOTIATE,		/* upstream greeting/STARTTLS dialogue */
 	SESS_UPSTREAM_HANDSHAKE,
+	SESS_FRONT,		/* upstream_auth: answering the device */
 	SESS_RELAY,
 	SESS_FAREWELL,		/* sending the client an error, then closing */
 };
 
 static const char *const sess_state_names[] = {
-	"proxy-header", "client-pretls", "client-handshake", "connect", "negotiate", "upstream-handshake",
-	"relay", "farewell",
+	"proxy-header", "client-pretls", "client-handshake", "connect",
+	"negotiate", "upstream-handshake", "front", "relay", "farewell",
 };
 
 /* Upper bound of read/write rounds per callback, for fairness. */
@@ -66,6 +69,7 @@ struct session {
 	struct cneg		*cneg;		/* client_tls = starttls */
 	bool			 client_starttls; /* STARTTLS accepted */
 	struct negotiator	*neg;		/* see needs_negotiator() */
+	struct front		*front;		/* upstream_auth, until MAIL */
 	struct buf		 neg_in;	/* upstream bytes for neg */
 	ev_tstamp		 neg_deadline;	/* absolute */
 	ev_timer		 timer;
@@ -200,6 +204,7 @@ sess_free(EV_P_ struct session *s)
 	buf_release(&s->neg_in);
 	neg_free(s->neg);
 	cneg_free(s->cneg);
+	front_free(s->front);
 	free(s->pp_buf);
 	if (s->prev != NULL)
 		s->prev->next = s->next;
@@ -264,8 +269,13 @@ farewell(EV_P_ struct session *s, const char *reason, const char *detail)
 		"* BYE [UNAVAILABLE] mailproxy: no secure connection to the "
 		    "server\r\n",
 	};
+	static const char *const auth[] = {
+		"421 4.7.0 mailproxy: the server refused the proxy's login, "
+		    "try again later\r\n", "", "",	/* SMTP only */
+	};
 	const char *const *msg = strstr(reason, "connect") != NULL ?
-	    unreachable : insecure;
+	    unreachable : strncmp(reason, "upstream-auth", 13) == 0 ? auth :
+	    insecure;
 
 	log_warnx("sess=%llu svc=%s event=upstream-failed reason=%s "
 	    "detail=\"%s\"", (unsigned long long)s->id, s->svc->name, reason,
@@ -372,10 +382,27 @@ static bool
 needs_negotiator(const struct service *svc)
 {
 	return svc->upstream_tls == TLS_MODE_STARTTLS ||
-	    svc->client_tls == TLS_MODE_STARTTLS;
+	    svc->client_tls == TLS_MODE_STARTTLS ||
+	    svc->upstream_auth != AUTH_NONE;
+}
+
+/* Hands the negotiator the secret of upstream_auth (wiped here after). */
+static int
+set_credentials(struct session *s, char *why, size_t whylen)
+{
+	char secret[SECRET_MAX + 1];
+	int n, rc = -1;
+
+	if ((n = config_auth_secret(s->svc, secret, sizeof(secret), why,
+	    whylen)) >= 0 && (rc = neg_set_auth(s->neg, s->svc->upstream_auth,
+	    s->svc->upstream_user, secret, (size_t)n)) < 0)
+		snprintf(why, whylen, "out of memory");
+	OPENSSL_cleanse(secret, sizeof(secret));
+	return rc;
 }
 
 static void set_deadline_at(EV_P_ struct session *s, ev_tstamp when);
+static void start_front(EV_P_ struct session *s);
 
 /* Seconds left for the current phase: its own limit, capped by the
  * absolute negotiation deadline while a STARTTLS dialogue is running. */
@@ -445,6 +472,11 @@ connect_done(EV_P_ struct session *s)
 		    s->svc->client_tls != TLS_MODE_STARTTLS);
 		if (s->neg == NULL) {
 			farewell(EV_A_ s, "out-of-memory", NULL);
+			return;
+		}
+		if (s->svc->upstream_auth != AUTH_NONE &&
+		    set_credentials(s, why, sizeof(why)) < 0) {
+			farewell(EV_A_ s, "upstream-auth-no-token", why);
 			return;
 		}
 		s->neg_deadline = ev_now(EV_A) + s->svc->timeouts.negotiation;
@@ -534,7 +566,10 @@ apply_verdict(EV_P_ struct session *s, enum neg_verdict v, struct neg_out *out)
 		    (unsigned long long)s->id, s->svc->name);
 		if (s->svc->upstream_tls == TLS_MODE_STARTTLS)
 			metrics_starttls(s->metrics, 0);
-		start_relay(EV_A_ s);
+		if (s->svc->upstream_auth != AUTH_NONE)
+			start_front(EV_A_ s);
+		else
+			start_relay(EV_A_ s);
 		break;
 	case NEG_FAIL:
 	case NEG_CLOSE:		/* not an upstream verdict */
@@ -677,6 +712,76 @@ client_pretls(EV_P_ struct session *s)
 			    NULL);
 			return;
 		}
+	}
+}
+
+/* ---- upstream_auth: the device's side until MAIL ----------------------- */
+
+static void
+start_front(EV_P_ struct session *s)
+{
+	log_info("sess=%llu svc=%s event=upstream-auth-ok user=%s mech=%s",
+	    (unsigned long long)s->id, s->svc->name, s->svc->upstream_user,
+	    upstream_auth_names[s->svc->upstream_auth]);
+	s->front = front_new(s->svc->ehlo_name, neg_caps(s->neg),
+	    s->svc->client_tls != TLS_MODE_NONE);
+	if (s->front == NULL) {
+		sess_end(s, LOG_LVL_WARN, "out-of-memory", NULL);
+		return;
+	}
+	s->state = SESS_FRONT;
+	set_deadline(EV_A_ s, s->svc->timeouts.negotiation);
+}
+
+/*
+ * The proxy answers the device (EHLO without AUTH, its AUTH accepted)
+ * until MAIL; the MAIL line and what follows it stay in c2u for the relay.
+ * The upstream is not read meanwhile: what it says waits in its socket.
+ */
+static void
+front_dialogue(EV_P_ struct session *s)
+{
+	enum ep_status st = EP_OK;
+	enum neg_verdict v;
+	size_t len, consumed;
+	const char *p;
+
+	for (int round = 0; round < 8; round++) {
+		if (!buf_empty(&s->u2c) && s->client.wr_wait == 0 &&
+		    ep_write(&s->client, &s->u2c) == EP_ERROR) {
+			sess_end(s, LOG_LVL_INFO, "client-error", s->client.err);
+			return;
+		}
+		if (buf_len(&s->u2c) > BUF_CAPACITY / 2 || s->client.rd_wait != 0)
+			return;
+		st = ep_read(&s->client, &s->c2u);
+		if ((p = buf_peek(&s->c2u, &len)) != NULL) {
+			v = front_feed(s->front, p, len, &consumed, &s->u2c);
+			buf_consume(&s->c2u, consumed);
+			switch (v) {
+			case NEG_CONTINUE:
+				break;
+			case NEG_RELAY:
+				start_relay(EV_A_ s);
+				return;
+			case NEG_CLOSE:
+				say_goodbye(EV_A_ s, LOG_LVL_INFO, "client-quit",
+				    NULL);
+				return;
+			case NEG_FAIL:
+			case NEG_START_TLS:	/* not a front verdict */
+				say_goodbye(EV_A_ s, LOG_LVL_INFO,
+				    front_reason(s->front), NULL);
+				return;
+			}
+		}
+		if (st == EP_EOF || st == EP_ERROR) {
+			sess_end(s, LOG_LVL_INFO, st == EP_EOF ? "client-closed" :
+			    "client-error", "before MAIL");
+			return;
+		}
+		if (st == EP_AGAIN)
+			return;
 	}
 }
 
@@ -841,6 +946,9 @@ run_state(EV_P_ struct session *s)
 		else if (st == EP_ERROR)
 			upstream_handshake_failed(EV_A_ s);
 		break;
+	case SESS_FRONT:
+		front_dialogue(EV_A_ s);
+		break;
 	case SESS_RELAY:
 		relay(EV_A_ s);
 		break;
@@ -890,6 +998,11 @@ step(EV_P_ struct session *s)
 	case SESS_UPSTREAM_HANDSHAKE:
 		ep_update(EV_A_ &s->client, false, false);
 		ep_update(EV_A_ &s->upstream, true, false);
+		break;
+	case SESS_FRONT:
+		ep_update(EV_A_ &s->client, buf_len(&s->u2c) <= BUF_CAPACITY / 2 &&
+		    buf_room(&s->c2u) > 0, !buf_empty(&s->u2c));
+		ep_update(EV_A_ &s->upstream, false, false);
 		break;
 	case SESS_RELAY:
 		arm_relay(EV_A_ s);
@@ -947,6 +1060,12 @@ timer_cb(EV_P_ ev_timer *w, int revents)
 		break;
 	case SESS_PROXY_HEADER:
 		sess_end(s, LOG_LVL_INFO, "proxy-header-timeout", NULL);
+		break;
+	case SESS_FRONT:
+		buf_release(&s->u2c);
+		front_timeout(&s->u2c);
+		say_goodbye(EV_A_ s, LOG_LVL_INFO, "client-negotiation-timeout",
+		    NULL);
 		break;
 	case SESS_CLIENT_PRETLS:
 		buf_release(&s->u2c);

@@ -4,20 +4,35 @@
  *   GREETING 220 -> EHLO 250 (STARTTLS advertised) -> STARTTLS 220
  *   -> [TLS] -> the client gets "220 <name> ESMTP ready"; its own EHLO goes
  *   to the server inside TLS.
+ *
+ * With upstream_auth (RFC 4954) the proxy logs in itself once TLS is up
+ * (after STARTTLS, or after the greeting of an implicit-TLS upstream):
+ *
+ *   EHLO 250 (mechanism advertised; keywords kept for the device)
+ *   -> AUTH PLAIN <ir> 235 | AUTH LOGIN 334 <user> 334 <password> 235
+ *   | AUTH XOAUTH2 <ir> 235 (a 334 carries the error: "" -> 5xx)
+ *   -> the client's greeting.
  */
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#include <openssl/base64.h>
+#include <openssl/mem.h>
+
 #include "line.h"
 #include "neg_impl.h"
 
 enum smtp_state { SMTP_GREETING, SMTP_EHLO, SMTP_STARTTLS, SMTP_TLS,
-    SMTP_DONE };
+    SMTP_AUTH_EHLO, SMTP_AUTH, SMTP_AUTH_LOGIN_USER, SMTP_AUTH_LOGIN_PASS,
+    SMTP_AUTH_XOAUTH2_ERROR, SMTP_DONE };
 
 static const char *const smtp_state_names[] = {
-	"greeting", "ehlo", "starttls", "tls-handshake", "done",
+	"greeting", "ehlo", "starttls", "tls-handshake", "auth-ehlo", "auth",
+	"auth-login-user", "auth-login-password", "auth-xoauth2-error", "done",
 };
+
+static const char *const mech_names[] = { "", "PLAIN", "LOGIN", "XOAUTH2" };
 
 /* RFC 5321 4.5.3.1.5: a reply line is at most 512 octets with CRLF. */
 #define SMTP_MAX_LINE	512
@@ -26,6 +41,109 @@ static bool
 is_digit(char c)
 {
 	return c >= '0' && c <= '9';
+}
+
+/* TLS is up and, where configured, the proxy is logged in. */
+static enum neg_verdict
+smtp_finish(struct negotiator *n, struct neg_out *out)
+{
+	n->state = SMTP_DONE;
+	if (n->greet)
+		neg_reply_client(out, "220 %s ESMTP ready", n->name);
+	return NEG_RELAY;
+}
+
+/*
+ * Queues "<prefix><base64 of raw>" for the upstream.  The encoded copy is
+ * wiped: it holds the secret.
+ */
+static void
+send_sasl(struct neg_out *out, const char *prefix, const void *raw,
+    size_t len)
+{
+	size_t plen = strlen(prefix), cap = plen + (len + 2) / 3 * 4 + 3;
+	char *line;
+	size_t n;
+
+	if ((line = malloc(cap)) == NULL)
+		return;		/* the upstream times out: fails closed */
+	memcpy(line, prefix, plen);
+	n = EVP_EncodeBlock((uint8_t *)line + plen, raw, len);
+	memcpy(line + plen + n, "\r\n", 2);
+	(void)buf_append(out->to_upstream, line, plen + n + 2);
+	OPENSSL_cleanse(line, cap);
+	free(line);
+}
+
+/* The first AUTH command; the SASL strings carry no CRLF (checked at load). */
+static enum neg_verdict
+send_auth(struct negotiator *n, struct neg_out *out)
+{
+	size_t ul = strlen(n->auth_user), sl = n->auth_secret_len;
+	size_t cap = ul + sl + 32;
+	char *raw;
+	int len = 0;
+
+	if (n->auth == AUTH_LOGIN) {
+		neg_send(n, out, "AUTH LOGIN");
+		n->state = SMTP_AUTH_LOGIN_USER;
+		return NEG_CONTINUE;
+	}
+	if ((raw = malloc(cap)) == NULL)
+		return neg_fail(n, "out-of-memory", "building AUTH");
+	if (n->auth == AUTH_PLAIN)	/* RFC 4616: authzid NUL authcid NUL pw */
+		len = snprintf(raw, cap, "%c%s%c", 0, n->auth_user, 0);
+	else				/* Google/Microsoft XOAUTH2 */
+		len = snprintf(raw, cap, "user=%s\001auth=Bearer ", n->auth_user);
+	memcpy(raw + len, n->auth_secret, sl);
+	len += (int)sl;
+	if (n->auth == AUTH_XOAUTH2) {
+		memcpy(raw + len, "\001\001", 2);
+		len += 2;
+	}
+	send_sasl(out, n->auth == AUTH_PLAIN ? "AUTH PLAIN " :
+	    "AUTH XOAUTH2 ", raw, (size_t)len);
+	OPENSSL_cleanse(raw, cap);
+	free(raw);
+	n->state = SMTP_AUTH;
+	return NEG_CONTINUE;
+}
+
+/* XOAUTH2 explains a refusal in a 334 with base64 JSON: keep it for the log. */
+static void
+note_xoauth2_error(struct negotiator *n, const char *line, size_t len)
+{
+	uint8_t json[300];
+	size_t jl = 0, i;
+
+	if (len <= 4 || !EVP_DecodeBase64(json, &jl, sizeof(json) - 1,
+	    (const uint8_t *)line + 4, len - 4))
+		jl = 0;
+	for (i = 0; i < jl; i++)
+		if (json[i] < 0x20 || json[i] >= 0x7f || json[i] == '"')
+			json[i] = '\'';
+	snprintf(n->detail, sizeof(n->detail), "%.*s", (int)jl, (char *)json);
+}
+
+/* One keyword line of the post-TLS EHLO reply (auth mode). */
+static void
+note_keyword(struct negotiator *n, const char *kw, size_t len)
+{
+	size_t have = strlen(n->caps);
+
+	if (line_starts_with_word(kw, len, "AUTH") ||
+	    (len > 5 && strncasecmp(kw, "AUTH=", 5) == 0)) {
+		if (line_has_word(kw + 5, len > 5 ? len - 5 : 0,
+		    mech_names[n->auth]))
+			n->keyword_seen = true;
+		return;		/* the device never sees AUTH */
+	}
+	if (line_starts_with_word(kw, len, "STARTTLS"))
+		return;		/* TLS toward the device is ours to offer */
+	if (have + len + 3 > sizeof(n->caps))
+		return;		/* keep whole keywords only */
+	memcpy(n->caps + have, kw, len);
+	memcpy(n->caps + have + len, "\r\n", 3);
 }
 
 /* The reply is complete: act on it according to the state. */
@@ -39,11 +157,14 @@ smtp_reply(struct negotiator *n, int code, bool starttls_seen,
 			return neg_fail_line(n, code == 554 || code == 421 ?
 			    "upstream-refused" : "upstream-bad-greeting", line,
 			    len);
-		if (!n->starttls) {
-			/* The client was greeted by us; it sends EHLO next. */
-			n->state = SMTP_DONE;
-			return NEG_RELAY;
+		if (!n->starttls && n->auth != AUTH_NONE) {
+			/* Implicit TLS: log in right away. */
+			neg_send(n, out, "EHLO %s", n->name);
+			n->state = SMTP_AUTH_EHLO;
+			return NEG_CONTINUE;
 		}
+		if (!n->starttls)
+			return smtp_finish(n, out);
 		neg_send(n, out, "EHLO %s", n->name);
 		n->state = SMTP_EHLO;
 		return NEG_CONTINUE;
@@ -63,6 +184,50 @@ smtp_reply(struct negotiator *n, int code, bool starttls_seen,
 			    line, len);
 		n->state = SMTP_TLS;
 		return NEG_START_TLS;
+	case SMTP_AUTH_EHLO:
+		if (code != 250)
+			return neg_fail_line(n, "upstream-ehlo-refused", line,
+			    len);
+		if (!starttls_seen)
+			return neg_fail(n, "upstream-auth-unavailable", "AUTH %s "
+			    "is not in the EHLO reply after TLS",
+			    mech_names[n->auth]);
+		return send_auth(n, out);
+	case SMTP_AUTH_LOGIN_USER:
+	case SMTP_AUTH_LOGIN_PASS:
+		if (code != 334)
+			return neg_fail_line(n, "upstream-auth-refused", line,
+			    len);
+		if (n->state == SMTP_AUTH_LOGIN_USER) {
+			send_sasl(out, "", n->auth_user, strlen(n->auth_user));
+			n->state = SMTP_AUTH_LOGIN_PASS;
+		} else {
+			send_sasl(out, "", n->auth_secret, n->auth_secret_len);
+			n->state = SMTP_AUTH;
+		}
+		return NEG_CONTINUE;
+	case SMTP_AUTH:
+		if (code == 235)
+			return smtp_finish(n, out);
+		if (code == 334 && n->auth == AUTH_XOAUTH2) {
+			/* The error is in the challenge; an empty answer
+			 * ends the exchange (with a 5xx). */
+			note_xoauth2_error(n, line, len);
+			neg_send(n, out, "%s", "");
+			n->state = SMTP_AUTH_XOAUTH2_ERROR;
+			return NEG_CONTINUE;
+		}
+		return neg_fail_line(n, "upstream-auth-refused", line, len);
+	case SMTP_AUTH_XOAUTH2_ERROR: {
+		char why[200];
+		snprintf(why, sizeof(why), "%s", n->detail);
+		neg_fail_line(n, "upstream-auth-refused", line, len);
+		/* The server's refusal, then what the 334 said. */
+		if (why[0] != '\0')
+			snprintf(n->detail + strlen(n->detail),
+			    sizeof(n->detail) - strlen(n->detail), "; %s", why);
+		return NEG_FAIL;
+	}
 	case SMTP_TLS:
 	case SMTP_DONE:
 		return neg_fail_line(n, "upstream-unsolicited", line, len);
@@ -90,7 +255,9 @@ smtp_line(struct negotiator *n, const char *line, size_t len,
 		    "than %d bytes in state %s", NEG_MAX_REPLY,
 		    neg_state_name(n));
 	/* EHLO keywords start each line after the first (the domain). */
-	if (n->reply_lines > 1 && len > 4 &&
+	if (n->state == SMTP_AUTH_EHLO && n->reply_lines > 1 && len > 4)
+		note_keyword(n, line + 4, len - 4);
+	else if (n->reply_lines > 1 && len > 4 &&
 	    line_starts_with_word(line + 4, len - 4, "STARTTLS"))
 		n->keyword_seen = true;
 	last = len == 3 || line[3] == ' ';
@@ -104,10 +271,12 @@ smtp_line(struct negotiator *n, const char *line, size_t len,
 static enum neg_verdict
 smtp_tls_ready(struct negotiator *n, struct neg_out *out)
 {
-	n->state = SMTP_DONE;
-	if (n->greet)
-		neg_reply_client(out, "220 %s ESMTP ready", n->name);
-	return NEG_RELAY;
+	if (n->auth == AUTH_NONE)
+		return smtp_finish(n, out);
+	/* RFC 3207: what was learnt before TLS is void; ask again. */
+	neg_send(n, out, "EHLO %s", n->name);
+	n->state = SMTP_AUTH_EHLO;
+	return NEG_CONTINUE;
 }
 
 /* ---- client side: STARTTLS offered to the client ----------------------- */

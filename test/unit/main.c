@@ -15,6 +15,7 @@ main(void)
 	test_log();
 	test_negotiate();
 	test_cneg();
+	test_front();
 	test_cidr();
 	test_proxyproto();
 	printf("%d passed, %d failed\n", unit_passed, unit_failed);

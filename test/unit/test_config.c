@@ -3,6 +3,8 @@
  * the key table promises, with inheritance and defaults.
  */
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "unit.h"
@@ -153,8 +155,6 @@ test_errors_name_file_and_line(void)
 	    "test.ini:4: listen 127.0.0.1:0: port 0 cannot be shared by 2 workers");
 	expect_error("metrics = localhost:9100\n" SERVICE_OK,
 	    "test.ini:1: metrics: \"localhost:9100\":");
-	expect_error(SERVICE_OK "upstream_auth = plain\n",
-	    "test.ini:9: upstream_auth: not supported by this version");
 	expect_error(SERVICE_OK "allow = 10.0.0.0/8 192.0.2.1/24\n",
 	    "test.ini:9: allow: \"192.0.2.1/24\" is not an address or CIDR range");
 	expect_error(SERVICE_OK "allow = ,\n", "test.ini:9: allow: empty list");
@@ -202,7 +202,7 @@ test_values_not_yet_supported(void)
 	    "test.ini:2: ehlo_name: \"bad name!\" is not a host name");
 	expect_error(SERVICE_OK "ehlo_name = proxy.test\n",
 	    "test.ini:9: ehlo_name is only used with upstream_tls = starttls "
-	    "(smtp) or client_tls = starttls");
+	    "or upstream_auth (smtp), or client_tls = starttls");
 	expect_error("[a]\nprotocol = lmtp\n",
 	    "test.ini:2: protocol: unknown value \"lmtp\"");
 	expect_error("[a]\ntls_min_version = 1.4\n",
@@ -334,6 +334,143 @@ test_bad_ca_file_is_reported(void)
 	    "test.ini:9: [a]: upstream TLS: cannot load CA file");
 }
 
+/* A secret file with the given contents and mode; the path goes in path. */
+static void
+secret_file(char *path, size_t len, const char *contents, mode_t mode)
+{
+	int fd;
+
+	snprintf(path, len, "/tmp/mp-unit-secret-XXXXXX");
+	if ((fd = mkstemp(path)) < 0)
+		return;
+	CHECK(write(fd, contents, strlen(contents)) == (ssize_t)strlen(contents));
+	CHECK(fchmod(fd, mode) == 0);
+	close(fd);
+}
+
+#define AUTH_SVC							\
+	"[scan]\n"							\
+	"protocol = smtp\n"						\
+	"listen = 127.0.0.1:0\n"					\
+	"client_tls = none\n"						\
+	"upstream = 127.0.0.1:587\n"					\
+	"upstream_name = mail.test\n"					\
+	"upstream_tls = starttls\n"					\
+	"upstream_auth = %s\n"		/* line 8 */			\
+	"upstream_user = alice\n"					\
+	"%s = %s\n"			/* line 10 */			\
+	"%s\n"				/* line 11 */
+
+/* Formats AUTH_SVC and expects msg (or success with msg NULL). */
+static void
+auth_case(const char *mech, const char *file_key, const char *file,
+    const char *extra, const char *msg)
+{
+	char text[2048];
+
+	snprintf(text, sizeof(text), AUTH_SVC, mech, file_key, file, extra);
+	if (msg != NULL) {
+		expect_error(text, msg);
+		return;
+	}
+	{
+		char *errors = NULL;
+		struct config *cf = parse(text, &errors);
+		CHECK(cf != NULL);
+		if (errors != NULL)
+			fprintf(stderr, "%s", errors);
+		free(errors);
+		config_unref(cf);
+	}
+}
+
+static void
+test_upstream_auth_rules(void)
+{
+	char pw[64], open_pw[64], empty[64], twolines[64], crlf[64], text[2048];
+	char secret[SECRET_MAX + 1], err[300];
+	struct config *cf;
+	char *errors = NULL;
+
+	secret_file(pw, sizeof(pw), "s3cr3t\n", 0600);
+	secret_file(open_pw, sizeof(open_pw), "s3cr3t\n", 0644);
+	secret_file(empty, sizeof(empty), "\n", 0600);
+	secret_file(twolines, sizeof(twolines), "a\nb\n", 0640);
+	secret_file(crlf, sizeof(crlf), "tok3n\r\n", 0400);
+
+	/* The good case: the password is read at load. */
+	snprintf(text, sizeof(text), AUTH_SVC, "plain",
+	    "upstream_password_file", pw, "allow = 192.0.2.0/24 2001:db8::/32");
+	cf = parse(text, &errors);
+	CHECK(cf != NULL);
+	if (cf != NULL) {
+		const struct service *svc = &cf->services[0];
+		CHECK(svc->upstream_auth == AUTH_PLAIN);
+		CHECK(strcmp(svc->upstream_user, "alice") == 0);
+		CHECK(svc->upstream_password_len == 6 &&
+		    strcmp(svc->upstream_password, "s3cr3t") == 0);
+		CHECK(config_auth_secret(svc, secret, sizeof(secret), err,
+		    sizeof(err)) == 6 && strcmp(secret, "s3cr3t") == 0);
+	}
+	config_unref(cf);
+	free(errors);
+	auth_case("xoauth2", "upstream_token_file", crlf, "allow = 10.1.2.3", NULL);
+
+	/* An authenticated relay needs a list of devices, not the world. */
+	auth_case("plain", "upstream_password_file", pw, "",
+	    "test.ini:8: [scan]: upstream_auth makes this listener a relay "
+	    "logged in as alice for anyone who reaches it");
+	auth_case("login", "upstream_password_file", pw, "allow = 10.0.0.0/8 0.0.0.0/0",
+	    "test.ini:11: [scan]: allow covers the whole internet");
+	auth_case("login", "upstream_password_file", pw, "allow = ::/0",
+	    "test.ini:11: [scan]: allow covers the whole internet");
+	/* Secrets: private, one line, not empty. */
+	auth_case("plain", "upstream_password_file", open_pw, "allow = 10.0.0.0/8",
+	    "is readable by everyone (mode 0644): chmod o-rwx it");
+	auth_case("plain", "upstream_password_file", empty, "allow = 10.0.0.0/8",
+	    ": empty");
+	auth_case("plain", "upstream_password_file", twolines, "allow = 10.0.0.0/8",
+	    "test.ini:10: upstream_password_file: ");
+	auth_case("plain", "upstream_password_file", "/nonexistent/pw",
+	    "allow = 10.0.0.0/8", "test.ini:10: upstream_password_file: "
+	    "cannot open /nonexistent/pw");
+	auth_case("xoauth2", "upstream_token_file", open_pw, "allow = 10.0.0.0/8",
+	    "test.ini:10: upstream_token_file: ");
+	/* The right secret for the mechanism. */
+	auth_case("xoauth2", "upstream_password_file", pw, "allow = 10.0.0.0/8",
+	    "[scan]: upstream_auth = xoauth2 needs upstream_token_file");
+	auth_case("plain", "upstream_token_file", crlf, "allow = 10.0.0.0/8",
+	    "[scan]: upstream_auth = plain needs upstream_password_file");
+	auth_case("sha1", "upstream_password_file", pw, "allow = 10.0.0.0/8",
+	    "test.ini:8: upstream_auth: unknown value \"sha1\"");
+	/* Never in clear, SMTP only, keys only with upstream_auth. */
+	snprintf(text, sizeof(text), SERVICE_OK "upstream_auth = plain\n"
+	    "upstream_user = alice\nupstream_password_file = %s\n"
+	    "allow = 10.0.0.0/8\n", pw);
+	expect_error(text, "test.ini:9: [smtps]: upstream_auth needs "
+	    "upstream_tls = starttls or implicit");
+	snprintf(text, sizeof(text), SERVICE_OK "upstream_user = alice\n");
+	expect_error(text, "test.ini:9: upstream_user is only used with "
+	    "upstream_auth");
+	expect_error(SERVICE_OK "upstream_user = al ice\n",
+	    "test.ini:9: upstream_user: blanks and control characters");
+	snprintf(text, sizeof(text), "[i]\nprotocol = imap\nlisten = "
+	    "127.0.0.1:0\nclient_tls = none\nupstream = 127.0.0.1:993\n"
+	    "upstream_name = mail.test\nupstream_tls = implicit\n"
+	    "upstream_auth = plain\nupstream_user = a\n"
+	    "upstream_password_file = %s\nallow = 10.0.0.0/8\n", pw);
+	expect_error(text, "test.ini:8: [i]: upstream_auth is for smtp services");
+
+	/* The reader itself: CRLF stripped. */
+	CHECK(config_read_secret(crlf, secret, sizeof(secret), err,
+	    sizeof(err)) == 5 && strcmp(secret, "tok3n") == 0);
+	unlink(pw);
+	unlink(open_pw);
+	unlink(empty);
+	unlink(twolines);
+	unlink(crlf);
+}
+
 void
 test_config(void)
 {
@@ -345,4 +482,5 @@ test_config(void)
 	test_long_line_is_refused_not_truncated();
 	test_cross_key_rules();
 	test_bad_ca_file_is_reported();
+	test_upstream_auth_rules();
 }

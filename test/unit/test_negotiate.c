@@ -8,7 +8,8 @@
 #include "negotiate.h"
 #include "unit.h"
 
-#define TLS_UP	((const char *)1)	/* step: the TLS handshake succeeded */
+#define TLS_UP	((const char *)1)
+#define NSTEPS	8	/* step: the TLS handshake succeeded */
 
 struct step {
 	const char		*server;	/* bytes from upstream, or TLS_UP */
@@ -19,11 +20,23 @@ struct step {
 struct script {
 	const char		*name;
 	enum proto		 proto;
-	struct step		 steps[6];
+	struct step		 steps[NSTEPS];
 	const char		*client;	/* greeting at RELAY */
 	const char		*reason;	/* at FAIL */
 	bool			 whole_only;	/* outcome depends on framing */
+	int			 auth;		/* upstream_auth as alice/s3cr3t
+						   (xoauth2: token tok3n) */
+	bool			 implicit;	/* no STARTTLS: TLS from the start */
 };
+
+/* What every AUTH script's post-TLS EHLO looks like. */
+#define AUTH_EHLO	"250-mail.test\r\n250-PIPELINING\r\n250-STARTTLS\r\n" \
+	"250-AUTH PLAIN LOGIN XOAUTH2\r\n250 8BITMIME\r\n"
+#define UP_TO_TLS \
+	    { "220 x\r\n", "EHLO proxy.test\r\n", NEG_CONTINUE }, \
+	    { "250-x\r\n250 STARTTLS\r\n", "STARTTLS\r\n", NEG_CONTINUE }, \
+	    { "220 go\r\n", "", NEG_START_TLS }, \
+	    { TLS_UP, "EHLO proxy.test\r\n", NEG_CONTINUE }
 
 static const struct script scripts[] = {
 	/* ---- SMTP ---- */
@@ -31,120 +44,176 @@ static const struct script scripts[] = {
 	    { "220-mail.test ESMTP\r\n220 second line\r\n", "EHLO proxy.test\r\n", NEG_CONTINUE },
 	    { "250-mail.test hello\r\n250-PIPELINING\r\n250-STARTTLS\r\n250 8BITMIME\r\n", "STARTTLS\r\n", NEG_CONTINUE },
 	    { "220 2.0.0 Ready to start TLS\r\n", "", NEG_START_TLS },
-	    { TLS_UP, "", NEG_RELAY } }, "220 proxy.test ESMTP ready\r\n", NULL, false },
+	    { TLS_UP, "", NEG_RELAY } }, "220 proxy.test ESMTP ready\r\n", NULL, false, 0, false },
 	{ "smtp keyword any case", PROTO_SMTP, {
 	    { "220 x\r\n", "EHLO proxy.test\r\n", NEG_CONTINUE },
 	    { "250-x\r\n250 starttls\r\n", "STARTTLS\r\n", NEG_CONTINUE },
 	    { "220 go\r\n", "", NEG_START_TLS },
-	    { TLS_UP, "", NEG_RELAY } }, "220 proxy.test ESMTP ready\r\n", NULL, false },
+	    { TLS_UP, "", NEG_RELAY } }, "220 proxy.test ESMTP ready\r\n", NULL, false, 0, false },
 	{ "smtp no starttls", PROTO_SMTP, {
 	    { "220 x\r\n", "EHLO proxy.test\r\n", NEG_CONTINUE },
-	    { "250-x\r\n250 SIZE 100\r\n", "", NEG_FAIL } }, NULL, "upstream-no-starttls", false },
+	    { "250-x\r\n250 SIZE 100\r\n", "", NEG_FAIL } }, NULL, "upstream-no-starttls", false, 0, false },
 	{ "smtp starttls only as the domain", PROTO_SMTP, {
 	    { "220 x\r\n", "EHLO proxy.test\r\n", NEG_CONTINUE },
-	    { "250-STARTTLS\r\n250 SIZE\r\n", "", NEG_FAIL } }, NULL, "upstream-no-starttls", false },
+	    { "250-STARTTLS\r\n250 SIZE\r\n", "", NEG_FAIL } }, NULL, "upstream-no-starttls", false, 0, false },
 	{ "smtp keyword must be whole", PROTO_SMTP, {
 	    { "220 x\r\n", "EHLO proxy.test\r\n", NEG_CONTINUE },
-	    { "250-x\r\n250-XSTARTTLS\r\n250 STARTTLSX\r\n", "", NEG_FAIL } }, NULL, "upstream-no-starttls", false },
+	    { "250-x\r\n250-XSTARTTLS\r\n250 STARTTLSX\r\n", "", NEG_FAIL } }, NULL, "upstream-no-starttls", false, 0, false },
 	{ "smtp starttls refused 454", PROTO_SMTP, {
 	    { "220 x\r\n", "EHLO proxy.test\r\n", NEG_CONTINUE },
 	    { "250-x\r\n250 STARTTLS\r\n", "STARTTLS\r\n", NEG_CONTINUE },
-	    { "454 4.7.0 TLS not available\r\n", "", NEG_FAIL } }, NULL, "upstream-starttls-refused", false },
+	    { "454 4.7.0 TLS not available\r\n", "", NEG_FAIL } }, NULL, "upstream-starttls-refused", false, 0, false },
 	{ "smtp starttls refused 502", PROTO_SMTP, {
 	    { "220 x\r\n", "EHLO proxy.test\r\n", NEG_CONTINUE },
 	    { "250-x\r\n250 STARTTLS\r\n", "STARTTLS\r\n", NEG_CONTINUE },
-	    { "502 5.5.1 no\r\n", "", NEG_FAIL } }, NULL, "upstream-starttls-refused", false },
+	    { "502 5.5.1 no\r\n", "", NEG_FAIL } }, NULL, "upstream-starttls-refused", false, 0, false },
 	{ "smtp injection after 220", PROTO_SMTP, {
 	    { "220 x\r\n", "EHLO proxy.test\r\n", NEG_CONTINUE },
 	    { "250-x\r\n250 STARTTLS\r\n", "STARTTLS\r\n", NEG_CONTINUE },
-	    { "220 go\r\n250 injected\r\n", "", NEG_FAIL } }, NULL, "upstream-injection", false },
+	    { "220 go\r\n250 injected\r\n", "", NEG_FAIL } }, NULL, "upstream-injection", false, 0, false },
 	{ "smtp partial injection after 220", PROTO_SMTP, {
 	    { "220 x\r\n", "EHLO proxy.test\r\n", NEG_CONTINUE },
 	    { "250-x\r\n250 STARTTLS\r\n", "STARTTLS\r\n", NEG_CONTINUE },
-	    { "220 go\r\nX", "", NEG_FAIL } }, NULL, "upstream-injection", false },
+	    { "220 go\r\nX", "", NEG_FAIL } }, NULL, "upstream-injection", false, 0, false },
 	{ "smtp unsolicited after greeting", PROTO_SMTP, {
-	    { "220 x\r\n250 STARTTLS\r\n", "EHLO proxy.test\r\n", NEG_FAIL } }, NULL, "upstream-unsolicited", true },
+	    { "220 x\r\n250 STARTTLS\r\n", "EHLO proxy.test\r\n", NEG_FAIL } }, NULL, "upstream-unsolicited", true, 0, false },
 	{ "smtp greeting 554", PROTO_SMTP, {
-	    { "554 go away\r\n", "", NEG_FAIL } }, NULL, "upstream-refused", false },
+	    { "554 go away\r\n", "", NEG_FAIL } }, NULL, "upstream-refused", false, 0, false },
 	{ "smtp greeting not 220", PROTO_SMTP, {
-	    { "250 hello\r\n", "", NEG_FAIL } }, NULL, "upstream-bad-greeting", false },
+	    { "250 hello\r\n", "", NEG_FAIL } }, NULL, "upstream-bad-greeting", false, 0, false },
 	{ "smtp garbage", PROTO_SMTP, {
-	    { "HTTP/1.1 400 Bad\r\n", "", NEG_FAIL } }, NULL, "upstream-protocol-error", false },
+	    { "HTTP/1.1 400 Bad\r\n", "", NEG_FAIL } }, NULL, "upstream-protocol-error", false, 0, false },
 	{ "smtp mixed codes", PROTO_SMTP, {
-	    { "220-x\r\n221 y\r\n", "", NEG_FAIL } }, NULL, "upstream-protocol-error", false },
+	    { "220-x\r\n221 y\r\n", "", NEG_FAIL } }, NULL, "upstream-protocol-error", false, 0, false },
 	{ "smtp bare LF", PROTO_SMTP, {
-	    { "220 x\n", "", NEG_FAIL } }, NULL, "upstream-protocol-error", false },
+	    { "220 x\n", "", NEG_FAIL } }, NULL, "upstream-protocol-error", false, 0, false },
 	{ "smtp NUL", PROTO_SMTP, {
-	    { "220 x\0y\r\n", "", NEG_FAIL } }, NULL, "upstream-protocol-error", false },
+	    { "220 x\0y\r\n", "", NEG_FAIL } }, NULL, "upstream-protocol-error", false, 0, false },
 	{ "smtp ehlo refused", PROTO_SMTP, {
 	    { "220 x\r\n", "EHLO proxy.test\r\n", NEG_CONTINUE },
-	    { "502 no ehlo\r\n", "", NEG_FAIL } }, NULL, "upstream-ehlo-refused", false },
+	    { "502 no ehlo\r\n", "", NEG_FAIL } }, NULL, "upstream-ehlo-refused", false, 0, false },
+	/* ---- SMTP upstream_auth (the secret never goes anywhere else) ---- */
+	{ "smtp auth plain", PROTO_SMTP, { UP_TO_TLS,
+	    { AUTH_EHLO, "AUTH PLAIN AGFsaWNlAHMzY3IzdA==\r\n", NEG_CONTINUE },
+	    { "235 2.7.0 Authentication successful\r\n", "", NEG_RELAY } },
+	    "220 proxy.test ESMTP ready\r\n", NULL, false, AUTH_PLAIN, false },
+	{ "smtp auth login", PROTO_SMTP, { UP_TO_TLS,
+	    { AUTH_EHLO, "AUTH LOGIN\r\n", NEG_CONTINUE },
+	    { "334 VXNlcm5hbWU6\r\n", "YWxpY2U=\r\n", NEG_CONTINUE },
+	    { "334 UGFzc3dvcmQ6\r\n", "czNjcjN0\r\n", NEG_CONTINUE },
+	    { "235 2.7.0 ok\r\n", "", NEG_RELAY } },
+	    "220 proxy.test ESMTP ready\r\n", NULL, false, AUTH_LOGIN, false },
+	{ "smtp auth xoauth2", PROTO_SMTP, { UP_TO_TLS,
+	    { AUTH_EHLO, "AUTH XOAUTH2 dXNlcj1hbGljZQFhdXRoPUJlYXJlciB0b2szbgEB\r\n", NEG_CONTINUE },
+	    { "235 2.7.0 Accepted\r\n", "", NEG_RELAY } },
+	    "220 proxy.test ESMTP ready\r\n", NULL, false, AUTH_XOAUTH2, false },
+	{ "smtp auth xoauth2 refused with a 334 error", PROTO_SMTP, { UP_TO_TLS,
+	    { AUTH_EHLO, "AUTH XOAUTH2 dXNlcj1hbGljZQFhdXRoPUJlYXJlciB0b2szbgEB\r\n", NEG_CONTINUE },
+	    { "334 eyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiYmVhcmVyIn0=\r\n", "\r\n", NEG_CONTINUE },
+	    { "535 5.7.3 Authentication unsuccessful\r\n", "", NEG_FAIL } },
+	    NULL, "upstream-auth-refused", false, AUTH_XOAUTH2, false },
+	{ "smtp auth refused 535", PROTO_SMTP, { UP_TO_TLS,
+	    { AUTH_EHLO, "AUTH PLAIN AGFsaWNlAHMzY3IzdA==\r\n", NEG_CONTINUE },
+	    { "535 5.7.8 Error: authentication failed\r\n", "", NEG_FAIL } },
+	    NULL, "upstream-auth-refused", false, AUTH_PLAIN, false },
+	{ "smtp auth login user refused", PROTO_SMTP, { UP_TO_TLS,
+	    { AUTH_EHLO, "AUTH LOGIN\r\n", NEG_CONTINUE },
+	    { "504 5.5.4 no\r\n", "", NEG_FAIL } },
+	    NULL, "upstream-auth-refused", false, AUTH_LOGIN, false },
+	{ "smtp auth mechanism not offered", PROTO_SMTP, { UP_TO_TLS,
+	    { "250-x\r\n250-AUTH LOGIN\r\n250 SIZE 10\r\n", "", NEG_FAIL } },
+	    NULL, "upstream-auth-unavailable", false, AUTH_PLAIN, false },
+	{ "smtp auth not offered at all", PROTO_SMTP, { UP_TO_TLS,
+	    { "250-x\r\n250 SIZE 10\r\n", "", NEG_FAIL } },
+	    NULL, "upstream-auth-unavailable", false, AUTH_PLAIN, false },
+	{ "smtp auth old AUTH= form", PROTO_SMTP, { UP_TO_TLS,
+	    { "250-x\r\n250 AUTH=LOGIN PLAIN\r\n", "AUTH PLAIN AGFsaWNlAHMzY3IzdA==\r\n", NEG_CONTINUE },
+	    { "235 ok\r\n", "", NEG_RELAY } },
+	    "220 proxy.test ESMTP ready\r\n", NULL, false, AUTH_PLAIN, false },
+	{ "smtp auth mechanism must be a whole word", PROTO_SMTP, { UP_TO_TLS,
+	    { "250-x\r\n250 AUTH XPLAIN PLAINX\r\n", "", NEG_FAIL } },
+	    NULL, "upstream-auth-unavailable", false, AUTH_PLAIN, false },
+	{ "smtp auth ehlo refused after tls", PROTO_SMTP, { UP_TO_TLS,
+	    { "554 no\r\n", "", NEG_FAIL } },
+	    NULL, "upstream-ehlo-refused", false, AUTH_PLAIN, false },
+	{ "smtp auth implicit tls", PROTO_SMTP, {
+	    { "220 mail.test ESMTP\r\n", "EHLO proxy.test\r\n", NEG_CONTINUE },
+	    { AUTH_EHLO, "AUTH PLAIN AGFsaWNlAHMzY3IzdA==\r\n", NEG_CONTINUE },
+	    { "235 ok\r\n", "", NEG_RELAY } },
+	    "220 proxy.test ESMTP ready\r\n", NULL, false, AUTH_PLAIN, true },
+	{ "smtp auth unsolicited after 235", PROTO_SMTP, { UP_TO_TLS,
+	    { AUTH_EHLO, "AUTH PLAIN AGFsaWNlAHMzY3IzdA==\r\n", NEG_CONTINUE },
+	    { "235 ok\r\n250 extra\r\n", "", NEG_FAIL } },
+	    NULL, "upstream-unsolicited", true, AUTH_PLAIN, false },
+	{ "smtp auth unsolicited after EHLO", PROTO_SMTP, { UP_TO_TLS,
+	    { AUTH_EHLO "235 early\r\n", "", NEG_FAIL } },
+	    NULL, "upstream-unsolicited", true, AUTH_PLAIN, false },
 	/* ---- POP3 ---- */
 	{ "pop3 happy", PROTO_POP3, {
 	    { "+OK POP3 ready <1.2@x>\r\n", "CAPA\r\n", NEG_CONTINUE },
 	    { "+OK caps\r\nTOP\r\nUSER\r\nSTLS\r\nSASL PLAIN\r\n.\r\n", "STLS\r\n", NEG_CONTINUE },
 	    { "+OK begin TLS\r\n", "", NEG_START_TLS },
-	    { TLS_UP, "", NEG_RELAY } }, "+OK ready\r\n", NULL, false },
+	    { TLS_UP, "", NEG_RELAY } }, "+OK ready\r\n", NULL, false, 0, false },
 	{ "pop3 no stls", PROTO_POP3, {
 	    { "+OK\r\n", "CAPA\r\n", NEG_CONTINUE },
-	    { "+OK\r\nTOP\r\nSTLSX\r\n.\r\n", "", NEG_FAIL } }, NULL, "upstream-no-starttls", false },
+	    { "+OK\r\nTOP\r\nSTLSX\r\n.\r\n", "", NEG_FAIL } }, NULL, "upstream-no-starttls", false, 0, false },
 	{ "pop3 capa refused", PROTO_POP3, {
 	    { "+OK\r\n", "CAPA\r\n", NEG_CONTINUE },
-	    { "-ERR no capa\r\n", "", NEG_FAIL } }, NULL, "upstream-no-starttls", false },
+	    { "-ERR no capa\r\n", "", NEG_FAIL } }, NULL, "upstream-no-starttls", false, 0, false },
 	{ "pop3 stls refused", PROTO_POP3, {
 	    { "+OK\r\n", "CAPA\r\n", NEG_CONTINUE },
 	    { "+OK\r\nSTLS\r\n.\r\n", "STLS\r\n", NEG_CONTINUE },
-	    { "-ERR not now\r\n", "", NEG_FAIL } }, NULL, "upstream-starttls-refused", false },
+	    { "-ERR not now\r\n", "", NEG_FAIL } }, NULL, "upstream-starttls-refused", false, 0, false },
 	{ "pop3 injection", PROTO_POP3, {
 	    { "+OK\r\n", "CAPA\r\n", NEG_CONTINUE },
 	    { "+OK\r\nSTLS\r\n.\r\n", "STLS\r\n", NEG_CONTINUE },
-	    { "+OK go\r\n+OK logged in\r\n", "", NEG_FAIL } }, NULL, "upstream-injection", false },
+	    { "+OK go\r\n+OK logged in\r\n", "", NEG_FAIL } }, NULL, "upstream-injection", false, 0, false },
 	{ "pop3 greeting -ERR", PROTO_POP3, {
-	    { "-ERR busy\r\n", "", NEG_FAIL } }, NULL, "upstream-refused", false },
+	    { "-ERR busy\r\n", "", NEG_FAIL } }, NULL, "upstream-refused", false, 0, false },
 	{ "pop3 unsolicited", PROTO_POP3, {
-	    { "+OK\r\n+OK\r\n", "CAPA\r\n", NEG_FAIL } }, NULL, "upstream-unsolicited", true },
+	    { "+OK\r\n+OK\r\n", "CAPA\r\n", NEG_FAIL } }, NULL, "upstream-unsolicited", true, 0, false },
 	/* ---- IMAP ---- */
 	{ "imap happy, caps in greeting", PROTO_IMAP, {
 	    { "* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] ready\r\n", "mp1 STARTTLS\r\n", NEG_CONTINUE },
 	    { "mp1 OK Begin TLS now\r\n", "", NEG_START_TLS },
 	    { TLS_UP, "mp2 CAPABILITY\r\n", NEG_CONTINUE },
 	    { "* CAPABILITY IMAP4rev1 STARTTLS AUTH=PLAIN IDLE\r\nmp2 OK done\r\n", "", NEG_RELAY } },
-	    "* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN IDLE] ready\r\n", NULL, false },
+	    "* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN IDLE] ready\r\n", NULL, false, 0, false },
 	{ "imap happy, asks capability first", PROTO_IMAP, {
 	    { "* OK hello\r\n", "mp1 CAPABILITY\r\n", NEG_CONTINUE },
 	    { "* CAPABILITY IMAP4rev1 STARTTLS\r\nmp1 OK done\r\n", "mp2 STARTTLS\r\n", NEG_CONTINUE },
 	    { "mp2 OK go\r\n", "", NEG_START_TLS },
 	    { TLS_UP, "mp3 CAPABILITY\r\n", NEG_CONTINUE },
 	    { "* CAPABILITY IMAP4rev1\r\nmp3 OK\r\n", "", NEG_RELAY } },
-	    "* OK [CAPABILITY IMAP4rev1] ready\r\n", NULL, false },
+	    "* OK [CAPABILITY IMAP4rev1] ready\r\n", NULL, false, 0, false },
 	{ "imap starttls tried though not listed", PROTO_IMAP, {
 	    { "* OK [CAPABILITY IMAP4rev1] hi\r\n", "mp1 STARTTLS\r\n", NEG_CONTINUE },
-	    { "mp1 BAD unknown command\r\n", "", NEG_FAIL } }, NULL, "upstream-starttls-refused", false },
+	    { "mp1 BAD unknown command\r\n", "", NEG_FAIL } }, NULL, "upstream-starttls-refused", false, 0, false },
 	{ "imap starttls NO", PROTO_IMAP, {
 	    { "* OK [CAPABILITY IMAP4rev1 STARTTLS] hi\r\n", "mp1 STARTTLS\r\n", NEG_CONTINUE },
-	    { "mp1 NO not now\r\n", "", NEG_FAIL } }, NULL, "upstream-starttls-refused", false },
+	    { "mp1 NO not now\r\n", "", NEG_FAIL } }, NULL, "upstream-starttls-refused", false, 0, false },
 	{ "imap preauth", PROTO_IMAP, {
-	    { "* PREAUTH logged in already\r\n", "", NEG_FAIL } }, NULL, "upstream-preauth", false },
+	    { "* PREAUTH logged in already\r\n", "", NEG_FAIL } }, NULL, "upstream-preauth", false, 0, false },
 	{ "imap bye", PROTO_IMAP, {
-	    { "* BYE too busy\r\n", "", NEG_FAIL } }, NULL, "upstream-refused", false },
+	    { "* BYE too busy\r\n", "", NEG_FAIL } }, NULL, "upstream-refused", false, 0, false },
 	{ "imap wrong tag", PROTO_IMAP, {
 	    { "* OK [CAPABILITY IMAP4rev1 STARTTLS] hi\r\n", "mp1 STARTTLS\r\n", NEG_CONTINUE },
-	    { "mp9 OK go\r\n", "", NEG_FAIL } }, NULL, "upstream-protocol-error", false },
+	    { "mp9 OK go\r\n", "", NEG_FAIL } }, NULL, "upstream-protocol-error", false, 0, false },
 	{ "imap literal before TLS", PROTO_IMAP, {
 	    { "* OK hi\r\n", "mp1 CAPABILITY\r\n", NEG_CONTINUE },
-	    { "* CAPABILITY {8}\r\n", "", NEG_FAIL } }, NULL, "upstream-protocol-error", false },
+	    { "* CAPABILITY {8}\r\n", "", NEG_FAIL } }, NULL, "upstream-protocol-error", false, 0, false },
 	{ "imap injection", PROTO_IMAP, {
 	    { "* OK [CAPABILITY IMAP4rev1 STARTTLS] hi\r\n", "mp1 STARTTLS\r\n", NEG_CONTINUE },
-	    { "mp1 OK go\r\n* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] fake\r\n", "", NEG_FAIL } }, NULL, "upstream-injection", false },
+	    { "mp1 OK go\r\n* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] fake\r\n", "", NEG_FAIL } }, NULL, "upstream-injection", false, 0, false },
 	{ "imap bye while waiting", PROTO_IMAP, {
 	    { "* OK [CAPABILITY IMAP4rev1 STARTTLS] hi\r\n", "mp1 STARTTLS\r\n", NEG_CONTINUE },
-	    { "* BYE shutting down\r\n", "", NEG_FAIL } }, NULL, "upstream-refused", false },
+	    { "* BYE shutting down\r\n", "", NEG_FAIL } }, NULL, "upstream-refused", false, 0, false },
 	{ "imap unsolicited after post-TLS capability", PROTO_IMAP, {
 	    { "* OK [CAPABILITY IMAP4rev1 STARTTLS] hi\r\n", "mp1 STARTTLS\r\n", NEG_CONTINUE },
 	    { "mp1 OK go\r\n", "", NEG_START_TLS },
 	    { TLS_UP, "mp2 CAPABILITY\r\n", NEG_CONTINUE },
 	    { "* CAPABILITY IMAP4rev1\r\nmp2 OK\r\n* 1 EXISTS\r\n", "", NEG_FAIL } },
-	    NULL, "upstream-unsolicited", true },
+	    NULL, "upstream-unsolicited", true, 0, false },
 };
 
 enum feed_mode { FEED_WHOLE, FEED_BYTES, FEED_SPLIT };
@@ -168,7 +237,8 @@ static bool
 run(const struct script *sc, enum feed_mode mode, size_t split_step,
     size_t split)
 {
-	struct negotiator *n = neg_new(sc->proto, "proxy.test", true, true);
+	struct negotiator *n = neg_new(sc->proto, "proxy.test", !sc->implicit,
+	    true);
 	struct buf up, cl;
 	struct neg_out out = { &up, &cl };
 	enum neg_verdict v = NEG_CONTINUE;
@@ -177,7 +247,11 @@ run(const struct script *sc, enum feed_mode mode, size_t split_step,
 
 	buf_init(&up, 4096);
 	buf_init(&cl, 4096);
-	for (i = 0; i < 6 && sc->steps[i].server != NULL && ok; i++) {
+	if (sc->auth == AUTH_XOAUTH2)
+		CHECK(neg_set_auth(n, sc->auth, "alice", "tok3n", 5) == 0);
+	else if (sc->auth != AUTH_NONE)
+		CHECK(neg_set_auth(n, sc->auth, "alice", "s3cr3t", 6) == 0);
+	for (i = 0; i < NSTEPS && sc->steps[i].server != NULL && ok; i++) {
 		const struct step *st = &sc->steps[i];
 		size_t len, got;
 		const char *p;
@@ -258,13 +332,88 @@ test_scripts(void)
 		if (sc->whole_only)
 			continue;
 		CHECK(run(sc, FEED_BYTES, 0, 0));
-		for (size_t i = 0; i < 6 && sc->steps[i].server != NULL; i++) {
+		for (size_t i = 0; i < NSTEPS && sc->steps[i].server != NULL; i++) {
 			if (sc->steps[i].server == TLS_UP)
 				continue;
 			for (size_t k = 1; k < step_len(&sc->steps[i]); k++)
 				all &= run(sc, FEED_SPLIT, i, k);
 		}
 		CHECK(all);
+	}
+}
+
+/* Feeds a whole script step by step (no checks but the verdicts). */
+static enum neg_verdict
+feed_all(struct negotiator *n, const char *const *server, struct neg_out *out)
+{
+	enum neg_verdict v = NEG_CONTINUE;
+
+	for (; *server != NULL; server++)
+		v = *server == TLS_UP ? neg_tls_ready(n, out) :
+		    neg_feed(n, *server, strlen(*server), out);
+	return v;
+}
+
+/* What the device is shown, and what the log may say. */
+static void
+test_auth_details(void)
+{
+	static const char *const plain[] = { "220 x\r\n", "250-x\r\n250 STARTTLS\r\n",
+	    "220 go\r\n", TLS_UP, AUTH_EHLO, "235 ok\r\n", NULL };
+	static const char *const xoauth2[] = { "220 x\r\n",
+	    "250-x\r\n250 STARTTLS\r\n", "220 go\r\n", TLS_UP, AUTH_EHLO,
+	    "334 eyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiYmVhcmVyIn0=\r\n",
+	    "535 5.7.3 Authentication unsuccessful\r\n", NULL };
+	struct buf up, cl;
+	struct neg_out out = { &up, &cl };
+	struct negotiator *n;
+
+	buf_init(&up, 65536);
+	buf_init(&cl, 4096);
+	n = neg_new(PROTO_SMTP, "proxy.test", true, true);
+	CHECK(neg_set_auth(n, AUTH_PLAIN, "alice", "s3cr3t", 6) == 0);
+	CHECK(feed_all(n, plain, &out) == NEG_RELAY);
+	/* Keywords for the device: no AUTH, no STARTTLS, order kept. */
+	CHECK(strcmp(neg_caps(n), "PIPELINING\r\n8BITMIME\r\n") == 0);
+	neg_free(n);
+	buf_release(&up);
+	buf_release(&cl);
+
+	n = neg_new(PROTO_SMTP, "proxy.test", true, true);
+	CHECK(neg_set_auth(n, AUTH_XOAUTH2, "alice", "tok3n", 5) == 0);
+	CHECK(feed_all(n, xoauth2, &out) == NEG_FAIL);
+	CHECK(strcmp(neg_reason(n), "upstream-auth-refused") == 0);
+	/* The refusal and the decoded 334 error, never the token. */
+	CHECK_STR_CONTAINS(neg_detail(n), "535 5.7.3");
+	CHECK_STR_CONTAINS(neg_detail(n), "'status':'401'");
+	CHECK(strstr(neg_detail(n), "tok3n") == NULL);
+	CHECK(buf_empty(&cl));
+	neg_free(n);
+	buf_release(&up);
+	buf_release(&cl);
+
+	/* A token as long as the file may be (8 KiB) still fits one line
+	 * under RFC 4954's 12288 octets. */
+	{
+		static char token[SECRET_MAX];
+		size_t len;
+		const char *p;
+		memset(token, 'T', sizeof(token));
+		n = neg_new(PROTO_SMTP, "proxy.test", true, true);
+		CHECK(neg_set_auth(n, AUTH_XOAUTH2, "alice@example.com", token,
+		    sizeof(token)) == 0);
+		CHECK(feed_all(n, (const char *const[]){ "220 x\r\n",
+		    "250-x\r\n250 STARTTLS\r\n", "220 go\r\n", TLS_UP, NULL },
+		    &out) == NEG_CONTINUE);
+		buf_consume(&up, buf_len(&up));
+		CHECK(neg_feed(n, AUTH_EHLO, strlen(AUTH_EHLO), &out) ==
+		    NEG_CONTINUE);
+		p = buf_peek(&up, &len);
+		CHECK(p != NULL && len <= 12288 && memcmp(p, "AUTH XOAUTH2 ", 13) == 0 &&
+		    memcmp(p + len - 2, "\r\n", 2) == 0);
+		neg_free(n);
+		buf_release(&up);
+		buf_release(&cl);
 	}
 }
 
@@ -313,5 +462,6 @@ void
 test_negotiate(void)
 {
 	test_scripts();
+	test_auth_details();
 	test_limits();
 }

@@ -37,6 +37,7 @@ void test_endpoint(void);
 void test_log(void);
 void test_negotiate(void);
 void test_cneg(void);
+void test_front(void);
 void test_cidr(void);
 void test_proxyproto(void);
 

@@ -1,0 +1,220 @@
+/*
+ * front: the device's side of upstream_auth; see front.h.
+ */
+#include "front.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "neg_impl.h"
+
+struct front {
+	char		 name[256];
+	char		 caps[1024];
+	bool		 tls;
+	bool		 authed;	/* the device's AUTH was "accepted" */
+	bool		 login;		/* the exchange is AUTH LOGIN */
+	int		 sasl_steps;	/* continuation lines still expected */
+	int		 errors;
+	const char	*reason;
+};
+
+struct front *
+front_new(const char *name, const char *caps, bool tls)
+{
+	struct front *f;
+
+	if ((f = calloc(1, sizeof(*f))) == NULL)
+		return NULL;
+	snprintf(f->name, sizeof(f->name), "%s", name);
+	snprintf(f->caps, sizeof(f->caps), "%s", caps);
+	f->tls = tls;
+	return f;
+}
+
+void
+front_free(struct front *f)
+{
+	free(f);
+}
+
+const char *
+front_reason(const struct front *f)
+{
+	return f->reason != NULL ? f->reason : "client-too-many-errors";
+}
+
+void
+front_timeout(struct buf *to_client)
+{
+	cneg_reply(to_client, "421 4.4.2 Timeout: closing connection");
+}
+
+/* "250-name", then one line per keyword, the last with "250 ". */
+static void
+reply_ehlo(struct front *f, struct buf *to_client)
+{
+	const char *kw = f->caps, *end;
+
+	if (*kw == '\0') {
+		cneg_reply(to_client, "250 %s", f->name);
+		return;
+	}
+	cneg_reply(to_client, "250-%s", f->name);
+	while ((end = strstr(kw, "\r\n")) != NULL) {
+		cneg_reply(to_client, "250%c%.*s", end[2] == '\0' ? ' ' : '-',
+		    (int)(end - kw), kw);
+		kw = end + 2;
+	}
+}
+
+/* AUTH <mechanism> [initial-response]: answered as if it succeeded. */
+static void
+device_auth(struct front *f, const char *args, size_t len,
+    struct buf *to_client)
+{
+	size_t ml = 0;
+	bool ir;
+
+	while (ml < len && args[ml] != ' ')
+		ml++;
+	ir = ml + 1 < len;
+	if (f->authed) {
+		cneg_reply(to_client, "503 5.5.1 Error: already authenticated");
+		return;
+	}
+	if (ml == 0) {
+		cneg_reply(to_client, "501 5.5.4 Syntax: AUTH mechanism");
+		return;
+	}
+	f->login = ml == 5 && strncasecmp(args, "LOGIN", 5) == 0;
+	if (f->login) {
+		f->sasl_steps = ir ? 1 : 2;
+		cneg_reply(to_client, ir ? "334 UGFzc3dvcmQ6" :
+		    "334 VXNlcm5hbWU6");	/* "Password:" / "Username:" */
+	} else if (ir) {
+		f->authed = true;
+		cneg_reply(to_client, "235 2.7.0 Authentication successful");
+	} else {
+		f->sasl_steps = 1;
+		/* CRAM-MD5 needs a challenge ("<1.1@mailproxy>"); for the
+		 * others an empty one asks for the response. */
+		cneg_reply(to_client, ml == 8 && strncasecmp(args, "CRAM-MD5",
+		    8) == 0 ? "334 PDEuMUBtYWlscHJveHk+" : "334 ");
+	}
+}
+
+/* A SASL continuation line of the device's AUTH: dropped unread. */
+static void
+device_sasl(struct front *f, const char *line, size_t len,
+    struct buf *to_client)
+{
+	if (len == 1 && line[0] == '*') {
+		f->sasl_steps = 0;
+		cneg_reply(to_client, "501 5.7.0 Authentication aborted");
+		return;
+	}
+	if (--f->sasl_steps > 0) {
+		cneg_reply(to_client, "334 UGFzc3dvcmQ6");
+		return;
+	}
+	f->authed = true;
+	cneg_reply(to_client, "235 2.7.0 Authentication successful");
+}
+
+static enum neg_verdict
+device_command(struct front *f, const char *line, size_t len,
+    struct buf *to_client)
+{
+	size_t vl = 0;
+	bool args;
+
+	while (vl < len && line[vl] != ' ')
+		vl++;
+	args = vl + 1 < len;
+#define IS(word)	(vl == strlen(word) && strncasecmp(line, word, vl) == 0)
+	if (IS("MAIL"))
+		return NEG_RELAY;
+	if (IS("EHLO") && args)
+		reply_ehlo(f, to_client);
+	else if (IS("HELO") && args)
+		cneg_reply(to_client, "250 %s", f->name);
+	else if (IS("AUTH"))
+		device_auth(f, args ? line + vl + 1 : "", args ? len - vl - 1 : 0,
+		    to_client);
+	else if (IS("NOOP") || IS("RSET"))
+		cneg_reply(to_client, "250 2.0.0 OK");
+	else if (IS("QUIT")) {
+		cneg_reply(to_client, "221 2.0.0 Bye");
+		return NEG_CLOSE;
+	} else {
+		/* Refusals, counted. */
+		if (IS("EHLO") || IS("HELO"))
+			cneg_reply(to_client, "501 5.5.4 Syntax: %.4s hostname",
+			    line);
+		else if (IS("STARTTLS"))
+			cneg_reply(to_client, f->tls ? "554 5.5.1 Error: TLS "
+			    "already active" : "454 4.7.0 TLS not available");
+		else if (IS("RCPT") || IS("DATA") || IS("BDAT"))
+			cneg_reply(to_client, "503 5.5.1 Error: need MAIL "
+			    "command");
+		else
+			cneg_reply(to_client, "502 5.5.2 Error: command not "
+			    "recognized");
+		if (++f->errors >= CNEG_MAX_ERRORS) {
+			cneg_reply(to_client, "421 4.7.0 Too many errors");
+			return NEG_FAIL;
+		}
+	}
+#undef IS
+	return NEG_CONTINUE;
+}
+
+/*
+ * Lines end with LF (a CR before it is dropped): old devices send bare LF
+ * and nothing here is relayed.  A line is consumed only once complete.
+ */
+enum neg_verdict
+front_feed(struct front *f, const char *data, size_t len, size_t *consumed,
+    struct buf *to_client)
+{
+	enum neg_verdict v;
+	const char *lf;
+	size_t off = 0, n;
+
+	*consumed = 0;
+	while (off < len) {
+		/* Pipelined commands wait while many replies are queued. */
+		if (buf_len(to_client) > BUF_CAPACITY / 2)
+			return NEG_CONTINUE;
+		if ((lf = memchr(data + off, '\n', len - off)) == NULL) {
+			if (len - off < FRONT_MAX_LINE)
+				return NEG_CONTINUE;
+			cneg_reply(to_client, "500 5.5.2 Line too long");
+			f->reason = "client-line-too-long";
+			return NEG_FAIL;
+		}
+		n = (size_t)(lf - (data + off));
+		if (n + 1 > FRONT_MAX_LINE) {
+			cneg_reply(to_client, "500 5.5.2 Line too long");
+			f->reason = "client-line-too-long";
+			return NEG_FAIL;
+		}
+		if (n > 0 && data[off + n - 1] == '\r')
+			n--;
+		if (f->sasl_steps > 0) {
+			device_sasl(f, data + off, n, to_client);
+			v = NEG_CONTINUE;
+		} else
+			v = device_command(f, data + off, n, to_client);
+		if (v == NEG_RELAY)
+			return v;	/* the MAIL line is the relay's */
+		off = (size_t)(lf - data) + 1;
+		*consumed = off;
+		if (v != NEG_CONTINUE)
+			return v;
+	}
+	return NEG_CONTINUE;
+}

@@ -1,0 +1,55 @@
+/*
+ * front: the device's side of an upstream_auth service (SMTP).
+ *
+ * The proxy has logged in to the upstream itself.  Until the device sends
+ * MAIL FROM, the proxy answers it locally:
+ *
+ *   EHLO            the upstream's post-TLS keywords, without AUTH and
+ *                   STARTTLS (the device has nothing to authenticate)
+ *   HELO NOOP RSET  250;  QUIT: 221 and close
+ *   AUTH            success whatever the mechanism and credentials, so a
+ *                   device configured with dummy ones keeps working; its
+ *                   continuation lines are consumed and never kept
+ *   STARTTLS        refused: TLS is already up, or not offered here
+ *   RCPT DATA BDAT  503 (MAIL first);  anything else 502
+ *
+ * MAIL ends the front: that line and every byte after it go to the
+ * upstream untouched.  Pure: only complete lines are consumed, so what
+ * follows MAIL stays with the caller for the relay.
+ */
+#ifndef MAILPROXY_FRONT_H
+#define MAILPROXY_FRONT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "buffer.h"
+#include "negotiate.h"
+
+/* RFC 4954 4: an AUTH line with its initial response may be this long. */
+#define FRONT_MAX_LINE	12288
+
+struct front;
+
+/*
+ * name: the proxy's EHLO name; caps: keywords, each followed by CRLF (see
+ * neg_caps()); tls: the device's side is in TLS.  NULL when out of memory.
+ */
+struct front *front_new(const char *name, const char *caps, bool tls);
+void	front_free(struct front *f);
+
+/*
+ * Feeds what the device sent; *consumed is how many bytes were complete
+ * lines it answered (never the MAIL line).  Replies go to to_client.
+ * Verdicts: CONTINUE, RELAY (MAIL seen: relay from *consumed on), CLOSE
+ * (QUIT answered), FAIL (reply, if any, then close; see front_reason()).
+ */
+enum neg_verdict front_feed(struct front *f, const char *data, size_t len,
+	    size_t *consumed, struct buf *to_client);
+
+/* The device was too slow: queues the timeout reply. */
+void	front_timeout(struct buf *to_client);
+
+const char *front_reason(const struct front *f);
+
+#endif
