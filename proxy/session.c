@@ -277,9 +277,16 @@ farewell(EV_P_ struct session *s, const char *reason, const char *detail)
 	    unreachable : strncmp(reason, "upstream-auth", 13) == 0 ? auth :
 	    insecure;
 
-	log_warnx("sess=%llu svc=%s event=upstream-failed reason=%s "
-	    "detail=\"%s\"", (unsigned long long)s->id, s->svc->name, reason,
-	    detail ? detail : "");
+	struct logline ll;
+
+	/* Built as fields: the detail quotes what the upstream said. */
+	logline_init(&ll);
+	logline_num(&ll, "sess", s->id);
+	logline_str(&ll, "svc", s->svc->name);
+	logline_str(&ll, "event", "upstream-failed");
+	logline_str(&ll, "reason", reason);
+	logline_str(&ll, "detail", detail ? detail : "");
+	logline_emit(&ll, LOG_LVL_WARN);
 	ep_close(EV_A_ &s->upstream);
 	buf_release(&s->u2c);	/* nothing but our error reaches the client */
 	buf_append(&s->u2c, msg[s->svc->protocol], strlen(msg[s->svc->protocol]));

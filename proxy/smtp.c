@@ -163,8 +163,11 @@ smtp_reply(struct negotiator *n, int code, bool starttls_seen,
 			n->state = SMTP_AUTH_EHLO;
 			return NEG_CONTINUE;
 		}
-		if (!n->starttls)
-			return smtp_finish(n, out);
+		if (!n->starttls) {
+			/* The client was greeted by us; it sends EHLO next. */
+			n->state = SMTP_DONE;
+			return NEG_RELAY;
+		}
 		neg_send(n, out, "EHLO %s", n->name);
 		n->state = SMTP_EHLO;
 		return NEG_CONTINUE;

@@ -8,13 +8,23 @@
  * checks the security invariants on every input:
  *  - nothing is queued for the client before neg_tls_ready() has run;
  *  - RELAY never comes before TLS is up;
- *  - after FAIL the negotiator is not used again.
+ *  - after FAIL the negotiator is not used again;
+ *  - SMTP with upstream_auth (bit 0x10): the secret never reaches the
+ *    client nor the failure detail;
+ *  - SMTP front (bits 0x30, the device's side of upstream_auth): only whole
+ *    lines are consumed, and RELAY leaves exactly a MAIL line first.
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <strings.h>
+
+#include "config.h"
+#include "front.h"
 #include "negotiate.h"
+
+#define FUZZ_SECRET	"s3cr3t-Zm9v"
 
 #ifndef FUZZ_PROTO
 #define FUZZ_PROTO PROTO_SMTP
@@ -60,6 +70,52 @@ fuzz_client_side(const uint8_t *data, size_t size, size_t chunk)
 	cneg_free(c);
 }
 
+/* The device's side of upstream_auth, fed as a session does. */
+static void
+fuzz_front(const uint8_t *data, size_t size, size_t chunk)
+{
+	struct front *f = front_new("fuzz.test", "PIPELINING\r\nSIZE 10\r\n",
+	    chunk & 1);
+	static char pending[FRONT_MAX_LINE * 2];
+	size_t have = 0, off = 0, consumed;
+	enum neg_verdict v = NEG_CONTINUE;
+	struct buf cl;
+
+	if (f == NULL)
+		return;
+	buf_init(&cl, 1 << 16);
+	while (off < size && v == NEG_CONTINUE) {
+		size_t len = size - off < chunk ? size - off : chunk;
+
+		if (have + len > sizeof(pending))
+			break;
+		memcpy(pending + have, data + off, len);
+		have += len;
+		off += len;
+		v = front_feed(f, pending, have, &consumed, &cl);
+		if (consumed > have || (consumed > 0 && pending[consumed - 1] != '\n'))
+			abort();	/* only whole lines */
+		if (v == NEG_RELAY && (have - consumed < 4 ||
+		    strncasecmp(pending + consumed, "MAIL", 4) != 0))
+			abort();	/* the relay must start at MAIL */
+		memmove(pending, pending + consumed, have - consumed);
+		have -= consumed;
+		buf_release(&cl);
+	}
+	buf_release(&cl);
+	front_free(f);
+}
+
+/* Is the secret anywhere in the client's buffer? */
+static bool
+leaked(const struct buf *b)
+{
+	size_t len;
+	const char *p = buf_peek(b, &len);
+
+	return p != NULL && memmem(p, len, FUZZ_SECRET, strlen(FUZZ_SECRET));
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -67,12 +123,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct buf up, cl;
 	struct neg_out out = { &up, &cl };
 	enum neg_verdict v = NEG_CONTINUE;
-	bool tls_up = false, starttls, greet;
+	bool tls_up = false, starttls, greet, auth;
 	size_t chunk, off = 1;
 
 	if (size < 1)
 		return 0;
 	chunk = (size_t)(data[0] % 16) + 1;
+	if (FUZZ_PROTO == PROTO_SMTP && (data[0] & 0x30) == 0x30) {
+		fuzz_front(data + 1, size - 1, chunk);
+		return 0;
+	}
 	if (data[0] & 0x20) {
 		fuzz_client_side(data + 1, size - 1, chunk);
 		return 0;
@@ -81,7 +141,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	greet = !(data[0] & 0x80);
 	if ((n = neg_new(FUZZ_PROTO, "fuzz.test", starttls, greet)) == NULL)
 		return 0;
-	buf_init(&up, 4096);
+	auth = FUZZ_PROTO == PROTO_SMTP && (data[0] & 0x10);
+	if (auth && neg_set_auth(n, AUTH_PLAIN + (int)(chunk % 3), "alice",
+	    FUZZ_SECRET, strlen(FUZZ_SECRET)) < 0)
+		abort();
+	buf_init(&up, 16384);
 	buf_init(&cl, 4096);
 	while (off < size && v != NEG_FAIL && v != NEG_RELAY) {
 		size_t len = size - off < chunk ? size - off : chunk;
@@ -89,8 +153,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		v = neg_feed(n, (const char *)data + off, len, &out);
 		off += len;
 		buf_release(&up);	/* "sent" */
-		if (!tls_up && !buf_empty(&cl))
+		/* (Implicit TLS with auth: TLS was up from the start.) */
+		if (!tls_up && !(auth && !starttls) && !buf_empty(&cl))
 			abort();	/* client heard something before TLS */
+		if (leaked(&cl) && memmem(data, size, FUZZ_SECRET,
+		    strlen(FUZZ_SECRET)) == NULL)
+			abort();
 		if (v == NEG_RELAY && !tls_up && starttls)
 			abort();	/* relaying without TLS */
 		if (v == NEG_START_TLS) {
@@ -101,6 +169,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 	}
 	if (v == NEG_FAIL && neg_reason(n)[0] == '\0')
+		abort();
+	/* (Unless the upstream itself said it: the detail quotes it.) */
+	if (strstr(neg_detail(n), FUZZ_SECRET) != NULL &&
+	    memmem(data, size, FUZZ_SECRET, strlen(FUZZ_SECRET)) == NULL)
 		abort();
 	if (!greet && !buf_empty(&cl))
 		abort();	/* the client was greeted already */

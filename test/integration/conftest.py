@@ -17,6 +17,23 @@ def certs(tmp_path_factory):
     return str(d)
 
 
+@pytest.fixture(scope="module")
+def servers(certs):
+    """The real mail system (Postfix + Dovecot, test/mailsys) for a module."""
+    import tempfile
+    sys.path.insert(0, os.path.join(ROOT, "test", "mailsys"))
+    import mailsys
+    try:
+        mailsys.require()
+    except mailsys.MissingPackage as e:
+        pytest.fail("real-server tests cannot run: %s" % e, pytrace=False)
+    run = tempfile.mkdtemp(prefix="mp.", dir="/tmp")
+    info = mailsys.start(run, certs)
+    yield info
+    mailsys.stop(run)
+    shutil.rmtree(run, ignore_errors=True)
+
+
 @pytest.fixture
 def proxies(tmp_path, request):
     """Factory: proxies(config_text) -> running Proxy; all stopped at the

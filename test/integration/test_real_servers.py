@@ -37,20 +37,6 @@ UPSTREAM_PORT = {
 }
 
 
-@pytest.fixture(scope="module")
-def servers(certs):
-    try:
-        mailsys.require()
-    except mailsys.MissingPackage as e:
-        pytest.fail("real-server tests cannot run: %s" % e, pytrace=False)
-    run = tempfile.mkdtemp(prefix="mp.", dir="/tmp")
-    info = mailsys.start(run, certs)
-    yield info
-    mailsys.stop(run)
-    import shutil
-    shutil.rmtree(run, ignore_errors=True)
-
-
 def svc_name(protocol, client_tls, upstream_tls):
     return "%s-%s-%s" % (protocol, client_tls, upstream_tls)
 
