@@ -19,6 +19,7 @@ ep_init(struct endpoint *ep, int fd, SSL *ssl, void (*cb)(EV_P_ ev_io *, int),
 {
 	memset(ep, 0, sizeof(*ep));
 	ep->fd = fd;
+	ep->last_out = '\n';
 	ep->ssl = ssl;
 	ev_io_init(&ep->io, cb, fd, 0);
 	ep->io.data = data;
@@ -200,6 +201,7 @@ ep_write(struct endpoint *ep, struct buf *b)
 				return EP_ERROR;
 			}
 		}
+		ep->last_out = p[n - 1];
 		buf_consume(b, (size_t)n);
 		ep->bytes_out += (uint64_t)n;
 	}

@@ -38,6 +38,7 @@ struct endpoint {
 	bool		 shut;		/* we sent our end */
 	uint64_t	 bytes_in;	/* application bytes read */
 	uint64_t	 bytes_out;	/* application bytes written */
+	char		 last_out;	/* the last of them ('\n' before any) */
 	char		 err[200];	/* why EP_ERROR, for the log */
 };
 

@@ -18,6 +18,7 @@
 #include "buffer.h"
 #include "endpoint.h"
 #include "front.h"
+#include "guard.h"
 #include "listener.h"
 #include "log.h"
 #include "metrics.h"
@@ -70,6 +71,8 @@ struct session {
 	bool			 client_starttls; /* STARTTLS accepted */
 	struct negotiator	*neg;		/* see needs_negotiator() */
 	struct front		*front;		/* upstream_auth, until MAIL */
+	struct guard		*guard;		/* client in TLS: no STARTTLS */
+	bool			 starttls_in_tls; /* the guard saw one */
 	struct buf		 neg_in;	/* upstream bytes for neg */
 	ev_tstamp		 neg_deadline;	/* absolute */
 	ev_timer		 timer;
@@ -205,6 +208,7 @@ sess_free(EV_P_ struct session *s)
 	neg_free(s->neg);
 	cneg_free(s->cneg);
 	front_free(s->front);
+	guard_free(s->guard);
 	free(s->pp_buf);
 	if (s->prev != NULL)
 		s->prev->next = s->next;
@@ -797,6 +801,18 @@ front_dialogue(EV_P_ struct session *s)
 static void
 start_relay(EV_P_ struct session *s)
 {
+	/* Never TLS in TLS: a client in TLS may not start it again. */
+	if (s->svc->client_tls != TLS_MODE_NONE &&
+	    (s->guard = guard_new(s->svc->protocol)) == NULL) {
+		sess_end(s, LOG_LVL_WARN, "out-of-memory", NULL);
+		return;
+	}
+	/* Client bytes already read (pipelined after MAIL) pass it too. */
+	if (s->guard != NULL && !buf_empty(&s->c2u)) {
+		size_t len;
+		const char *p = buf_peek(&s->c2u, &len);
+		s->starttls_in_tls = guard_scan(s->guard, p, len);
+	}
 	s->state = SESS_RELAY;
 	s->last_activity = ev_now(EV_A);
 	set_deadline(EV_A_ s, s->svc->timeouts.idle);
@@ -836,8 +852,18 @@ move(struct session *s, struct endpoint *src, struct buf *b,
 	enum ep_status st;
 
 	if (!src->eof && src->rd_wait == 0 && buf_room(b) > 0) {
+		size_t had = buf_len(b), len;
+		const char *p;
+
 		before = src->bytes_in;
 		st = ep_read(src, b);
+		/* What the client just sent, before any of it goes on. */
+		if (src == &s->client && s->guard != NULL &&
+		    (p = buf_peek(b, &len)) != NULL && len > had &&
+		    guard_scan(s->guard, p + had, len - had)) {
+			s->starttls_in_tls = true;
+			return false;
+		}
 		if (st == EP_ERROR) {
 			side_error(s, src);
 			return false;
@@ -868,17 +894,40 @@ move(struct session *s, struct endpoint *src, struct buf *b,
 	return progress;
 }
 
+/*
+ * The guard saw STARTTLS from a client already in TLS: nothing from that
+ * command on reaches the server; the client gets the protocol's refusal
+ * (if its stream is at a line start) and the session ends.
+ */
+static void
+refuse_starttls_in_tls(EV_P_ struct session *s)
+{
+	log_info("sess=%llu svc=%s event=starttls-in-tls client=%s",
+	    (unsigned long long)s->id, s->svc->name, s->peer);
+	ep_close(EV_A_ &s->upstream);
+	buf_release(&s->c2u);
+	buf_release(&s->u2c);
+	if (s->client.last_out == '\n')
+		guard_refusal(s->guard, &s->u2c);
+	say_goodbye(EV_A_ s, LOG_LVL_INFO, "client-starttls-in-tls", NULL);
+}
+
 static void
 relay(EV_P_ struct session *s)
 {
 	bool moved = false, progress = true;
 	int round;
 
-	for (round = 0; progress && !s->closing && round < PUMP_ROUNDS; round++) {
+	for (round = 0; progress && !s->closing && !s->starttls_in_tls &&
+	    round < PUMP_ROUNDS; round++) {
 		progress = move(s, &s->client, &s->c2u, &s->upstream);
-		if (!s->closing)
+		if (!s->closing && !s->starttls_in_tls)
 			progress |= move(s, &s->upstream, &s->u2c, &s->client);
 		moved |= progress;
+	}
+	if (s->starttls_in_tls && !s->closing) {
+		refuse_starttls_in_tls(EV_A_ s);
+		return;
 	}
 	if (moved)
 		s->last_activity = ev_now(EV_A);

@@ -16,6 +16,7 @@ main(void)
 	test_negotiate();
 	test_cneg();
 	test_front();
+	test_guard();
 	test_cidr();
 	test_proxyproto();
 	printf("%d passed, %d failed\n", unit_passed, unit_failed);
