@@ -12,7 +12,9 @@
  *  - SMTP with upstream_auth (bit 0x10): the secret never reaches the
  *    client nor the failure detail;
  *  - SMTP front (bits 0x30, the device's side of upstream_auth): only whole
- *    lines are consumed, and RELAY leaves exactly a MAIL line first.
+ *    lines are consumed, and RELAY leaves exactly a MAIL line first;
+ *  - guard (bits 0x70, STARTTLS inside TLS): the verdict does not depend
+ *    on how the bytes are split.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -22,6 +24,7 @@
 
 #include "config.h"
 #include "front.h"
+#include "guard.h"
 #include "negotiate.h"
 
 #define FUZZ_SECRET	"s3cr3t-Zm9v"
@@ -106,6 +109,25 @@ fuzz_front(const uint8_t *data, size_t size, size_t chunk)
 	front_free(f);
 }
 
+/* Whole or in chunks, the guard must see the same thing. */
+static void
+fuzz_guard(const uint8_t *data, size_t size, size_t chunk)
+{
+	struct guard *whole = guard_new(FUZZ_PROTO), *split = guard_new(FUZZ_PROTO);
+	bool a, b = false;
+
+	if (whole == NULL || split == NULL)
+		abort();
+	a = guard_scan(whole, (const char *)data, size);
+	for (size_t off = 0; off < size && !b; off += chunk)
+		b = guard_scan(split, (const char *)data + off,
+		    size - off < chunk ? size - off : chunk);
+	if (a != b)
+		abort();
+	guard_free(whole);
+	guard_free(split);
+}
+
 /* Is the secret anywhere in the client's buffer? */
 static bool
 leaked(const struct buf *b)
@@ -129,7 +151,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size < 1)
 		return 0;
 	chunk = (size_t)(data[0] % 16) + 1;
-	if (FUZZ_PROTO == PROTO_SMTP && (data[0] & 0x30) == 0x30) {
+	if ((data[0] & 0x70) == 0x70) {
+		fuzz_guard(data + 1, size - 1, chunk);
+		return 0;
+	}
+	if (FUZZ_PROTO == PROTO_SMTP && (data[0] & 0x70) == 0x30) {
 		fuzz_front(data + 1, size - 1, chunk);
 		return 0;
 	}
