@@ -67,7 +67,11 @@ deps:
 certs/dev/ca.crt:
 	sh certs/mkcerts.sh certs/dev
 
-certs: certs/dev/ca.crt
+# The test mail system's password, for make run's upstream_auth listener.
+certs/dev/alice.password: | certs/dev/ca.crt
+	umask 077 && printf 'secret\n' > $@
+
+certs: certs/dev/ca.crt certs/dev/alice.password
 
 run: deps all certs
 	sh test/run-dev.sh

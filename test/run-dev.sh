@@ -39,6 +39,10 @@ of it.  Try these in a second terminal, from this directory:
   swaks --server 127.0.0.1:10025 --auth PLAIN --auth-user alice --auth-password secret \
         --from scanner@mail.test --to alice@mail.test --header 'Subject: scan'
 
+  # scan-to-email: no AUTH from the device; the proxy logs in to Postfix
+  swaks --server 127.0.0.1:10026 --from scanner@mail.test --to alice@mail.test \
+        --header 'Subject: scan-to-email'
+
   # STARTTLS offered in front of the plaintext-only server
   openssl s_client -starttls smtp -connect localhost:10587 -CAfile certs/dev/ca.crt \
        -verify_hostname localhost -crlf -quiet
