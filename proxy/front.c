@@ -8,6 +8,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "line.h"
 #include "neg_impl.h"
 
 struct front {
@@ -75,12 +76,9 @@ static void
 device_auth(struct front *f, const char *args, size_t len,
     struct buf *to_client)
 {
-	size_t ml = 0;
 	bool ir;
+	size_t ml = line_verb(args, len, &ir);
 
-	while (ml < len && args[ml] != ' ')
-		ml++;
-	ir = ml + 1 < len;
 	if (f->authed) {
 		cneg_reply(to_client, "503 5.5.1 Error: already authenticated");
 		return;
@@ -128,12 +126,9 @@ static enum neg_verdict
 device_command(struct front *f, const char *line, size_t len,
     struct buf *to_client)
 {
-	size_t vl = 0;
 	bool args;
+	size_t vl = line_verb(line, len, &args);
 
-	while (vl < len && line[vl] != ' ')
-		vl++;
-	args = vl + 1 < len;
 #define IS(word)	(vl == strlen(word) && strncasecmp(line, word, vl) == 0)
 	if (IS("MAIL"))
 		return NEG_RELAY;

@@ -39,6 +39,17 @@ line_starts_with_word(const char *text, size_t len, const char *word)
 	    (len == wl || text[wl] == ' ');
 }
 
+size_t
+line_verb(const char *line, size_t len, bool *args)
+{
+	size_t vl = 0;
+
+	while (vl < len && line[vl] != ' ')
+		vl++;
+	*args = vl + 1 < len;
+	return vl;
+}
+
 bool
 line_has_word(const char *text, size_t len, const char *word)
 {

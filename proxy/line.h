@@ -27,6 +27,12 @@ enum line_status line_next(const char *data, size_t avail, size_t max,
 /* True if word (a whole, space-delimited token) starts text, any case. */
 bool	line_starts_with_word(const char *text, size_t len, const char *word);
 
+/*
+ * The first word of a command line ("VERB args"): returns its length; *args
+ * says whether something follows "VERB ".
+ */
+size_t	line_verb(const char *line, size_t len, bool *args);
+
 /* True if word is one of the space-separated tokens of text, any case. */
 bool	line_has_word(const char *text, size_t len, const char *word);
 

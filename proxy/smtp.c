@@ -288,12 +288,9 @@ static enum neg_verdict
 smtp_cneg_line(struct cneg *c, const char *line, size_t len,
     struct buf *to_client)
 {
-	size_t vl = 0;
 	bool args;
+	size_t vl = line_verb(line, len, &args);
 
-	while (vl < len && line[vl] != ' ')
-		vl++;
-	args = vl + 1 < len;	/* something after "VERB " */
 #define IS(word)	(vl == strlen(word) && strncasecmp(line, word, vl) == 0)
 	if (IS("EHLO")) {
 		if (!args)

@@ -416,33 +416,42 @@ test_upstream_auth_rules(void)
 	free(errors);
 	auth_case("xoauth2", "upstream_token_file", crlf, "allow = 10.1.2.3", NULL);
 
-	/* An authenticated relay needs a list of devices, not the world. */
-	auth_case("plain", "upstream_password_file", pw, "",
-	    "test.ini:8: [scan]: upstream_auth makes this listener a relay "
-	    "logged in as alice for anyone who reaches it");
-	auth_case("login", "upstream_password_file", pw, "allow = 10.0.0.0/8 0.0.0.0/0",
-	    "test.ini:11: [scan]: allow covers the whole internet");
-	auth_case("login", "upstream_password_file", pw, "allow = ::/0",
-	    "test.ini:11: [scan]: allow covers the whole internet");
-	/* Secrets: private, one line, not empty. */
-	auth_case("plain", "upstream_password_file", open_pw, "allow = 10.0.0.0/8",
-	    "is readable by everyone (mode 0644): chmod o-rwx it");
-	auth_case("plain", "upstream_password_file", empty, "allow = 10.0.0.0/8",
-	    ": empty");
-	auth_case("plain", "upstream_password_file", twolines, "allow = 10.0.0.0/8",
-	    "test.ini:10: upstream_password_file: ");
-	auth_case("plain", "upstream_password_file", "/nonexistent/pw",
-	    "allow = 10.0.0.0/8", "test.ini:10: upstream_password_file: "
-	    "cannot open /nonexistent/pw");
-	auth_case("xoauth2", "upstream_token_file", open_pw, "allow = 10.0.0.0/8",
-	    "test.ini:10: upstream_token_file: ");
-	/* The right secret for the mechanism. */
-	auth_case("xoauth2", "upstream_password_file", pw, "allow = 10.0.0.0/8",
-	    "[scan]: upstream_auth = xoauth2 needs upstream_token_file");
-	auth_case("plain", "upstream_token_file", crlf, "allow = 10.0.0.0/8",
-	    "[scan]: upstream_auth = plain needs upstream_password_file");
-	auth_case("sha1", "upstream_password_file", pw, "allow = 10.0.0.0/8",
-	    "test.ini:8: upstream_auth: unknown value \"sha1\"");
+	{
+		/* mechanism, secret key, its file, line 11, expected error */
+		const struct { const char *mech, *key, *file, *extra, *msg; } bad[] = {
+			/* An authenticated relay needs the devices, not the world. */
+			{ "plain", "upstream_password_file", pw, "",
+			    "test.ini:8: [scan]: upstream_auth makes this listener a "
+			    "relay logged in as alice for anyone who reaches it" },
+			{ "login", "upstream_password_file", pw,
+			    "allow = 10.0.0.0/8 0.0.0.0/0",
+			    "test.ini:11: [scan]: allow covers the whole internet" },
+			{ "login", "upstream_password_file", pw, "allow = ::/0",
+			    "test.ini:11: [scan]: allow covers the whole internet" },
+			/* Secrets: private, one line, not empty. */
+			{ "plain", "upstream_password_file", open_pw, "allow = 10.0.0.0/8",
+			    "is readable by everyone (mode 0644): chmod o-rwx it" },
+			{ "plain", "upstream_password_file", empty, "allow = 10.0.0.0/8",
+			    ": empty" },
+			{ "plain", "upstream_password_file", twolines,
+			    "allow = 10.0.0.0/8", "test.ini:10: upstream_password_file: " },
+			{ "plain", "upstream_password_file", "/nonexistent/pw",
+			    "allow = 10.0.0.0/8", "test.ini:10: upstream_password_file: "
+			    "cannot open /nonexistent/pw" },
+			{ "xoauth2", "upstream_token_file", open_pw, "allow = 10.0.0.0/8",
+			    "test.ini:10: upstream_token_file: " },
+			/* The right secret for the mechanism. */
+			{ "xoauth2", "upstream_password_file", pw, "allow = 10.0.0.0/8",
+			    "[scan]: upstream_auth = xoauth2 needs upstream_token_file" },
+			{ "plain", "upstream_token_file", crlf, "allow = 10.0.0.0/8",
+			    "[scan]: upstream_auth = plain needs upstream_password_file" },
+			{ "sha1", "upstream_password_file", pw, "allow = 10.0.0.0/8",
+			    "test.ini:8: upstream_auth: unknown value \"sha1\"" },
+		};
+		for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++)
+			auth_case(bad[i].mech, bad[i].key, bad[i].file, bad[i].extra,
+			    bad[i].msg);
+	}
 	/* Never in clear, SMTP only, keys only with upstream_auth. */
 	snprintf(text, sizeof(text), SERVICE_OK "upstream_auth = plain\n"
 	    "upstream_user = alice\nupstream_password_file = %s\n"
