@@ -167,11 +167,17 @@ def test_device_over_tls_and_second_starttls_refused(postfix_proxy, servers, cer
 
 
 def test_refused_login_fails_the_session_and_names_why(proxies, servers, certs, tmp_path):
+    from helpers import free_port
+    from test_metrics import scrape, value
     pw = private_file(tmp_path, "pw", WRONG + "\n")
-    proxy = proxies("log_level = debug\n" + auth_service(
+    mport = free_port()
+    proxy = proxies("log_level = debug\nmetrics = 127.0.0.1:%d\n" % mport + auth_service(
         "a", servers["ports"]["smtp_submission"], "starttls", "plain", pw, certs))
     with pytest.raises(smtplib.SMTPConnectError) as e:
         smtplib.SMTP("127.0.0.1", proxy.port("a"), timeout=15)
+    wait_for(lambda: value(scrape(mport), "mailproxy_sessions_ended_total", service="a",
+                           outcome="upstream-auth-failed") == 1,
+             what="the outcome counted in /metrics")
     # A temporary error: the device retries later; nothing was accepted.
     assert e.value.smtp_code == 421 and b"4.7.0" in e.value.smtp_error
     line = proxy.wait_log(r"event=upstream-failed reason=upstream-auth-refused "
