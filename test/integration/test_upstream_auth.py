@@ -470,3 +470,25 @@ def test_readme_recipe_scan_to_email(proxies, servers, certs, tmp_path):
     assert b"ESMTPSA" in delivered(servers, marker)
     proxy.wait_log(r"svc=scan-to-email-tls10 event=legacy-tls client=127\.0\.0\.1")
     assert_secret_not_logged(proxy, servers["password"])
+
+
+def test_device_that_never_sends_mail_is_cut_at_negotiation_timeout(proxies, oauth, certs,
+                                                                      tmp_path):
+    box, up = oauth
+    token = os.path.join(str(tmp_path), "token")
+    write_token(token, "ya29.first-token")
+    box.valid = {"ya29.first-token"}
+    proxy = proxies(auth_service("o", up.port, "implicit", "xoauth2", token, certs,
+                                 extra="negotiation_timeout = 1"))
+    s = socket.create_connection(("127.0.0.1", proxy.port("o")), timeout=10)
+    f = s.makefile("rb")
+    assert f.readline().startswith(b"220 gw.test ESMTP ready")
+    s.sendall(b"EHLO mfp.test\r\n")
+    while f.readline()[3:4] != b" ":
+        pass
+    started = time.monotonic()
+    assert f.readline() == b"421 4.4.2 Timeout: closing connection\r\n"
+    assert f.readline() == b""
+    assert 0.5 < time.monotonic() - started < 5
+    proxy.wait_log(r"state=farewell reason=client-negotiation-timeout")
+    assert box.messages == []
