@@ -248,6 +248,13 @@ guard_scan(struct guard *g, const char *data, size_t len)
 	return false;
 }
 
+bool
+guard_idle(const struct guard *g)
+{
+	return g->mode == GUARD_LINE && g->headlen == 0 && g->taillen == 0 &&
+	    !g->continued;
+}
+
 void
 guard_refusal(const struct guard *g, struct buf *to_client)
 {

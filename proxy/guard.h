@@ -34,6 +34,12 @@ void	guard_free(struct guard *g);
 /* Scans the next bytes the client sent; true if they hold STARTTLS. */
 bool	guard_scan(struct guard *g, const char *data, size_t len);
 
+/*
+ * True between two commands: the guard holds nothing that a new one would
+ * not (the session frees it then, so an idle session keeps no guard).
+ */
+bool	guard_idle(const struct guard *g);
+
 /* After a hit: queues the protocol's refusal (closing) for the client. */
 void	guard_refusal(const struct guard *g, struct buf *to_client);
 

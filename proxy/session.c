@@ -71,7 +71,8 @@ struct session {
 	bool			 client_starttls; /* STARTTLS accepted */
 	struct negotiator	*neg;		/* see needs_negotiator() */
 	struct front		*front;		/* upstream_auth, until MAIL */
-	struct guard		*guard;		/* client in TLS: no STARTTLS */
+	bool			 guarded;	/* client in TLS: no STARTTLS */
+	struct guard		*guard;		/* ... its state, mid-command */
 	bool			 starttls_in_tls; /* the guard saw one */
 	struct buf		 neg_in;	/* upstream bytes for neg */
 	ev_tstamp		 neg_deadline;	/* absolute */
@@ -414,6 +415,7 @@ set_credentials(struct session *s, char *why, size_t whylen)
 
 static void set_deadline_at(EV_P_ struct session *s, ev_tstamp when);
 static void start_front(EV_P_ struct session *s);
+static bool guard_client_bytes(struct session *s, const char *p, size_t len);
 
 /* Seconds left for the current phase: its own limit, capped by the
  * absolute negotiation deadline while a STARTTLS dialogue is running. */
@@ -798,20 +800,41 @@ front_dialogue(EV_P_ struct session *s)
 
 /* ---- relay ------------------------------------------------------------- */
 
+/*
+ * New client bytes through the guard (if the client is in TLS).  The guard
+ * is allocated when bytes come and freed between commands, so an idle
+ * session holds none.  Returns false when the session must stop relaying.
+ */
+static bool
+guard_client_bytes(struct session *s, const char *p, size_t len)
+{
+	if (!s->guarded)
+		return true;
+	if (s->guard == NULL && (s->guard = guard_new(s->svc->protocol)) == NULL) {
+		sess_end(s, LOG_LVL_WARN, "out-of-memory", NULL);
+		return false;
+	}
+	if (guard_scan(s->guard, p, len)) {
+		s->starttls_in_tls = true;	/* refused by relay() */
+		return false;
+	}
+	if (guard_idle(s->guard)) {
+		guard_free(s->guard);
+		s->guard = NULL;
+	}
+	return true;
+}
+
 static void
 start_relay(EV_P_ struct session *s)
 {
-	/* Never TLS in TLS: a client in TLS may not start it again. */
-	if (s->svc->client_tls != TLS_MODE_NONE &&
-	    (s->guard = guard_new(s->svc->protocol)) == NULL) {
-		sess_end(s, LOG_LVL_WARN, "out-of-memory", NULL);
-		return;
-	}
-	/* Client bytes already read (pipelined after MAIL) pass it too. */
-	if (s->guard != NULL && !buf_empty(&s->c2u)) {
+	/* Never TLS in TLS: a client in TLS may not start it again.  Client
+	 * bytes already read (pipelined after MAIL) pass the guard too. */
+	s->guarded = s->svc->client_tls != TLS_MODE_NONE;
+	if (!buf_empty(&s->c2u)) {
 		size_t len;
 		const char *p = buf_peek(&s->c2u, &len);
-		s->starttls_in_tls = guard_scan(s->guard, p, len);
+		guard_client_bytes(s, p, len);
 	}
 	s->state = SESS_RELAY;
 	s->last_activity = ev_now(EV_A);
@@ -858,12 +881,9 @@ move(struct session *s, struct endpoint *src, struct buf *b,
 		before = src->bytes_in;
 		st = ep_read(src, b);
 		/* What the client just sent, before any of it goes on. */
-		if (src == &s->client && s->guard != NULL &&
-		    (p = buf_peek(b, &len)) != NULL && len > had &&
-		    guard_scan(s->guard, p + had, len - had)) {
-			s->starttls_in_tls = true;
+		if (src == &s->client && (p = buf_peek(b, &len)) != NULL &&
+		    len > had && !guard_client_bytes(s, p + had, len - had))
 			return false;
-		}
 		if (st == EP_ERROR) {
 			side_error(s, src);
 			return false;

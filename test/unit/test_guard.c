@@ -149,6 +149,25 @@ test_bulk(void)
 	guard_free(g);
 }
 
+/* Idle (freeable) only between commands. */
+static void
+test_idle(void)
+{
+	struct guard *g = guard_new(PROTO_IMAP);
+
+	CHECK(guard_idle(g));
+	CHECK(!guard_scan(g, "a NO", 4) && !guard_idle(g));
+	CHECK(!guard_scan(g, "OP\r\n", 4) && guard_idle(g));
+	CHECK(!guard_scan(g, "b APPEND INBOX {3}\r\n", 21) && !guard_idle(g));
+	CHECK(!guard_scan(g, "abc", 3) && !guard_idle(g));	/* the line goes on */
+	CHECK(!guard_scan(g, "\r\n", 2) && guard_idle(g));
+	guard_free(g);
+	g = guard_new(PROTO_SMTP);
+	CHECK(!guard_scan(g, "DATA\r\nx\r\n", 9) && !guard_idle(g));
+	CHECK(!guard_scan(g, ".\r\n", 3) && guard_idle(g));
+	guard_free(g);
+}
+
 void
 test_guard(void)
 {
@@ -160,4 +179,5 @@ test_guard(void)
 	}
 	test_refusals();
 	test_bulk();
+	test_idle();
 }
