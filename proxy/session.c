@@ -765,9 +765,13 @@ front_dialogue(EV_P_ struct session *s)
 			sess_end(s, LOG_LVL_INFO, "client-error", s->client.err);
 			return;
 		}
-		if (buf_len(&s->u2c) > BUF_CAPACITY / 2 || s->client.rd_wait != 0)
+		if (buf_len(&s->u2c) > BUF_CAPACITY / 2)
 			return;
-		st = ep_read(&s->client, &s->c2u);
+		/* Lines already read are answered even while the socket
+		 * has nothing new. */
+		st = s->client.rd_wait == 0 ? ep_read(&s->client, &s->c2u) :
+		    EP_AGAIN;
+		consumed = 0;
 		if ((p = buf_peek(&s->c2u, &len)) != NULL) {
 			v = front_feed(s->front, p, len, &consumed, &s->u2c);
 			buf_consume(&s->c2u, consumed);
@@ -793,9 +797,12 @@ front_dialogue(EV_P_ struct session *s)
 			    "client-error", "before MAIL");
 			return;
 		}
-		if (st == EP_AGAIN)
+		if (st == EP_AGAIN && consumed == 0)
 			return;
 	}
+	/* Still busy (a long pipeline already read): come back on the next
+	 * loop iteration, as no socket event will say so. */
+	ev_feed_event(EV_A_ &s->client.io, EV_READ | EV_WRITE);
 }
 
 /* ---- relay ------------------------------------------------------------- */

@@ -492,3 +492,28 @@ def test_device_that_never_sends_mail_is_cut_at_negotiation_timeout(proxies, oau
     assert 0.5 < time.monotonic() - started < 5
     proxy.wait_log(r"state=farewell reason=client-negotiation-timeout")
     assert box.messages == []
+
+
+def test_long_pipeline_before_mail_is_answered_in_order(proxies, oauth, certs, tmp_path):
+    """3000 NOOPs, then MAIL/RCPT/DATA, in one write: every local reply comes
+    first, in order, then the upstream's (no stall on replies held back)."""
+    box, up = oauth
+    token = os.path.join(str(tmp_path), "token")
+    write_token(token, "ya29.first-token")
+    box.valid = {"ya29.first-token"}
+    proxy = proxies(auth_service("o", up.port, "implicit", "xoauth2", token, certs))
+    s = socket.create_connection(("127.0.0.1", proxy.port("o")), timeout=15)
+    f = s.makefile("rb")
+    assert f.readline().startswith(b"220 ")
+    n = 3000
+    s.sendall(b"NOOP\r\n" * n + b"MAIL FROM:<mfp@office.test>\r\nRCPT TO:<a@mail.test>\r\n"
+              b"DATA\r\n")
+    for _ in range(n):
+        assert f.readline() == b"250 2.0.0 OK\r\n"
+    assert f.readline().startswith(b"250 2.1.0")        # MAIL, from the upstream
+    assert f.readline().startswith(b"250 2.1.0")        # RCPT
+    assert f.readline().startswith(b"354 ")
+    s.sendall(b"Subject: pipelined\r\n\r\nbody\r\n.\r\nQUIT\r\n")
+    assert f.readline().startswith(b"250 2.0.0")
+    assert f.readline().startswith(b"221")
+    assert box.messages == [b"Subject: pipelined\r\n\r\nbody\r\n"]
