@@ -70,7 +70,8 @@ usage(FILE *fp)
 	    "usage: mailproxy [-c FILE] [-t] [-T] [-V] [-h]\n"
 	    "  -c FILE  configuration file (default %s)\n"
 	    "  -t       check the configuration and exit\n"
-	    "  -T       -t, then dial each upstream (TLS/STARTTLS, certificate);\n"
+	    "  -T       -t, then dial each upstream (TLS/STARTTLS, certificate,\n"
+	    "           AUTH if configured);\n"
 	    "           one line per service, exit 1 if any failed\n"
 	    "  -V       print version and TLS library, exit\n"
 	    "  -h       this help\n", CONFIG_DEFAULT_FILE);
