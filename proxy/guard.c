@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
+#include "line.h"
 
 enum guard_mode {
 	GUARD_LINE,	/* reading a command line */
@@ -31,7 +31,6 @@ struct guard {
 	size_t		 headlen;
 	char		 tail[TAIL_MAX];
 	size_t		 taillen;
-	char		 tag[HEAD_MAX];	/* IMAP: the STARTTLS command's tag */
 };
 
 struct guard *
@@ -69,109 +68,53 @@ keep(struct guard *g, const char *p, size_t n)
 	}
 }
 
-/* The n-th blank-separated word of the head (0-based), and its length. */
-static const char *
-word(const struct guard *g, int n, size_t *len)
-{
-	size_t i = 0, start;
-
-	for (;;) {
-		start = i;
-		while (i < g->headlen && g->head[i] != ' ' && g->head[i] != '\r')
-			i++;
-		if (n-- == 0) {
-			*len = i - start;
-			return g->head + start;
-		}
-		if (i >= g->headlen || g->head[i] != ' ')
-			return NULL;
-		i++;
-	}
-}
-
-static bool
-word_is(const struct guard *g, int n, const char *what)
-{
-	size_t len;
-	const char *w = word(g, n, &len);
-
-	return w != NULL && len == strlen(what) && strncasecmp(w, what, len) == 0;
-}
-
-/* A decimal count, bounded; false if it is not one. */
-static bool
-parse_count(const char *p, size_t len, uint64_t *out)
-{
-	uint64_t v = 0;
-
-	if (len == 0 || len > 19)
-		return false;
-	for (size_t i = 0; i < len; i++) {
-		if (p[i] < '0' || p[i] > '9')
-			return false;
-		v = v * 10 + (uint64_t)(p[i] - '0');
-	}
-	*out = v;
-	return true;
-}
-
-/* IMAP: does the line end with a literal "{n}" or "{n+}"?  (CR stripped) */
-static bool
-imap_literal(const struct guard *g, uint64_t *n)
-{
-	size_t end = g->taillen, open;
-
-	if (end > 0 && g->tail[end - 1] == '\r')
-		end--;
-	if (end < 3 || g->tail[end - 1] != '}')
-		return false;
-	end--;
-	if (g->tail[end - 1] == '+')
-		end--;
-	for (open = end; open > 0 && g->tail[open - 1] != '{'; open--)
-		;
-	return open > 0 && parse_count(g->tail + open, end - open, n);
-}
-
-/* A whole line was read: is it STARTTLS, and what comes after it? */
+/*
+ * A whole line was read: is it STARTTLS, and what comes after it?  On a
+ * hit the head is kept: the refusal quotes the IMAP tag from it.
+ */
 static bool
 end_of_line(struct guard *g)
 {
+	const char *h = g->head;
+	size_t hl = g->headlen, tl = g->taillen, vl;
 	uint64_t n;
-	size_t len;
-	const char *w;
-	bool hit = false;
+	bool args, hit = false;
 
+	/* The CR of CRLF (a bare LF is accepted); for the command word also
+	 * trailing blanks ("DATA "), never for a literal ("{5} " is none). */
+	while (hl > 0 && (h[hl - 1] == '\r' || h[hl - 1] == ' '))
+		hl--;
+	if (tl > 0 && g->tail[tl - 1] == '\r')
+		tl--;
+	vl = line_verb(h, hl, &args);
 	switch (g->proto) {
 	case PROTO_SMTP:
-		hit = word_is(g, 0, "STARTTLS");
-		if (word_is(g, 0, "DATA") && ((w = word(g, 1, &len)) == NULL ||
-		    len == 0)) {
+		hit = line_starts_with_word(h, hl, "STARTTLS");
+		if (hl == 4 && line_starts_with_word(h, hl, "DATA")) {
 			g->mode = GUARD_BODY;
 			g->body = BODY_LINE_START;
-		} else if (word_is(g, 0, "BDAT") && (w = word(g, 1, &len)) != NULL &&
-		    parse_count(w, len, &n) && n > 0) {
+		} else if (args && line_starts_with_word(h, hl, "BDAT") &&
+		    line_count(h + 5, line_verb(h + 5, hl - 5, &args), &n) &&
+		    n > 0) {
 			g->mode = GUARD_SKIP;
 			g->skip = n;
 		}
 		break;
 	case PROTO_POP3:
-		hit = word_is(g, 0, "STLS");
+		hit = line_starts_with_word(h, hl, "STLS");
 		break;
 	case PROTO_IMAP:
-		if (!g->continued && word_is(g, 1, "STARTTLS")) {
-			hit = true;
-			w = word(g, 0, &len);
-			snprintf(g->tag, sizeof(g->tag), "%.*s", (int)len, w);
-		}
-		g->continued = imap_literal(g, &n);
+		hit = !g->continued && args &&
+		    line_starts_with_word(h + vl + 1, hl - vl - 1, "STARTTLS");
+		g->continued = line_imap_literal(g->tail, tl, &n);
 		if (g->continued && n > 0) {
 			g->mode = GUARD_SKIP;
 			g->skip = n;
 		}
 		break;
 	}
-	g->headlen = g->taillen = 0;
+	if (!hit)
+		g->headlen = g->taillen = 0;
 	return hit;
 }
 
@@ -259,6 +202,7 @@ void
 guard_refusal(const struct guard *g, struct buf *to_client)
 {
 	char text[200];
+	bool tagged;
 	int n;
 
 	switch (g->proto) {
@@ -271,8 +215,9 @@ guard_refusal(const struct guard *g, struct buf *to_client)
 		    "is already active\r\n");
 		break;
 	default:
-		n = snprintf(text, sizeof(text), "%s BAD TLS is already active\r\n"
-		    "* BYE mailproxy: closing connection\r\n", g->tag);
+		n = snprintf(text, sizeof(text), "%.*s BAD TLS is already active"
+		    "\r\n* BYE mailproxy: closing connection\r\n",
+		    (int)line_verb(g->head, g->headlen, &tagged), g->head);
 		break;
 	}
 	(void)buf_append(to_client, text, (size_t)n);

@@ -25,24 +25,6 @@ static const char *const imap_state_names[] = {
 /* Generous for long capability lists, still bounded. */
 #define IMAP_MAX_LINE	4096
 
-/* A line that announces a literal ("{12}" or "{12+}" at its end). */
-static bool
-ends_with_literal(const char *line, size_t len)
-{
-	size_t i;
-
-	if (len < 3 || line[len - 1] != '}')
-		return false;
-	i = len - 2;
-	if (line[i] == '+')
-		i--;
-	if (i == 0 || line[i] < '0' || line[i] > '9')
-		return false;
-	while (i > 0 && line[i] >= '0' && line[i] <= '9')
-		i--;
-	return line[i] == '{';
-}
-
 static void
 send_tagged(struct negotiator *n, struct neg_out *out, const char *command)
 {
@@ -140,8 +122,9 @@ imap_line(struct negotiator *n, const char *line, size_t len,
     struct neg_out *out)
 {
 	const char *status;
+	uint64_t size;
 
-	if (ends_with_literal(line, len))
+	if (line_imap_literal(line, len, &size))
 		return neg_fail(n, "upstream-protocol-error", "IMAP literal in "
 		    "state %s", neg_state_name(n));
 	if (n->state == IMAP_GREETING)
@@ -209,13 +192,12 @@ static enum neg_verdict
 imap_cneg_line(struct cneg *c, const char *line, size_t len,
     struct buf *to_client)
 {
-	size_t tl = 0;
+	bool args;
+	size_t tl = line_verb(line, len, &args);	/* the tag */
 	const char *cmd;
 	size_t cl;
 
-	while (tl < len && line[tl] != ' ')
-		tl++;
-	if (tl == 0 || tl + 1 >= len || line[0] == '*' || line[0] == '+') {
+	if (tl == 0 || !args || line[0] == '*' || line[0] == '+') {
 		cneg_reply(to_client, "* BAD Invalid command");
 		return cneg_refused(c) ? NEG_FAIL : NEG_CONTINUE;
 	}

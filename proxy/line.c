@@ -51,6 +51,42 @@ line_verb(const char *line, size_t len, bool *args)
 }
 
 bool
+line_count(const char *p, size_t len, uint64_t *value)
+{
+	uint64_t v = 0;
+
+	if (len == 0 || len > 19)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		if (p[i] < '0' || p[i] > '9')
+			return false;
+		v = v * 10 + (uint64_t)(p[i] - '0');
+	}
+	*value = v;
+	return true;
+}
+
+bool
+line_imap_literal(const char *line, size_t len, uint64_t *size)
+{
+	size_t end, open;
+
+	if (len < 3 || line[len - 1] != '}')
+		return false;
+	end = len - 1;
+	if (line[end - 1] == '+')
+		end--;
+	for (open = end; open > 0 && line[open - 1] >= '0' &&
+	    line[open - 1] <= '9'; open--)
+		;
+	if (open == 0 || open == end || line[open - 1] != '{')
+		return false;
+	if (!line_count(line + open, end - open, size))
+		*size = UINT64_MAX;	/* absurdly long: still a literal */
+	return true;
+}
+
+bool
 line_has_word(const char *text, size_t len, const char *word)
 {
 	size_t i = 0;

@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 enum line_status {
 	LINE_OK,	/* *len bytes of text, then CRLF (consumed = len + 2) */
@@ -32,6 +33,15 @@ bool	line_starts_with_word(const char *text, size_t len, const char *word);
  * says whether something follows "VERB ".
  */
 size_t	line_verb(const char *line, size_t len, bool *args);
+
+/* A decimal number of 1..19 digits, the whole of p[0..len); false if not. */
+bool	line_count(const char *p, size_t len, uint64_t *value);
+
+/*
+ * True if an IMAP line (CRLF stripped) ends by announcing a literal,
+ * "{n}" or "{n+}"; *size gets n (UINT64_MAX past 19 digits).
+ */
+bool	line_imap_literal(const char *line, size_t len, uint64_t *size);
 
 /* True if word is one of the space-separated tokens of text, any case. */
 bool	line_has_word(const char *text, size_t len, const char *word);

@@ -55,6 +55,8 @@ static const struct gscript gscripts[] = {
 	    "a LOGIN {1}\r\nu {12}\r\nb STARTTLS\r\n\r\nd STARTTLS\r\n", "d STARTTLS\r\n" },
 	{ "imap braces that are not a literal", PROTO_IMAP,
 	    "a SEARCH {x}\r\nb STARTTLS\r\n", "b STARTTLS\r\n" },
+	{ "imap a blank after the braces: not a literal", PROTO_IMAP,
+	    "a APPEND INBOX {12} \r\nb STARTTLS\r\n", "b STARTTLS\r\n" },
 	{ "imap authenticate continuation", PROTO_IMAP,
 	    "a AUTHENTICATE PLAIN\r\nAGFsaWNlAHNlY3JldA==\r\n", NULL },
 };
