@@ -48,6 +48,23 @@ static struct svc_metrics *shm;		/* [workers][MAX_SVC] */
 static int		 nworkers;
 static struct svc_metrics *mine;	/* this worker's row */
 
+/*
+ * Finds key among n names laid out stride bytes apart, claiming the first
+ * empty one for it; -1 when all are taken by other keys.
+ */
+static int
+slot(char *names, size_t stride, int n, const char *key, size_t keymax)
+{
+	for (int i = 0; i < n; i++) {
+		char *name = names + (size_t)i * stride;
+		if (name[0] == '\0')
+			snprintf(name, keymax, "%s", key);
+		if (strcmp(name, key) == 0)
+			return i;
+	}
+	return -1;
+}
+
 int
 metrics_init(int workers)
 {
@@ -74,13 +91,12 @@ metrics_set_worker(int index)
 struct svc_metrics *
 metrics_service(const char *name)
 {
-	for (int i = 0; mine != NULL && i < MAX_SVC; i++) {
-		if (mine[i].name[0] == '\0')
-			snprintf(mine[i].name, sizeof(mine[i].name), "%s", name);
-		if (strcmp(mine[i].name, name) == 0)
-			return &mine[i];
-	}
-	return NULL;
+	int i;
+
+	if (mine == NULL || (i = slot(mine[0].name, sizeof(*mine), MAX_SVC, name,
+	    sizeof(mine[0].name))) < 0)
+		return NULL;
+	return &mine[i];
 }
 
 void
@@ -105,20 +121,15 @@ metrics_session_close(struct svc_metrics *m, enum metric_end end,
 void
 metrics_tls(struct svc_metrics *m, int version, const char *cipher)
 {
-	int v = version - 0x0301;	/* TLS1_VERSION */
+	int v = version - 0x0301, i;	/* TLS1_VERSION */
 
 	if (m == NULL)
 		return;
 	if (v >= 0 && v < 4)
 		m->tls_version[v]++;
-	for (int i = 0; cipher != NULL && i < MAX_CIPHERS; i++) {
-		if (m->cipher[i][0] == '\0')
-			snprintf(m->cipher[i], sizeof(m->cipher[i]), "%s", cipher);
-		if (strcmp(m->cipher[i], cipher) == 0) {
-			m->cipher_count[i]++;
-			break;
-		}
-	}
+	if (cipher != NULL && (i = slot(m->cipher[0], sizeof(m->cipher[0]),
+	    MAX_CIPHERS, cipher, sizeof(m->cipher[0]))) >= 0)
+		m->cipher_count[i]++;
 }
 
 void
@@ -131,20 +142,16 @@ metrics_starttls(struct svc_metrics *m, int side_client)
 void
 metrics_legacy_client(struct svc_metrics *m, const char *addr, int version)
 {
-	char key[48];
+	char key[sizeof(m->legacy_client[0])];
+	int i;
 
 	if (m == NULL)
 		return;
 	snprintf(key, sizeof(key), "%s %s", addr, version == 0x0301 ? "1.0" :
 	    "1.1");
-	for (int i = 0; i < MAX_LEGACY; i++) {
-		if (m->legacy_client[i][0] == '\0')
-			memcpy(m->legacy_client[i], key, sizeof(key));
-		if (strcmp(m->legacy_client[i], key) == 0) {
-			m->legacy_count[i]++;
-			return;
-		}
-	}
+	if ((i = slot(m->legacy_client[0], sizeof(key), MAX_LEGACY, key,
+	    sizeof(key))) >= 0)
+		m->legacy_count[i]++;
 }
 
 enum metric_end
@@ -226,28 +233,15 @@ sum_service(const char *name, struct svc_metrics *t)
 				t->tls_version[k] += m->tls_version[k];
 			for (int k = 0; k < 2; k++)
 				t->starttls_ok[k] += m->starttls_ok[k];
-			for (int k = 0; k < MAX_LEGACY && m->legacy_client[k][0]; k++)
-				for (int j = 0; j < MAX_LEGACY; j++) {
-					if (t->legacy_client[j][0] == '\0')
-						memcpy(t->legacy_client[j],
-						    m->legacy_client[k],
-						    sizeof(t->legacy_client[j]));
-					if (strcmp(t->legacy_client[j],
-					    m->legacy_client[k]) == 0) {
-						t->legacy_count[j] += m->legacy_count[k];
-						break;
-					}
-				}
-			for (int k = 0; k < MAX_CIPHERS && m->cipher[k][0]; k++)
-				for (int j = 0; j < MAX_CIPHERS; j++) {
-					if (t->cipher[j][0] == '\0')
-						memcpy(t->cipher[j], m->cipher[k],
-						    sizeof(t->cipher[j]));
-					if (strcmp(t->cipher[j], m->cipher[k]) == 0) {
-						t->cipher_count[j] += m->cipher_count[k];
-						break;
-					}
-				}
+			for (int k = 0, j; k < MAX_LEGACY && m->legacy_client[k][0]; k++)
+				if ((j = slot(t->legacy_client[0],
+				    sizeof(t->legacy_client[0]), MAX_LEGACY,
+				    m->legacy_client[k], sizeof(t->legacy_client[0]))) >= 0)
+					t->legacy_count[j] += m->legacy_count[k];
+			for (int k = 0, j; k < MAX_CIPHERS && m->cipher[k][0]; k++)
+				if ((j = slot(t->cipher[0], sizeof(t->cipher[0]),
+				    MAX_CIPHERS, m->cipher[k], sizeof(t->cipher[0]))) >= 0)
+					t->cipher_count[j] += m->cipher_count[k];
 		}
 }
 

@@ -278,10 +278,10 @@ farewell(EV_P_ struct session *s, const char *reason, const char *detail)
 		"421 4.7.0 mailproxy: the server refused the proxy's login, "
 		    "try again later\r\n", "", "",	/* SMTP only */
 	};
-	const char *const *msg = strstr(reason, "connect") != NULL ?
-	    unreachable : strncmp(reason, "upstream-auth", 13) == 0 ? auth :
-	    insecure;
-
+	/* The message follows the outcome class /metrics counts it under. */
+	enum metric_end end = metrics_end_of(reason);
+	const char *const *msg = end == END_CONNECT ? unreachable :
+	    end == END_UPSTREAM_AUTH ? auth : insecure;
 	struct logline ll;
 
 	/* Built as fields: the detail quotes what the upstream said. */
