@@ -298,7 +298,10 @@ supervise(void)
 				if (cf->workers != n)
 					log_warnx("workers = %d takes effect at "
 					    "the next start", cf->workers);
-				config_unref(cf);
+				/* Kept: a worker restarted later starts on
+				 * what its siblings reload now. */
+				config_unref(running);
+				running = cf;
 				signal_workers(ws, n, SIGHUP);
 			}
 		} else if (sig == SIGTERM || sig == SIGINT) {

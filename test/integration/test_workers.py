@@ -74,6 +74,29 @@ def test_sighup_reaches_every_worker_and_a_broken_file_none(proxies, upstreams, 
     hello(proxy, certs)
 
 
+def test_worker_restarted_after_a_reload_runs_the_reloaded_config(proxies, upstreams,
+                                                                  certs):
+    """The supervisor keeps the configuration its last good SIGHUP checked:
+    a worker restarted later must not come back on the start-up file."""
+    up = upstreams(greeter)
+    first, second = free_port(), free_port()
+    text = "workers = 2\n" + service("w", "imap", up.addr, certs)
+    proxy = proxies(text.replace("127.0.0.1:0", "127.0.0.1:%d" % first))
+    proxy.wait_log(r"event=start .*worker=1")
+    proxy.rewrite(text.replace("127.0.0.1:0", "127.0.0.1:%d" % second))
+    proxy.signal(signal.SIGHUP)
+    proxy.wait_log(r"event=reload-ok", count=2)
+    victim = int(worker_pids(proxy)[0][1])
+    os.kill(victim, signal.SIGKILL)
+    proxy.wait_log(r"event=worker-start worker=0", count=2)
+    proxy.wait_log(r"event=listen svc=w addr=127\.0\.0\.1:%d" % second, count=3)
+    assert len(re.findall(r"event=listen svc=w addr=127\.0\.0\.1:%d " % first,
+                          proxy.log())) == 2      # the two first starts only
+    s = tls_connect(second, certs)
+    assert recv_exact(s, 12) == b"* OK hello\r\n"
+    s.close()
+
+
 def test_sigterm_stops_supervisor_and_workers(proxies, upstreams, certs):
     up = upstreams(greeter)
     proxy = proxies(fixed("workers = 2\n" + service("w", "imap", up.addr, certs)))
