@@ -71,8 +71,7 @@ struct session {
 	bool			 client_starttls; /* STARTTLS accepted */
 	struct negotiator	*neg;		/* see needs_negotiator() */
 	struct front		*front;		/* upstream_auth, until MAIL */
-	bool			 guarded;	/* client in TLS: no STARTTLS */
-	struct guard		*guard;		/* ... its state, mid-command */
+	struct guard		*guard;		/* client in TLS: mid-command */
 	bool			 starttls_in_tls; /* the guard saw one */
 	struct buf		 neg_in;	/* upstream bytes for neg */
 	ev_tstamp		 neg_deadline;	/* absolute */
@@ -808,14 +807,14 @@ front_dialogue(EV_P_ struct session *s)
 /* ---- relay ------------------------------------------------------------- */
 
 /*
- * New client bytes through the guard (if the client is in TLS).  The guard
- * is allocated when bytes come and freed between commands, so an idle
- * session holds none.  Returns false when the session must stop relaying.
+ * Never TLS in TLS: new bytes from a client in TLS pass the guard.  It is
+ * allocated when bytes come and freed between commands, so an idle session
+ * holds none.  Returns false when the session must stop relaying.
  */
 static bool
 guard_client_bytes(struct session *s, const char *p, size_t len)
 {
-	if (!s->guarded)
+	if (s->svc->client_tls == TLS_MODE_NONE)
 		return true;
 	if (s->guard == NULL && (s->guard = guard_new(s->svc->protocol)) == NULL) {
 		sess_end(s, LOG_LVL_WARN, "out-of-memory", NULL);
@@ -835,9 +834,7 @@ guard_client_bytes(struct session *s, const char *p, size_t len)
 static void
 start_relay(EV_P_ struct session *s)
 {
-	/* Never TLS in TLS: a client in TLS may not start it again.  Client
-	 * bytes already read (pipelined after MAIL) pass the guard too. */
-	s->guarded = s->svc->client_tls != TLS_MODE_NONE;
+	/* Client bytes already read (pipelined after MAIL) pass the guard. */
 	if (!buf_empty(&s->c2u)) {
 		size_t len;
 		const char *p = buf_peek(&s->c2u, &len);

@@ -28,7 +28,7 @@
 	":ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA:" \
 	"ECDHE-ECDSA-AES256-SHA:ECDHE-RSA-AES256-SHA:AES128-SHA:AES256-SHA"
 
-/* The ALPN name of each mail protocol (IANA registry), length-prefixed. */
+/* The ALPN name of each mail protocol (IANA registry). */
 static const char *const alpn_names[] = { "smtp", "pop3", "imap" };
 
 static void
