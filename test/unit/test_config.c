@@ -70,11 +70,24 @@ expect_error(const char *text, const char *msg)
 	free(errors);
 }
 
+/* Parses text that must load; NULL (its errors printed) if it did not. */
+static struct config *
+expect_ok(const char *text)
+{
+	char *errors = NULL;
+	struct config *cf = parse(text, &errors);
+
+	CHECK(cf != NULL);
+	if (cf == NULL)
+		fprintf(stderr, "%s", errors ? errors : "(no errors)\n");
+	free(errors);
+	return cf;
+}
+
 static void
 test_good_file(void)
 {
-	char *errors = NULL;
-	struct config *cf = parse(
+	struct config *cf = expect_ok(
 	    "; global part\n"
 	    "log_level = debug\n"
 	    "log_format = json\n"
@@ -101,14 +114,10 @@ test_good_file(void)
 	    "  upstream = localhost:993\n"
 	    "  upstream_tls = implicit\n"
 	    "  upstream_ca = @/ca.crt\n"
-	    "  upstream_tls_min_version = 1.3\n", &errors);
+	    "  upstream_tls_min_version = 1.3\n");
 
-	CHECK(cf != NULL);
-	if (cf == NULL) {
-		fprintf(stderr, "%s", errors);
-		free(errors);
+	if (cf == NULL)
 		return;
-	}
 	CHECK(cf->log_level == LOG_LVL_DEBUG);
 	CHECK(cf->log_format == LOG_FMT_JSON);
 	CHECK(cf->max_connections == 500);
@@ -216,8 +225,7 @@ test_values_not_yet_supported(void)
 static void
 test_starttls_upstream(void)
 {
-	char *errors = NULL;
-	struct config *cf = parse(
+	struct config *cf = expect_ok(
 	    "[legacy]\n"
 	    "protocol = smtp\n"
 	    "listen = 127.0.0.1:0\n"
@@ -232,14 +240,10 @@ test_starttls_upstream(void)
 	    "cert = @/server-ecdsa.crt\n"
 	    "key = @/server-ecdsa.key\n"
 	    "upstream = localhost:143\n"
-	    "upstream_tls = starttls\n", &errors);
+	    "upstream_tls = starttls\n");
 
-	CHECK(cf != NULL);
-	if (cf == NULL) {
-		fprintf(stderr, "%s", errors);
-		free(errors);
+	if (cf == NULL)
 		return;
-	}
 	CHECK(cf->services[0].client_tls == TLS_MODE_NONE);
 	CHECK(cf->services[0].client_ctx == NULL);
 	CHECK(cf->services[0].upstream_tls == TLS_MODE_STARTTLS);
@@ -268,12 +272,9 @@ test_long_line_is_refused_not_truncated(void)
 	/* 198 bytes of content still fit. */
 	snprintf(text, sizeof(text), SERVICE_OK "upstream_name = %.*s\n",
 	    198 - 16, name);
-	char *errors = NULL;
-	struct config *cf = parse(text, &errors);
-	CHECK(cf != NULL);
+	struct config *cf = expect_ok(text);
 	CHECK(cf != NULL && strlen(cf->services[0].upstream_name) == 182);
 	config_unref(cf);
-	free(errors);
 }
 
 static void
@@ -369,19 +370,10 @@ auth_case(const char *mech, const char *file_key, const char *file,
 	char text[2048];
 
 	snprintf(text, sizeof(text), AUTH_SVC, mech, file_key, file, extra);
-	if (msg != NULL) {
+	if (msg != NULL)
 		expect_error(text, msg);
-		return;
-	}
-	{
-		char *errors = NULL;
-		struct config *cf = parse(text, &errors);
-		CHECK(cf != NULL);
-		if (errors != NULL)
-			fprintf(stderr, "%s", errors);
-		free(errors);
-		config_unref(cf);
-	}
+	else
+		config_unref(expect_ok(text));
 }
 
 static void
@@ -390,7 +382,6 @@ test_upstream_auth_rules(void)
 	char pw[64], open_pw[64], empty[64], twolines[64], crlf[64], text[2048];
 	char secret[SECRET_MAX + 1], err[300];
 	struct config *cf;
-	char *errors = NULL;
 
 	secret_file(pw, sizeof(pw), "s3cr3t\n", 0600);
 	secret_file(open_pw, sizeof(open_pw), "s3cr3t\n", 0644);
@@ -401,9 +392,7 @@ test_upstream_auth_rules(void)
 	/* The good case: the password is read at load. */
 	snprintf(text, sizeof(text), AUTH_SVC, "plain",
 	    "upstream_password_file", pw, "allow = 192.0.2.0/24 2001:db8::/32");
-	cf = parse(text, &errors);
-	CHECK(cf != NULL);
-	if (cf != NULL) {
+	if ((cf = expect_ok(text)) != NULL) {
 		const struct service *svc = &cf->services[0];
 		CHECK(svc->upstream_auth == AUTH_PLAIN);
 		CHECK(strcmp(svc->upstream_user, "alice") == 0);
@@ -413,7 +402,6 @@ test_upstream_auth_rules(void)
 		    sizeof(err)) == 6 && strcmp(secret, "s3cr3t") == 0);
 	}
 	config_unref(cf);
-	free(errors);
 	auth_case("xoauth2", "upstream_token_file", crlf, "allow = 10.1.2.3", NULL);
 
 	{
