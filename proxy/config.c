@@ -79,6 +79,8 @@ cfg_error(struct parser *p, int line, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	/* Counted even if it cannot be stored: the load must fail anyway. */
+	p->nerrors++;
 	n = snprintf(NULL, 0, "%s:%d: %s\n", p->name, line, msg);
 	if (n < 0 || (grown = realloc(p->errors, p->errlen + (size_t)n + 1)) == NULL)
 		return;
@@ -86,7 +88,6 @@ cfg_error(struct parser *p, int line, const char *fmt, ...)
 	snprintf(p->errors + p->errlen, (size_t)n + 1, "%s:%d: %s\n", p->name,
 	    line, msg);
 	p->errlen += (size_t)n;
-	p->nerrors++;
 }
 
 /* ---- value setters ---------------------------------------------------- */
@@ -278,6 +279,16 @@ set_string(struct parser *p, void *f, const char *v)
 	return 0;
 }
 
+/* A port as written: 1 to 5 digits, 0..65535 (0: listen on any free port). */
+static bool
+port_valid(const char *port)
+{
+	size_t n = strlen(port);
+
+	return n >= 1 && n <= 5 && strspn(port, "0123456789") == n &&
+	    strtoul(port, NULL, 10) <= 65535;
+}
+
 /* Splits "host:port" or "[v6]:port"; host "*" or empty means any. */
 static int
 split_hostport(const char *v, char **host, char **port)
@@ -299,8 +310,7 @@ split_hostport(const char *v, char **host, char **port)
 		*host = strndup(v, (size_t)(colon - v));
 	}
 	*port = strdup(colon + 1);
-	if (*host == NULL || *port == NULL || **port == '\0' ||
-	    strspn(*port, "0123456789") != strlen(*port) || atoi(*port) > 65535) {
+	if (*host == NULL || *port == NULL || !port_valid(*port)) {
 		free(*host);
 		free(*port);
 		*host = *port = NULL;
@@ -321,7 +331,7 @@ set_listen(struct parser *p, void *f, const char *v)
 	(void)f;
 	if (split_hostport(v, &host, &port) < 0) {
 		cfg_error(p, p->line, "listen: \"%s\" is not host:port or "
-		    "[v6addr]:port", v);
+		    "[v6addr]:port with a port from 0 to 65535", v);
 		return -1;
 	}
 	memset(&hints, 0, sizeof(hints));
@@ -339,13 +349,19 @@ set_listen(struct parser *p, void *f, const char *v)
 	grown = realloc(svc->listen, (svc->nlisten + 1) * sizeof(*la));
 	if (grown == NULL) {
 		freeaddrinfo(res);
+		cfg_error(p, p->line, "listen: out of memory");
 		return -1;
 	}
 	svc->listen = grown;
-	la = &svc->listen[svc->nlisten++];
+	la = &svc->listen[svc->nlisten];
+	if ((la->text = strdup(v)) == NULL) {
+		freeaddrinfo(res);
+		cfg_error(p, p->line, "listen: out of memory");
+		return -1;
+	}
+	svc->nlisten++;
 	memcpy(&la->addr.ss, res->ai_addr, res->ai_addrlen);
 	la->addr.len = res->ai_addrlen;
-	la->text = strdup(v);
 	la->line = p->line;
 	freeaddrinfo(res);
 	return 0;
@@ -386,9 +402,10 @@ set_upstream(struct parser *p, void *f, const char *v)
 	struct service *svc = p->svc;
 
 	if (split_hostport(v, &svc->upstream_host, &svc->upstream_port) < 0 ||
-	    *svc->upstream_host == '\0') {
+	    *svc->upstream_host == '\0' ||
+	    strtoul(svc->upstream_port, NULL, 10) == 0) {
 		cfg_error(p, p->line, "upstream: \"%s\" is not host:port or "
-		    "[v6addr]:port", v);
+		    "[v6addr]:port with a port from 1 to 65535", v);
 		return -1;
 	}
 	return set_string(p, f, v);
@@ -413,8 +430,10 @@ set_cidr_list(struct parser *p, struct cidr **listp, size_t *np, const char *v)
 	char *copy = strdup(v), *tok, *save = NULL;
 	int rc = 0;
 
-	if (copy == NULL)
+	if (copy == NULL) {
+		cfg_error(p, p->line, "%s: out of memory", p->key);
 		return -1;
+	}
 	for (tok = strtok_r(copy, " \t,", &save); tok != NULL;
 	    tok = strtok_r(NULL, " \t,", &save)) {
 		struct cidr c, *grown;
@@ -425,8 +444,11 @@ set_cidr_list(struct parser *p, struct cidr **listp, size_t *np, const char *v)
 			continue;
 		}
 		grown = realloc(*listp, (*np + 1) * sizeof(c));
-		if (grown == NULL)
-			fatalx("out of memory");
+		if (grown == NULL) {
+			cfg_error(p, p->line, "%s: out of memory", p->key);
+			rc = -1;
+			break;
+		}
 		*listp = grown;
 		(*listp)[(*np)++] = c;
 	}
@@ -571,6 +593,11 @@ set_secret_file(struct parser *p, void *f, const char *v)
 		free(p->svc->upstream_password);
 		p->svc->upstream_password = strdup(secret);
 		p->svc->upstream_password_len = (size_t)n;
+		if (p->svc->upstream_password == NULL) {
+			OPENSSL_cleanse(secret, sizeof(secret));
+			cfg_error(p, p->line, "%s: out of memory", p->key);
+			return -1;
+		}
 	}
 	OPENSSL_cleanse(secret, sizeof(secret));
 	return set_string(p, f, v);
@@ -594,9 +621,13 @@ set_pair_part(struct parser *p, char **slot, size_t *n, const char *v)
 static int
 set_cert(struct parser *p, void *f, const char *v)
 {
+	size_t n = p->svc->ncerts;
+
 	(void)f;
-	p->svc->cert_lines[p->svc->ncerts] = p->line;
-	return set_pair_part(p, p->svc->certs, &p->svc->ncerts, v);
+	if (set_pair_part(p, p->svc->certs, &p->svc->ncerts, v) < 0)
+		return -1;
+	p->svc->cert_lines[n] = p->line;	/* n < CONFIG_MAX_PAIRS now */
+	return 0;
 }
 
 static int
@@ -676,12 +707,18 @@ service_for(struct parser *p, const char *section)
 			return &cf->services[i];
 		}
 	grown = realloc(cf->services, (cf->nservices + 1) * sizeof(*svc));
-	if (grown == NULL)
-		fatalx("out of memory");
+	if (grown == NULL) {
+		cfg_error(p, p->section_line, "[%s]: out of memory", section);
+		return NULL;
+	}
 	cf->services = grown;
-	svc = &cf->services[cf->nservices++];
+	svc = &cf->services[cf->nservices];
 	memset(svc, 0, sizeof(*svc));
-	svc->name = strdup(section);
+	if ((svc->name = strdup(section)) == NULL) {
+		cfg_error(p, p->section_line, "[%s]: out of memory", section);
+		return NULL;
+	}
+	cf->nservices++;
 	svc->line = p->section_line;
 	svc->tls_min_version = TLS1_2_VERSION;
 	svc->upstream_tls_min_version = TLS1_2_VERSION;
@@ -702,6 +739,9 @@ on_key(void *user, const char *section, const char *name,
 
 	p->svc = service_for(p, section);
 	p->key = name;
+	if (p->svc == NULL && *section != '\0' &&
+	    strcasecmp(section, "global") != 0)
+		return 1;	/* out of memory, reported */
 	for (i = 0; i < NKEYS; i++)
 		if (strcmp(keys[i].name, name) == 0) {
 			k = &keys[i];
@@ -804,8 +844,11 @@ resolve_upstream(struct parser *p, struct service *svc)
 	for (ai = res; ai != NULL; ai = ai->ai_next)
 		n++;
 	svc->upstream_addrs = calloc(n, sizeof(*svc->upstream_addrs));
-	if (svc->upstream_addrs == NULL)
-		fatalx("out of memory");
+	if (svc->upstream_addrs == NULL) {
+		freeaddrinfo(res);
+		cfg_error(p, svc->seen[K_UPSTREAM], "upstream: out of memory");
+		return;
+	}
 	for (ai = res; ai != NULL; ai = ai->ai_next) {
 		memcpy(&svc->upstream_addrs[svc->nupstream_addrs].ss,
 		    ai->ai_addr, ai->ai_addrlen);
@@ -954,8 +997,9 @@ validate_service(struct parser *p, struct service *svc)
 		    svc->seen[K_KEY], "cert/key are only used when client_tls "
 		    "is not none");
 
-	if (svc->upstream_name == NULL && !is_ip_literal(svc->upstream_host))
-		svc->upstream_name = strdup(svc->upstream_host);
+	if (svc->upstream_name == NULL && !is_ip_literal(svc->upstream_host) &&
+	    (svc->upstream_name = strdup(svc->upstream_host)) == NULL)
+		cfg_error(p, svc->line, "[%s]: out of memory", svc->name);
 	if (svc->upstream_tls != TLS_MODE_NONE) {
 		if (svc->upstream_verify && svc->upstream_name == NULL)
 			cfg_error(p, svc->seen[K_UPSTREAM], "[%s]: upstream %s is "
@@ -971,7 +1015,8 @@ validate_service(struct parser *p, struct service *svc)
 	if (svc->ehlo_name == NULL) {
 		char host[256] = "localhost";
 		gethostname(host, sizeof(host) - 1);
-		svc->ehlo_name = strdup(host);
+		if ((svc->ehlo_name = strdup(host)) == NULL)
+			cfg_error(p, svc->line, "[%s]: out of memory", svc->name);
 	} else if ((svc->protocol != PROTO_SMTP ||
 	    (svc->upstream_tls != TLS_MODE_STARTTLS &&
 	    svc->upstream_auth == AUTH_NONE)) &&
@@ -1048,7 +1093,10 @@ config_parse(const char *text, size_t len, const char *name, char **errors)
 		*errors = NULL;
 	if ((cf = calloc(1, sizeof(*cf))) == NULL)
 		return NULL;
-	cf->file = strdup(name);
+	if ((cf->file = strdup(name)) == NULL) {
+		free(cf);
+		return NULL;
+	}
 	cf->refs = 1;
 	cf->log_level = LOG_LVL_INFO;
 	cf->log_format = LOG_FMT_TEXT;
@@ -1099,8 +1147,14 @@ config_load(const char *file, char **errors)
 		return NULL;
 	}
 	while ((n = fread(chunk, 1, sizeof(chunk), fp)) > 0) {
-		if ((grown = realloc(text, len + n + 1)) == NULL)
-			fatalx("out of memory");
+		if ((grown = realloc(text, len + n + 1)) == NULL) {
+			fclose(fp);
+			free(text);
+			if (errors != NULL &&
+			    asprintf(errors, "%s:0: out of memory\n", file) < 0)
+				*errors = NULL;
+			return NULL;
+		}
 		text = grown;
 		memcpy(text + len, chunk, n);
 		len += n;

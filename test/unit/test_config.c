@@ -192,6 +192,63 @@ test_errors_name_file_and_line(void)
 	    "test.ini:9: syntax error");
 }
 
+/* Issue: the 9th cert line was written past cert_lines[] (ASan saw it). */
+static void
+test_cert_pairs_are_capped(void)
+{
+	char text[4096];
+	size_t n;
+
+	for (int pairs = 9; pairs <= 12; pairs += 3) {
+		n = (size_t)snprintf(text, sizeof(text), "[m]\nprotocol = imap\n"
+		    "listen = 127.0.0.1:0\nclient_tls = implicit\n"
+		    "upstream = 127.0.0.1:143\nupstream_tls = none\n");
+		for (int i = 0; i < pairs; i++)
+			n += (size_t)snprintf(text + n, sizeof(text) - n,
+			    "cert = @/server-ecdsa.crt\n");
+		for (int i = 0; i < pairs; i++)
+			n += (size_t)snprintf(text + n, sizeof(text) - n,
+			    "key = @/server-ecdsa.key\n");
+		/* line 15: the 9th cert (6 lines before the first). */
+		expect_error(text, "test.ini:15: cert: at most 8 per service");
+		expect_error(text, "key: at most 8 per service");
+	}
+}
+
+/* Ports are 1..65535 upstream (0..65535 to listen: 0 = any free port),
+ * digits only; atoi() once loaded host:4294967296 as port 0. */
+static void
+test_ports_are_checked(void)
+{
+	static const char *const bad_upstream[] = { "4294967296", "65536",
+	    "0", "-1", "+25", "25x", "", " 25", "000025" };
+	static const char *const bad_listen[] = { "4294967296", "65536",
+	    "99999", "1e3", "" };
+	char text[1024];
+
+	for (size_t i = 0; i < sizeof(bad_upstream) / sizeof(*bad_upstream); i++) {
+		snprintf(text, sizeof(text), "[a]\nprotocol = smtp\n"
+		    "listen = 127.0.0.1:0\nclient_tls = implicit\n"
+		    "cert = @/server-ecdsa.crt\nkey = @/server-ecdsa.key\n"
+		    "upstream = 127.0.0.1:%s\nupstream_tls = none\n",
+		    bad_upstream[i]);
+		expect_error(text, "test.ini:7: upstream: ");
+	}
+	for (size_t i = 0; i < sizeof(bad_listen) / sizeof(*bad_listen); i++) {
+		snprintf(text, sizeof(text), "[a]\nprotocol = smtp\n"
+		    "listen = 127.0.0.1:%s\nclient_tls = implicit\n"
+		    "cert = @/server-ecdsa.crt\nkey = @/server-ecdsa.key\n"
+		    "upstream = 127.0.0.1:25\nupstream_tls = none\n",
+		    bad_listen[i]);
+		expect_error(text, "test.ini:3: listen: ");
+	}
+	struct config *cf = expect_ok("[a]\nprotocol = smtp\n"
+	    "listen = 127.0.0.1:65535\nclient_tls = implicit\n"
+	    "cert = @/server-ecdsa.crt\nkey = @/server-ecdsa.key\n"
+	    "upstream = 127.0.0.1:65535\nupstream_tls = none\n");
+	config_unref(cf);
+}
+
 static void
 test_values_not_yet_supported(void)
 {
@@ -472,6 +529,8 @@ void
 test_config(void)
 {
 	init_certdir();
+	test_cert_pairs_are_capped();
+	test_ports_are_checked();
 	test_good_file();
 	test_errors_name_file_and_line();
 	test_values_not_yet_supported();
