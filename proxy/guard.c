@@ -18,7 +18,20 @@ enum guard_mode {
 /* The body's end: "." alone on a line ("\r\n.\r\n"; bare LF accepted). */
 enum body_pos { BODY_LINE_START, BODY_DOT, BODY_DOT_CR, BODY_MID_LINE };
 
-#define HEAD_MAX	80	/* "tag STARTTLS", "BDAT n LAST" fit */
+/*
+ * Where in the command line the next byte falls.  The verb is judged
+ * wherever it starts, so a tag or leading blanks of any length cannot push
+ * it out of view: only the bytes from the verb on are kept.
+ */
+enum line_part {
+	PART_TAG,	/* IMAP: the tag, up to the first blank */
+	PART_BLANKS,	/* blanks before the verb */
+	PART_VERB,	/* the verb and what follows, kept up to HEAD_MAX */
+	PART_DATA	/* IMAP: the rest of a line continued after a literal */
+};
+
+#define HEAD_MAX	80	/* "STARTTLS", "BDAT n LAST" fit */
+#define TAG_MAX		128	/* longer IMAP tags are refused untagged */
 #define TAIL_MAX	24	/* "{4294967296+}\r" fits */
 
 struct guard {
@@ -27,19 +40,45 @@ struct guard {
 	enum body_pos	 body;
 	uint64_t	 skip;		/* GUARD_SKIP: bytes left */
 	bool		 continued;	/* IMAP: the line goes on after a literal */
-	char		 head[HEAD_MAX];
+	bool		 in_line;	/* bytes of a line were seen */
+	enum line_part	 part;
+	char		 tag[TAG_MAX];
+	size_t		 taglen;
+	bool		 tag_long;	/* the tag did not fit */
+	char		 head[HEAD_MAX];	/* from the verb on */
 	size_t		 headlen;
+	bool		 head_more;	/* more than blanks past the head */
 	char		 tail[TAIL_MAX];
 	size_t		 taillen;
 };
+
+/* The part a new line starts in. */
+static enum line_part
+first_part(const struct guard *g)
+{
+	if (g->proto != PROTO_IMAP)
+		return PART_BLANKS;
+	return g->continued ? PART_DATA : PART_TAG;
+}
+
+static void
+new_line(struct guard *g)
+{
+	g->in_line = false;
+	g->part = first_part(g);
+	g->taglen = g->headlen = g->taillen = 0;
+	g->tag_long = g->head_more = false;
+}
 
 struct guard *
 guard_new(enum proto proto)
 {
 	struct guard *g = calloc(1, sizeof(*g));
 
-	if (g != NULL)
+	if (g != NULL) {
 		g->proto = proto;
+		new_line(g);
+	}
 	return g;
 }
 
@@ -49,14 +88,16 @@ guard_free(struct guard *g)
 	free(g);
 }
 
-/* Adds a piece of the current line to the kept head and tail. */
-static void
-keep(struct guard *g, const char *p, size_t n)
+static bool
+is_blank(char c)
 {
-	size_t take = n < HEAD_MAX - g->headlen ? n : HEAD_MAX - g->headlen;
+	return c == ' ' || c == '\t';
+}
 
-	memcpy(g->head + g->headlen, p, take);
-	g->headlen += take;
+/* The last bytes of the line: an IMAP literal announcement ends it. */
+static void
+keep_tail(struct guard *g, const char *p, size_t n)
+{
 	if (n >= TAIL_MAX) {
 		memcpy(g->tail, p + n - TAIL_MAX, TAIL_MAX);
 		g->taillen = TAIL_MAX;
@@ -68,32 +109,81 @@ keep(struct guard *g, const char *p, size_t n)
 	}
 }
 
+/* Adds a piece of the current line (no LF in it) to what is kept. */
+static void
+keep(struct guard *g, const char *p, size_t n)
+{
+	const char *end = p + n, *sp;
+	size_t take;
+
+	if (n > 0)
+		g->in_line = true;
+	keep_tail(g, p, n);
+	while (p < end) {
+		switch (g->part) {
+		case PART_TAG:
+			sp = memchr(p, ' ', (size_t)(end - p));
+			take = (size_t)((sp != NULL ? sp : end) - p);
+			if (take > TAG_MAX - g->taglen) {
+				g->tag_long = true;
+				take = TAG_MAX - g->taglen;
+			}
+			memcpy(g->tag + g->taglen, p, take);
+			g->taglen += take;
+			p = sp != NULL ? sp : end;
+			if (sp != NULL)
+				g->part = PART_BLANKS;
+			break;
+		case PART_BLANKS:
+			while (p < end && is_blank(*p))
+				p++;
+			if (p < end)
+				g->part = PART_VERB;
+			break;
+		case PART_VERB:
+			take = (size_t)(end - p);
+			if (take > HEAD_MAX - g->headlen)
+				take = HEAD_MAX - g->headlen;
+			memcpy(g->head + g->headlen, p, take);
+			g->headlen += take;
+			for (p += take; p < end && !g->head_more; p++)
+				g->head_more = !is_blank(*p) && *p != '\r';
+			p = end;
+			break;
+		case PART_DATA:
+			p = end;
+			break;
+		}
+	}
+}
+
 /*
  * A whole line was read: is it STARTTLS, and what comes after it?  On a
- * hit the head is kept: the refusal quotes the IMAP tag from it.
+ * hit the tag is kept: the IMAP refusal quotes it.
  */
 static bool
 end_of_line(struct guard *g)
 {
 	const char *h = g->head;
-	size_t hl = g->headlen, tl = g->taillen, vl;
+	size_t hl = g->headlen, tl = g->taillen;
 	uint64_t n;
-	bool args, hit = false;
+	bool args, verb = g->part == PART_VERB, hit = false;
 
 	/* The CR of CRLF (a bare LF is accepted); for the command word also
 	 * trailing blanks ("DATA "), never for a literal ("{5} " is none). */
-	while (hl > 0 && (h[hl - 1] == '\r' || h[hl - 1] == ' '))
+	while (hl > 0 && (h[hl - 1] == '\r' || is_blank(h[hl - 1])))
 		hl--;
 	if (tl > 0 && g->tail[tl - 1] == '\r')
 		tl--;
-	vl = line_verb(h, hl, &args);
 	switch (g->proto) {
 	case PROTO_SMTP:
-		hit = line_starts_with_word(h, hl, "STARTTLS");
-		if (hl == 4 && line_starts_with_word(h, hl, "DATA")) {
+		hit = verb && line_starts_with_word(h, hl, "STARTTLS");
+		if (verb && hl == 4 && !g->head_more &&
+		    line_starts_with_word(h, hl, "DATA")) {
 			g->mode = GUARD_BODY;
 			g->body = BODY_LINE_START;
-		} else if (args && line_starts_with_word(h, hl, "BDAT") &&
+		} else if (verb && line_starts_with_word(h, hl, "BDAT") &&
+		    line_verb(h, hl, &args) == 4 && args &&
 		    line_count(h + 5, line_verb(h + 5, hl - 5, &args), &n) &&
 		    n > 0) {
 			g->mode = GUARD_SKIP;
@@ -101,11 +191,10 @@ end_of_line(struct guard *g)
 		}
 		break;
 	case PROTO_POP3:
-		hit = line_starts_with_word(h, hl, "STLS");
+		hit = verb && line_starts_with_word(h, hl, "STLS");
 		break;
 	case PROTO_IMAP:
-		hit = !g->continued && args &&
-		    line_starts_with_word(h + vl + 1, hl - vl - 1, "STARTTLS");
+		hit = verb && line_starts_with_word(h, hl, "STARTTLS");
 		g->continued = line_imap_literal(g->tail, tl, &n);
 		if (g->continued && n > 0) {
 			g->mode = GUARD_SKIP;
@@ -114,7 +203,7 @@ end_of_line(struct guard *g)
 		break;
 	}
 	if (!hit)
-		g->headlen = g->taillen = 0;
+		new_line(g);
 	return hit;
 }
 
@@ -194,15 +283,13 @@ guard_scan(struct guard *g, const char *data, size_t len)
 bool
 guard_idle(const struct guard *g)
 {
-	return g->mode == GUARD_LINE && g->headlen == 0 && g->taillen == 0 &&
-	    !g->continued;
+	return g->mode == GUARD_LINE && !g->in_line && !g->continued;
 }
 
 void
 guard_refusal(const struct guard *g, struct buf *to_client)
 {
 	char text[200];
-	bool tagged;
 	int n;
 
 	switch (g->proto) {
@@ -215,9 +302,10 @@ guard_refusal(const struct guard *g, struct buf *to_client)
 		    "is already active\r\n");
 		break;
 	default:
+		/* A tag too long to repeat gets an untagged answer. */
 		n = snprintf(text, sizeof(text), "%.*s BAD TLS is already active"
 		    "\r\n* BYE mailproxy: closing connection\r\n",
-		    (int)line_verb(g->head, g->headlen, &tagged), g->head);
+		    g->tag_long ? 1 : (int)g->taglen, g->tag_long ? "*" : g->tag);
 		break;
 	}
 	(void)buf_append(to_client, text, (size_t)n);

@@ -8,8 +8,11 @@
  * The guard reads command lines only, and skips what is not a command
  * without looking at it: SMTP message bodies (after DATA, up to the "."
  * line) and BDAT chunks, IMAP literals ({n} / {n+} at the end of a line).
- * It never changes, holds or delays a byte; it keeps the first and last
- * bytes of the current line, not the line.
+ * Every command is judged by its verb, wherever the verb starts: an IMAP
+ * tag or leading blanks of any length are stepped over, never counted
+ * against what is kept.  It never changes, holds or delays a byte; it keeps
+ * the tag (IMAP, for the refusal), the first bytes from the verb on and the
+ * last bytes of the current line, not the line.
  *
  * Known limit: the guard does not read the server's replies.  If the
  * server refuses DATA, or a synchronizing IMAP literal, the client sends no

@@ -213,3 +213,20 @@ def test_imap_literal_with_the_command_passes(guard_proxy, servers, certs):
     typ, data = m.fetch(num, "(RFC822)")
     assert data[0][1] == msg
     m.logout()
+
+
+@pytest.mark.parametrize("taglen", [72, 200, 8000])
+@pytest.mark.parametrize("client_tls", ["implicit", "starttls"])
+def test_a_long_imap_tag_does_not_hide_starttls(guard_proxy, certs, client_tls, taglen):
+    """A tag of 72 bytes or more once pushed the verb out of what the guard
+    kept: the command went to Dovecot, which began a TLS session in TLS."""
+    name = "imap-%s" % client_tls
+    c = tls_session(guard_proxy, name, "imap", client_tls, certs)
+    assert server_offers_starttls(c, "imap")
+    tag = b"a" * taglen
+    c.send(tag + b" STARTTLS\r\n")
+    # A tag the proxy can repeat gets a tagged answer; a longer one an
+    # untagged one.  Dovecot's "OK Begin TLS" never comes.
+    rest = c.rest()
+    assert rest == ((tag if taglen <= 128 else b"*") +
+                    b" BAD TLS is already active\r\n* BYE mailproxy: closing connection\r\n")

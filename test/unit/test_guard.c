@@ -134,6 +134,117 @@ test_refusals(void)
 	}
 }
 
+/* Whole, one byte at a time, and split in two at sampled points (every
+ * boundary for short inputs): true if each run agrees with expect_hit. */
+static bool
+grun_sampled(enum proto proto, const char *in, size_t len, bool expect_hit)
+{
+	bool ok = true;
+	size_t step = len < 400 ? 1 : 97;
+
+	for (size_t split = 0; split <= len; split += step) {
+		struct guard *g = guard_new(proto);
+		bool hit = false;
+
+		if (split == 0)
+			for (size_t i = 0; i < len && !hit; i++)
+				hit = guard_scan(g, in + i, 1);
+		else
+			hit = guard_scan(g, in, split) ||
+			    guard_scan(g, in + split, len - split);
+		if (hit != expect_hit) {
+			fprintf(stderr, "  guard: %zu bytes, split %zu: %s\n",
+			    len, split, hit ? "hit" : "missed");
+			ok = false;
+		}
+		guard_free(g);
+	}
+	return ok;
+}
+
+/*
+ * Tags and lines of any length: a 72-byte IMAP tag once pushed STARTTLS
+ * out of the 80 bytes kept; the verb is now found wherever it starts.
+ */
+static void
+test_long_tags_and_lines(void)
+{
+	static const size_t sizes[] = { 1, 63, 64, 65, 71, 72, 79, 80, 81, 127, 128, 129,
+	    200, 4096, 65536 };
+	size_t cap = 65536 + 256;
+	char *in = malloc(cap), *filler = malloc(65536 + 1);
+
+	for (size_t k = 0; k < sizeof(sizes) / sizeof(*sizes); k++) {
+		size_t z = sizes[k];
+		int n;
+
+		memset(filler, 'a', z);
+		filler[z] = '\0';
+		/* IMAP: a long tag */
+		n = snprintf(in, cap, "%s STARTTLS\r\n", filler);
+		CHECK(grun_sampled(PROTO_IMAP, in, (size_t)n, true));
+		n = snprintf(in, cap, "a1 NOOP\r\n%s STARTTLS\r\n", filler);
+		CHECK(grun_sampled(PROTO_IMAP, in, (size_t)n, true));
+		/* the same line as literal data is not a command */
+		n = snprintf(in, cap, "a APPEND INBOX {%zu+}\r\n%s STARTTLS\r\n"
+		    "\r\n", z + 11, filler);
+		CHECK(grun_sampled(PROTO_IMAP, in, (size_t)n, false));
+		/* a long argument, then STARTTLS on the next line */
+		n = snprintf(in, cap, "a SEARCH %s\r\nb STARTTLS\r\n", filler);
+		CHECK(grun_sampled(PROTO_IMAP, in, (size_t)n, true));
+		n = snprintf(in, cap, "a SEARCH %s STARTTLS\r\n", filler);
+		CHECK(grun_sampled(PROTO_IMAP, in, (size_t)n, false));
+		/* SMTP / POP3: blanks before the verb, long arguments */
+		memset(filler, ' ', z);
+		n = snprintf(in, cap, "%sSTARTTLS\r\n", filler);
+		CHECK(grun_sampled(PROTO_SMTP, in, (size_t)n, true));
+		n = snprintf(in, cap, "%sSTLS\r\n", filler);
+		CHECK(grun_sampled(PROTO_POP3, in, (size_t)n, true));
+		n = snprintf(in, cap, "a%sSTARTTLS\r\n", filler);
+		CHECK(grun_sampled(PROTO_IMAP, in, (size_t)n, true));
+		memset(filler, 'x', z);
+		n = snprintf(in, cap, "STARTTLS %s\r\n", filler);
+		CHECK(grun_sampled(PROTO_SMTP, in, (size_t)n, true));
+		n = snprintf(in, cap, "NOOP %s STARTTLS\r\nSTARTTLS\r\n", filler);
+		CHECK(grun_sampled(PROTO_SMTP, in, (size_t)n, true));
+		/* DATA with more than blanks after it is not DATA */
+		n = snprintf(in, cap, "DATA %s\r\nSTARTTLS\r\n", filler);
+		CHECK(grun_sampled(PROTO_SMTP, in, (size_t)n, true));
+		/* long body lines and chunks are skipped whatever their size */
+		n = snprintf(in, cap, "DATA\r\n%s STARTTLS\r\nSTARTTLS\r\n.\r\n",
+		    filler);
+		CHECK(grun_sampled(PROTO_SMTP, in, (size_t)n, false));
+		n = snprintf(in, cap, "BDAT %zu LAST\r\n%s STARTTLS\r\n", z + 11,
+		    filler);
+		CHECK(grun_sampled(PROTO_SMTP, in, (size_t)n, false));
+	}
+	free(in);
+	free(filler);
+}
+
+/* The refusal repeats a tag that fits, and answers untagged otherwise. */
+static void
+test_refusal_of_a_long_tag(void)
+{
+	static const char *const want = "* BAD TLS is already active\r\n"
+	    "* BYE mailproxy: closing connection\r\n";
+	char line[200];
+	struct guard *g = guard_new(PROTO_IMAP);
+	struct buf b;
+	size_t len;
+	const char *p;
+
+	memset(line, 't', 150);
+	memcpy(line + 150, " STARTTLS\r\n", 12);
+	buf_init(&b, 1024);
+	CHECK(guard_scan(g, line, strlen(line)));
+	guard_refusal(g, &b);
+	p = buf_peek(&b, &len);
+	CHECK(p != NULL && len == strlen(want) && memcmp(p, want, len) == 0);
+	buf_release(&b);
+	guard_free(g);
+}
+
 /* A big literal and a big body cost no line state: megabytes skipped. */
 static void
 test_bulk(void)
@@ -180,6 +291,8 @@ test_guard(void)
 		CHECK(all);
 	}
 	test_refusals();
+	test_long_tags_and_lines();
+	test_refusal_of_a_long_tag();
 	test_bulk();
 	test_idle();
 }
