@@ -13,7 +13,7 @@
 
 struct front {
 	char		 name[256];
-	char		 caps[1024];
+	char		*caps;		/* the upstream's keywords, CRLF each */
 	bool		 tls;
 	bool		 authed;	/* the device's AUTH was "accepted" */
 	bool		 login;		/* the exchange is AUTH LOGIN */
@@ -30,7 +30,10 @@ front_new(const char *name, const char *caps, bool tls)
 	if ((f = calloc(1, sizeof(*f))) == NULL)
 		return NULL;
 	snprintf(f->name, sizeof(f->name), "%s", name);
-	snprintf(f->caps, sizeof(f->caps), "%s", caps);
+	if ((f->caps = strdup(caps)) == NULL) {
+		free(f);
+		return NULL;
+	}
 	f->tls = tls;
 	return f;
 }
@@ -38,6 +41,8 @@ front_new(const char *name, const char *caps, bool tls)
 void
 front_free(struct front *f)
 {
+	if (f != NULL)
+		free(f->caps);
 	free(f);
 }
 

@@ -7,6 +7,9 @@
 
 #include "negotiate.h"
 
+/* A multi-line reply (EHLO, CAPA, untagged IMAP data) is capped in total. */
+#define NEG_MAX_REPLY	8192
+
 struct negotiator;
 
 struct neg_ops {
@@ -35,8 +38,9 @@ struct negotiator {
 	size_t			 reply_lines;
 	bool			 keyword_seen;	/* STARTTLS / STLS advertised */
 	unsigned		 tag;		/* IMAP command counter */
-	char			 caps[1024];	/* post-TLS capabilities (IMAP;
-						   SMTP with auth: keywords) */
+	/* post-TLS capabilities (IMAP; SMTP with auth: keywords): as large
+	 * as the reply they come from, so that none is ever dropped */
+	char			 caps[NEG_MAX_REPLY + 1];
 	int			 auth;		/* enum upstream_auth */
 	char			*auth_user;
 	char			*auth_secret;	/* wiped by neg_free() */
@@ -76,9 +80,6 @@ void	cneg_reply(struct buf *to_client, const char *fmt, ...)
 
 /* Counts a refused command; true when the client should be cut off. */
 bool	cneg_refused(struct cneg *c);
-
-/* A multi-line reply (EHLO, CAPA, untagged IMAP data) is capped in total. */
-#define NEG_MAX_REPLY	8192
 
 extern const struct neg_ops smtp_ops, pop3_ops, imap_ops;
 

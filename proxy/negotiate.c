@@ -95,16 +95,27 @@ neg_fail_line(struct negotiator *n, const char *reason, const char *line,
 static void
 vqueue(struct buf *b, const char *fmt, va_list ap)
 {
-	char text[600];
-	int len = vsnprintf(text, sizeof(text) - 2, fmt, ap);
+	char text[600], *line = text;
+	va_list again;
+	int len;
 
-	if (len < 0)
-		return;
-	if ((size_t)len > sizeof(text) - 3)
-		len = sizeof(text) - 3;
-	memcpy(text + len, "\r\n", 2);
-	/* Both buffers are empty in this phase: a short line always fits. */
-	(void)buf_append(b, text, (size_t)len + 2);
+	/* Never cut: a line longer than the stack buffer (a long capability
+	 * list in the greeting) is formatted again into one that fits. */
+	va_copy(again, ap);
+	len = vsnprintf(text, sizeof(text) - 2, fmt, ap);
+	if (len >= 0 && (size_t)len > sizeof(text) - 3 &&
+	    ((line = malloc((size_t)len + 3)) == NULL ||
+	    vsnprintf(line, (size_t)len + 1, fmt, again) != len))
+		len = -1;
+	va_end(again);
+	if (len >= 0) {
+		memcpy(line + len, "\r\n", 2);
+		/* Both buffers are nearly empty in this phase, and the lines
+		 * are bounded by the input limits: they fit. */
+		(void)buf_append(b, line, (size_t)len + 2);
+	}
+	if (line != text)
+		free(line);
 }
 
 void

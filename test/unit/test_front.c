@@ -145,6 +145,33 @@ test_front_limits(void)
 	buf_release(&cl);
 }
 
+/* Every keyword of a long EHLO reply reaches the device (1024 bytes were
+ * kept, cutting the list). */
+static void
+test_front_long_keyword_list(void)
+{
+	char caps[6000], want[7000];
+	size_t n = 0, w = 0, got, consumed;
+	struct buf cl;
+	const char *p;
+	struct front *f;
+
+	w = (size_t)snprintf(want, sizeof(want), "250-gw.test\r\n");
+	for (int i = 0; i < 200; i++) {
+		n += (size_t)snprintf(caps + n, sizeof(caps) - n,
+		    "X-KEYWORD-NUMBER-%03d\r\n", i);
+		w += (size_t)snprintf(want + w, sizeof(want) - w,
+		    "250%cX-KEYWORD-NUMBER-%03d\r\n", i == 199 ? ' ' : '-', i);
+	}
+	f = front_new("gw.test", caps, true);
+	buf_init(&cl, 65536);
+	CHECK(front_feed(f, "EHLO x\r\n", 8, &consumed, &cl) == NEG_CONTINUE);
+	p = buf_peek(&cl, &got);
+	CHECK(p != NULL && got == w && memcmp(p, want, w) == 0);
+	buf_release(&cl);
+	front_free(f);
+}
+
 void
 test_front(void)
 {
@@ -153,4 +180,5 @@ test_front(void)
 		CHECK(frun(&fscripts[i], true));
 	}
 	test_front_limits();
+	test_front_long_keyword_list();
 }

@@ -458,10 +458,61 @@ test_limits(void)
 	buf_release(&cl);
 }
 
+/*
+ * The greeting carries the whole post-TLS capability list, up to the line
+ * limit: a 721-byte list (Cyrus IMAP 3.6) was cut at 597 bytes, losing the
+ * closing "]" and IDLE.  Lists from 600 bytes to nearly the 4096-byte line
+ * limit are checked word for word.
+ */
+static void
+test_long_capability_list(void)
+{
+	static const size_t sizes[] = { 590, 600, 721, 1100, 2000, 4000 };
+	char caps[4200], line[4300], want[4400];
+
+	for (size_t k = 0; k < sizeof(sizes) / sizeof(*sizes); k++) {
+		struct negotiator *n = neg_new(PROTO_IMAP, "p", true, true);
+		struct buf up, cl;
+		struct neg_out out = { &up, &cl };
+		size_t len, i = 0;
+		const char *p;
+		int w = 0, nl;
+
+		buf_init(&up, 16384);
+		buf_init(&cl, 16384);
+		/* "IMAP4rev1 X-CAP-0001 ... IDLE COMPRESS=DEFLATE" */
+		i = (size_t)snprintf(caps, sizeof(caps), "IMAP4rev1");
+		while (i + 16 < sizes[k] - 22)
+			i += (size_t)snprintf(caps + i, sizeof(caps) - i,
+			    " X-CAP-%04d", w++);
+		i += (size_t)snprintf(caps + i, sizeof(caps) - i,
+		    " IDLE COMPRESS=DEFLATE");
+		p = "* OK [CAPABILITY IMAP4rev1 STARTTLS] x\r\n";
+		CHECK(neg_feed(n, p, strlen(p), &out) == NEG_CONTINUE);
+		CHECK(neg_feed(n, "mp1 OK go\r\n", 11, &out) == NEG_START_TLS);
+		CHECK(neg_tls_ready(n, &out) == NEG_CONTINUE);
+		nl = snprintf(line, sizeof(line), "* CAPABILITY %s STARTTLS\r\n"
+		    "mp2 OK done\r\n", caps);
+		CHECK(neg_feed(n, line, (size_t)nl, &out) == NEG_RELAY);
+		snprintf(want, sizeof(want), "* OK [CAPABILITY %s] ready\r\n",
+		    caps);
+		p = buf_peek(&cl, &len);
+		CHECK(p != NULL && len == strlen(want) &&
+		    memcmp(p, want, len) == 0);
+		if (p == NULL || len != strlen(want))
+			fprintf(stderr, "  caps %zu: greeting of %zu bytes, want "
+			    "%zu\n", sizes[k], len, strlen(want));
+		buf_release(&up);
+		buf_release(&cl);
+		neg_free(n);
+	}
+}
+
 void
 test_negotiate(void)
 {
 	test_scripts();
 	test_auth_details();
 	test_limits();
+	test_long_capability_list();
 }
