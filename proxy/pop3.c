@@ -3,6 +3,7 @@
  *
  *   GREETING +OK -> CAPA (+OK, lines, ".": STLS listed) -> STLS +OK
  *   -> [TLS] -> the client gets "+OK ready".
+ *   A server without CAPA (-ERR) is sent STLS all the same.
  */
 #include <stdlib.h>
 
@@ -39,9 +40,14 @@ pop3_line(struct negotiator *n, const char *line, size_t len,
 		n->state = POP3_CAPA;
 		return NEG_CONTINUE;
 	case POP3_CAPA:
-		if (err)
-			return neg_fail(n, "upstream-no-starttls", "CAPA refused: "
-			    "cannot tell whether STLS is offered");
+		if (err) {
+			/* CAPA is optional (RFC 2449): an old server may still
+			 * take STLS.  Tried; refused means fail closed. */
+			neg_reply_done(n);
+			neg_send(n, out, "STLS");
+			n->state = POP3_STLS;
+			return NEG_CONTINUE;
+		}
 		if (!ok)
 			return neg_fail_line(n, "upstream-protocol-error", line,
 			    len);

@@ -159,7 +159,8 @@ class Plain:
 
 def starttls_upstream(protocol, box, ctx, misbehave=None):
     """A STARTTLS server for protocol.  misbehave: None, "no-starttls",
-    "refuse", "inject", "preauth", "stall", "unsolicited"."""
+    "refuse", "inject", "preauth", "stall", "unsolicited"; pop3 also
+    "no-capa" (CAPA answered -ERR, STLS taken) and "no-capa-refuse"."""
     post = {"smtp": smtp, "pop3": pop3, "imap": imap}[protocol](box, greet=False)
 
     def handler(conn):
@@ -186,11 +187,14 @@ def starttls_upstream(protocol, box, ctx, misbehave=None):
             io.send(b"+OK " + PRETLS + b"\r\n")
             if io.line().upper() != b"CAPA":
                 return
-            io.send(b"+OK\r\nTOP\r\nUSER\r\n" +
-                    (b"" if misbehave == "no-starttls" else b"STLS\r\n") + b".\r\n")
+            if misbehave in ("no-capa", "no-capa-refuse"):
+                io.send(b"-ERR unknown command\r\n")      # an RFC 1939 server
+            else:
+                io.send(b"+OK\r\nTOP\r\nUSER\r\n" +
+                        (b"" if misbehave == "no-starttls" else b"STLS\r\n") + b".\r\n")
             if io.line().upper() != b"STLS":
                 return
-            if misbehave == "refuse":
+            if misbehave in ("refuse", "no-capa-refuse"):
                 io.send(b"-ERR not now\r\n")
                 return
             io.send(b"+OK begin TLS\r\n" +

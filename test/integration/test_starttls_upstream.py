@@ -93,6 +93,20 @@ def test_pop3_retr_through_stls(proxies, upstreams, certs, client_tls):
     assert box.pretls == [b"CAPA", b"STLS"]
 
 
+def test_pop3_server_without_capa_still_gets_stls(proxies, upstreams, certs):
+    """CAPA is optional (RFC 2449): a server that answers it -ERR is sent
+    STLS anyway, and the session runs in verified TLS."""
+    proxy, up, box = start(proxies, upstreams, certs, "pop3", "implicit", "no-capa")
+    p = poplib.POP3_SSL("127.0.0.1", proxy.port("st"), context=client_ctx(certs),
+                        timeout=10)
+    assert p.getwelcome() == b"+OK ready"
+    p.user(fakemail.USER)
+    p.pass_(fakemail.PASSWORD)
+    assert b"\r\n".join(p.retr(1)[1]) + b"\r\n" == fakemail.MESSAGE.replace(b"\r\n..", b"\r\n.")
+    p.quit()
+    assert box.pretls == [b"CAPA", b"STLS"] and box.tls_sessions == 1
+
+
 @pytest.mark.parametrize("client_tls", CLIENT_MODES)
 def test_imap_fetch_through_starttls(proxies, upstreams, certs, client_tls):
     proxy, up, box = start(proxies, upstreams, certs, "imap", client_tls)
@@ -155,6 +169,7 @@ EXPECTED_ERROR = {"smtp": b"421 4.7.0 ", "pop3": b"-ERR [SYS/TEMP] ",
     ("pop3", "no-starttls", "upstream-no-starttls"),
     ("smtp", "refuse", "upstream-starttls-refused"),
     ("pop3", "refuse", "upstream-starttls-refused"),
+    ("pop3", "no-capa-refuse", "upstream-starttls-refused"),
     ("imap", "refuse", "upstream-starttls-refused"),
     ("imap", "preauth", "upstream-preauth"),
     # rule 3: no injection, nothing unsolicited

@@ -157,9 +157,20 @@ static const struct script scripts[] = {
 	{ "pop3 no stls", PROTO_POP3, {
 	    { "+OK\r\n", "CAPA\r\n", NEG_CONTINUE },
 	    { "+OK\r\nTOP\r\nSTLSX\r\n.\r\n", "", NEG_FAIL } }, NULL, "upstream-no-starttls", false, 0, false },
-	{ "pop3 capa refused", PROTO_POP3, {
+	/* CAPA is optional (RFC 2449): STLS is tried all the same. */
+	{ "pop3 capa refused, stls taken", PROTO_POP3, {
 	    { "+OK\r\n", "CAPA\r\n", NEG_CONTINUE },
-	    { "-ERR no capa\r\n", "", NEG_FAIL } }, NULL, "upstream-no-starttls", false, 0, false },
+	    { "-ERR no capa\r\n", "STLS\r\n", NEG_CONTINUE },
+	    { "+OK begin TLS\r\n", "", NEG_START_TLS },
+	    { TLS_UP, "", NEG_RELAY } }, "+OK ready\r\n", NULL, false, 0, false },
+	{ "pop3 capa and stls refused", PROTO_POP3, {
+	    { "+OK\r\n", "CAPA\r\n", NEG_CONTINUE },
+	    { "-ERR no capa\r\n", "STLS\r\n", NEG_CONTINUE },
+	    { "-ERR no\r\n", "", NEG_FAIL } }, NULL, "upstream-starttls-refused", false, 0, false },
+	{ "pop3 capa refused, injection after stls", PROTO_POP3, {
+	    { "+OK\r\n", "CAPA\r\n", NEG_CONTINUE },
+	    { "-ERR no capa\r\n", "STLS\r\n", NEG_CONTINUE },
+	    { "+OK go\r\n+OK x\r\n", "", NEG_FAIL } }, NULL, "upstream-injection", false, 0, false },
 	{ "pop3 stls refused", PROTO_POP3, {
 	    { "+OK\r\n", "CAPA\r\n", NEG_CONTINUE },
 	    { "+OK\r\nSTLS\r\n.\r\n", "STLS\r\n", NEG_CONTINUE },
