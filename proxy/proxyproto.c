@@ -96,6 +96,43 @@ parse_v1(const uint8_t *buf, size_t len, struct pp_result *out)
 	return (int)n + 2;
 }
 
+/* Bytes of the address block for a v2 family; -1 if not known. */
+static long
+v2_addr_len(uint8_t fam)
+{
+	switch (fam) {
+	case 0x00:	return 0;	/* UNSPEC */
+	case 0x11:
+	case 0x12:	return 12;	/* IPv4 */
+	case 0x21:
+	case 0x22:	return 36;	/* IPv6 */
+	case 0x31:
+	case 0x32:	return 216;	/* unix */
+	default:	return -1;
+	}
+}
+
+/*
+ * The TLVs after the address block: each a 3-byte header and its value,
+ * all inside the header's declared length.  One that runs past it, or a
+ * truncated TLV header, makes the whole header malformed.
+ */
+static bool
+v2_tlvs_fit(const uint8_t *buf, size_t total, uint8_t fam)
+{
+	long addr = v2_addr_len(fam);
+	size_t off;
+
+	if (addr < 0 || 16 + (size_t)addr > total)
+		return false;
+	for (off = 16 + (size_t)addr; off < total; ) {
+		if (total - off < 3)
+			return false;
+		off += 3 + (size_t)(buf[off + 1] << 8 | buf[off + 2]);
+	}
+	return off == total;
+}
+
 static int
 parse_v2(const uint8_t *buf, size_t len, struct pp_result *out)
 {
@@ -112,6 +149,8 @@ parse_v2(const uint8_t *buf, size_t len, struct pp_result *out)
 		return -1;
 	if (len < total)
 		return 0;
+	if (!v2_tlvs_fit(buf, total, fam))
+		return -1;
 	out->version = 2;
 	out->local = (cmd & 0x0f) == 0;
 	if (out->local)

@@ -19,8 +19,9 @@ def greeter(conn):
         pass
 
 
-def v2_header(src, sport, dst, dport):
-    body = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!HH", sport, dport)
+def v2_header(src, sport, dst, dport, tlvs=b""):
+    body = (socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!HH", sport, dport) +
+            tlvs)
     return b"\r\n\r\n\x00\r\nQUIT\n\x21\x11" + struct.pack("!H", len(body)) + body
 
 
@@ -38,6 +39,7 @@ def connect_with_header(proxy, certs, header):
 @pytest.mark.parametrize("header", [
     b"PROXY TCP4 203.0.113.7 127.0.0.1 40000 993\r\n",
     v2_header("203.0.113.7", 40000, "127.0.0.1", 993),
+    v2_header("203.0.113.7", 40000, "127.0.0.1", 993, b"\x02\x00\x09mail.test\x04\x00\x00"),
 ])
 def test_trusted_header_carries_the_client(proxies, upstreams, certs, header):
     up = upstreams(greeter)
@@ -66,6 +68,9 @@ def test_header_from_untrusted_peer_is_refused(proxies, upstreams, certs):
     b"PROXY TCP4 203.0.113.7 127.0.0.1 40000 993\n",
     b"\x16\x03\x01\x02\x00\x01\x00",           # TLS without a header
     b"\r\n\r\n\x00\r\nQUIT\n\x21\x12\x00\x0c" + b"\x00" * 12,   # UDP
+    # A TLV whose value runs past the declared length, a truncated TLV header
+    v2_header("203.0.113.7", 40000, "127.0.0.1", 993, b"\x02\x00\x20mail.test"),
+    v2_header("203.0.113.7", 40000, "127.0.0.1", 993, b"\x04\x00\x00\x01\x00"),
 ])
 def test_malformed_or_missing_header_is_refused(proxies, upstreams, certs, header):
     up = upstreams(greeter)

@@ -108,9 +108,61 @@ test_v2_and_build(void)
 	CHECK(pp_parse(hdr, n, &r) == -1);
 }
 
+/* Builds a v2 PROXY TCP4 header with the given TLV bytes after the
+ * addresses; returns its length. */
+static size_t
+v2_with_tlvs(uint8_t *hdr, const uint8_t *tlvs, size_t tlen, uint8_t cmd)
+{
+	static const uint8_t head[16] = { 0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d,
+	    0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a, 0x21, 0x11, 0, 0 };
+	static const uint8_t addrs[12] = { 203, 0, 113, 7, 127, 0, 0, 1,
+	    0x9c, 0x40, 0x00, 0x8f };
+
+	memcpy(hdr, head, 16);
+	hdr[12] = cmd;
+	hdr[14] = (uint8_t)((12 + tlen) >> 8);
+	hdr[15] = (uint8_t)(12 + tlen);
+	memcpy(hdr + 16, addrs, 12);
+	memcpy(hdr + 28, tlvs, tlen);
+	return 28 + tlen;
+}
+
+/* Every TLV lies inside the declared length, or the header is refused. */
+static void
+test_v2_tlvs(void)
+{
+	static const struct { const char *name; const char *tlvs; size_t len;
+	    int ok; } t[] = {
+		{ "alpn, authority, noop", "\x01\x00\x04imap\x02\x00\x09mail.test"
+		    "\x04\x00\x00", 22, 1 },
+		{ "one empty TLV", "\x04\x00\x00", 3, 1 },
+		{ "value runs past the header", "\x02\x00\x0amail", 7, 0 },
+		{ "second value runs past", "\x04\x00\x00\x02\x00\x05mail", 10, 0 },
+		{ "a lone type byte", "\x04", 1, 0 },
+		{ "a truncated TLV header", "\x04\x00", 2, 0 },
+		{ "a good TLV, then a truncated one", "\x04\x00\x00\x01\x00", 5, 0 },
+	};
+	uint8_t hdr[PP_MAX_HEADER];
+	struct pp_result r;
+
+	for (size_t i = 0; i < sizeof(t) / sizeof(*t); i++) {
+		for (uint8_t cmd = 0x20; cmd <= 0x21; cmd++) {	/* LOCAL, PROXY */
+			size_t n = v2_with_tlvs(hdr, (const uint8_t *)t[i].tlvs,
+			    t[i].len, cmd);
+			int rc = pp_parse(hdr, n, &r);
+			CHECK(t[i].ok ? rc == (int)n : rc == -1);
+			if (t[i].ok ? rc != (int)n : rc != -1)
+				fprintf(stderr, "  pp tlv %s: %d\n", t[i].name, rc);
+			if (t[i].ok && cmd == 0x21)
+				check_v4(&r, "203.0.113.7", 40000);
+		}
+	}
+}
+
 void
 test_proxyproto(void)
 {
 	test_v1();
 	test_v2_and_build();
+	test_v2_tlvs();
 }
