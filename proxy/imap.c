@@ -196,7 +196,18 @@ imap_cneg_line(struct cneg *c, const char *line, size_t len,
 	size_t tl = line_verb(line, len, &args);	/* the tag */
 	const char *cmd;
 	size_t cl;
+	uint64_t size;
 
+	/* A literal's bytes (sent at once with {n+}) would be read as
+	 * commands: refused, and the session ends before any is parsed. */
+	if (line_imap_literal(line, len, &size)) {
+		bool tagged = tl > 0 && args && line[0] != '*' && line[0] != '+';
+		cneg_reply(to_client, "%.*s BAD Literals are not accepted before "
+		    "STARTTLS\r\n* BYE Closing connection", tagged ? (int)tl : 1,
+		    tagged ? line : "*");
+		c->reason = "client-literal-before-starttls";
+		return NEG_FAIL;
+	}
 	if (tl == 0 || !args || line[0] == '*' || line[0] == '+') {
 		cneg_reply(to_client, "* BAD Invalid command");
 		return cneg_refused(c) ? NEG_FAIL : NEG_CONTINUE;
@@ -235,5 +246,6 @@ const struct cneg_ops imap_cneg_ops = {
 	.greeting = "* OK [CAPABILITY " IMAP_PRETLS_CAPS "] %s mailproxy ready",
 	.too_long = "* BYE Line too long",
 	.timeout = "* BYE Timeout: closing connection",
+	.syntax_error = "* BAD Syntax error: NUL byte in command",
 	.line = imap_cneg_line,
 };

@@ -55,6 +55,7 @@ struct cneg_ops {
 	const char	*greeting;	/* %s = the proxy's name */
 	const char	*too_long;	/* reply to an over-long line */
 	const char	*timeout;	/* reply when negotiation_timeout hits */
+	const char	*syntax_error;	/* reply to a line holding a NUL */
 	/* One command line (CRLF stripped); may reply to the client. */
 	enum neg_verdict (*line)(struct cneg *, const char *, size_t,
 	    struct buf *);

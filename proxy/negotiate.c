@@ -338,7 +338,12 @@ cneg_feed(struct cneg *c, const char *data, size_t len, size_t *consumed,
 		if (n > 0 && c->line[n - 1] == '\r')
 			n--;
 		c->linelen = 0;
-		v = c->ops->line(c, c->line, n, to_client);
+		if (memchr(c->line, '\0', n) != NULL) {
+			/* Never read as the text before the NUL. */
+			cneg_reply(to_client, "%s", c->ops->syntax_error);
+			v = cneg_refused(c) ? NEG_FAIL : NEG_CONTINUE;
+		} else
+			v = c->ops->line(c, c->line, n, to_client);
 		if (v == NEG_CONTINUE)
 			continue;
 		*consumed = i;

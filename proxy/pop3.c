@@ -127,6 +127,7 @@ const struct cneg_ops pop3_cneg_ops = {
 	.greeting = "+OK %s POP3 mailproxy ready",
 	.too_long = "-ERR Line too long",
 	.timeout = "-ERR Timeout: closing connection",
+	.syntax_error = "-ERR Syntax error: NUL byte in command",
 	.line = pop3_cneg_line,
 };
 

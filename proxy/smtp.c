@@ -332,6 +332,7 @@ const struct cneg_ops smtp_cneg_ops = {
 	.greeting = "220 %s ESMTP mailproxy ready",
 	.too_long = "500 5.5.2 Line too long",
 	.timeout = "421 4.4.2 Timeout: closing connection",
+	.syntax_error = "501 5.5.2 Syntax error: NUL byte in command",
 	.line = smtp_cneg_line,
 };
 

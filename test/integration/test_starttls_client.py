@@ -203,6 +203,40 @@ def test_login_before_tls_is_refused_locally(proxies, upstreams, certs, protocol
     assert up.connections == 0     # the upstream is dialled only after TLS
 
 
+@pytest.mark.parametrize("cmd", [b"a LOGIN {5+}\r\nb NOOP\r\n",
+                                 b"a LOGIN alice {6}\r\n"])
+def test_imap_literal_before_tls_ends_the_session(proxies, upstreams, certs, cmd):
+    """The literal's bytes ("b NOOP") are never read as a command."""
+    proxy, up, box = start(proxies, upstreams, certs, "imap", "none")
+    s = raw(proxy, "imap")
+    s.sendall(cmd)
+    data = b""
+    while True:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    assert data == (b"a BAD Literals are not accepted before STARTTLS\r\n"
+                    b"* BYE Closing connection\r\n")
+    proxy.wait_log(r"event=close .*reason=client-literal-before-starttls")
+    assert up.connections == 0
+
+
+@pytest.mark.parametrize("protocol,cmd,refusal", [
+    ("smtp", b"STARTTLS\0\r\n", b"501 5.5.2 Syntax error: NUL byte in command\r\n"),
+    ("pop3", b"STLS\0junk\r\n", b"-ERR Syntax error: NUL byte in command\r\n"),
+    ("imap", b"a STARTTLS\0\r\n", b"* BAD Syntax error: NUL byte in command\r\n"),
+])
+def test_nul_in_a_command_is_a_syntax_error(proxies, upstreams, certs, protocol, cmd,
+                                            refusal):
+    """Never read as the text before the NUL (which would start TLS here)."""
+    proxy, up, box = start(proxies, upstreams, certs, protocol, "none")
+    s = raw(proxy, protocol)
+    s.sendall(cmd)
+    assert recv_exact(s, len(refusal)) == refusal
+    s.close()
+
+
 def test_slow_client_cut_at_negotiation_timeout(proxies, upstreams, certs):
     proxy, up, box = start(proxies, upstreams, certs, "smtp", "none",
                            extra="negotiation_timeout = 1\n")

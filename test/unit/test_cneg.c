@@ -68,6 +68,28 @@ static const struct cscript cscripts[] = {
 	    NEG_FAIL, "", 12, "client-injection" },
 	{ "imap junk", PROTO_IMAP, "hello\r\n", 0, NEG_CONTINUE,
 	    "* BAD Invalid command\r\n", ALL, NULL },
+	/* A literal before TLS: refused, its bytes never read as commands. */
+	{ "imap non-synchronizing literal", PROTO_IMAP,
+	    "a LOGIN {5+}\r\nb STARTTLS\r\n", 0, NEG_FAIL,
+	    "a BAD Literals are not accepted before STARTTLS\r\n* BYE Closing connection\r\n",
+	    14, "client-literal-before-starttls" },
+	{ "imap synchronizing literal", PROTO_IMAP,
+	    "x1 ID {18}\r\n", 0, NEG_FAIL,
+	    "x1 BAD Literals are not accepted before STARTTLS\r\n* BYE Closing connection\r\n",
+	    ALL, "client-literal-before-starttls" },
+	{ "imap literal in an untagged line", PROTO_IMAP,
+	    "* {3+}\r\nabc\r\n", 0, NEG_FAIL,
+	    "* BAD Literals are not accepted before STARTTLS\r\n* BYE Closing connection\r\n",
+	    8, "client-literal-before-starttls" },
+	/* A NUL is a syntax error, never the end of the command. */
+	{ "smtp NUL", PROTO_SMTP, "STARTTLS\0x\r\nQUIT\0\r\n", 19, NEG_CONTINUE,
+	    "501 5.5.2 Syntax error: NUL byte in command\r\n"
+	    "501 5.5.2 Syntax error: NUL byte in command\r\n", ALL, NULL },
+	{ "pop3 NUL", PROTO_POP3, "STLS\0\r\n", 7, NEG_CONTINUE,
+	    "-ERR Syntax error: NUL byte in command\r\n", ALL, NULL },
+	{ "imap NUL", PROTO_IMAP, "a STARTTLS\0\r\nb LOGOUT\0x\r\n", 27, NEG_CONTINUE,
+	    "* BAD Syntax error: NUL byte in command\r\n"
+	    "* BAD Syntax error: NUL byte in command\r\n", ALL, NULL },
 };
 
 static bool
@@ -117,10 +139,11 @@ crun(const struct cscript *sc, bool bytewise)
 	}
 	p = buf_peek(&out, &rlen);
 	if (sc->replies != NULL && !(bytewise && sc->verdict == NEG_FAIL)) {
-		const char *r = sc->verdict == NEG_FAIL ? (p ? p : "") :
-		    (p ? p + glen : "");
+		/* An injection releases everything, the greeting too. */
+		size_t base = sc->verdict == NEG_FAIL && rlen < glen ? 0 : glen;
+		const char *r = p ? p + base : "";
 		size_t want = strlen(sc->replies);
-		size_t have = sc->verdict == NEG_FAIL ? rlen : rlen - glen;
+		size_t have = rlen - base;
 		if (have != want || memcmp(r, sc->replies, want) != 0) {
 			fprintf(stderr, "  %s: replies [%.*s]\n", sc->name,
 			    (int)have, r);
