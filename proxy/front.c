@@ -19,7 +19,7 @@ struct front {
 	bool		 login;		/* the exchange is AUTH LOGIN */
 	int		 sasl_steps;	/* continuation lines still expected */
 	int		 errors;
-	const char	*reason;
+	enum close_reason reason;
 };
 
 struct front *
@@ -46,10 +46,10 @@ front_free(struct front *f)
 	free(f);
 }
 
-const char *
+enum close_reason
 front_reason(const struct front *f)
 {
-	return f->reason != NULL ? f->reason : "client-too-many-errors";
+	return f->reason != R_NONE ? f->reason : R_CLIENT_TOO_MANY_ERRORS;
 }
 
 void
@@ -193,13 +193,13 @@ front_feed(struct front *f, const char *data, size_t len, size_t *consumed,
 			if (len - off < FRONT_MAX_LINE)
 				return NEG_CONTINUE;
 			cneg_reply(to_client, "500 5.5.2 Line too long");
-			f->reason = "client-line-too-long";
+			f->reason = R_CLIENT_LINE_TOO_LONG;
 			return NEG_FAIL;
 		}
 		n = (size_t)(lf - (data + off));
 		if (n + 1 > FRONT_MAX_LINE) {
 			cneg_reply(to_client, "500 5.5.2 Line too long");
-			f->reason = "client-line-too-long";
+			f->reason = R_CLIENT_LINE_TOO_LONG;
 			return NEG_FAIL;
 		}
 		if (n > 0 && data[off + n - 1] == '\r')

@@ -50,6 +50,6 @@ enum neg_verdict front_feed(struct front *f, const char *data, size_t len,
 /* The device was too slow: queues the timeout reply. */
 void	front_timeout(struct buf *to_client);
 
-const char *front_reason(const struct front *f);
+enum close_reason front_reason(const struct front *f);
 
 #endif

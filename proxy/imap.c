@@ -78,9 +78,9 @@ imap_untagged(struct negotiator *n, const char *line, size_t len)
 	size_t rlen = len - 2;
 
 	if (line_starts_with_word(rest, rlen, "BYE"))
-		return neg_fail_line(n, "upstream-refused", line, len);
+		return neg_fail_line(n, R_UPSTREAM_REFUSED, line, len);
 	if (!neg_reply_add(n, len))
-		return neg_fail(n, "upstream-protocol-error", "untagged data "
+		return neg_fail(n, R_UPSTREAM_PROTOCOL_ERROR, "untagged data "
 		    "longer than %d bytes in state %s", NEG_MAX_REPLY,
 		    neg_state_name(n));
 	if (n->state == IMAP_POST_CAPABILITY &&
@@ -94,12 +94,12 @@ imap_greeting(struct negotiator *n, const char *line, size_t len,
     struct neg_out *out)
 {
 	if (len < 2 || strncmp(line, "* ", 2) != 0)
-		return neg_fail_line(n, "upstream-bad-greeting", line, len);
+		return neg_fail_line(n, R_UPSTREAM_BAD_GREETING, line, len);
 	if (line_starts_with_word(line + 2, len - 2, "PREAUTH"))
-		return neg_fail_line(n, "upstream-preauth", line, len);
+		return neg_fail_line(n, R_UPSTREAM_PREAUTH, line, len);
 	if (!line_starts_with_word(line + 2, len - 2, "OK"))
 		return neg_fail_line(n, line_starts_with_word(line + 2, len - 2,
-		    "BYE") ? "upstream-refused" : "upstream-bad-greeting", line,
+		    "BYE") ? R_UPSTREAM_REFUSED : R_UPSTREAM_BAD_GREETING, line,
 		    len);
 	if (!n->starttls) {
 		n->state = IMAP_DONE;
@@ -125,21 +125,21 @@ imap_line(struct negotiator *n, const char *line, size_t len,
 	uint64_t size;
 
 	if (line_imap_literal(line, len, &size))
-		return neg_fail(n, "upstream-protocol-error", "IMAP literal in "
+		return neg_fail(n, R_UPSTREAM_PROTOCOL_ERROR, "IMAP literal in "
 		    "state %s", neg_state_name(n));
 	if (n->state == IMAP_GREETING)
 		return imap_greeting(n, line, len, out);
 	if (n->state == IMAP_TLS || n->state == IMAP_DONE)
-		return neg_fail_line(n, "upstream-unsolicited", line, len);
+		return neg_fail_line(n, R_UPSTREAM_UNSOLICITED, line, len);
 	if (len >= 2 && strncmp(line, "* ", 2) == 0)
 		return imap_untagged(n, line, len);
 	if ((status = tagged_status(n, line, len)) == NULL)
-		return neg_fail_line(n, "upstream-protocol-error", line, len);
+		return neg_fail_line(n, R_UPSTREAM_PROTOCOL_ERROR, line, len);
 	len -= (size_t)(status - line);
 	neg_reply_done(n);
 	if (!line_starts_with_word(status, len, "OK"))
 		return neg_fail_line(n, n->state == IMAP_STARTTLS ?
-		    "upstream-starttls-refused" : "upstream-protocol-error",
+		    R_UPSTREAM_STARTTLS_REFUSED : R_UPSTREAM_PROTOCOL_ERROR,
 		    status, len);
 	switch ((enum imap_state)n->state) {
 	case IMAP_CAPABILITY:
@@ -205,7 +205,7 @@ imap_cneg_line(struct cneg *c, const char *line, size_t len,
 		cneg_reply(to_client, "%.*s BAD Literals are not accepted before "
 		    "STARTTLS\r\n* BYE Closing connection", tagged ? (int)tl : 1,
 		    tagged ? line : "*");
-		c->reason = "client-literal-before-starttls";
+		c->reason = R_CLIENT_LITERAL_BEFORE_STARTTLS;
 		return NEG_FAIL;
 	}
 	if (tl == 0 || !args || line[0] == '*' || line[0] == '+') {

@@ -158,7 +158,7 @@ drain_timer_cb(EV_P_ ev_timer *w, int revents)
 	(void)w;
 	(void)revents;
 	log_info("event=shutdown-timeout sessions=%zu", sess_count());
-	sess_close_all(EV_A_ "shutdown");
+	sess_close_all(EV_A_ R_SHUTDOWN);
 	ev_break(EV_A_ EVBREAK_ALL);
 }
 
@@ -167,7 +167,7 @@ stop(EV_P)
 {
 	if (draining) {
 		/* A second signal: do not wait any longer. */
-		sess_close_all(EV_A_ "shutdown");
+		sess_close_all(EV_A_ R_SHUTDOWN);
 		ev_break(EV_A_ EVBREAK_ALL);
 		return;
 	}

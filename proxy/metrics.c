@@ -37,12 +37,6 @@ struct svc_metrics {
 	uint64_t	 legacy_count[MAX_LEGACY];
 };
 
-static const char *const end_names[END_NREASONS] = {
-	"ok", "client-handshake-failed", "upstream-verify-failed",
-	"upstream-tls-failed", "upstream-starttls-failed",
-	"client-starttls-failed", "upstream-connect-failed", "timeout",
-	"refused", "error", "upstream-auth-failed",
-};
 
 static struct svc_metrics *shm;		/* [workers][MAX_SVC] */
 static int		 nworkers;
@@ -107,7 +101,7 @@ metrics_session_open(struct svc_metrics *m)
 }
 
 void
-metrics_session_close(struct svc_metrics *m, enum metric_end end,
+metrics_session_close(struct svc_metrics *m, enum outcome end,
     uint64_t bytes_in, uint64_t bytes_out)
 {
 	if (m == NULL)
@@ -152,33 +146,6 @@ metrics_legacy_client(struct svc_metrics *m, const char *addr, int version)
 	if ((i = slot(m->legacy_client[0], sizeof(key), MAX_LEGACY, key,
 	    sizeof(key))) >= 0)
 		m->legacy_count[i]++;
-}
-
-enum metric_end
-metrics_end_of(const char *r)
-{
-	static const struct { const char *prefix; enum metric_end end; } map[] = {
-		{ "client-closed", END_OK }, { "upstream-closed", END_OK },
-		{ "client-quit", END_OK }, { "shutdown", END_OK },
-		{ "client-handshake-timeout", END_TIMEOUT },
-		{ "client-handshake", END_CLIENT_HANDSHAKE },
-		{ "upstream-verify", END_UPSTREAM_VERIFY },
-		{ "upstream-handshake", END_UPSTREAM_TLS },
-		{ "upstream-tls", END_UPSTREAM_TLS },
-		{ "upstream-connect", END_CONNECT },
-		{ "upstream-error", END_ERROR }, { "client-error", END_ERROR },
-		{ "upstream-auth", END_UPSTREAM_AUTH },
-		{ "upstream-", END_STARTTLS_UPSTREAM },
-		{ "negotiation-timeout", END_STARTTLS_UPSTREAM },
-		{ "client-", END_STARTTLS_CLIENT },
-		{ "idle-timeout", END_TIMEOUT },
-		{ "proxy-", END_REFUSED }, { "not-allowed", END_REFUSED },
-	};
-
-	for (size_t i = 0; r != NULL && i < sizeof(map) / sizeof(*map); i++)
-		if (strncmp(r, map[i].prefix, strlen(map[i].prefix)) == 0)
-			return map[i].end;
-	return END_ERROR;
 }
 
 /* ---- the text exposition --------------------------------------------- */
@@ -284,7 +251,7 @@ render(const struct config *cf, struct out *o)
 		    (unsigned long long)t.opened);
 		for (int k = 0; k < END_NREASONS; k++)
 			put(o, "mailproxy_sessions_ended_total{service=\"%s\","
-			    "outcome=\"%s\"} %llu\n", n, end_names[k],
+			    "outcome=\"%s\"} %llu\n", n, outcome_name((enum outcome)k),
 			    (unsigned long long)t.ends[k]);
 		put(o, "mailproxy_bytes_total{service=\"%s\",direction=\"in\"} "
 		    "%llu\n", n, (unsigned long long)t.bytes_in);

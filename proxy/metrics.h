@@ -13,13 +13,8 @@
 #include <ev.h>
 
 #include "config.h"
+#include "reason.h"
 
-/* How a session ended, as counted (the log's reason, grouped). */
-enum metric_end {
-	END_OK, END_CLIENT_HANDSHAKE, END_UPSTREAM_VERIFY, END_UPSTREAM_TLS,
-	END_STARTTLS_UPSTREAM, END_STARTTLS_CLIENT, END_CONNECT, END_TIMEOUT,
-	END_REFUSED, END_ERROR, END_UPSTREAM_AUTH, END_NREASONS
-};
 
 struct svc_metrics;
 
@@ -33,7 +28,7 @@ void	metrics_set_worker(int index);
 struct svc_metrics *metrics_service(const char *name);
 
 void	metrics_session_open(struct svc_metrics *m);
-void	metrics_session_close(struct svc_metrics *m, enum metric_end end,
+void	metrics_session_close(struct svc_metrics *m, enum outcome end,
 	    uint64_t bytes_in, uint64_t bytes_out);
 void	metrics_tls(struct svc_metrics *m, int version, const char *cipher);
 void	metrics_starttls(struct svc_metrics *m, int side_client);
@@ -43,8 +38,6 @@ void	metrics_starttls(struct svc_metrics *m, int side_client);
 void	metrics_legacy_client(struct svc_metrics *m, const char *addr,
 	    int version);
 
-/* Maps a session's close reason to the counted group. */
-enum metric_end metrics_end_of(const char *reason);
 
 /* Worker 0: serve cf->metrics (if set) on this loop; again after reload. */
 int	metrics_listen(EV_P_ const struct config *cf, char *err, size_t len);

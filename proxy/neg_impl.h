@@ -6,6 +6,7 @@
 #define MAILPROXY_NEG_IMPL_H
 
 #include "negotiate.h"
+#include "reason.h"
 
 /* A multi-line reply (EHLO, CAPA, untagged IMAP data) is capped in total. */
 #define NEG_MAX_REPLY	8192
@@ -45,7 +46,7 @@ struct negotiator {
 	char			*auth_user;
 	char			*auth_secret;	/* wiped by neg_free() */
 	size_t			 auth_secret_len;
-	const char		*reason;
+	enum close_reason	 reason;	/* R_NONE until a failure */
 	char			 detail[200];
 };
 
@@ -67,7 +68,7 @@ struct cneg {
 	char			 line[8192];	/* the partial command line */
 	size_t			 linelen;
 	int			 errors;	/* refused commands so far */
-	const char		*reason;
+	enum close_reason	 reason;
 };
 
 /* Refused commands after which the client is disconnected. */
@@ -92,11 +93,11 @@ bool	neg_reply_add(struct negotiator *n, size_t len);
 void	neg_reply_done(struct negotiator *n);
 
 /* Records a failure (reason for the log, printf detail) and returns FAIL. */
-enum neg_verdict neg_fail(struct negotiator *n, const char *reason,
+enum neg_verdict neg_fail(struct negotiator *n, enum close_reason reason,
 	    const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* The same, quoting (sanitised, truncated) the upstream line that caused it. */
-enum neg_verdict neg_fail_line(struct negotiator *n, const char *reason,
+enum neg_verdict neg_fail_line(struct negotiator *n, enum close_reason reason,
 	    const char *line, size_t len);
 
 /* Queues a command for the upstream (CRLF added). */

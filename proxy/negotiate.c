@@ -67,7 +67,7 @@ neg_caps(const struct negotiator *n)
 }
 
 enum neg_verdict
-neg_fail(struct negotiator *n, const char *reason, const char *fmt, ...)
+neg_fail(struct negotiator *n, enum close_reason reason, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -79,7 +79,7 @@ neg_fail(struct negotiator *n, const char *reason, const char *fmt, ...)
 }
 
 enum neg_verdict
-neg_fail_line(struct negotiator *n, const char *reason, const char *line,
+neg_fail_line(struct negotiator *n, enum close_reason reason, const char *line,
     size_t len)
 {
 	char clean[96];
@@ -170,10 +170,10 @@ neg_feed(struct negotiator *n, const char *data, size_t len,
 
 	/* Between the STARTTLS success line and the handshake: an attack. */
 	if (n->awaiting_tls && len > 0)
-		return neg_fail(n, "upstream-injection", "%zu bytes after the "
+		return neg_fail(n, R_UPSTREAM_INJECTION, "%zu bytes after the "
 		    "STARTTLS reply, before the TLS handshake", len);
 	if (len > sizeof(n->in) - n->inlen)
-		return neg_fail(n, "upstream-protocol-error", "reply longer "
+		return neg_fail(n, R_UPSTREAM_PROTOCOL_ERROR, "reply longer "
 		    "than %zu bytes in state %s", sizeof(n->in),
 		    neg_state_name(n));
 	memcpy(n->in + n->inlen, data, len);
@@ -184,11 +184,11 @@ neg_feed(struct negotiator *n, const char *data, size_t len,
 		case LINE_MORE:
 			goto keep;
 		case LINE_TOO_LONG:
-			return neg_fail(n, "upstream-protocol-error", "line "
+			return neg_fail(n, R_UPSTREAM_PROTOCOL_ERROR, "line "
 			    "longer than %zu bytes in state %s",
 			    n->ops->max_line, neg_state_name(n));
 		case LINE_BAD:
-			return neg_fail(n, "upstream-protocol-error", "bare CR/LF, "
+			return neg_fail(n, R_UPSTREAM_PROTOCOL_ERROR, "bare CR/LF, "
 			    "NUL or control byte in state %s",
 			    neg_state_name(n));
 		case LINE_OK:
@@ -204,7 +204,7 @@ neg_feed(struct negotiator *n, const char *data, size_t len,
 				/* Nothing of a failed dialogue goes out. */
 				buf_release(out->to_client);
 				return neg_fail(n, v == NEG_START_TLS ?
-				    "upstream-injection" : "upstream-unsolicited",
+				    R_UPSTREAM_INJECTION : R_UPSTREAM_UNSOLICITED,
 				    "%zu bytes after the reply in state %s",
 				    n->inlen - off, neg_state_name(n));
 			}
@@ -222,17 +222,17 @@ enum neg_verdict
 neg_tls_ready(struct negotiator *n, struct neg_out *out)
 {
 	if (n->inlen != 0)
-		return neg_fail(n, "upstream-injection", "%zu bytes before the "
+		return neg_fail(n, R_UPSTREAM_INJECTION, "%zu bytes before the "
 		    "TLS handshake", n->inlen);
 	n->tls = true;
 	n->awaiting_tls = false;
 	return n->ops->tls_ready(n, out);
 }
 
-const char *
+enum close_reason
 neg_reason(const struct negotiator *n)
 {
-	return n->reason != NULL ? n->reason : "negotiation-failed";
+	return n->reason != R_NONE ? n->reason : R_NEGOTIATION_FAILED;
 }
 
 const char *
@@ -304,10 +304,10 @@ cneg_refused(struct cneg *c)
 	return ++c->errors >= CNEG_MAX_ERRORS;
 }
 
-const char *
+enum close_reason
 cneg_reason(const struct cneg *c)
 {
-	return c->reason != NULL ? c->reason : "client-negotiation-failed";
+	return c->reason != R_NONE ? c->reason : R_CLIENT_NEGOTIATION_FAILED;
 }
 
 /*
@@ -328,7 +328,7 @@ cneg_feed(struct cneg *c, const char *data, size_t len, size_t *consumed,
 			if (c->linelen + 2 > c->ops->max_line) {
 				*consumed = i;
 				cneg_reply(to_client, "%s", c->ops->too_long);
-				c->reason = "client-line-too-long";
+				c->reason = R_CLIENT_LINE_TOO_LONG;
 				return NEG_FAIL;
 			}
 			c->line[c->linelen++] = ch;
@@ -352,11 +352,11 @@ cneg_feed(struct cneg *c, const char *data, size_t len, size_t *consumed,
 			/* Plaintext after STARTTLS: the injection attack.
 			 * Nothing of this batch gets an answer. */
 			buf_release(to_client);
-			c->reason = "client-injection";
+			c->reason = R_CLIENT_INJECTION;
 			return NEG_FAIL;
 		}
-		if (v == NEG_FAIL && c->reason == NULL)
-			c->reason = "client-too-many-errors";
+		if (v == NEG_FAIL && c->reason == R_NONE)
+			c->reason = R_CLIENT_TOO_MANY_ERRORS;
 		return v;
 	}
 	*consumed = len;

@@ -27,6 +27,7 @@
 
 #include "buffer.h"
 #include "config.h"
+#include "reason.h"
 
 enum neg_verdict {
 	NEG_CONTINUE,		/* send what was queued, feed more input */
@@ -84,8 +85,8 @@ enum neg_verdict neg_feed(struct negotiator *n, const char *data, size_t len,
 /* The upstream TLS session is up and verified: take the post-TLS step. */
 enum neg_verdict neg_tls_ready(struct negotiator *n, struct neg_out *out);
 
-/* After NEG_FAIL: a short reason for the log ("upstream-no-starttls"). */
-const char *neg_reason(const struct negotiator *n);
+/* After NEG_FAIL: why (R_UPSTREAM_NO_STARTTLS, ...). */
+enum close_reason neg_reason(const struct negotiator *n);
 
 /* After NEG_FAIL: details for the log (a sanitised upstream reply, ...). */
 const char *neg_detail(const struct negotiator *n);
@@ -123,7 +124,7 @@ enum neg_verdict cneg_feed(struct cneg *c, const char *data, size_t len,
 /* The client was too slow: queues the protocol's timeout message. */
 void	cneg_timeout(struct cneg *c, struct buf *to_client);
 
-/* After FAIL: a short reason for the log. */
-const char *cneg_reason(const struct cneg *c);
+/* After FAIL: why. */
+enum close_reason cneg_reason(const struct cneg *c);
 
 #endif

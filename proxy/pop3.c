@@ -30,8 +30,8 @@ pop3_line(struct negotiator *n, const char *line, size_t len,
 	switch ((enum pop3_state)n->state) {
 	case POP3_GREETING:
 		if (!ok)
-			return neg_fail_line(n, err ? "upstream-refused" :
-			    "upstream-bad-greeting", line, len);
+			return neg_fail_line(n, err ? R_UPSTREAM_REFUSED :
+			    R_UPSTREAM_BAD_GREETING, line, len);
 		if (!n->starttls) {
 			n->state = POP3_DONE;
 			return NEG_RELAY;
@@ -49,7 +49,7 @@ pop3_line(struct negotiator *n, const char *line, size_t len,
 			return NEG_CONTINUE;
 		}
 		if (!ok)
-			return neg_fail_line(n, "upstream-protocol-error", line,
+			return neg_fail_line(n, R_UPSTREAM_PROTOCOL_ERROR, line,
 			    len);
 		neg_reply_done(n);
 		n->state = POP3_CAPA_LIST;
@@ -59,14 +59,14 @@ pop3_line(struct negotiator *n, const char *line, size_t len,
 			bool seen = n->keyword_seen;
 			neg_reply_done(n);
 			if (!seen)
-				return neg_fail(n, "upstream-no-starttls",
+				return neg_fail(n, R_UPSTREAM_NO_STARTTLS,
 				    "STLS is not in the CAPA list");
 			neg_send(n, out, "STLS");
 			n->state = POP3_STLS;
 			return NEG_CONTINUE;
 		}
 		if (!neg_reply_add(n, len))
-			return neg_fail(n, "upstream-protocol-error", "CAPA "
+			return neg_fail(n, R_UPSTREAM_PROTOCOL_ERROR, "CAPA "
 			    "list longer than %d bytes", NEG_MAX_REPLY);
 		if (line_starts_with_word(line, len, "STLS"))
 			n->keyword_seen = true;
@@ -74,13 +74,13 @@ pop3_line(struct negotiator *n, const char *line, size_t len,
 	case POP3_STLS:
 		if (!ok)
 			return neg_fail_line(n, err ?
-			    "upstream-starttls-refused" :
-			    "upstream-protocol-error", line, len);
+			    R_UPSTREAM_STARTTLS_REFUSED :
+			    R_UPSTREAM_PROTOCOL_ERROR, line, len);
 		n->state = POP3_TLS;
 		return NEG_START_TLS;
 	case POP3_TLS:
 	case POP3_DONE:
-		return neg_fail_line(n, "upstream-unsolicited", line, len);
+		return neg_fail_line(n, R_UPSTREAM_UNSOLICITED, line, len);
 	}
 	abort();	/* not a state */
 }

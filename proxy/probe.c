@@ -213,7 +213,8 @@ probe_service(const struct service *svc, char *out, size_t len)
 		}
 	}
 	if (v == NEG_FAIL) {
-		snprintf(out, len, "%s: %s", neg_reason(n), neg_detail(n));
+		snprintf(out, len, "%s: %s", reason_name(neg_reason(n)),
+		    neg_detail(n));
 		goto done;
 	}
 	/* What a client would learn: the post-TLS capabilities. */

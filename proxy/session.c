@@ -89,7 +89,7 @@ struct session {
 	const char		*first_eof;	/* "client" or "upstream" */
 	bool			 closing;
 	bool			 abort;		/* close with RST */
-	const char		*reason;
+	enum close_reason	 reason;
 	char			 detail[256];
 	enum log_level		 severity;
 	enum log_level		 farewell_severity;
@@ -157,7 +157,7 @@ log_close(struct session *s)
 	logline_num(&ll, "bytes_out", s->client.bytes_out);
 	logline_num(&ll, "ms", (uint64_t)((ev_time() - s->started) * 1000));
 	logline_str(&ll, "state", sess_state_names[s->state]);
-	logline_str(&ll, "reason", s->reason);
+	logline_str(&ll, "reason", reason_name(s->reason));
 	if (s->detail[0] != '\0')
 		logline_str(&ll, "detail", s->detail);
 	logline_emit(&ll, s->severity);
@@ -165,7 +165,7 @@ log_close(struct session *s)
 
 /* Marks the session closed; the callback wrapper frees it. */
 static void
-sess_end(struct session *s, enum log_level severity, const char *reason,
+sess_end(struct session *s, enum log_level severity, enum close_reason reason,
     const char *detail)
 {
 	if (s->closing)
@@ -192,7 +192,7 @@ static void
 sess_free(EV_P_ struct session *s)
 {
 	log_close(s);
-	metrics_session_close(s->metrics, metrics_end_of(s->reason),
+	metrics_session_close(s->metrics, reason_outcome(s->reason),
 	    s->client.bytes_in, s->client.bytes_out);
 	if (s->abort) {
 		/* A reset or alert on one side: the other sees an abort too. */
@@ -231,7 +231,7 @@ reap(EV_P_ struct session *s)
 }
 
 void
-sess_close_all(EV_P_ const char *reason)
+sess_close_all(EV_P_ enum close_reason reason)
 {
 	while (sessions != NULL) {
 		sess_end(sessions, LOG_LVL_INFO, reason, NULL);
@@ -242,7 +242,7 @@ sess_close_all(EV_P_ const char *reason)
 /* Sends the client what u2c holds, then closes (state FAREWELL). */
 static void
 say_goodbye(EV_P_ struct session *s, enum log_level severity,
-    const char *reason, const char *detail)
+    enum close_reason reason, const char *detail)
 {
 	s->reason = reason;
 	if (detail != s->detail)
@@ -258,29 +258,38 @@ say_goodbye(EV_P_ struct session *s, enum log_level severity,
  * (a temporary error, so a mail client retries later) and close.
  */
 static void
-farewell(EV_P_ struct session *s, const char *reason, const char *detail)
+farewell(EV_P_ struct session *s, enum close_reason reason,
+    const char *detail)
 {
-	static const char *const unreachable[] = {
+	/* What the client is told follows the reason's table entry. */
+	static const char *const text[][3] = {
+		[TELL_UNREACHABLE] = {
 		"421 4.4.1 mailproxy: upstream unavailable, try again later\r\n",
 		"-ERR [SYS/TEMP] mailproxy: upstream unavailable\r\n",
-		"* BYE [UNAVAILABLE] mailproxy: upstream unavailable\r\n",
-	};
-	static const char *const insecure[] = {
+		"* BYE [UNAVAILABLE] mailproxy: upstream unavailable\r\n" },
+		[TELL_INSECURE] = {
 		"421 4.7.0 mailproxy: no secure connection to the server, "
 		    "try again later\r\n",
 		"-ERR [SYS/TEMP] mailproxy: no secure connection to the "
 		    "server\r\n",
 		"* BYE [UNAVAILABLE] mailproxy: no secure connection to the "
-		    "server\r\n",
-	};
-	static const char *const auth[] = {
+		    "server\r\n" },
+		[TELL_AUTH] = {
 		"421 4.7.0 mailproxy: the server refused the proxy's login, "
-		    "try again later\r\n", "", "",	/* SMTP only */
+		    "try again later\r\n",
+		"-ERR [SYS/TEMP] mailproxy: the server refused the proxy's "
+		    "login\r\n",
+		"* BYE [UNAVAILABLE] mailproxy: the server refused the proxy's "
+		    "login\r\n" },
+		[TELL_LOCAL] = {
+		"421 4.3.0 mailproxy: temporary local problem, try again "
+		    "later\r\n",
+		"-ERR [SYS/TEMP] mailproxy: temporary local problem\r\n",
+		"* BYE [UNAVAILABLE] mailproxy: temporary local problem\r\n" },
 	};
-	/* The message follows the outcome class /metrics counts it under. */
-	enum metric_end end = metrics_end_of(reason);
-	const char *const *msg = end == END_CONNECT ? unreachable :
-	    end == END_UPSTREAM_AUTH ? auth : insecure;
+	enum tell tell = reason_tell(reason);
+	const char *msg = tell == TELL_NOTHING ? "" :
+	    text[tell][s->svc->protocol];
 	struct logline ll;
 
 	/* Built as fields: the detail quotes what the upstream said. */
@@ -288,12 +297,12 @@ farewell(EV_P_ struct session *s, const char *reason, const char *detail)
 	logline_num(&ll, "sess", s->id);
 	logline_str(&ll, "svc", s->svc->name);
 	logline_str(&ll, "event", "upstream-failed");
-	logline_str(&ll, "reason", reason);
+	logline_str(&ll, "reason", reason_name(reason));
 	logline_str(&ll, "detail", detail ? detail : "");
 	logline_emit(&ll, LOG_LVL_WARN);
 	ep_close(EV_A_ &s->upstream);
 	buf_release(&s->u2c);	/* nothing but our error reaches the client */
-	buf_append(&s->u2c, msg[s->svc->protocol], strlen(msg[s->svc->protocol]));
+	buf_append(&s->u2c, msg, strlen(msg));
 	say_goodbye(EV_A_ s, LOG_LVL_WARN, reason, detail);
 }
 
@@ -361,7 +370,7 @@ start_connect(EV_P_ struct session *s)
 		    strerror(errno));
 		close(fd);
 	}
-	farewell(EV_A_ s, "upstream-connect-failed", why);
+	farewell(EV_A_ s, R_UPSTREAM_CONNECT_FAILED, why);
 }
 
 /*
@@ -438,7 +447,7 @@ start_upstream_tls(EV_P_ struct session *s)
 	if ((ssl = SSL_new(s->svc->upstream_ctx)) == NULL ||
 	    tls_upstream_setup(ssl, s->svc) < 0) {
 		SSL_free(ssl);
-		farewell(EV_A_ s, "upstream-tls-setup-failed", NULL);
+		farewell(EV_A_ s, R_UPSTREAM_TLS_SETUP_FAILED, NULL);
 		return;
 	}
 	SSL_set_connect_state(ssl);
@@ -468,12 +477,12 @@ connect_done(EV_P_ struct session *s)
 			    why);
 			start_connect(EV_A_ s);
 		} else
-			farewell(EV_A_ s, "upstream-connect-failed", why);
+			farewell(EV_A_ s, R_UPSTREAM_CONNECT_FAILED, why);
 		return;
 	}
 	s->upstream.wr_wait = 0;
 	if (s->svc->proxy_protocol_out != 0 && send_proxy_header(s) < 0) {
-		farewell(EV_A_ s, "upstream-error", "cannot send the PROXY header");
+		farewell(EV_A_ s, R_UPSTREAM_ERROR, "cannot send the PROXY header");
 		return;
 	}
 	if (needs_negotiator(s->svc)) {
@@ -483,12 +492,12 @@ connect_done(EV_P_ struct session *s)
 		    s->svc->upstream_tls == TLS_MODE_STARTTLS,
 		    s->svc->client_tls != TLS_MODE_STARTTLS);
 		if (s->neg == NULL) {
-			farewell(EV_A_ s, "out-of-memory", NULL);
+			farewell(EV_A_ s, R_OUT_OF_MEMORY, NULL);
 			return;
 		}
 		if (s->svc->upstream_auth != AUTH_NONE &&
 		    set_credentials(s, why, sizeof(why)) < 0) {
-			farewell(EV_A_ s, "upstream-auth-no-token", why);
+			farewell(EV_A_ s, R_UPSTREAM_AUTH_NO_TOKEN, why);
 			return;
 		}
 		s->neg_deadline = ev_now(EV_A) + s->svc->timeouts.negotiation;
@@ -523,9 +532,9 @@ upstream_handshake_failed(EV_P_ struct session *s)
 		snprintf(detail, sizeof(detail), "%s: %s (name %s)", what,
 		    X509_verify_cert_error_string(v), s->svc->upstream_name ?
 		    s->svc->upstream_name : "-");
-		farewell(EV_A_ s, "upstream-verify-failed", detail);
+		farewell(EV_A_ s, R_UPSTREAM_VERIFY_FAILED, detail);
 	} else
-		farewell(EV_A_ s, "upstream-handshake-failed", s->upstream.err);
+		farewell(EV_A_ s, R_UPSTREAM_HANDSHAKE_FAILED, s->upstream.err);
 }
 
 /* ---- upstream STARTTLS negotiation ------------------------------------- */
@@ -606,7 +615,7 @@ negotiate(EV_P_ struct session *s)
 	for (int round = 0; round < 4 && st == EP_OK; round++) {
 		if (!buf_empty(&s->c2u) && s->upstream.wr_wait == 0 &&
 		    ep_write(&s->upstream, &s->c2u) == EP_ERROR) {
-			farewell(EV_A_ s, "upstream-error", s->upstream.err);
+			farewell(EV_A_ s, R_UPSTREAM_ERROR, s->upstream.err);
 			return;
 		}
 		if (s->upstream.rd_wait != 0)
@@ -625,10 +634,10 @@ negotiate(EV_P_ struct session *s)
 		}
 	}
 	if (st == EP_EOF)
-		farewell(EV_A_ s, "upstream-closed", "during the STARTTLS "
+		farewell(EV_A_ s, R_UPSTREAM_CLOSED_EARLY, "during the "
 		    "negotiation");
 	else if (st == EP_ERROR)
-		farewell(EV_A_ s, "upstream-error", s->upstream.err);
+		farewell(EV_A_ s, R_UPSTREAM_ERROR, s->upstream.err);
 }
 
 /* The upstream handshake (implicit TLS or after STARTTLS) is complete. */
@@ -655,7 +664,7 @@ start_client_tls(EV_P_ struct session *s)
 	SSL *ssl = SSL_new(s->svc->client_ctx);
 
 	if (ssl == NULL) {
-		sess_end(s, LOG_LVL_WARN, "out-of-memory", NULL);
+		sess_end(s, LOG_LVL_WARN, R_OUT_OF_MEMORY, NULL);
 		return;
 	}
 	SSL_set_accept_state(ssl);
@@ -681,7 +690,7 @@ client_pretls(EV_P_ struct session *s)
 	for (int round = 0; round < 8; round++) {
 		if (!buf_empty(&s->u2c) && s->client.wr_wait == 0 &&
 		    ep_write(&s->client, &s->u2c) == EP_ERROR) {
-			sess_end(s, LOG_LVL_INFO, "client-error", s->client.err);
+			sess_end(s, LOG_LVL_INFO, R_CLIENT_ERROR, s->client.err);
 			return;
 		}
 		if (s->client_starttls) {
@@ -698,14 +707,14 @@ client_pretls(EV_P_ struct session *s)
 			return;
 		}
 		if (n <= 0) {
-			sess_end(s, LOG_LVL_INFO, n == 0 ? "client-closed" :
-			    "client-error", "before STARTTLS");
+			sess_end(s, LOG_LVL_INFO, n == 0 ? R_CLIENT_CLOSED :
+			    R_CLIENT_ERROR, "before STARTTLS");
 			return;
 		}
 		v = cneg_feed(s->cneg, peek, (size_t)n, &consumed, &s->u2c);
 		if (recv(s->client.fd, sink, consumed, MSG_DONTWAIT) !=
 		    (ssize_t)consumed) {
-			sess_end(s, LOG_LVL_WARN, "client-error", "lost bytes");
+			sess_end(s, LOG_LVL_WARN, R_CLIENT_ERROR, "lost bytes");
 			return;
 		}
 		s->client.bytes_in += consumed;
@@ -716,7 +725,7 @@ client_pretls(EV_P_ struct session *s)
 			s->client_starttls = true;
 			break;
 		case NEG_CLOSE:
-			say_goodbye(EV_A_ s, LOG_LVL_INFO, "client-quit", NULL);
+			say_goodbye(EV_A_ s, LOG_LVL_INFO, R_CLIENT_QUIT, NULL);
 			return;
 		case NEG_FAIL:
 		case NEG_RELAY:		/* not a client-side verdict */
@@ -738,7 +747,7 @@ start_front(EV_P_ struct session *s)
 	s->front = front_new(s->svc->ehlo_name, neg_caps(s->neg),
 	    s->svc->client_tls != TLS_MODE_NONE);
 	if (s->front == NULL) {
-		sess_end(s, LOG_LVL_WARN, "out-of-memory", NULL);
+		sess_end(s, LOG_LVL_WARN, R_OUT_OF_MEMORY, NULL);
 		return;
 	}
 	s->state = SESS_FRONT;
@@ -761,7 +770,7 @@ front_dialogue(EV_P_ struct session *s)
 	for (int round = 0; round < 8; round++) {
 		if (!buf_empty(&s->u2c) && s->client.wr_wait == 0 &&
 		    ep_write(&s->client, &s->u2c) == EP_ERROR) {
-			sess_end(s, LOG_LVL_INFO, "client-error", s->client.err);
+			sess_end(s, LOG_LVL_INFO, R_CLIENT_ERROR, s->client.err);
 			return;
 		}
 		if (buf_len(&s->u2c) > BUF_CAPACITY / 2)
@@ -781,7 +790,7 @@ front_dialogue(EV_P_ struct session *s)
 				start_relay(EV_A_ s);
 				return;
 			case NEG_CLOSE:
-				say_goodbye(EV_A_ s, LOG_LVL_INFO, "client-quit",
+				say_goodbye(EV_A_ s, LOG_LVL_INFO, R_CLIENT_QUIT,
 				    NULL);
 				return;
 			case NEG_FAIL:
@@ -792,8 +801,8 @@ front_dialogue(EV_P_ struct session *s)
 			}
 		}
 		if (st == EP_EOF || st == EP_ERROR) {
-			sess_end(s, LOG_LVL_INFO, st == EP_EOF ? "client-closed" :
-			    "client-error", "before MAIL");
+			sess_end(s, LOG_LVL_INFO, st == EP_EOF ? R_CLIENT_CLOSED :
+			    R_CLIENT_ERROR, "before MAIL");
 			return;
 		}
 		if (st == EP_AGAIN && consumed == 0)
@@ -817,7 +826,7 @@ guard_client_bytes(struct session *s, const char *p, size_t len)
 	if (s->svc->client_tls == TLS_MODE_NONE)
 		return true;
 	if (s->guard == NULL && (s->guard = guard_new(s->svc->protocol)) == NULL) {
-		sess_end(s, LOG_LVL_WARN, "out-of-memory", NULL);
+		sess_end(s, LOG_LVL_WARN, R_OUT_OF_MEMORY, NULL);
 		return false;
 	}
 	if (guard_scan(s->guard, p, len)) {
@@ -863,7 +872,7 @@ side_error(struct session *s, struct endpoint *ep)
 
 	s->abort = true;
 	sess_end(s, client ? LOG_LVL_INFO : LOG_LVL_WARN,
-	    client ? "client-error" : "upstream-error", ep->err);
+	    client ? R_CLIENT_ERROR : R_UPSTREAM_ERROR, ep->err);
 }
 
 /*
@@ -908,6 +917,15 @@ move(struct session *s, struct endpoint *src, struct buf *b,
 		progress |= dst->bytes_out != before;
 	}
 	if (src->eof && buf_empty(b) && !dst->shut && dst->wr_wait == 0) {
+		if (src == &s->upstream && !src->eof_clean) {
+			/* The upstream's TLS ended without close_notify: a cut
+			 * reply.  The client's side ends with a reset, so that a
+			 * plaintext client too sees it cut, never complete. */
+			s->abort = true;
+			sess_end(s, LOG_LVL_WARN, R_UPSTREAM_TRUNCATED, "the "
+			    "upstream's TLS ended without close_notify");
+			return false;
+		}
 		st = ep_shutdown(dst, src->eof_clean);
 		if (st == EP_ERROR) {
 			side_error(s, dst);
@@ -933,7 +951,7 @@ refuse_starttls_in_tls(EV_P_ struct session *s)
 	buf_release(&s->u2c);
 	if (s->client.last_out == '\n')
 		guard_refusal(s->guard, &s->u2c);
-	say_goodbye(EV_A_ s, LOG_LVL_INFO, "client-starttls-in-tls", NULL);
+	say_goodbye(EV_A_ s, LOG_LVL_INFO, R_CLIENT_STARTTLS_IN_TLS, NULL);
 }
 
 static void
@@ -961,7 +979,7 @@ relay(EV_P_ struct session *s)
 	    s->upstream.shut) {
 		bool clean = s->client.eof_clean && s->upstream.eof_clean;
 		sess_end(s, LOG_LVL_INFO, strcmp(s->first_eof, "client") == 0 ?
-		    "client-closed" : "upstream-closed", clean ? NULL :
+		    R_CLIENT_CLOSED : R_UPSTREAM_CLOSED, clean ? NULL :
 		    "a TLS side ended without close_notify");
 		return;
 	}
@@ -1009,7 +1027,7 @@ run_state(EV_P_ struct session *s)
 			start_connect(EV_A_ s);
 		}
 		else if (st == EP_ERROR)
-			sess_end(s, LOG_LVL_INFO, "client-handshake-failed",
+			sess_end(s, LOG_LVL_INFO, R_CLIENT_HANDSHAKE_FAILED,
 			    s->client.err);
 		break;
 	case SESS_CONNECT:
@@ -1119,38 +1137,38 @@ timer_cb(EV_P_ ev_timer *w, int revents)
 			ev_timer_start(EV_A_ &s->timer);
 			return;
 		}
-		sess_end(s, LOG_LVL_INFO, "idle-timeout", NULL);
+		sess_end(s, LOG_LVL_INFO, R_IDLE_TIMEOUT, NULL);
 		break;
 	case SESS_CLIENT_HANDSHAKE:
-		sess_end(s, LOG_LVL_INFO, "client-handshake-timeout", NULL);
+		sess_end(s, LOG_LVL_INFO, R_CLIENT_HANDSHAKE_TIMEOUT, NULL);
 		break;
 	case SESS_CONNECT:
-		farewell(EV_A_ s, "upstream-connect-timeout", s->upstream_addr);
+		farewell(EV_A_ s, R_UPSTREAM_CONNECT_TIMEOUT, s->upstream_addr);
 		break;
 	case SESS_NEGOTIATE:
-		farewell(EV_A_ s, "negotiation-timeout", neg_state_name(s->neg));
+		farewell(EV_A_ s, R_NEGOTIATION_TIMEOUT, neg_state_name(s->neg));
 		break;
 	case SESS_UPSTREAM_HANDSHAKE:
 		farewell(EV_A_ s, s->neg != NULL &&
-		    ev_now(EV_A) >= s->neg_deadline ? "negotiation-timeout" :
-		    "upstream-handshake-timeout", NULL);
+		    ev_now(EV_A) >= s->neg_deadline ? R_NEGOTIATION_TIMEOUT :
+		    R_UPSTREAM_HANDSHAKE_TIMEOUT, NULL);
 		break;
 	case SESS_FAREWELL:
 		sess_end(s, s->farewell_severity, s->reason, s->detail);
 		break;
 	case SESS_PROXY_HEADER:
-		sess_end(s, LOG_LVL_INFO, "proxy-header-timeout", NULL);
+		sess_end(s, LOG_LVL_INFO, R_PROXY_HEADER_TIMEOUT, NULL);
 		break;
 	case SESS_FRONT:
 		buf_release(&s->u2c);
 		front_timeout(&s->u2c);
-		say_goodbye(EV_A_ s, LOG_LVL_INFO, "client-negotiation-timeout",
+		say_goodbye(EV_A_ s, LOG_LVL_INFO, R_CLIENT_NEGOTIATION_TIMEOUT,
 		    NULL);
 		break;
 	case SESS_CLIENT_PRETLS:
 		buf_release(&s->u2c);
 		cneg_timeout(s->cneg, &s->u2c);
-		say_goodbye(EV_A_ s, LOG_LVL_INFO, "client-negotiation-timeout",
+		say_goodbye(EV_A_ s, LOG_LVL_INFO, R_CLIENT_NEGOTIATION_TIMEOUT,
 		    NULL);
 		break;
 	}
@@ -1167,7 +1185,7 @@ sess_begin(EV_P_ struct session *s)
 
 	if (svc->client_tls == TLS_MODE_STARTTLS) {
 		if ((s->cneg = cneg_new(svc->protocol, svc->ehlo_name)) == NULL) {
-			sess_end(s, LOG_LVL_WARN, "out-of-memory", NULL);
+			sess_end(s, LOG_LVL_WARN, R_OUT_OF_MEMORY, NULL);
 			return;
 		}
 		cneg_greet(s->cneg, &s->u2c);
@@ -1205,20 +1223,20 @@ read_proxy_header(EV_P_ struct session *s)
 		return;
 	}
 	if (n <= 0) {
-		sess_end(s, LOG_LVL_INFO, "client-closed", "before the PROXY "
+		sess_end(s, LOG_LVL_INFO, R_CLIENT_CLOSED, "before the PROXY "
 		    "header");
 		return;
 	}
 	total = pp_parse(buf, have + (size_t)n, &pr);
 	if (total < 0 || (total == 0 && have + (size_t)n == sizeof(buf))) {
-		sess_end(s, LOG_LVL_INFO, "proxy-header-invalid", NULL);
+		sess_end(s, LOG_LVL_INFO, R_PROXY_HEADER_INVALID, NULL);
 		return;
 	}
 	/* Take the header's bytes (all of them, if it is not complete yet:
 	 * they can only be part of it). */
 	size_t take = total > 0 ? (size_t)total - have : (size_t)n;
 	if (recv(s->client.fd, sink, take, MSG_DONTWAIT) != (ssize_t)take) {
-		sess_end(s, LOG_LVL_WARN, "client-error", "lost bytes");
+		sess_end(s, LOG_LVL_WARN, R_CLIENT_ERROR, "lost bytes");
 		return;
 	}
 	if (total == 0) {
@@ -1226,7 +1244,7 @@ read_proxy_header(EV_P_ struct session *s)
 		 * so that sessions do not carry this buffer). */
 		if (s->pp_buf == NULL &&
 		    (s->pp_buf = malloc(PP_MAX_HEADER)) == NULL) {
-			sess_end(s, LOG_LVL_WARN, "out-of-memory", NULL);
+			sess_end(s, LOG_LVL_WARN, R_OUT_OF_MEMORY, NULL);
 			return;
 		}
 		memcpy(s->pp_buf + have, buf + have, (size_t)n);
@@ -1247,7 +1265,7 @@ read_proxy_header(EV_P_ struct session *s)
 	/* allow applies to the client the balancer speaks for. */
 	if (s->svc->nallow > 0 && !cidr_list_contains(s->svc->allow,
 	    s->svc->nallow, (const struct sockaddr *)&s->peer_addr.ss)) {
-		sess_end(s, LOG_LVL_INFO, "not-allowed", NULL);
+		sess_end(s, LOG_LVL_INFO, R_NOT_ALLOWED, NULL);
 		return;
 	}
 	sess_begin(EV_A_ s);
@@ -1297,7 +1315,7 @@ sess_new(EV_P_ struct config *cf, const struct service *svc, int fd,
 		/* A PROXY header first, and only from a trusted balancer. */
 		if (!cidr_list_contains(svc->proxy_trusted, svc->nproxy_trusted,
 		    (const struct sockaddr *)&peer->ss))
-			sess_end(s, LOG_LVL_INFO, "proxy-untrusted", "a PROXY "
+			sess_end(s, LOG_LVL_INFO, R_PROXY_UNTRUSTED, "a PROXY "
 			    "header is only accepted from proxy_trusted");
 		s->state = SESS_PROXY_HEADER;
 		s->client.rd_wait = EV_READ;

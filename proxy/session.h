@@ -20,6 +20,7 @@
 #include <ev.h>
 
 #include "config.h"
+#include "reason.h"
 
 /*
  * Starts a session for an accepted, non-blocking fd (the session owns it
@@ -36,6 +37,6 @@ void	sess_set_id_base(uint64_t base);
 size_t	sess_count(void);
 
 /* Closes every open session now, logging reason (end of the grace period). */
-void	sess_close_all(EV_P_ const char *reason);
+void	sess_close_all(EV_P_ enum close_reason reason);
 
 #endif

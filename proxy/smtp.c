@@ -90,7 +90,7 @@ send_auth(struct negotiator *n, struct neg_out *out)
 		return NEG_CONTINUE;
 	}
 	if ((raw = malloc(cap)) == NULL)
-		return neg_fail(n, "out-of-memory", "building AUTH");
+		return neg_fail(n, R_OUT_OF_MEMORY, "building AUTH");
 	if (n->auth == AUTH_PLAIN)	/* RFC 4616: authzid NUL authcid NUL pw */
 		len = snprintf(raw, cap, "%c%s%c", 0, n->auth_user, 0);
 	else				/* Google/Microsoft XOAUTH2 */
@@ -155,7 +155,7 @@ smtp_reply(struct negotiator *n, int code, bool starttls_seen,
 	case SMTP_GREETING:
 		if (code != 220)
 			return neg_fail_line(n, code == 554 || code == 421 ?
-			    "upstream-refused" : "upstream-bad-greeting", line,
+			    R_UPSTREAM_REFUSED : R_UPSTREAM_BAD_GREETING, line,
 			    len);
 		if (!n->starttls && n->auth != AUTH_NONE) {
 			/* Implicit TLS: log in right away. */
@@ -173,33 +173,33 @@ smtp_reply(struct negotiator *n, int code, bool starttls_seen,
 		return NEG_CONTINUE;
 	case SMTP_EHLO:
 		if (code != 250)
-			return neg_fail_line(n, "upstream-ehlo-refused", line,
+			return neg_fail_line(n, R_UPSTREAM_EHLO_REFUSED, line,
 			    len);
 		if (!starttls_seen)
-			return neg_fail(n, "upstream-no-starttls", "STARTTLS "
+			return neg_fail(n, R_UPSTREAM_NO_STARTTLS, "STARTTLS "
 			    "is not in the EHLO reply");
 		neg_send(n, out, "STARTTLS");
 		n->state = SMTP_STARTTLS;
 		return NEG_CONTINUE;
 	case SMTP_STARTTLS:
 		if (code != 220)
-			return neg_fail_line(n, "upstream-starttls-refused",
+			return neg_fail_line(n, R_UPSTREAM_STARTTLS_REFUSED,
 			    line, len);
 		n->state = SMTP_TLS;
 		return NEG_START_TLS;
 	case SMTP_AUTH_EHLO:
 		if (code != 250)
-			return neg_fail_line(n, "upstream-ehlo-refused", line,
+			return neg_fail_line(n, R_UPSTREAM_EHLO_REFUSED, line,
 			    len);
 		if (!starttls_seen)
-			return neg_fail(n, "upstream-auth-unavailable", "AUTH %s "
+			return neg_fail(n, R_UPSTREAM_AUTH_UNAVAILABLE, "AUTH %s "
 			    "is not in the EHLO reply after TLS",
 			    mech_names[n->auth]);
 		return send_auth(n, out);
 	case SMTP_AUTH_LOGIN_USER:
 	case SMTP_AUTH_LOGIN_PASS:
 		if (code != 334)
-			return neg_fail_line(n, "upstream-auth-refused", line,
+			return neg_fail_line(n, R_UPSTREAM_AUTH_REFUSED, line,
 			    len);
 		if (n->state == SMTP_AUTH_LOGIN_USER) {
 			send_sasl(out, "", n->auth_user, strlen(n->auth_user));
@@ -220,11 +220,11 @@ smtp_reply(struct negotiator *n, int code, bool starttls_seen,
 			n->state = SMTP_AUTH_XOAUTH2_ERROR;
 			return NEG_CONTINUE;
 		}
-		return neg_fail_line(n, "upstream-auth-refused", line, len);
+		return neg_fail_line(n, R_UPSTREAM_AUTH_REFUSED, line, len);
 	case SMTP_AUTH_XOAUTH2_ERROR: {
 		char why[200];
 		snprintf(why, sizeof(why), "%s", n->detail);
-		neg_fail_line(n, "upstream-auth-refused", line, len);
+		neg_fail_line(n, R_UPSTREAM_AUTH_REFUSED, line, len);
 		/* The server's refusal, then what the 334 said. */
 		if (why[0] != '\0')
 			snprintf(n->detail + strlen(n->detail),
@@ -233,7 +233,7 @@ smtp_reply(struct negotiator *n, int code, bool starttls_seen,
 	}
 	case SMTP_TLS:
 	case SMTP_DONE:
-		return neg_fail_line(n, "upstream-unsolicited", line, len);
+		return neg_fail_line(n, R_UPSTREAM_UNSOLICITED, line, len);
 	}
 	abort();	/* not a state */
 }
@@ -247,14 +247,14 @@ smtp_line(struct negotiator *n, const char *line, size_t len,
 
 	if (len < 3 || !is_digit(line[0]) || !is_digit(line[1]) ||
 	    !is_digit(line[2]) || (len > 3 && line[3] != ' ' && line[3] != '-'))
-		return neg_fail_line(n, "upstream-protocol-error", line, len);
+		return neg_fail_line(n, R_UPSTREAM_PROTOCOL_ERROR, line, len);
 	code = (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
 	if (n->reply_lines == 0)
 		n->reply_code = code;
 	else if (code != n->reply_code)
-		return neg_fail_line(n, "upstream-protocol-error", line, len);
+		return neg_fail_line(n, R_UPSTREAM_PROTOCOL_ERROR, line, len);
 	if (!neg_reply_add(n, len))
-		return neg_fail(n, "upstream-protocol-error", "reply longer "
+		return neg_fail(n, R_UPSTREAM_PROTOCOL_ERROR, "reply longer "
 		    "than %d bytes in state %s", NEG_MAX_REPLY,
 		    neg_state_name(n));
 	/* EHLO keywords start each line after the first (the domain). */

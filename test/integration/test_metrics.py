@@ -111,3 +111,28 @@ def test_metrics_sum_over_workers(proxies, upstreams, certs):
     assert len(pids) == 2                  # both workers served...
     text = scrape(mport)
     assert value(text, "mailproxy_sessions_total", service="m") == 20   # ...and are summed
+
+
+def test_an_upstream_that_closes_mid_starttls_is_not_a_good_end(proxies, upstreams, certs):
+    """The close reason was a string matched by prefix: "upstream-closed" during
+    the STARTTLS dialogue counted as ok.  Now its own reason, counted as a
+    STARTTLS failure, and the client hears the upstream is unavailable."""
+    def hangs_up(conn):
+        conn.sendall(b"* OK [CAPABILITY IMAP4rev1 STARTTLS] hi\r\n")
+        conn.recv(100)                      # the proxy's STARTTLS
+        conn.close()
+
+    up = upstreams(hangs_up)
+    mport = free_port()
+    proxy = proxies("metrics = 127.0.0.1:%d\n" % mport + service(
+        "m", "imap", up.addr, certs, "starttls",
+        "upstream_name = localhost\nupstream_ca = %s/ca.crt\n" % certs))
+    proxy.wait_log("event=metrics-listen")
+    s = tls_connect(proxy.port("m"), certs)
+    assert s.recv(200) == b"* BYE [UNAVAILABLE] mailproxy: upstream unavailable\r\n"
+    s.close()
+    proxy.wait_log(r"event=close .*reason=upstream-closed-early")
+    text = scrape(mport)
+    assert value(text, "mailproxy_sessions_ended_total", service="m", outcome="ok") == 0
+    assert value(text, "mailproxy_sessions_ended_total", service="m",
+                 outcome="upstream-starttls-failed") == 1

@@ -226,3 +226,74 @@ def test_client_reset_closes_upstream(proxies, upstreams, certs):
     while not outcome and time.monotonic() < deadline:
         time.sleep(0.02)
     assert outcome in (["reset"], [b""])
+
+
+def _read_until_end(sock, limit=10):
+    """Reads until the stream ends: returns (bytes, "reset" | "eof")."""
+    data = b""
+    sock.settimeout(limit)
+    while True:
+        try:
+            chunk = sock.recv(4096)
+        except (ConnectionResetError, ssl.SSLEOFError):
+            return data, "reset"
+        except ssl.SSLError as e:
+            assert "UNEXPECTED_EOF" in str(e) or "EOF occurred" in str(e), e
+            return data, "reset"
+        if not chunk:
+            return data, "eof"
+        data += chunk
+
+
+def _truncating_stls_upstream(certs):
+    """POP3 with STLS; inside TLS it starts a RETR reply, then FIN without
+    close_notify (a cut connection, not the end of the reply)."""
+    def handler(conn):
+        f = conn.makefile("rb")
+        conn.sendall(b"+OK ready\r\n")
+        assert f.readline() == b"CAPA\r\n"
+        conn.sendall(b"+OK\r\nSTLS\r\n.\r\n")
+        assert f.readline() == b"STLS\r\n"
+        conn.sendall(b"+OK go\r\n")
+        tls = server_ctx(certs).wrap_socket(conn, server_side=True)
+        tf = tls.makefile("rb")
+        tf.readline()                         # RETR 1
+        tls.sendall(b"+OK 100000 octets\r\nSubject: cut\r\n\r\nthe first part")
+        time.sleep(0.1)
+        socket.socket.shutdown(tls, socket.SHUT_RDWR)
+    return handler
+
+
+@pytest.mark.parametrize("upstream_tls", ["implicit", "starttls"])
+def test_upstream_truncation_reaches_a_plaintext_client_as_a_reset(proxies, upstreams,
+                                                                   certs, upstream_tls):
+    """A plaintext client has no close_notify to miss: a FIN would make a cut
+    reply look complete.  The proxy resets the client's connection instead."""
+    if upstream_tls == "implicit":
+        up = upstreams(_truncating_tls_upstream, server_ctx(certs))
+        proto = "imap"
+    else:
+        up = upstreams(_truncating_stls_upstream(certs))
+        proto = "pop3"
+    proxy = proxies("[relay]\nprotocol = %s\nlisten = 127.0.0.1:0\nclient_tls = none\n"
+                    "upstream = %s\nupstream_tls = %s\nupstream_name = localhost\n"
+                    "upstream_ca = %s/ca.crt\n" % (proto, up.addr, upstream_tls, certs))
+    s = socket.create_connection(("127.0.0.1", proxy.port("relay")), timeout=10)
+    if proto == "pop3":
+        assert s.recv(100) == b"+OK ready\r\n"
+        s.sendall(b"RETR 1\r\n")
+    data, end = _read_until_end(s)
+    assert end == "reset", data
+    assert (b"* OK partial").startswith(data) or data.startswith(b"+OK 100000 octets") or \
+        data == b""
+    proxy.wait_log(r"event=close .*reason=upstream-truncated")
+    s.close()
+
+
+def test_upstream_truncation_reaches_a_tls_client_as_a_reset(proxies, upstreams, certs):
+    proxy, up = start(proxies, upstreams, certs, _truncating_tls_upstream, "implicit")
+    s = tls_connect(proxy.port("relay"), certs)
+    s.suppress_ragged_eofs = False
+    data, end = _read_until_end(s)
+    assert end == "reset" and (b"* OK partial").startswith(data)
+    proxy.wait_log(r"event=close .*reason=upstream-truncated")

@@ -19,6 +19,7 @@ main(void)
 	test_guard();
 	test_cidr();
 	test_proxyproto();
+	test_reason();
 	printf("%d passed, %d failed\n", unit_passed, unit_failed);
 	return unit_failed == 0 ? 0 : 1;
 }

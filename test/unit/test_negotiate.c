@@ -321,10 +321,10 @@ run(const struct script *sc, enum feed_mode mode, size_t split_step,
 			    sc->name, (int)got, p ? p : "");
 	}
 	if (ok && sc->reason != NULL) {
-		ok = v == NEG_FAIL && strcmp(neg_reason(n), sc->reason) == 0;
+		ok = v == NEG_FAIL && strcmp(reason_name(neg_reason(n)), sc->reason) == 0;
 		if (!ok)
 			fprintf(stderr, "  %s: reason %s, want %s (%s)\n",
-			    sc->name, neg_reason(n), sc->reason, neg_detail(n));
+			    sc->name, reason_name(neg_reason(n)), sc->reason, neg_detail(n));
 	}
 	buf_release(&up);
 	buf_release(&cl);
@@ -393,7 +393,7 @@ test_auth_details(void)
 	n = neg_new(PROTO_SMTP, "proxy.test", true, true);
 	CHECK(neg_set_auth(n, AUTH_XOAUTH2, "alice", "tok3n", 5) == 0);
 	CHECK(feed_all(n, xoauth2, &out) == NEG_FAIL);
-	CHECK(strcmp(neg_reason(n), "upstream-auth-refused") == 0);
+	CHECK(strcmp(reason_name(neg_reason(n)), "upstream-auth-refused") == 0);
 	/* The refusal and the decoded 334 error, never the token. */
 	CHECK_STR_CONTAINS(neg_detail(n), "535 5.7.3");
 	CHECK_STR_CONTAINS(neg_detail(n), "'status':'401'");
@@ -463,7 +463,7 @@ test_limits(void)
 		v = neg_feed(n, "250-0123456789012345678901234567890\r\n", 37,
 		    &out);
 	CHECK(v == NEG_FAIL);
-	CHECK(strcmp(neg_reason(n), "upstream-protocol-error") == 0);
+	CHECK(strcmp(reason_name(neg_reason(n)), "upstream-protocol-error") == 0);
 	neg_free(n);
 	buf_release(&up);
 	buf_release(&cl);

@@ -41,5 +41,6 @@ void test_front(void);
 void test_guard(void);
 void test_cidr(void);
 void test_proxyproto(void);
+void test_reason(void);
 
 #endif
