@@ -150,6 +150,26 @@ metrics_legacy_client(struct svc_metrics *m, const char *addr, int version)
 
 /* ---- the text exposition --------------------------------------------- */
 
+/*
+ * A label value as the text format wants it: backslash, double quote and
+ * line feed escaped.  Service names, cipher names, file names and client
+ * addresses come from outside; one quote would break the whole scrape.
+ */
+static void
+label_value(const char *in, size_t len, char *out, size_t cap)
+{
+	size_t o = 0;
+
+	for (size_t i = 0; i < len && in[i] != '\0' && o + 3 <= cap; i++) {
+		if (in[i] == '\\' || in[i] == '"' || in[i] == '\n') {
+			out[o++] = '\\';
+			out[o++] = in[i] == '\n' ? 'n' : in[i];
+		} else
+			out[o++] = in[i];
+	}
+	out[o] = '\0';
+}
+
 struct out {
 	char	*p;
 	size_t	 len, cap;
@@ -242,9 +262,10 @@ render(const struct config *cf, struct out *o)
 	    "# TYPE mailproxy_certificate_expiry_seconds gauge\n");
 	for (size_t i = 0; i < cf->nservices; i++) {
 		const struct service *svc = &cf->services[i];
-		const char *n = svc->name;
+		char n[2 * 256 + 1], v[2 * 4096 + 1];
 
-		sum_service(n, &t);
+		sum_service(svc->name, &t);
+		label_value(svc->name, strlen(svc->name), n, sizeof(n));
 		put(o, "mailproxy_sessions_open{service=\"%s\"} %llu\n", n,
 		    (unsigned long long)(t.opened - t.closed));
 		put(o, "mailproxy_sessions_total{service=\"%s\"} %llu\n", n,
@@ -265,15 +286,18 @@ render(const struct config *cf, struct out *o)
 		    n, (unsigned long long)(t.tls_version[0] + t.tls_version[1]));
 		for (int k = 0; k < MAX_LEGACY && t.legacy_client[k][0]; k++) {
 			const char *sp = strrchr(t.legacy_client[k], ' ');
+			label_value(t.legacy_client[k], (size_t)(sp -
+			    t.legacy_client[k]), v, sizeof(v));
 			put(o, "mailproxy_client_tls_legacy_sessions_total{service="
-			    "\"%s\",client=\"%.*s\",version=\"%s\"} %llu\n", n,
-			    (int)(sp - t.legacy_client[k]), t.legacy_client[k],
+			    "\"%s\",client=\"%s\",version=\"%s\"} %llu\n", n, v,
 			    sp + 1, (unsigned long long)t.legacy_count[k]);
 		}
-		for (int k = 0; k < MAX_CIPHERS && t.cipher[k][0]; k++)
+		for (int k = 0; k < MAX_CIPHERS && t.cipher[k][0]; k++) {
+			label_value(t.cipher[k], strlen(t.cipher[k]), v, sizeof(v));
 			put(o, "mailproxy_client_cipher_total{service=\"%s\","
-			    "cipher=\"%s\"} %llu\n", n, t.cipher[k],
+			    "cipher=\"%s\"} %llu\n", n, v,
 			    (unsigned long long)t.cipher_count[k]);
+		}
 		put(o, "mailproxy_starttls_total{service=\"%s\",side=\"upstream\"} "
 		    "%llu\n", n, (unsigned long long)t.starttls_ok[0]);
 		put(o, "mailproxy_starttls_total{service=\"%s\",side=\"client\"} "
@@ -284,8 +308,10 @@ render(const struct config *cf, struct out *o)
 			if (x == NULL || !ASN1_TIME_diff(&days, &secs, NULL,
 			    X509_get0_notAfter(x)))
 				continue;
+			label_value(svc->certs[c], strlen(svc->certs[c]), v,
+			    sizeof(v));
 			put(o, "mailproxy_certificate_expiry_seconds{service=\"%s\","
-			    "cert=\"%s\"} %lld\n", n, svc->certs[c],
+			    "cert=\"%s\"} %lld\n", n, v,
 			    (long long)days * 86400 + secs);
 		}
 	}

@@ -136,3 +136,19 @@ def test_an_upstream_that_closes_mid_starttls_is_not_a_good_end(proxies, upstrea
     assert value(text, "mailproxy_sessions_ended_total", service="m", outcome="ok") == 0
     assert value(text, "mailproxy_sessions_ended_total", service="m",
                  outcome="upstream-starttls-failed") == 1
+
+
+def test_label_values_are_escaped(proxies, upstreams, certs):
+    """A service name with a quote and a backslash once broke the scrape."""
+    up = upstreams(greeter)
+    mport = free_port()
+    proxy = proxies("metrics = 127.0.0.1:%d\n" % mport +
+                    service('odd"name\\x', "imap", up.addr, certs))
+    proxy.wait_log("event=metrics-listen")
+    text = scrape(mport)
+    assert 'mailproxy_sessions_total{service="odd\\"name\\\\x"} 0\n' in text
+    # Every sample line is well formed: name{label="value",...} number.
+    sample = re.compile(r'^[a-z_]+(\{([a-z_]+="([^"\\\n]|\\[\\"n])*",?)*\})? -?\d+$')
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            assert sample.match(line), line
