@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "clients.h"
 #include "log.h"
 #include "session.h"
 
@@ -22,11 +23,8 @@
 struct listener {
 	int			 fd;
 	ev_io			 io;
-	struct sockaddr_any	 addr;		/* as configured (port may be 0) */
-	char			*text;
-	struct config		*cf;		/* the current config */
+	struct config		*cf;		/* the worker's config */
 	const struct service	*svc;
-	struct listener		*claimed_from;	/* during apply only */
 	struct listener		*next;
 };
 
@@ -36,90 +34,11 @@ static bool		 paused_for_cap;
 static bool		 paused_for_fds;
 static ev_timer		 pause_timer;
 static bool		 pause_timer_ready;
-static bool		 reuseport;
+
+#define METRICS_BACKLOG	64
 
 void
-listeners_set_reuseport(bool on)
-{
-	reuseport = on;
-}
-
-/*
- * Open sessions per client address, for max_connections_per_client: a
- * chained hash keyed by family + address bytes; an entry lives while its
- * count is above zero.
- */
-#define CLIENT_BUCKETS	4096
-
-struct client_count {
-	uint8_t			 key[17];
-	unsigned		 n;
-	struct client_count	*next;
-};
-
-static struct client_count *clients[CLIENT_BUCKETS];
-
-static void
-client_key(const struct sockaddr_any *peer, uint8_t key[17])
-{
-	memset(key, 0, 17);
-	key[0] = (uint8_t)peer->ss.ss_family;
-	if (peer->ss.ss_family == AF_INET)
-		memcpy(key + 1, &((const struct sockaddr_in *)&peer->ss)->sin_addr, 4);
-	else if (peer->ss.ss_family == AF_INET6)
-		memcpy(key + 1, &((const struct sockaddr_in6 *)&peer->ss)->sin6_addr,
-		    16);
-}
-
-static struct client_count **
-client_slot(const uint8_t key[17])
-{
-	uint32_t h = 2166136261u;
-	struct client_count **pp;
-
-	for (int i = 0; i < 17; i++)
-		h = (h ^ key[i]) * 16777619u;
-	for (pp = &clients[h % CLIENT_BUCKETS]; *pp != NULL; pp = &(*pp)->next)
-		if (memcmp((*pp)->key, key, 17) == 0)
-			break;
-	return pp;
-}
-
-static unsigned
-client_sessions(const struct sockaddr_any *peer)
-{
-	uint8_t key[17];
-	struct client_count **pp;
-
-	client_key(peer, key);
-	pp = client_slot(key);
-	return *pp != NULL ? (*pp)->n : 0;
-}
-
-static void
-client_add(const struct sockaddr_any *peer, int delta)
-{
-	uint8_t key[17];
-	struct client_count **pp, *c;
-
-	client_key(peer, key);
-	pp = client_slot(key);
-	if ((c = *pp) == NULL) {
-		if (delta < 0 || (c = calloc(1, sizeof(*c))) == NULL)
-			return;
-		memcpy(c->key, key, 17);
-		*pp = c;
-	}
-	c->n = (unsigned)((int)c->n + delta);
-	if (c->n == 0) {
-		*pp = c->next;
-		free(c);
-	}
-}
-
-/* The protocol's "too many connections, try later" line (plaintext only). */
-static void
-refuse_busy(const struct service *svc, int fd)
+listeners_refuse_busy(const struct service *svc, int fd)
 {
 	static const char *const msg[] = {
 		"421 4.7.0 Too many connections from your address\r\n",
@@ -145,10 +64,9 @@ admit(const struct listener *l, int fd, const struct sockaddr_any *peer)
 	    !cidr_list_contains(svc->allow, svc->nallow,
 	    (const struct sockaddr *)&peer->ss))
 		why = "not-allowed";
-	else if (svc->max_connections_per_client > 0 && client_sessions(peer) >=
-	    (unsigned)svc->max_connections_per_client) {
+	else if (!svc->proxy_protocol_in && !listeners_admit_client(svc, peer)) {
 		why = "per-client-limit";
-		refuse_busy(svc, fd);
+		listeners_refuse_busy(svc, fd);
 	}
 	if (why == NULL)
 		return true;
@@ -185,10 +103,18 @@ pause_timer_cb(EV_P_ ev_timer *w, int revents)
 		listeners_arm(EV_A_ true);
 }
 
-void
-listeners_session_ended(EV_P_ const struct sockaddr_any *peer)
+bool
+listeners_admit_client(const struct service *svc, const struct sockaddr_any *peer)
 {
-	client_add(peer, -1);
+	return svc->max_connections_per_client == 0 || clients_count(peer) <
+	    (unsigned)svc->max_connections_per_client;
+}
+
+void
+listeners_session_ended(EV_P_ const struct sockaddr_any *counted)
+{
+	if (counted != NULL)
+		clients_remove(counted);
 	if (paused_for_cap && current != NULL &&
 	    sess_count() < (size_t)current->max_connections) {
 		paused_for_cap = false;
@@ -242,131 +168,276 @@ accept_cb(EV_P_ ev_io *w, int revents)
 		}
 		if (!admit(l, fd, &peer))
 			continue;
-		client_add(&peer, +1);
-		if (!sess_new(EV_A_ l->cf, l->svc, fd, &peer))
-			client_add(&peer, -1);
+		/* Behind a balancer the session counts the carried address. */
+		if (!l->svc->proxy_protocol_in && !clients_add(&peer)) {
+			log_warnx("svc=%s per-client table full: connection "
+			    "dropped", l->svc->name);
+			close(fd);
+			continue;
+		}
+		if (!sess_new(EV_A_ l->cf, l->svc, fd, &peer) &&
+		    !l->svc->proxy_protocol_in)
+			clients_remove(&peer);
 	}
 }
 
+/* ---- the supervisor's sockets ----------------------------------------- */
+
+struct bound_addr {
+	struct sockaddr_any	 addr;		/* as configured (port may be 0) */
+	char			*text;
+	size_t			 svc;		/* index in cf->services */
+	int			*fds;		/* [nfds], -1 once handed on */
+	struct bound_addr	*from;		/* while binding: taken from */
+};
+
+struct sockset {
+	struct bound_addr	*a;
+	size_t			 n;
+	int			 nfds;		/* per address: one per worker */
+	int			 metrics_fd;	/* -1: none */
+	struct sockaddr_any	 metrics_addr;
+	bool			 metrics_from_old;
+};
+
 static int
-bind_one(const struct listen_addr *la, char *err, size_t len)
+bind_one(const struct sockaddr_any *addr, const char *text, bool reuseport,
+    int backlog, char *err, size_t len)
 {
 	int fd, one = 1;
 
-	fd = socket(la->addr.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK |
+	fd = socket(addr->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK |
 	    SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		goto fail;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	/* Only with workers: otherwise a second instance started by mistake
-	 * would silently share the port instead of failing to bind. */
+	/* Only with several workers: otherwise a second instance started by
+	 * mistake would silently share the port instead of failing to bind. */
 	if (reuseport)
 		setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-	if (la->addr.ss.ss_family == AF_INET6)
+	if (addr->ss.ss_family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-	if (bind(fd, (const struct sockaddr *)&la->addr.ss, la->addr.len) < 0 ||
-	    listen(fd, 1024) < 0)
+	if (bind(fd, (const struct sockaddr *)&addr->ss, addr->len) < 0 ||
+	    listen(fd, backlog) < 0)
 		goto fail;
 	return fd;
 fail:
-	snprintf(err, len, "listen %s: %s", la->text, strerror(errno));
+	snprintf(err, len, "%s %s: %s", backlog == METRICS_BACKLOG ?
+	    "metrics" : "listen", text, strerror(errno));
 	if (fd >= 0)
 		close(fd);
 	return -1;
 }
 
-static struct listener *
-find_reusable(const struct listen_addr *la)
+static bool
+same_addr(const struct sockaddr_any *a, const struct sockaddr_any *b)
 {
-	for (struct listener *l = listeners; l != NULL; l = l->next)
-		if (l->fd >= 0 && l->addr.len == la->addr.len &&
-		    memcmp(&l->addr.ss, &la->addr.ss, la->addr.len) == 0)
-			return l;
+	return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
+}
+
+/* The entry of old bound to addr whose sockets are still there. */
+static struct bound_addr *
+find_bound(struct sockset *old, const struct sockaddr_any *addr)
+{
+	for (size_t i = 0; old != NULL && i < old->n; i++)
+		if (old->a[i].fds[0] >= 0 && same_addr(&old->a[i].addr, addr))
+			return &old->a[i];
 	return NULL;
 }
 
-static void
-log_bound(const struct listener *l)
+void
+sockset_free(struct sockset *s)
 {
-	struct sockaddr_any bound;
+	if (s == NULL)
+		return;
+	for (size_t i = 0; i < s->n; i++) {
+		for (int k = 0; s->a[i].fds != NULL && k < s->nfds; k++)
+			if (s->a[i].fds[k] >= 0)
+				close(s->a[i].fds[k]);
+		free(s->a[i].fds);
+		free(s->a[i].text);
+	}
+	if (s->metrics_fd >= 0)
+		close(s->metrics_fd);
+	free(s->a);
+	free(s);
+}
+
+/* A failed bind: the sockets taken from old go back, the rest close. */
+static void
+sockset_rollback(struct sockset *s, struct sockset *old)
+{
+	for (size_t i = 0; i < s->n; i++) {
+		struct bound_addr *b = &s->a[i];
+		if (b->from == NULL || b->fds == NULL)
+			continue;
+		memcpy(b->from->fds, b->fds, (size_t)s->nfds * sizeof(int));
+		for (int k = 0; k < s->nfds; k++)
+			b->fds[k] = -1;
+	}
+	if (s->metrics_from_old) {
+		old->metrics_fd = s->metrics_fd;
+		s->metrics_fd = -1;
+	}
+	sockset_free(s);
+}
+
+static int
+bind_metrics(struct sockset *s, const struct config *cf, struct sockset *old,
+    char *err, size_t len)
+{
 	char text[80];
 
-	bound.len = sizeof(bound.ss);
-	if (getsockname(l->fd, (struct sockaddr *)&bound.ss, &bound.len) < 0)
-		return;
-	sockaddr_text((const struct sockaddr *)&bound.ss, text, sizeof(text));
-	log_info("event=listen svc=%s addr=%s protocol=%s client_tls=%s "
-	    "upstream=%s upstream_tls=%s", l->svc->name, text,
-	    proto_names[l->svc->protocol], tls_mode_names[l->svc->client_tls],
-	    l->svc->upstream, tls_mode_names[l->svc->upstream_tls]);
+	if (cf->metrics.len == 0)
+		return 0;
+	s->metrics_addr = cf->metrics;
+	if (old != NULL && old->metrics_fd >= 0 &&
+	    same_addr(&old->metrics_addr, &cf->metrics)) {
+		s->metrics_fd = old->metrics_fd;
+		old->metrics_fd = -1;
+		s->metrics_from_old = true;
+		return 0;
+	}
+	sockaddr_text((const struct sockaddr *)&cf->metrics.ss, text,
+	    sizeof(text));
+	s->metrics_fd = bind_one(&cf->metrics, text, false, METRICS_BACKLOG,
+	    err, len);
+	return s->metrics_fd < 0 ? -1 : 0;
+}
+
+struct sockset *
+sockset_bind(const struct config *cf, int nfds, struct sockset *old,
+    char *err, size_t len)
+{
+	struct sockset *s = calloc(1, sizeof(*s));
+	size_t total = 0, at = 0;
+
+	if (s == NULL)
+		goto oom;
+	s->nfds = nfds;
+	s->metrics_fd = -1;
+	for (size_t i = 0; i < cf->nservices; i++)
+		total += cf->services[i].nlisten;
+	if ((s->a = calloc(total ? total : 1, sizeof(*s->a))) == NULL)
+		goto oom;
+	for (size_t i = 0; i < cf->nservices; i++)
+		for (size_t j = 0; j < cf->services[i].nlisten; j++) {
+			const struct listen_addr *la = &cf->services[i].listen[j];
+			struct bound_addr *b = &s->a[at], *o;
+
+			b->addr = la->addr;
+			b->svc = i;
+			b->text = strdup(la->text);
+			b->fds = malloc((size_t)nfds * sizeof(int));
+			s->n = ++at;
+			if (b->text == NULL || b->fds == NULL)
+				goto oom;
+			for (int k = 0; k < nfds; k++)
+				b->fds[k] = -1;
+			if ((o = find_bound(old, &la->addr)) != NULL) {
+				/* Unchanged address: the same sockets, so no
+				 * connection waiting in their queue is lost. */
+				memcpy(b->fds, o->fds, (size_t)nfds * sizeof(int));
+				for (int k = 0; k < nfds; k++)
+					o->fds[k] = -1;
+				b->from = o;
+				continue;
+			}
+			for (int k = 0; k < nfds; k++)
+				if ((b->fds[k] = bind_one(&la->addr, la->text,
+				    nfds > 1, 1024, err, len)) < 0) {
+					sockset_rollback(s, old);
+					return NULL;
+				}
+		}
+	if (bind_metrics(s, cf, old, err, len) < 0) {
+		sockset_rollback(s, old);
+		return NULL;
+	}
+	for (size_t i = 0; i < s->n; i++)
+		s->a[i].from = NULL;
+	s->metrics_from_old = false;
+	return s;
+oom:
+	snprintf(err, len, "out of memory");
+	if (s != NULL)
+		sockset_rollback(s, old);
+	return NULL;
+}
+
+void
+sockset_keep_only(const struct sockset *s, int index)
+{
+	for (size_t i = 0; i < s->n; i++)
+		for (int k = 0; k < s->nfds; k++)
+			if (k != index % s->nfds && s->a[i].fds[k] >= 0)
+				close(s->a[i].fds[k]);
+	if (index != 0 && s->metrics_fd >= 0)
+		close(s->metrics_fd);
 }
 
 int
-listeners_apply(EV_P_ struct config *cf, char *err, size_t len)
+sockset_metrics_fd(const struct sockset *s)
 {
-	struct listener *fresh = NULL, *l, *next;
+	return s->metrics_fd;
+}
 
-	/* Pass 1: claim or bind everything; nothing visible changes yet. */
+void
+sockset_log(const struct sockset *s, const struct config *cf)
+{
+	for (size_t i = 0; i < s->n; i++) {
+		const struct service *svc = &cf->services[s->a[i].svc];
+		struct sockaddr_any bound;
+		char text[80];
+
+		bound.len = sizeof(bound.ss);
+		if (getsockname(s->a[i].fds[0], (struct sockaddr *)&bound.ss,
+		    &bound.len) < 0)
+			continue;
+		sockaddr_text((const struct sockaddr *)&bound.ss, text,
+		    sizeof(text));
+		log_info("event=listen svc=%s addr=%s protocol=%s client_tls=%s "
+		    "upstream=%s upstream_tls=%s", svc->name, text,
+		    proto_names[svc->protocol], tls_mode_names[svc->client_tls],
+		    svc->upstream, tls_mode_names[svc->upstream_tls]);
+	}
+	if (s->metrics_fd >= 0) {
+		struct sockaddr_any b;
+		char text[80];
+		b.len = sizeof(b.ss);
+		getsockname(s->metrics_fd, (struct sockaddr *)&b.ss, &b.len);
+		sockaddr_text((struct sockaddr *)&b.ss, text, sizeof(text));
+		log_info("event=metrics-listen addr=%s", text);
+	}
+}
+
+/* ---- a worker's listeners ------------------------------------------------ */
+
+int
+listeners_adopt(EV_P_ struct config *cf, const struct sockset *s, int index)
+{
+	struct listener *l;
+
 	if (!pause_timer_ready) {
 		ev_init(&pause_timer, pause_timer_cb);
 		pause_timer_ready = true;
 	}
-	for (size_t i = 0; i < cf->nservices; i++) {
-		const struct service *svc = &cf->services[i];
-		for (size_t j = 0; j < svc->nlisten; j++) {
-			const struct listen_addr *la = &svc->listen[j];
-			if ((l = calloc(1, sizeof(*l))) == NULL) {
-				snprintf(err, len, "out of memory");
-				goto rollback;
-			}
-			l->next = fresh;
-			fresh = l;
-			l->svc = svc;
-			l->cf = cf;
-			l->addr = la->addr;
-			l->text = strdup(la->text);
-			if ((l->claimed_from = find_reusable(la)) != NULL) {
-				l->fd = l->claimed_from->fd;
-				l->claimed_from->fd = -1;
-			} else if ((l->fd = bind_one(la, err, len)) < 0)
-				goto rollback;
-		}
-	}
-	/* Pass 2: commit.  Close what the new config no longer has. */
-	for (l = listeners; l != NULL; l = next) {
-		next = l->next;
-		ev_io_stop(EV_A_ &l->io);
-		if (l->fd >= 0) {
-			log_info("event=unlisten addr=%s", l->text);
-			close(l->fd);
-		}
-		free(l->text);
-		free(l);
-	}
-	listeners = fresh;
-	current = cf;
-	for (l = listeners; l != NULL; l = l->next) {
-		l->claimed_from = NULL;
+	for (size_t i = 0; i < s->n; i++) {
+		if ((l = calloc(1, sizeof(*l))) == NULL)
+			return -1;
+		l->fd = s->a[i].fds[index % s->nfds];
+		l->svc = &cf->services[s->a[i].svc];
+		l->cf = cf;
+		l->next = listeners;
+		listeners = l;
 		ev_io_init(&l->io, accept_cb, l->fd, EV_READ);
 		l->io.data = l;
-		log_bound(l);
 	}
+	current = cf;
 	paused_for_cap = sess_count() >= (size_t)cf->max_connections;
 	if (accepting())
 		listeners_arm(EV_A_ true);
 	return 0;
-rollback:
-	/* Give claimed sockets back, close the ones bound for this try. */
-	for (l = fresh; l != NULL; l = next) {
-		next = l->next;
-		if (l->claimed_from != NULL)
-			l->claimed_from->fd = l->fd;
-		else if (l->fd >= 0)
-			close(l->fd);
-		free(l->text);
-		free(l);
-	}
-	return -1;
 }
 
 void
@@ -378,7 +449,6 @@ listeners_close_all(EV_P)
 		next = l->next;
 		ev_io_stop(EV_A_ &l->io);
 		close(l->fd);
-		free(l->text);
 		free(l);
 	}
 	listeners = NULL;

@@ -16,22 +16,54 @@
 #include "config.h"
 
 /*
- * Makes the set of listeners match cf: keeps sockets whose address is
- * unchanged, binds new ones, closes removed ones.  All or nothing: if a bind
- * fails, nothing changes, -1 is returned and err says which address.
+ * The supervisor binds every socket (as root, so privileged ports can be
+ * added by a reload), once per address and worker: with several workers
+ * each gets its own socket on the address (SO_REUSEPORT spreads the
+ * connections).  Workers inherit them when forked.
  */
-int	listeners_apply(EV_P_ struct config *cf, char *err, size_t len);
+struct sockset;
 
-/* Several workers: each binds its own sockets with SO_REUSEPORT. */
-void	listeners_set_reuseport(bool on);
+/*
+ * The sockets for cf: those of old (may be NULL) whose address is
+ * unchanged are taken over (the same sockets: nothing waiting in their
+ * queue is lost), the rest bound.  All or nothing: on failure old is as it
+ * was, NULL is returned and err names the address.  Sockets left in old
+ * are the removed addresses: sockset_free(old) closes them.
+ */
+struct sockset *sockset_bind(const struct config *cf, int nfds,
+	    struct sockset *old, char *err, size_t len);
+void	sockset_free(struct sockset *s);
+
+/* event=listen lines (the bound addresses, port 0 resolved). */
+void	sockset_log(const struct sockset *s, const struct config *cf);
+
+/* In a new worker: closes every inherited socket that is not its own. */
+void	sockset_keep_only(const struct sockset *s, int index);
+
+/* The metrics endpoint's socket (-1: none); worker 0 serves it. */
+int	sockset_metrics_fd(const struct sockset *s);
+
+/* A worker: listeners on its sockets of s, accepting for cf. */
+int	listeners_adopt(EV_P_ struct config *cf, const struct sockset *s,
+	    int index);
 
 /* Closes every listener (graceful stop). */
 void	listeners_close_all(EV_P);
 
 /*
- * A session from peer ended: count it off its client address and resume
- * accepting if the cap had paused us.
+ * A session ended: count it off the client address it was counted under
+ * (NULL: none, a PROXY header never came) and resume accepting if the cap
+ * had paused us.
  */
-void	listeners_session_ended(EV_P_ const struct sockaddr_any *peer);
+void	listeners_session_ended(EV_P_ const struct sockaddr_any *counted);
+
+/* Is one more session from peer within max_connections_per_client (summed
+ * over every worker)? */
+bool	listeners_admit_client(const struct service *svc,
+	    const struct sockaddr_any *peer);
+
+/* The protocol's "too many connections, try later" line, sent where the
+ * client speaks plaintext first. */
+void	listeners_refuse_busy(const struct service *svc, int fd);
 
 #endif

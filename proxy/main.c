@@ -18,6 +18,7 @@
 
 #include <ev.h>
 
+#include "clients.h"
 #include "config.h"
 #include "listener.h"
 #include "log.h"
@@ -111,37 +112,17 @@ log_config_errors(const char *what, char *errors)
 		log_errorx("%s: %s", what, line);
 }
 
-static int run_worker(int index);
-static int supervise(void);
+static int run_worker(int index, int slot);
 
-static void
-reload(EV_P)
-{
-	struct config *cf;
-	char *errors = NULL, err[256];
+/* ---- a worker ------------------------------------------------------------ */
 
-	log_info("event=reload file=%s", config_file);
-	if ((cf = config_load(config_file, &errors)) == NULL) {
-		log_config_errors("reload failed, keeping the running "
-		    "configuration", errors);
-		free(errors);
-		return;
-	}
-	if (listeners_apply(EV_A_ cf, err, sizeof(err)) < 0) {
-		log_errorx("reload failed, keeping the running configuration: "
-		    "%s", err);
-		config_unref(cf);
-		return;
-	}
-	config_unref(running);
-	running = cf;
-	if (worker_index == 0 && metrics_listen(EV_A_ cf, err, sizeof(err)) < 0)
-		log_warnx("reload: %s (the old metrics address stays)", err);
-	apply_logging(cf);
-	warn_insecure(cf);
-	log_info("event=reload-ok services=%zu sessions=%zu", cf->nservices,
-	    sess_count());
-}
+/*
+ * A worker never loads a configuration: it runs the snapshot it was forked
+ * with until it is told to stop.  SIGQUIT (the supervisor after a reload)
+ * means stop accepting and finish the open sessions, however long they
+ * take; SIGTERM / SIGINT the same within shutdown_timeout.
+ */
+static bool		 no_deadline;	/* SIGQUIT: drain without a limit */
 
 static void
 drain_check_cb(EV_P_ ev_prepare *w, int revents)
@@ -163,21 +144,36 @@ drain_timer_cb(EV_P_ ev_timer *w, int revents)
 }
 
 static void
-stop(EV_P)
+stop(EV_P_ bool deadline)
 {
+	if (draining && !deadline && no_deadline)
+		return;
 	if (draining) {
-		/* A second signal: do not wait any longer. */
+		if (no_deadline) {
+			/* A reload's drain, now a stop: the grace period runs. */
+			no_deadline = false;
+			ev_timer_init(&drain_timer, drain_timer_cb,
+			    running->shutdown_timeout, 0.);
+			ev_timer_start(EV_A_ &drain_timer);
+			return;
+		}
+		/* A second stop signal: do not wait any longer. */
 		sess_close_all(EV_A_ R_SHUTDOWN);
 		ev_break(EV_A_ EVBREAK_ALL);
 		return;
 	}
 	draining = true;
-	log_info("event=stopping sessions=%zu grace=%ds", sess_count(),
-	    running->shutdown_timeout);
+	no_deadline = !deadline;
+	log_info("event=stopping sessions=%zu grace=%s", sess_count(),
+	    deadline ? "shutdown_timeout" : "until-sessions-end");
 	listeners_close_all(EV_A);
-	ev_timer_init(&drain_timer, drain_timer_cb, running->shutdown_timeout,
-	    0.);
-	ev_timer_start(EV_A_ &drain_timer);
+	if (worker_index == 0)
+		metrics_serve(EV_A_ running, -1);
+	if (deadline) {
+		ev_timer_init(&drain_timer, drain_timer_cb,
+		    running->shutdown_timeout, 0.);
+		ev_timer_start(EV_A_ &drain_timer);
+	}
 	ev_prepare_init(&drain_check, drain_check_cb);
 	ev_prepare_start(EV_A_ &drain_check);
 }
@@ -186,85 +182,187 @@ static void
 signal_cb(EV_P_ ev_signal *w, int revents)
 {
 	(void)revents;
-	if (w->signum == SIGHUP) {
-		if (!draining)
-			reload(EV_A);
-	} else
-		stop(EV_A);
+	if (w->signum == SIGHUP)
+		log_info("event=reload-ignored: the supervisor reloads (send "
+		    "SIGHUP to it)");
+	else
+		stop(EV_A_ w->signum != SIGQUIT);
 }
 
-/* ---- the supervisor (workers > 1) ---------------------------------------- */
+/* ---- the supervisor -------------------------------------------------------- */
+
+/*
+ * The supervisor serves nothing itself.  It loads the configuration (at
+ * start and on SIGHUP), binds every socket, and forks the workers, which
+ * inherit the snapshot and their sockets: every worker runs exactly the
+ * snapshot the supervisor loaded, a restarted one too, and no worker's
+ * event loop ever stalls on a load.  A reload forks a new generation of
+ * workers on the new snapshot and tells the old one to stop accepting and
+ * finish its sessions (nginx's way); sockets of unchanged addresses are
+ * the same sockets, so no connection is lost in between.
+ */
+struct proc {
+	pid_t		 pid;		/* 0: the slot is free */
+	int		 index;		/* worker index in its generation */
+	bool		 draining;	/* an old generation's */
+	time_t		 started;
+};
 
 struct worker {
-	pid_t		 pid;		/* 0: not running */
-	time_t		 started;
+	int		 slot;		/* its process, -1 while down */
 	time_t		 restart_at;
 	int		 backoff;	/* seconds before the next restart */
 };
 
 static sigset_t		 parent_mask;
+static struct sockset	*bound;		/* the current configuration's */
+static struct proc	*procs;		/* [nslots] */
+static int		 nslots;
+
+/* Slots for processes: the current generation and those still draining. */
+#define SLOTS_PER_WORKER	4
 
 static void
 spawn(struct worker *w, int index)
 {
-	pid_t pid = fork();
+	int slot = -1;
+	pid_t pid;
 
-	if (pid < 0) {
+	for (int i = 0; i < nslots && slot < 0; i++)
+		if (procs[i].pid == 0)
+			slot = i;
+	if (slot < 0) {
+		log_warnx("event=worker-start-delayed worker=%d: every slot is "
+		    "held by a draining worker", index);
+		w->restart_at = time(NULL) + 1;
+		return;
+	}
+	/* Its sessions were counted off when its last owner was reaped. */
+	clients_clear_slot(slot);
+	if ((pid = fork()) < 0) {
 		log_warn("fork worker %d", index);
 		w->restart_at = time(NULL) + 1;
 		return;
 	}
 	if (pid == 0) {
 		sigprocmask(SIG_SETMASK, &parent_mask, NULL);
-		exit(run_worker(index));
+		sockset_keep_only(bound, index);
+		exit(run_worker(index, slot));
 	}
-	w->pid = pid;
-	w->started = time(NULL);
+	procs[slot] = (struct proc){ pid, index, false, time(NULL) };
+	w->slot = slot;
 	log_info("event=worker-start worker=%d pid=%ld", index, (long)pid);
 }
 
-static void
-signal_workers(struct worker *ws, int n, int sig)
+static int
+free_slots(void)
 {
-	for (int i = 0; i < n; i++)
-		if (ws[i].pid > 0)
-			kill(ws[i].pid, sig);
+	int n = 0;
+
+	for (int i = 0; i < nslots; i++)
+		n += procs[i].pid == 0;
+	return n;
+}
+
+static void
+signal_procs(int sig, bool draining_only)
+{
+	for (int i = 0; i < nslots; i++)
+		if (procs[i].pid > 0 && (!draining_only || procs[i].draining))
+			kill(procs[i].pid, sig);
 }
 
 /* Reaps dead workers; schedules a restart (with back-off) unless stopping. */
 static void
-reap_workers(struct worker *ws, int n, bool stopping)
+reap_workers(struct worker *ws, bool stopping)
 {
 	int status;
 	pid_t pid;
 
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-		for (int i = 0; i < n; i++) {
-			struct worker *w = &ws[i];
-			if (w->pid != pid)
+		for (int i = 0; i < nslots; i++) {
+			struct proc *p = &procs[i];
+			struct worker *w;
+			if (p->pid != pid)
 				continue;
-			w->pid = 0;
+			metrics_retire_slot(i);
+			clients_clear_slot(i);
+			p->pid = 0;
+			if (p->draining) {
+				log_info("event=worker-drained pid=%ld", (long)pid);
+				break;
+			}
+			w = &ws[p->index];
+			w->slot = -1;
 			if (stopping)
 				break;
 			/* A worker that lived a while restarts at once; one that
 			 * keeps dying waits longer each time, up to 30 s. */
-			w->backoff = time(NULL) - w->started >= 10 ? 0 :
+			w->backoff = time(NULL) - p->started >= 10 ? 0 :
 			    w->backoff == 0 ? 1 : w->backoff * 2 > 30 ? 30 :
 			    w->backoff * 2;
 			w->restart_at = time(NULL) + w->backoff;
 			log_warnx("event=worker-died worker=%d pid=%ld status=%d "
-			    "restart_in=%ds", i, (long)pid, status, w->backoff);
+			    "restart_in=%ds", p->index, (long)pid, status,
+			    w->backoff);
 			break;
 		}
 	}
 }
 
 /*
- * The parent of several workers: it serves nothing itself, stays root so a
- * restarted worker can bind privileged ports, restarts workers that die,
- * checks the file before forwarding SIGHUP (so all workers see the same
- * outcome), forwards SIGTERM/SIGINT and exits once every worker has.
+ * SIGHUP: load (here, off every worker's loop), bind what is new, then a
+ * new generation of workers on the new snapshot; the old one drains.  Any
+ * failure keeps everything as it was.
  */
+static void
+reload(struct worker *ws, int n)
+{
+	struct config *cf;
+	struct sockset *next;
+	char *errors = NULL, err[256];
+
+	log_info("event=reload file=%s", config_file);
+	if ((cf = config_load(config_file, &errors)) == NULL) {
+		log_config_errors("reload failed, keeping the running "
+		    "configuration", errors);
+		free(errors);
+		return;
+	}
+	if (free_slots() < n) {
+		log_errorx("reload failed, keeping the running configuration: "
+		    "%d workers of earlier reloads are still finishing their "
+		    "sessions", nslots - free_slots() - n);
+		config_unref(cf);
+		return;
+	}
+	if ((next = sockset_bind(cf, n, bound, err, sizeof(err))) == NULL) {
+		log_errorx("reload failed, keeping the running configuration: "
+		    "%s", err);
+		config_unref(cf);
+		return;
+	}
+	if (cf->workers != n)
+		log_warnx("workers = %d takes effect at the next start",
+		    cf->workers);
+	sockset_free(bound);		/* closes the removed addresses */
+	bound = next;
+	config_unref(running);
+	running = cf;
+	apply_logging(cf);
+	warn_insecure(cf);
+	sockset_log(bound, cf);
+	for (int i = 0; i < nslots; i++)
+		if (procs[i].pid > 0)
+			procs[i].draining = true;
+	signal_procs(SIGQUIT, true);
+	for (int i = 0; i < n; i++) {
+		ws[i] = (struct worker){ -1, 0, 0 };
+		spawn(&ws[i], i);
+	}
+	log_info("event=reload-ok services=%zu", cf->nservices);
+}
+
 static int
 supervise(void)
 {
@@ -273,9 +371,17 @@ supervise(void)
 	bool stopping = false;
 	struct timespec tick = { 0, 200 * 1000 * 1000 };
 	sigset_t set;
+	char err[256];
 
-	if (ws == NULL)
+	nslots = n * SLOTS_PER_WORKER;
+	procs = calloc((size_t)nslots, sizeof(*procs));
+	if (ws == NULL || procs == NULL)
 		fatalx("out of memory");
+	if (metrics_init(nslots) < 0 ||
+	    clients_init(nslots, running->max_connections) < 0)
+		fatal("shared memory");
+	if ((bound = sockset_bind(running, n, NULL, err, sizeof(err))) == NULL)
+		fatalx("%s", err);
 	sigemptyset(&set);
 	sigaddset(&set, SIGHUP);
 	sigaddset(&set, SIGTERM);
@@ -283,45 +389,38 @@ supervise(void)
 	sigaddset(&set, SIGCHLD);
 	sigprocmask(SIG_BLOCK, &set, &parent_mask);
 	log_info("event=supervisor-start pid=%ld workers=%d", (long)getpid(), n);
-	for (int i = 0; i < n; i++)
+	sockset_log(bound, running);
+	for (int i = 0; i < n; i++) {
+		ws[i].slot = -1;
 		spawn(&ws[i], i);
+	}
 	for (;;) {
 		sig = sigtimedwait(&set, NULL, &tick);
-		if (sig == SIGHUP && !stopping) {
-			char *errors = NULL;
-			struct config *cf = config_load(config_file, &errors);
-			if (cf == NULL) {
-				log_config_errors("reload failed, keeping the "
-				    "running configuration", errors);
-				free(errors);
-			} else {
-				if (cf->workers != n)
-					log_warnx("workers = %d takes effect at "
-					    "the next start", cf->workers);
-				/* Kept: a worker restarted later starts on
-				 * what its siblings reload now. */
-				config_unref(running);
-				running = cf;
-				signal_workers(ws, n, SIGHUP);
-			}
-		} else if (sig == SIGTERM || sig == SIGINT) {
+		if (sig == SIGHUP && !stopping)
+			reload(ws, n);
+		else if (sig == SIGTERM || sig == SIGINT) {
 			/* A second signal makes the workers stop at once. */
 			stopping = true;
-			signal_workers(ws, n, SIGTERM);
+			signal_procs(SIGTERM, false);
+			/* Refused from now on: the kernel queue is not ours. */
+			sockset_free(bound);
+			bound = NULL;
 		}
-		reap_workers(ws, n, stopping);
+		reap_workers(ws, stopping);
 		alive = 0;
-		for (int i = 0; i < n; i++) {
-			if (ws[i].pid == 0 && !stopping &&
+		for (int i = 0; i < n; i++)
+			if (ws[i].slot < 0 && !stopping &&
 			    time(NULL) >= ws[i].restart_at)
 				spawn(&ws[i], i);
-			alive += ws[i].pid > 0;
-		}
+		for (int i = 0; i < nslots; i++)
+			alive += procs[i].pid > 0;
 		if (stopping && alive == 0)
 			break;
 	}
 	log_info("event=stopped");
 	free(ws);
+	free(procs);
+	sockset_free(bound);
 	config_unref(running);
 	return 0;
 }
@@ -385,46 +484,42 @@ main(int argc, char *argv[])
 	apply_logging(running);
 	warn_insecure(running);
 
-	if (metrics_init(running->workers) < 0)
-		fatal("metrics: shared memory");
-	if (running->workers > 1)
-		return supervise();
-	return run_worker(0);
+	return supervise();
 }
 
-/* One worker: its own listeners (SO_REUSEPORT when there are several), its
- * own libev loop; it reloads and drains on the signals the parent forwards. */
+/* One worker: its inherited sockets, its own libev loop, the snapshot it
+ * was forked with; it drains on the signals the supervisor forwards. */
 static int
-run_worker(int index)
+run_worker(int index, int slot)
 {
 	struct ev_loop *loop;
-	ev_signal sig_hup, sig_term, sig_int;
-	char err[256];
+	ev_signal sig_hup, sig_term, sig_int, sig_quit;
 
 	worker_index = index;
-	sess_set_id_base((uint64_t)index << 40);
-	metrics_set_worker(index);
-	listeners_set_reuseport(running->workers > 1);
+	sess_set_id_base((uint64_t)slot << 40);
+	metrics_set_worker(slot);
+	clients_set_slot(slot);
 	if ((loop = ev_default_loop(EVFLAG_AUTO)) == NULL)
 		fatalx("cannot initialise libev");
-	if (listeners_apply(loop, running, err, sizeof(err)) < 0)
-		fatalx("%s", err);
-	if (index == 0 && metrics_listen(loop, running, err, sizeof(err)) < 0)
-		fatalx("%s", err);
+	if (listeners_adopt(loop, running, bound, index) < 0)
+		fatalx("out of memory");
+	if (index == 0)
+		metrics_serve(loop, running, sockset_metrics_fd(bound));
 	drop_privileges(running);
 	ev_signal_init(&sig_hup, signal_cb, SIGHUP);
 	ev_signal_init(&sig_term, signal_cb, SIGTERM);
 	ev_signal_init(&sig_int, signal_cb, SIGINT);
+	ev_signal_init(&sig_quit, signal_cb, SIGQUIT);
 	ev_signal_start(loop, &sig_hup);
 	ev_signal_start(loop, &sig_term);
 	ev_signal_start(loop, &sig_int);
+	ev_signal_start(loop, &sig_quit);
 	log_info("event=start version=%s tls=\"%s\" pid=%ld worker=%d config=%s",
 	    MAILPROXY_VERSION, tls_library(), (long)getpid(), index, config_file);
 
 	ev_run(loop, 0);
 
 	log_info("event=stopped");
-	config_unref(running);
 	ev_loop_destroy(loop);
 	return 0;
 }

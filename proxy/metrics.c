@@ -75,11 +75,21 @@ metrics_init(int workers)
 }
 
 void
-metrics_set_worker(int index)
+metrics_set_worker(int slot)
 {
-	mine = shm + (size_t)index * MAX_SVC;
-	/* A restarted worker starts from zero (Prometheus sees a reset). */
-	memset(mine, 0, MAX_SVC * sizeof(*mine));
+	/* A process taking over a slot goes on counting from where the last
+	 * one stopped: the sums never go down. */
+	mine = shm + (size_t)slot * MAX_SVC;
+}
+
+void
+metrics_retire_slot(int slot)
+{
+	struct svc_metrics *row = shm + (size_t)slot * MAX_SVC;
+
+	/* A process that died took its open sessions with it. */
+	for (int i = 0; i < MAX_SVC; i++)
+		row[i].closed = row[i].opened;
 }
 
 struct svc_metrics *
@@ -332,7 +342,6 @@ struct scrape {
 static int		 mfd = -1;
 static ev_io		 mio;
 static const struct config *mcf;
-static struct sockaddr_any maddr;
 
 static void
 scrape_free(EV_P_ struct scrape *sc)
@@ -448,51 +457,18 @@ maccept_cb(EV_P_ ev_io *w, int revents)
 	}
 }
 
-int
-metrics_listen(EV_P_ const struct config *cf, char *err, size_t len)
+void
+metrics_serve(EV_P_ const struct config *cf, int fd)
 {
-	int fd, one = 1;
-
 	mcf = cf;
-	if (cf->metrics.len == 0) {
-		if (mfd >= 0) {
-			ev_io_stop(EV_A_ &mio);
-			close(mfd);
-			mfd = -1;
-		}
-		return 0;
-	}
-	if (mfd >= 0 && maddr.len == cf->metrics.len &&
-	    memcmp(&maddr.ss, &cf->metrics.ss, maddr.len) == 0)
-		return 0;	/* same address: keep the socket */
-	fd = socket(cf->metrics.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK |
-	    SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		goto fail;
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(fd, (const struct sockaddr *)&cf->metrics.ss,
-	    cf->metrics.len) < 0 || listen(fd, 64) < 0) {
-		close(fd);
-		goto fail;
-	}
 	if (mfd >= 0) {
 		ev_io_stop(EV_A_ &mio);
 		close(mfd);
+		mfd = -1;
 	}
+	if (fd < 0)
+		return;
 	mfd = fd;
-	maddr = cf->metrics;
 	ev_io_init(&mio, maccept_cb, fd, EV_READ);
 	ev_io_start(EV_A_ &mio);
-	{
-		struct sockaddr_any b;
-		char text[80];
-		b.len = sizeof(b.ss);
-		getsockname(fd, (struct sockaddr *)&b.ss, &b.len);
-		sockaddr_text((struct sockaddr *)&b.ss, text, sizeof(text));
-		log_info("event=metrics-listen addr=%s", text);
-	}
-	return 0;
-fail:
-	snprintf(err, len, "metrics: %s", strerror(errno));
-	return -1;
 }

@@ -18,11 +18,14 @@
 
 struct svc_metrics;
 
-/* Before forking: shared memory for workers (1..64).  0 or -1. */
-int	metrics_init(int workers);
+/* Before forking: shared memory for slots processes.  0 or -1. */
+int	metrics_init(int slots);
 
-/* In each worker: which slot it writes (and resets it). */
-void	metrics_set_worker(int index);
+/* In each worker: which slot it writes (counting on from its last owner). */
+void	metrics_set_worker(int slot);
+
+/* Supervisor: slot's process died; its open sessions are closed. */
+void	metrics_retire_slot(int slot);
 
 /* The counters of service name in this worker (NULL if the table is full). */
 struct svc_metrics *metrics_service(const char *name);
@@ -39,7 +42,8 @@ void	metrics_legacy_client(struct svc_metrics *m, const char *addr,
 	    int version);
 
 
-/* Worker 0: serve cf->metrics (if set) on this loop; again after reload. */
-int	metrics_listen(EV_P_ const struct config *cf, char *err, size_t len);
+/* Worker 0: serve GET /metrics and /healthz on the inherited socket fd
+ * (-1: stop serving), reporting cf's services. */
+void	metrics_serve(EV_P_ const struct config *cf, int fd);
 
 #endif

@@ -67,7 +67,8 @@ enum tell {
 	X(PROXY_UNTRUSTED, "proxy-untrusted",	END_REFUSED,		TELL_NOTHING) \
 	X(PROXY_HEADER_INVALID, "proxy-header-invalid", END_REFUSED,	TELL_NOTHING) \
 	X(PROXY_HEADER_TIMEOUT, "proxy-header-timeout", END_REFUSED,	TELL_NOTHING) \
-	X(NOT_ALLOWED, "not-allowed",		END_REFUSED,		TELL_NOTHING)
+	X(NOT_ALLOWED, "not-allowed",		END_REFUSED,		TELL_NOTHING) \
+	X(PER_CLIENT_LIMIT, "per-client-limit",	END_REFUSED,		TELL_NOTHING)
 
 enum close_reason {
 #define REASON_ENUM(id, name, outcome, tell)	R_##id,

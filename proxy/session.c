@@ -16,6 +16,7 @@
 #include <openssl/x509.h>
 
 #include "buffer.h"
+#include "clients.h"
 #include "endpoint.h"
 #include "front.h"
 #include "guard.h"
@@ -81,7 +82,8 @@ struct session {
 	size_t			 next_addr;	/* upstream address to try */
 	struct sockaddr_any	 peer_addr;	/* the client (PROXY: carried) */
 	struct sockaddr_any	 local_addr;	/* where it connected to (lazy) */
-	struct sockaddr_any	 count_addr;	/* socket peer, for the caps */
+	struct sockaddr_any	 count_addr;	/* the client, for the caps */
+	bool			 counted;	/* count_addr is counted */
 	uint8_t			*pp_buf;	/* partial PROXY header, rare */
 	size_t			 pp_len;
 	char			 peer[64];
@@ -218,7 +220,7 @@ sess_free(EV_P_ struct session *s)
 		s->next->prev = s->prev;
 	nsessions--;
 	config_unref(s->cf);
-	listeners_session_ended(EV_A_ &s->count_addr);
+	listeners_session_ended(EV_A_ s->counted ? &s->count_addr : NULL);
 	free(s);
 }
 
@@ -1262,12 +1264,25 @@ read_proxy_header(EV_P_ struct session *s)
 	}
 	log_debug("sess=%llu event=proxy-header version=%d client=%s",
 	    (unsigned long long)s->id, pr.version, s->peer);
-	/* allow applies to the client the balancer speaks for. */
+	/* allow and the per-client cap apply to the client the balancer
+	 * speaks for (a LOCAL header: to the balancer itself). */
 	if (s->svc->nallow > 0 && !cidr_list_contains(s->svc->allow,
 	    s->svc->nallow, (const struct sockaddr *)&s->peer_addr.ss)) {
 		sess_end(s, LOG_LVL_INFO, R_NOT_ALLOWED, NULL);
 		return;
 	}
+	if (!listeners_admit_client(s->svc, &s->peer_addr)) {
+		listeners_refuse_busy(s->svc, s->client.fd);
+		sess_end(s, LOG_LVL_INFO, R_PER_CLIENT_LIMIT, NULL);
+		return;
+	}
+	if (!clients_add(&s->peer_addr)) {
+		sess_end(s, LOG_LVL_WARN, R_OUT_OF_MEMORY, "per-client table "
+		    "full");
+		return;
+	}
+	s->count_addr = s->peer_addr;
+	s->counted = true;
 	sess_begin(EV_A_ s);
 }
 
@@ -1292,6 +1307,7 @@ sess_new(EV_P_ struct config *cf, const struct service *svc, int fd,
 	s->started = ev_now(EV_A);
 	s->peer_addr = *peer;
 	s->count_addr = *peer;
+	s->counted = !svc->proxy_protocol_in;	/* else: by the header */
 	s->metrics = metrics_service(svc->name);
 	metrics_session_open(s->metrics);
 	sockaddr_text((const struct sockaddr *)&peer->ss, s->peer,

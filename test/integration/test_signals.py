@@ -180,8 +180,11 @@ def test_reload_under_load_loses_no_byte(proxies, upstreams, certs, tmp_path):
     for n, src in (("server-ecdsa.crt", "server-rsa.crt"), ("server-ecdsa.key", "server-rsa.key")):
         shutil.copy(os.path.join(certs, src), live / n)
     proxy.reload("event=reload-ok")
-    # The reload really happened while the streams were running.
-    assert int(re.findall(r"event=reload-ok services=1 sessions=(\d+)", proxy.log())[-1]) >= 90
+    # The reload really happened while the streams were running: the old
+    # worker drains them (no deadline) while a new one takes new clients.
+    proxy.wait_log(r"event=stopping sessions=\d+ grace=until-sessions-end")
+    assert int(re.findall(r"event=stopping sessions=(\d+) grace=until-sessions-end",
+                          proxy.log())[-1]) >= 90
     new = tls_connect(port, certs)
     der = new.getpeercert(binary_form=True)
     assert der == ssl.PEM_cert_to_DER_cert(open(os.path.join(certs, "server-rsa.crt")).read())

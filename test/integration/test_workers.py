@@ -4,6 +4,7 @@ import os
 import pwd
 import re
 import signal
+import socket
 import time
 
 import pytest
@@ -59,18 +60,25 @@ def test_dead_worker_is_replaced(proxies, upstreams, certs):
         hello(proxy, certs)
 
 
-def test_sighup_reaches_every_worker_and_a_broken_file_none(proxies, upstreams, certs):
+def test_sighup_renews_every_worker_and_a_broken_file_none(proxies, upstreams, certs):
+    """The supervisor loads once; a new generation of workers runs the new
+    snapshot and the old one drains.  A broken file changes nothing."""
     up = upstreams(greeter)
     text = fixed("workers = 2\n" + service("w", "imap", up.addr, certs))
     proxy = proxies(text)
     proxy.wait_log(r"event=start .*worker=1")
+    old = {int(p) for _, p in worker_pids(proxy)}
     proxy.signal(signal.SIGHUP)
-    proxy.wait_log(r"event=reload-ok", count=2)
+    proxy.wait_log(r"event=reload-ok")
+    proxy.wait_log(r"event=worker-start worker=\d", count=4)
+    proxy.wait_log(r"event=worker-drained", count=2)
+    assert {int(p) for p in re.findall(r"event=worker-drained pid=(\d+)", proxy.log())} == old
     proxy.rewrite(text + "bogus = 1\n")
     proxy.signal(signal.SIGHUP)
     proxy.wait_log(r"reload failed, keeping the running configuration")
     time.sleep(0.5)
-    assert len(re.findall(r"event=reload-ok", proxy.log())) == 2   # no worker reloaded
+    assert len(re.findall(r"event=reload-ok", proxy.log())) == 1
+    assert len(worker_pids(proxy)) == 4                             # no new worker
     hello(proxy, certs)
 
 
@@ -85,16 +93,34 @@ def test_worker_restarted_after_a_reload_runs_the_reloaded_config(proxies, upstr
     proxy.wait_log(r"event=start .*worker=1")
     proxy.rewrite(text.replace("127.0.0.1:0", "127.0.0.1:%d" % second))
     proxy.signal(signal.SIGHUP)
-    proxy.wait_log(r"event=reload-ok", count=2)
-    victim = int(worker_pids(proxy)[0][1])
-    os.kill(victim, signal.SIGKILL)
+    proxy.wait_log(r"event=reload-ok")
     proxy.wait_log(r"event=worker-start worker=0", count=2)
-    proxy.wait_log(r"event=listen svc=w addr=127\.0\.0\.1:%d" % second, count=3)
+    victim = int(worker_pids(proxy)[-2][1])         # the new generation's worker 0
+    os.kill(victim, signal.SIGKILL)
+    proxy.wait_log(r"event=worker-died worker=0 pid=%d" % victim)
+    proxy.wait_log(r"event=worker-start worker=0", count=3)
+    # The restarted worker inherited the reloaded snapshot and its sockets:
+    # nothing was loaded or bound again.
+    assert len(re.findall(r"event=listen svc=w addr=127\.0\.0\.1:%d " % second,
+                          proxy.log())) == 1
     assert len(re.findall(r"event=listen svc=w addr=127\.0\.0\.1:%d " % first,
-                          proxy.log())) == 2      # the two first starts only
-    s = tls_connect(second, certs)
-    assert recv_exact(s, 12) == b"* OK hello\r\n"
-    s.close()
+                          proxy.log())) == 1
+    wait_for(lambda: refused(first), what="the old port closed")
+    w1 = [int(p) for w, p in worker_pids(proxy) if w == "1"][-1]
+    os.kill(w1, signal.SIGKILL)                                  # worker 1 as well
+    proxy.wait_log(r"event=worker-start worker=1", count=3)
+    for _ in range(4):                                           # both restarted ones
+        s = tls_connect(second, certs)
+        assert recv_exact(s, 12) == b"* OK hello\r\n"
+        s.close()
+
+
+def refused(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return False
+    except ConnectionRefusedError:
+        return True
 
 
 def test_sigterm_stops_supervisor_and_workers(proxies, upstreams, certs):

@@ -1,0 +1,199 @@
+/*
+ * clients: per-client session counts shared by all workers; see clients.h.
+ *
+ * A slot's table is open addressing with linear probing.  An entry's key is
+ * written before its count becomes non-zero (release), and readers in other
+ * processes read the count (acquire) before comparing the key; an entry
+ * whose count fell to zero keeps its key (a tombstone the same client
+ * reuses) until the table is rebuilt when the process starts.
+ */
+#include "clients.h"
+
+#include <netinet/in.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#define KEYLEN	17	/* family + 16 address bytes */
+
+struct entry {
+	uint8_t		 key[KEYLEN];
+	uint32_t	 count;		/* atomic */
+};
+
+static struct entry	*tables;	/* [slots][capacity] */
+static int		 nslots;
+static size_t		 cap;		/* entries per slot, a power of two */
+static struct entry	*mine;
+static size_t		 tombstones;	/* in mine */
+
+int
+clients_init(int slots, int capacity)
+{
+	size_t len;
+	void *p;
+
+	/* Twice the sessions a process may hold, so probes stay short. */
+	for (cap = 64; cap < (size_t)capacity * 2; cap *= 2)
+		;
+	len = (size_t)slots * cap * sizeof(struct entry);
+	/* Touched only where used: a quiet slot costs no resident memory. */
+	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS |
+	    MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED)
+		return -1;
+	tables = p;
+	nslots = slots;
+	mine = tables;
+	return 0;
+}
+
+static struct entry *
+table(int slot)
+{
+	return tables + (size_t)slot * cap;
+}
+
+void
+clients_set_slot(int slot)
+{
+	mine = table(slot);
+	memset(mine, 0, cap * sizeof(*mine));
+	tombstones = 0;
+}
+
+void
+clients_clear_slot(int slot)
+{
+	struct entry *t = table(slot);
+
+	for (size_t i = 0; i < cap; i++)
+		__atomic_store_n(&t[i].count, 0, __ATOMIC_RELEASE);
+}
+
+static void
+make_key(const struct sockaddr_any *a, uint8_t key[KEYLEN])
+{
+	memset(key, 0, KEYLEN);
+	key[0] = (uint8_t)a->ss.ss_family;
+	if (a->ss.ss_family == AF_INET)
+		memcpy(key + 1, &((const struct sockaddr_in *)&a->ss)->sin_addr, 4);
+	else if (a->ss.ss_family == AF_INET6)
+		memcpy(key + 1, &((const struct sockaddr_in6 *)&a->ss)->sin6_addr,
+		    16);
+}
+
+static size_t
+hash(const uint8_t key[KEYLEN])
+{
+	uint32_t h = 2166136261u;
+
+	for (int i = 0; i < KEYLEN; i++)
+		h = (h ^ key[i]) * 16777619u;
+	return h;
+}
+
+/*
+ * The key's entry in t.  For reading: NULL if absent (a tombstone is
+ * absent).  For writing: the key's entry, else the first tombstone on its
+ * probe path, else the never-used entry that ends the path; NULL when the
+ * table is full.
+ */
+static struct entry *
+find(struct entry *t, const uint8_t key[KEYLEN], bool for_reading)
+{
+	static const uint8_t empty[KEYLEN];
+	struct entry *tomb = NULL;
+
+	for (size_t i = 0, at = hash(key); i < cap; i++, at++) {
+		struct entry *e = &t[at & (cap - 1)];
+		uint32_t n = __atomic_load_n(&e->count, __ATOMIC_ACQUIRE);
+		if (memcmp(e->key, key, KEYLEN) == 0)
+			return for_reading && n == 0 ? NULL : e;
+		if (n == 0 && memcmp(e->key, empty, KEYLEN) == 0)
+			return for_reading ? NULL : tomb != NULL ? tomb : e;
+		if (n == 0 && tomb == NULL)
+			tomb = e;
+	}
+	return for_reading ? NULL : tomb;
+}
+
+/*
+ * Tombstones lengthen every probe for an absent client; when they are a
+ * quarter of the table it is rebuilt with the live entries only.  Readers
+ * meanwhile may miss a count for an instant (undercount, never over).
+ */
+static void
+rebuild(void)
+{
+	static const uint8_t empty[KEYLEN];
+	struct entry *live;
+	size_t n = 0;
+
+	if ((live = calloc(cap, sizeof(*live))) == NULL)
+		return;
+	for (size_t i = 0; i < cap; i++)
+		if (mine[i].count > 0)
+			live[n++] = mine[i];
+	for (size_t i = 0; i < cap; i++) {
+		__atomic_store_n(&mine[i].count, 0, __ATOMIC_RELEASE);
+		memcpy(mine[i].key, empty, KEYLEN);
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct entry *e = find(mine, live[i].key, false);
+		memcpy(e->key, live[i].key, KEYLEN);
+		__atomic_store_n(&e->count, live[i].count, __ATOMIC_RELEASE);
+	}
+	free(live);
+	tombstones = 0;
+}
+
+unsigned
+clients_count(const struct sockaddr_any *addr)
+{
+	uint8_t key[KEYLEN];
+	unsigned total = 0;
+
+	make_key(addr, key);
+	for (int s = 0; s < nslots; s++) {
+		struct entry *e = find(table(s), key, true);
+		if (e != NULL)
+			total += __atomic_load_n(&e->count, __ATOMIC_ACQUIRE);
+	}
+	return total;
+}
+
+bool
+clients_add(const struct sockaddr_any *addr)
+{
+	uint8_t key[KEYLEN];
+	struct entry *e;
+
+	make_key(addr, key);
+	if ((e = find(mine, key, false)) == NULL)
+		return false;
+	if (memcmp(e->key, key, KEYLEN) != 0) {
+		static const uint8_t empty[KEYLEN];
+		if (memcmp(e->key, empty, KEYLEN) != 0)
+			tombstones--;		/* a tombstone reused */
+		memcpy(e->key, key, KEYLEN);	/* count is 0: not read */
+	} else if (e->count == 0)
+		tombstones--;
+	__atomic_add_fetch(&e->count, 1, __ATOMIC_RELEASE);
+	return true;
+}
+
+void
+clients_remove(const struct sockaddr_any *addr)
+{
+	uint8_t key[KEYLEN];
+	struct entry *e;
+
+	make_key(addr, key);
+	if ((e = find(mine, key, true)) == NULL ||
+	    __atomic_sub_fetch(&e->count, 1, __ATOMIC_RELEASE) != 0)
+		return;
+	if (++tombstones > cap / 4)
+		rebuild();
+}
