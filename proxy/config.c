@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <grp.h>
 #include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -874,6 +875,31 @@ covers_everyone(const struct cidr *list, size_t n)
 }
 
 /*
+ * Can user (uid, primary gid gid) read path by its mode bits?  The loader
+ * runs as root; files the workers read later must be theirs to read.
+ */
+static bool
+readable_by(const char *path, const char *user, uid_t uid, gid_t gid)
+{
+	gid_t groups[64];
+	int ngroups = 64;
+	struct stat st;
+
+	if (stat(path, &st) < 0)
+		return false;
+	if (uid == 0 || (st.st_uid == uid && (st.st_mode & S_IRUSR)))
+		return true;
+	if (!(st.st_mode & S_IRGRP))
+		return false;
+	if (getgrouplist(user, gid, groups, &ngroups) < 0)
+		ngroups = 64;	/* more than fit: the first 64 are checked */
+	for (int i = 0; i < ngroups; i++)
+		if (groups[i] == st.st_gid)
+			return true;
+	return false;
+}
+
+/*
  * upstream_auth turns the listener into a relay authenticated as
  * upstream_user for whoever reaches it: it needs TLS toward the upstream,
  * the right secret for the mechanism and an allow list of the devices.
@@ -916,6 +942,13 @@ validate_auth(struct parser *p, struct service *svc)
 	if (!token && svc->seen[K_TOKEN_FILE] != 0)
 		cfg_error(p, svc->seen[K_TOKEN_FILE], "upstream_token_file is "
 		    "for xoauth2");
+	if (token && svc->upstream_token_file != NULL && p->cf->user != NULL &&
+	    !readable_by(svc->upstream_token_file, p->cf->user, p->cf->uid,
+	    p->cf->gid))
+		cfg_error(p, svc->seen[K_TOKEN_FILE], "upstream_token_file %s: "
+		    "user %s cannot read it, and the workers read it for every "
+		    "session after dropping to that user", svc->upstream_token_file,
+		    p->cf->user);
 	if (svc->nallow == 0)
 		cfg_error(p, line, "[%s]: upstream_auth makes this listener a "
 		    "relay logged in as %s for anyone who reaches it: set allow "

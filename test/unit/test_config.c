@@ -460,6 +460,22 @@ test_upstream_auth_rules(void)
 	}
 	config_unref(cf);
 	auth_case("xoauth2", "upstream_token_file", crlf, "allow = 10.1.2.3", NULL);
+	{
+		/* The workers read the token as user: a file only root can
+		 * read would pass a load done as root, then fail every
+		 * session.  (line 11 once "user = nobody" is line 1) */
+		char t[2048], *u = t;
+		u += snprintf(t, sizeof(t), "user = nobody\n");
+		snprintf(u, sizeof(t) - (size_t)(u - t), AUTH_SVC, "xoauth2",
+		    "upstream_token_file", crlf, "allow = 10.1.2.3");
+		if (geteuid() == 0) {
+			expect_error(t, "test.ini:11: upstream_token_file ");
+			expect_error(t, "user nobody cannot read it");
+			CHECK(chown(crlf, 65534, 0) == 0);	/* nobody's */
+			config_unref(expect_ok(t));
+			CHECK(chown(crlf, 0, 0) == 0);
+		}
+	}
 
 	{
 		/* mechanism, secret key, its file, line 11, expected error */
