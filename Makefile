@@ -29,6 +29,7 @@ OBJS := $(SRCS:%=$(BUILD)/%.o)
 UNIT := $(wildcard test/unit/test_*.c)
 
 FUZZ_NEG     := smtp pop3 imap
+FUZZ_OWN     := config proxyproto guard
 FUZZ_SECONDS ?= 60
 PROTO_smtp := PROTO_SMTP
 PROTO_pop3 := PROTO_POP3
@@ -54,7 +55,7 @@ $(BUILD)/unit_tests: $(OBJS) $(UNIT) test/unit/unit.h test/unit/main.c | $(BUILD
 $(FUZZ_NEG:%=$(BUILD)/replay_%): $(BUILD)/replay_%: test/fuzz/fuzz_negotiate.c test/fuzz/standalone.c $(OBJS) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) -Iproxy -DFUZZ_PROTO=$(PROTO_$*) -o $@ $< test/fuzz/standalone.c $(OBJS) $(LDFLAGS) $(LDLIBS)
 
-$(BUILD)/replay_config $(BUILD)/replay_proxyproto: $(BUILD)/replay_%: test/fuzz/fuzz_%.c test/fuzz/standalone.c $(OBJS) | $(BUILD)
+$(FUZZ_OWN:%=$(BUILD)/replay_%): $(BUILD)/replay_%: test/fuzz/fuzz_%.c test/fuzz/standalone.c $(OBJS) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) -Iproxy -o $@ $< test/fuzz/standalone.c $(OBJS) $(LDFLAGS) $(LDLIBS)
 
 $(BUILD):
@@ -79,8 +80,8 @@ run: deps all certs
 unit: $(BUILD)/unit_tests certs
 	$(BUILD)/unit_tests
 
-fuzz-replay: $(FUZZ_NEG:%=$(BUILD)/replay_%) $(BUILD)/replay_config $(BUILD)/replay_proxyproto
-	@for p in $(FUZZ_NEG) config proxyproto; do $(BUILD)/replay_$$p test/fuzz/corpus/$$p || exit 1; done
+fuzz-replay: $(FUZZ_NEG:%=$(BUILD)/replay_%) $(FUZZ_OWN:%=$(BUILD)/replay_%)
+	@for p in $(FUZZ_NEG) $(FUZZ_OWN); do $(BUILD)/replay_$$p test/fuzz/corpus/$$p || exit 1; done
 
 # libFuzzer with clang (Debian clang + libclang-rt-14-dev), bounded in time.
 fuzz:
@@ -91,12 +92,12 @@ fuzz:
 		  -fsanitize=fuzzer,address,undefined -o build-fuzz/fuzz_$$p \
 		  test/fuzz/fuzz_negotiate.c $(LIB_SRCS) $(LDLIBS) || exit 1; \
 	done
-	for h in config proxyproto; do \
+	for h in $(FUZZ_OWN); do \
 		clang -g -O1 -std=c11 -D_GNU_SOURCE -isystem $(BSSL_INC) -Iproxy \
 		  -fsanitize=fuzzer,address,undefined -o build-fuzz/fuzz_$$h \
 		  test/fuzz/fuzz_$$h.c $(LIB_SRCS) $(LDLIBS) || exit 1; \
 	done
-	for p in $(FUZZ_NEG) config proxyproto; do \
+	for p in $(FUZZ_NEG) $(FUZZ_OWN); do \
 		mkdir -p build-fuzz/corpus-$$p && cp -n test/fuzz/corpus/$$p/* build-fuzz/corpus-$$p/; \
 		build-fuzz/fuzz_$$p -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
 		  build-fuzz/corpus-$$p test/fuzz/corpus/$$p || exit 1; \

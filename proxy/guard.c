@@ -170,8 +170,11 @@ end_of_line(struct guard *g)
 	bool args, verb = g->part == PART_VERB, hit = false;
 
 	/* The CR of CRLF (a bare LF is accepted); for the command word also
-	 * trailing blanks ("DATA "), never for a literal ("{5} " is none). */
-	while (hl > 0 && (h[hl - 1] == '\r' || is_blank(h[hl - 1])))
+	 * trailing blanks ("DATA "), never for a literal ("{5} " is none).
+	 * Blanks are trailing only if nothing but blanks came after the head
+	 * ("STARTTLS", 72 tabs, "0" is not STARTTLS). */
+	while (!g->head_more && hl > 0 && (h[hl - 1] == '\r' ||
+	    is_blank(h[hl - 1])))
 		hl--;
 	if (tl > 0 && g->tail[tl - 1] == '\r')
 		tl--;

@@ -35,6 +35,25 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+/* Everything the proxy says is whole CRLF lines (a NUL or a literal in
+ * the client's line never cuts or garbles the answer). */
+static bool
+replies_are_lines(const struct buf *b)
+{
+	size_t len;
+	const char *p = buf_peek(b, &len);
+
+	if (p == NULL)
+		return true;
+	if (len < 2 || p[len - 2] != '\r' || p[len - 1] != '\n' ||
+	    memchr(p, '\0', len) != NULL)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (p[i] == '\n' && (i == 0 || p[i - 1] != '\r'))
+			return false;
+	return true;
+}
+
 /*
  * Client side (client_tls = starttls): the proxy answers a client.  Checks
  * that nothing past the STARTTLS line is consumed, and that plaintext after
@@ -65,6 +84,12 @@ fuzz_client_side(const uint8_t *data, size_t size, size_t chunk)
 		    data[off + consumed - 1] != '\n'))
 			abort();	/* consumed into the TLS bytes */
 		if (v == NEG_CONTINUE && consumed != len)
+			abort();
+		if (v == NEG_FAIL && cneg_reason(c) ==
+		    R_CLIENT_LITERAL_BEFORE_STARTTLS && (consumed == 0 ||
+		    data[off + consumed - 1] != '\n'))
+			abort();	/* a literal's bytes read as commands */
+		if (!replies_are_lines(&cl))
 			abort();
 		off += consumed;
 		buf_release(&cl);

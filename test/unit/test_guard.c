@@ -202,6 +202,15 @@ test_long_tags_and_lines(void)
 		CHECK(grun_sampled(PROTO_POP3, in, (size_t)n, true));
 		n = snprintf(in, cap, "a%sSTARTTLS\r\n", filler);
 		CHECK(grun_sampled(PROTO_IMAP, in, (size_t)n, true));
+		/* blanks then more: not trailing, so not the verb alone
+		 * (found by fuzz_guard: 72 tabs pushed the "0" out of view) */
+		memset(filler, '\t', z);
+		n = snprintf(in, cap, "a STARTTLS%s0\r\n", filler);
+		CHECK(grun_sampled(PROTO_IMAP, in, (size_t)n, false));
+		n = snprintf(in, cap, "STARTTLS%s0\r\n", filler);
+		CHECK(grun_sampled(PROTO_SMTP, in, (size_t)n, false));
+		n = snprintf(in, cap, "STARTTLS%s\r\n", filler);
+		CHECK(grun_sampled(PROTO_SMTP, in, (size_t)n, true));
 		memset(filler, 'x', z);
 		n = snprintf(in, cap, "STARTTLS %s\r\n", filler);
 		CHECK(grun_sampled(PROTO_SMTP, in, (size_t)n, true));
