@@ -48,19 +48,45 @@ def wait_listen(port, timeout=10):
     raise RuntimeError("nothing listens on %d" % port)
 
 
+def tree(pid):
+    """pid and its descendants (mailproxy's supervisor and its workers)."""
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        try:
+            for t in os.listdir("/proc/%d/task" % p):
+                with open("/proc/%d/task/%s/children" % (p, t)) as f:
+                    todo += [int(c) for c in f.read().split()]
+        except OSError:
+            pass
+    return pids
+
+
 def cpu_seconds(pid):
-    """utime + stime of a process and all its threads, in seconds."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / HZ
+    """utime + stime of a process tree (all threads), in seconds."""
+    total = 0
+    for p in tree(pid):
+        try:
+            with open("/proc/%d/stat" % p) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except OSError:
+            pass
+    return total / HZ
 
 
 def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+    total = 0
+    for p in tree(pid):
+        try:
+            with open("/proc/%d/status" % p) as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
 
 
 class Server:
@@ -238,6 +264,93 @@ def run_idle(peer):
     return ((r1 - r0) / ok if ok else None, ok)
 
 
+def run_reload_pause(binary, workers, reloads=10, sessions=20):
+    """The longest pause open echo sessions see while SIGHUP reloads a
+    realistic file (two services, RSA + ECDSA pairs, the system CA bundle,
+    a name to resolve) 10 times under handshake load.  Returns (max ms,
+    median round trip ms)."""
+    import ssl
+    import threading
+    bsrv, bport = backend("echo")
+    port, port2 = free_port(), free_port()
+    text = ("log_level = warn\nworkers = %d\n[echo]\nprotocol = imap\n"
+            "listen = 127.0.0.1:%d\nclient_tls = implicit\n"
+            "cert = %s/server-ecdsa.crt\nkey = %s/server-ecdsa.key\n"
+            "cert = %s/server-rsa.crt\nkey = %s/server-rsa.key\n"
+            "upstream = 127.0.0.1:%d\nupstream_tls = none\n"
+            "[other]\nprotocol = smtp\nlisten = 127.0.0.1:%d\nclient_tls = implicit\n"
+            "cert = %s/server-rsa.crt\nkey = %s/server-rsa.key\n"
+            "upstream = localhost:465\nupstream_tls = implicit\n" % (
+                workers, port, CERTS, CERTS, CERTS, CERTS, bport, port2, CERTS, CERTS))
+    path = os.path.join(WORK, "reload.ini")
+    with open(path, "w") as f:
+        f.write(text)
+    srv = Server([binary, "-c", path], port, "reload-%d" % workers)
+    ctx = ssl.create_default_context(cafile=os.path.join(CERTS, "ca.crt"))
+    stop, worst, rtts = threading.Event(), [0.0], []
+
+    def pinger():
+        """One thread, every session in turn: no lock between threads
+        adds to what is measured."""
+        import selectors
+        sel = selectors.DefaultSelector()
+        socks = []
+        for _ in range(sessions):
+            s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)),
+                                server_hostname="localhost")
+            s.setblocking(False)
+            socks.append(s)
+            sel.register(s, selectors.EVENT_READ)
+        sent = {}
+        for s in socks:
+            sent[s] = time.monotonic()
+            s.sendall(b"a NOOP\r\n")
+        got = {s: 0 for s in socks}
+        while not stop.is_set():
+            for key, _ in sel.select(0.05):
+                s = key.fileobj
+                try:
+                    while True:
+                        got[s] += len(s.recv(4096))
+                except (ssl.SSLWantReadError, BlockingIOError):
+                    pass
+                if got[s] >= 8:
+                    now = time.monotonic()
+                    dt = (now - sent[s]) * 1000
+                    rtts.append(dt)
+                    worst[0] = max(worst[0], dt)
+                    got[s] -= 8
+                    sent[s] = now
+                    s.setblocking(True)
+                    s.sendall(b"a NOOP\r\n")
+                    s.setblocking(False)
+        for s in socks:
+            s.close()
+
+    threads = [threading.Thread(target=pinger)]
+    try:
+        for t in threads:
+            t.start()
+        load = subprocess.Popen([os.path.join(BUILD, "loadgen"), "-m", "handshake", "-a",
+                                 "127.0.0.1:%d" % port2, "-c", "2", "-d",
+                                 str(reloads * 0.5 + 2)], stdout=subprocess.DEVNULL)
+        time.sleep(1.0)
+        worst[0] = 0.0                       # the connect phase does not count
+        for _ in range(reloads):
+            srv.proc.send_signal(signal.SIGHUP)
+            time.sleep(0.5)
+        if reloads == 0:
+            time.sleep(5)
+        load.wait(60)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+        srv.stop()
+        bsrv.stop()
+    return worst[0], statistics.median(rtts) if rtts else None
+
+
 def median_runs(fn, peers, *args):
     """Alternates peers within each repetition; returns {peer: [results]}."""
     results = {p: [] for p in peers}
@@ -320,6 +433,17 @@ def main():
         held = min(v[1] for v in vals) if vals else 0
         lines.append("| idle, %d sessions through the proxy | %s | %s | %d |" % (
             IDLE_N, p, fmt(kib, 1), held))
+    lines += ["", "| test | binary | workers | longest pause ms | median round trip ms |",
+              "| --- | --- | ---: | ---: | ---: |"]
+    binaries = [("this build", os.path.join(BUILD, "mailproxy"))]
+    if os.environ.get("BENCH_BASELINE_BIN"):
+        binaries.insert(0, ("baseline", os.environ["BENCH_BASELINE_BIN"]))
+    for label, binary in binaries:
+        for workers in (1, 2):
+            runs = [run_reload_pause(binary, workers) for _ in range(REPS)]
+            lines.append("| echo sessions while 10 reloads run under load | %s | %d | %s | %s |"
+                         % (label, workers, fmt(max(r[0] for r in runs), 1),
+                            fmt(statistics.median(r[1] for r in runs), 2)))
     head = ["# mailproxy benchmark", "",
             "%s, %d cores, loader and proxies on the same machine; %d s per run, "
             "median of %d runs, peers alternated; one worker/thread each. "
