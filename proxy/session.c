@@ -1,7 +1,8 @@
 /*
- * session: the per-connection state machine and the relay.
+ * session: the per-connection state machine: lifecycle, states, timers,
+ * closing.  The phases live in client.c, upstream.c and relay.c.
  */
-#include "session.h"
+#include "sess_impl.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -12,100 +13,21 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <openssl/mem.h>
-#include <openssl/x509.h>
-
-#include "buffer.h"
 #include "clients.h"
-#include "endpoint.h"
-#include "front.h"
-#include "guard.h"
 #include "listener.h"
-#include "log.h"
-#include "metrics.h"
-#include "negotiate.h"
-#include "proxyproto.h"
 #include "tls.h"
-
-enum sess_state {
-	SESS_PROXY_HEADER,	/* proxy_protocol_in: reading the header */
-	SESS_CLIENT_PRETLS,	/* client_tls = starttls: before STARTTLS */
-	SESS_CLIENT_HANDSHAKE,
-	SESS_CONNECT,
-	SESS_NEGOTIATE,		/* upstream greeting/STARTTLS dialogue */
-	SESS_UPSTREAM_HANDSHAKE,
-	SESS_FRONT,		/* upstream_auth: answering the device */
-	SESS_RELAY,
-	SESS_FAREWELL,		/* sending the client an error, then closing */
-};
 
 static const char *const sess_state_names[] = {
 	"proxy-header", "client-pretls", "client-handshake", "connect",
 	"negotiate", "upstream-handshake", "front", "relay", "farewell",
 };
 
-/* Upper bound of read/write rounds per callback, for fairness. */
-#define PUMP_ROUNDS	16
-
-/*
- * Invariants: before RELAY no client byte is read except by the TLS
- * handshake, the PROXY header reader and the client-side STARTTLS dialogue
- * (which consume exactly what they parse; other early bytes wait in the
- * socket), c2u holds only commands the negotiator wrote for the
- * upstream, u2c only what the proxy itself says to the client (its greeting
- * or an error), and what the upstream says goes to neg_in, never to the
- * client.  From RELAY on, c2u holds client bytes and u2c upstream bytes.
- * closing is set once and the session is freed by the callback wrapper
- * that saw it.
- */
-struct session {
-	uint64_t		 id;
-	struct config		*cf;		/* our reference */
-	const struct service	*svc;
-	enum sess_state		 state;
-	struct endpoint		 client;
-	struct endpoint		 upstream;
-	struct buf		 c2u;
-	struct buf		 u2c;
-	struct svc_metrics	*metrics;	/* this worker's counters */
-	struct cneg		*cneg;		/* client_tls = starttls */
-	bool			 client_starttls; /* STARTTLS accepted */
-	struct negotiator	*neg;		/* see needs_negotiator() */
-	struct front		*front;		/* upstream_auth, until MAIL */
-	struct guard		*guard;		/* client in TLS: mid-command */
-	bool			 starttls_in_tls; /* the guard saw one */
-	struct buf		 neg_in;	/* upstream bytes for neg */
-	ev_tstamp		 neg_deadline;	/* absolute */
-	ev_timer		 timer;
-	ev_tstamp		 started;
-	ev_tstamp		 last_activity;
-	size_t			 next_addr;	/* upstream address to try */
-	struct sockaddr_any	 peer_addr;	/* the client (PROXY: carried) */
-	struct sockaddr_any	 local_addr;	/* where it connected to (lazy) */
-	struct sockaddr_any	 count_addr;	/* the client, for the caps */
-	bool			 counted;	/* count_addr is counted */
-	uint8_t			*pp_buf;	/* partial PROXY header, rare */
-	size_t			 pp_len;
-	char			 peer[64];
-	char			 upstream_addr[64];
-	const char		*first_eof;	/* "client" or "upstream" */
-	bool			 closing;
-	bool			 abort;		/* close with RST */
-	enum close_reason	 reason;
-	char			 detail[256];
-	enum log_level		 severity;
-	enum log_level		 farewell_severity;
-	struct session		*prev, *next;
-};
-
 static struct session	*sessions;
 static size_t		 nsessions;
 static uint64_t		 next_id = 1;
 
-static void io_cb(EV_P_ ev_io *w, int revents);
-static void read_proxy_header(EV_P_ struct session *s);
+
 static void timer_cb(EV_P_ ev_timer *w, int revents);
-static void step(EV_P_ struct session *s);
 
 static uint64_t		 worker_pid;	/* for the close line, read once */
 
@@ -122,11 +44,21 @@ sess_count(void)
 	return nsessions;
 }
 
-static void
+void
 set_deadline(EV_P_ struct session *s, int seconds)
 {
 	ev_timer_stop(EV_A_ &s->timer);
 	ev_timer_set(&s->timer, seconds, 0.);
+	ev_timer_start(EV_A_ &s->timer);
+}
+
+void
+set_deadline_at(EV_P_ struct session *s, ev_tstamp when)
+{
+	ev_tstamp left = when - ev_now(EV_A);
+
+	ev_timer_stop(EV_A_ &s->timer);
+	ev_timer_set(&s->timer, left > 0.001 ? left : 0.001, 0.);
 	ev_timer_start(EV_A_ &s->timer);
 }
 
@@ -166,8 +98,8 @@ log_close(struct session *s)
 }
 
 /* Marks the session closed; the callback wrapper frees it. */
-static void
-sess_end(struct session *s, enum log_level severity, enum close_reason reason,
+void
+close_now(struct session *s, enum log_level severity, enum close_reason reason,
     const char *detail)
 {
 	if (s->closing)
@@ -236,14 +168,14 @@ void
 sess_close_all(EV_P_ enum close_reason reason)
 {
 	while (sessions != NULL) {
-		sess_end(sessions, LOG_LVL_INFO, reason, NULL);
+		close_now(sessions, LOG_LVL_INFO, reason, NULL);
 		sess_free(EV_A_ sessions);
 	}
 }
 
 /* Sends the client what u2c holds, then closes (state FAREWELL). */
-static void
-say_goodbye(EV_P_ struct session *s, enum log_level severity,
+void
+close_after_reply(EV_P_ struct session *s, enum log_level severity,
     enum close_reason reason, const char *detail)
 {
 	s->reason = reason;
@@ -255,753 +187,13 @@ say_goodbye(EV_P_ struct session *s, enum log_level severity,
 	set_deadline(EV_A_ s, s->svc->timeouts.handshake);
 }
 
-/*
- * The upstream failed before the relay: tell the client in its protocol
- * (a temporary error, so a mail client retries later) and close.
- */
-static void
-farewell(EV_P_ struct session *s, enum close_reason reason,
-    const char *detail)
-{
-	/* What the client is told follows the reason's table entry. */
-	static const char *const text[][3] = {
-		[TELL_UNREACHABLE] = {
-		"421 4.4.1 mailproxy: upstream unavailable, try again later\r\n",
-		"-ERR [SYS/TEMP] mailproxy: upstream unavailable\r\n",
-		"* BYE [UNAVAILABLE] mailproxy: upstream unavailable\r\n" },
-		[TELL_INSECURE] = {
-		"421 4.7.0 mailproxy: no secure connection to the server, "
-		    "try again later\r\n",
-		"-ERR [SYS/TEMP] mailproxy: no secure connection to the "
-		    "server\r\n",
-		"* BYE [UNAVAILABLE] mailproxy: no secure connection to the "
-		    "server\r\n" },
-		[TELL_AUTH] = {
-		"421 4.7.0 mailproxy: the server refused the proxy's login, "
-		    "try again later\r\n",
-		"-ERR [SYS/TEMP] mailproxy: the server refused the proxy's "
-		    "login\r\n",
-		"* BYE [UNAVAILABLE] mailproxy: the server refused the proxy's "
-		    "login\r\n" },
-		[TELL_LOCAL] = {
-		"421 4.3.0 mailproxy: temporary local problem, try again "
-		    "later\r\n",
-		"-ERR [SYS/TEMP] mailproxy: temporary local problem\r\n",
-		"* BYE [UNAVAILABLE] mailproxy: temporary local problem\r\n" },
-	};
-	enum tell tell = reason_tell(reason);
-	const char *msg = tell == TELL_NOTHING ? "" :
-	    text[tell][s->svc->protocol];
-	struct logline ll;
-
-	/* Built as fields: the detail quotes what the upstream said. */
-	logline_init(&ll);
-	logline_num(&ll, "sess", s->id);
-	logline_str(&ll, "svc", s->svc->name);
-	logline_str(&ll, "event", "upstream-failed");
-	logline_str(&ll, "reason", reason_name(reason));
-	logline_str(&ll, "detail", detail ? detail : "");
-	logline_emit(&ll, LOG_LVL_WARN);
-	ep_close(EV_A_ &s->upstream);
-	buf_release(&s->u2c);	/* nothing but our error reaches the client */
-	buf_append(&s->u2c, msg, strlen(msg));
-	say_goodbye(EV_A_ s, LOG_LVL_WARN, reason, detail);
-}
-
-/*
- * TLS 1.0/1.1 exist only for old devices (tls_min_version): every such
- * session is logged with its client so admins can find and retire them.
- */
-static void
-note_legacy_tls(const struct session *s)
-{
-	char desc[128];
-
-	if (SSL_version(s->client.ssl) >= TLS1_2_VERSION)
-		return;
-	tls_describe(s->client.ssl, desc, sizeof(desc));
-	log_warnx("sess=%llu svc=%s event=legacy-tls client=%s tls=%s",
-	    (unsigned long long)s->id, s->svc->name, s->peer, desc);
-	/* Per address, not per connection. */
-	sockaddr_host((const struct sockaddr *)&s->peer_addr.ss, desc,
-	    sizeof(desc));
-	metrics_legacy_client(s->metrics, desc, SSL_version(s->client.ssl));
-}
-
-/* ---- connect ----------------------------------------------------------- */
-
-static void
+void
 set_nodelay(int fd)
 {
 	int one = 1;
 
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
-
-static void start_relay(EV_P_ struct session *s);
-
-/* Dials the next upstream address; farewell when none is left. */
-static void
-start_connect(EV_P_ struct session *s)
-{
-	const struct service *svc = s->svc;
-	char why[160] = "no address";
-	int fd;
-
-	while (s->next_addr < svc->nupstream_addrs) {
-		const struct sockaddr_any *a = &svc->upstream_addrs[s->next_addr++];
-
-		sockaddr_text((const struct sockaddr *)&a->ss, s->upstream_addr,
-		    sizeof(s->upstream_addr));
-		fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK |
-		    SOCK_CLOEXEC, 0);
-		if (fd < 0) {
-			snprintf(why, sizeof(why), "socket: %s", strerror(errno));
-			continue;
-		}
-		set_nodelay(fd);
-		if (connect(fd, (const struct sockaddr *)&a->ss, a->len) == 0 ||
-		    errno == EINPROGRESS) {
-			ep_init(&s->upstream, fd, NULL, io_cb, s);
-			s->upstream.wr_wait = EV_WRITE;
-			s->state = SESS_CONNECT;
-			set_deadline(EV_A_ s, svc->timeouts.connect);
-			return;
-		}
-		snprintf(why, sizeof(why), "%s: %s", s->upstream_addr,
-		    strerror(errno));
-		close(fd);
-	}
-	farewell(EV_A_ s, R_UPSTREAM_CONNECT_FAILED, why);
-}
-
-/*
- * proxy_protocol_out: the header goes first, before any TLS or STARTTLS,
- * in one send on the fresh socket (at most 232 bytes always fit).
- */
-static int
-send_proxy_header(struct session *s)
-{
-	uint8_t hdr[PP_MAX_HEADER];
-	size_t n;
-
-	/* Where the client connected to, unless a PROXY header told us. */
-	if (s->local_addr.len == 0) {
-		s->local_addr.len = sizeof(s->local_addr.ss);
-		if (getsockname(s->client.fd, (struct sockaddr *)&s->local_addr.ss,
-		    &s->local_addr.len) < 0)
-			return -1;
-	}
-	n = pp_build(s->svc->proxy_protocol_out, &s->peer_addr, &s->local_addr,
-	    hdr, sizeof(hdr));
-
-	return n > 0 && send(s->upstream.fd, hdr, n, MSG_NOSIGNAL |
-	    MSG_DONTWAIT) == (ssize_t)n ? 0 : -1;
-}
-
-/* Does the upstream side need a dialogue before the relay? */
-static bool
-needs_negotiator(const struct service *svc)
-{
-	return svc->upstream_tls == TLS_MODE_STARTTLS ||
-	    svc->client_tls == TLS_MODE_STARTTLS ||
-	    svc->upstream_auth != AUTH_NONE;
-}
-
-/* Hands the negotiator the secret of upstream_auth (wiped here after). */
-static int
-set_credentials(struct session *s, char *why, size_t whylen)
-{
-	char secret[SECRET_MAX + 1];
-	int n, rc = -1;
-
-	if ((n = config_auth_secret(s->svc, secret, sizeof(secret), why,
-	    whylen)) >= 0 && (rc = neg_set_auth(s->neg, s->svc->upstream_auth,
-	    s->svc->upstream_user, secret, (size_t)n)) < 0)
-		snprintf(why, whylen, "out of memory");
-	OPENSSL_cleanse(secret, sizeof(secret));
-	return rc;
-}
-
-static void set_deadline_at(EV_P_ struct session *s, ev_tstamp when);
-static void start_front(EV_P_ struct session *s);
-static bool guard_client_bytes(struct session *s, const char *p, size_t len);
-
-/* Seconds left for the current phase: its own limit, capped by the
- * absolute negotiation deadline while a STARTTLS dialogue is running. */
-static double
-phase_seconds(EV_P_ struct session *s, int limit)
-{
-	double left;
-
-	if (s->neg == NULL)
-		return limit;
-	left = s->neg_deadline - ev_now(EV_A);
-	return left < limit ? (left > 0.001 ? left : 0.001) : limit;
-}
-
-/* Puts TLS on the (connected) upstream side and starts the handshake. */
-static void
-start_upstream_tls(EV_P_ struct session *s)
-{
-	SSL *ssl;
-
-	if ((ssl = SSL_new(s->svc->upstream_ctx)) == NULL ||
-	    tls_upstream_setup(ssl, s->svc) < 0) {
-		SSL_free(ssl);
-		farewell(EV_A_ s, R_UPSTREAM_TLS_SETUP_FAILED, NULL);
-		return;
-	}
-	SSL_set_connect_state(ssl);
-	ep_start_tls(&s->upstream, ssl);
-	s->state = SESS_UPSTREAM_HANDSHAKE;
-	ev_timer_stop(EV_A_ &s->timer);
-	ev_timer_set(&s->timer, phase_seconds(EV_A_ s,
-	    s->svc->timeouts.handshake), 0.);
-	ev_timer_start(EV_A_ &s->timer);
-}
-
-static void
-connect_done(EV_P_ struct session *s)
-{
-	int err = 0;
-	socklen_t len = sizeof(err);
-	char why[160];
-
-	if (getsockopt(s->upstream.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-		err = errno;
-	if (err != 0) {
-		snprintf(why, sizeof(why), "%s: %s", s->upstream_addr,
-		    strerror(err));
-		ep_close(EV_A_ &s->upstream);
-		if (s->next_addr < s->svc->nupstream_addrs) {
-			log_debug("sess=%llu connect %s", (unsigned long long)s->id,
-			    why);
-			start_connect(EV_A_ s);
-		} else
-			farewell(EV_A_ s, R_UPSTREAM_CONNECT_FAILED, why);
-		return;
-	}
-	s->upstream.wr_wait = 0;
-	if (s->svc->proxy_protocol_out != 0 && send_proxy_header(s) < 0) {
-		farewell(EV_A_ s, R_UPSTREAM_ERROR, "cannot send the PROXY header");
-		return;
-	}
-	if (needs_negotiator(s->svc)) {
-		/* STARTTLS upstream, and/or a greeting to swallow because the
-		 * proxy already greeted a STARTTLS client itself. */
-		s->neg = neg_new(s->svc->protocol, s->svc->ehlo_name,
-		    s->svc->upstream_tls == TLS_MODE_STARTTLS,
-		    s->svc->client_tls != TLS_MODE_STARTTLS);
-		if (s->neg == NULL) {
-			farewell(EV_A_ s, R_OUT_OF_MEMORY, NULL);
-			return;
-		}
-		if (s->svc->upstream_auth != AUTH_NONE &&
-		    set_credentials(s, why, sizeof(why)) < 0) {
-			farewell(EV_A_ s, R_UPSTREAM_AUTH_NO_TOKEN, why);
-			return;
-		}
-		s->neg_deadline = ev_now(EV_A) + s->svc->timeouts.negotiation;
-	}
-	if (s->svc->upstream_tls == TLS_MODE_IMPLICIT)
-		start_upstream_tls(EV_A_ s);
-	else if (s->neg != NULL) {
-		s->state = SESS_NEGOTIATE;
-		set_deadline_at(EV_A_ s, s->neg_deadline);
-	} else
-		start_relay(EV_A_ s);
-}
-
-/* Names why the upstream handshake failed: verification first. */
-static void
-upstream_handshake_failed(EV_P_ struct session *s)
-{
-	long v = SSL_get_verify_result(s->upstream.ssl);
-	char detail[256];
-
-	if (v != X509_V_OK) {
-		const char *what =
-		    v == X509_V_ERR_CERT_HAS_EXPIRED ? "expired" :
-		    v == X509_V_ERR_CERT_NOT_YET_VALID ? "not-yet-valid" :
-		    v == X509_V_ERR_HOSTNAME_MISMATCH ? "wrong-name" :
-		    v == X509_V_ERR_IP_ADDRESS_MISMATCH ? "wrong-name" :
-		    v == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY ||
-		    v == X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT ||
-		    v == X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN ||
-		    v == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT ? "unknown-ca" :
-		    "invalid";
-		snprintf(detail, sizeof(detail), "%s: %s (name %s)", what,
-		    X509_verify_cert_error_string(v), s->svc->upstream_name ?
-		    s->svc->upstream_name : "-");
-		farewell(EV_A_ s, R_UPSTREAM_VERIFY_FAILED, detail);
-	} else
-		farewell(EV_A_ s, R_UPSTREAM_HANDSHAKE_FAILED, s->upstream.err);
-}
-
-/* ---- upstream STARTTLS negotiation ------------------------------------- */
-
-static void
-set_deadline_at(EV_P_ struct session *s, ev_tstamp when)
-{
-	ev_tstamp left = when - ev_now(EV_A);
-
-	ev_timer_stop(EV_A_ &s->timer);
-	ev_timer_set(&s->timer, left > 0.001 ? left : 0.001, 0.);
-	ev_timer_start(EV_A_ &s->timer);
-}
-
-/*
- * STARTTLS was accepted.  A byte already waiting on the socket is injected
- * plaintext: show it to the negotiator (which fails) instead of letting it
- * reach the handshake.  Later bytes would be parsed as TLS records and fail
- * the handshake.
- */
-static enum neg_verdict
-check_injection(struct session *s, struct neg_out *out)
-{
-	char peek[64];
-	ssize_t n;
-
-	n = recv(s->upstream.fd, peek, sizeof(peek), MSG_PEEK | MSG_DONTWAIT);
-	if (n <= 0)
-		return NEG_START_TLS;
-	return neg_feed(s->neg, peek, (size_t)n, out);
-}
-
-static void
-apply_verdict(EV_P_ struct session *s, enum neg_verdict v, struct neg_out *out)
-{
-	if (v == NEG_START_TLS)
-		v = check_injection(s, out);
-	switch (v) {
-	case NEG_CONTINUE:
-		if (s->state != SESS_NEGOTIATE) {
-			s->state = SESS_NEGOTIATE;
-			set_deadline_at(EV_A_ s, s->neg_deadline);
-		}
-		break;
-	case NEG_START_TLS:
-		start_upstream_tls(EV_A_ s);
-		break;
-	case NEG_RELAY:
-		log_debug("sess=%llu svc=%s event=starttls-ok",
-		    (unsigned long long)s->id, s->svc->name);
-		if (s->svc->upstream_tls == TLS_MODE_STARTTLS)
-			metrics_starttls(s->metrics, 0);
-		if (s->svc->upstream_auth != AUTH_NONE)
-			start_front(EV_A_ s);
-		else
-			start_relay(EV_A_ s);
-		break;
-	case NEG_FAIL:
-	case NEG_CLOSE:		/* not an upstream verdict */
-		farewell(EV_A_ s, neg_reason(s->neg), neg_detail(s->neg));
-		break;
-	}
-}
-
-/*
- * One round of the dialogue: flush our commands, read what the upstream
- * said (into neg_in, never toward the client) and feed it.
- */
-static void
-negotiate(EV_P_ struct session *s)
-{
-	struct neg_out out = { &s->c2u, &s->u2c };
-	enum ep_status st = EP_OK;
-	enum neg_verdict v;
-	const char *p;
-	size_t len;
-
-	for (int round = 0; round < 4 && st == EP_OK; round++) {
-		if (!buf_empty(&s->c2u) && s->upstream.wr_wait == 0 &&
-		    ep_write(&s->upstream, &s->c2u) == EP_ERROR) {
-			farewell(EV_A_ s, R_UPSTREAM_ERROR, s->upstream.err);
-			return;
-		}
-		if (s->upstream.rd_wait != 0)
-			return;
-		st = ep_read(&s->upstream, &s->neg_in);
-		if ((p = buf_peek(&s->neg_in, &len)) != NULL) {
-			v = neg_feed(s->neg, p, len, &out);
-			buf_consume(&s->neg_in, len);
-			if (v != NEG_CONTINUE) {
-				apply_verdict(EV_A_ s, v, &out);
-				return;
-			}
-			/* A new command goes out at the next round. */
-			if (st != EP_OK && !buf_empty(&s->c2u))
-				st = EP_OK;
-		}
-	}
-	if (st == EP_EOF)
-		farewell(EV_A_ s, R_UPSTREAM_CLOSED_EARLY, "during the "
-		    "negotiation");
-	else if (st == EP_ERROR)
-		farewell(EV_A_ s, R_UPSTREAM_ERROR, s->upstream.err);
-}
-
-/* The upstream handshake (implicit TLS or after STARTTLS) is complete. */
-static void
-upstream_tls_up(EV_P_ struct session *s)
-{
-	struct neg_out out = { &s->c2u, &s->u2c };
-
-	if (s->neg == NULL)
-		start_relay(EV_A_ s);
-	else if (s->svc->upstream_tls == TLS_MODE_IMPLICIT) {
-		/* Implicit TLS: the greeting to check comes inside TLS. */
-		s->state = SESS_NEGOTIATE;
-		set_deadline_at(EV_A_ s, s->neg_deadline);
-	} else
-		apply_verdict(EV_A_ s, neg_tls_ready(s->neg, &out), &out);
-}
-
-/* ---- client side of client_tls = starttls ------------------------------- */
-
-static void
-start_client_tls(EV_P_ struct session *s)
-{
-	SSL *ssl = SSL_new(s->svc->client_ctx);
-
-	if (ssl == NULL) {
-		sess_end(s, LOG_LVL_WARN, R_OUT_OF_MEMORY, NULL);
-		return;
-	}
-	SSL_set_accept_state(ssl);
-	ep_start_tls(&s->client, ssl);
-	s->state = SESS_CLIENT_HANDSHAKE;
-	set_deadline(EV_A_ s, s->svc->timeouts.handshake);
-}
-
-/*
- * The proxy answers the client itself until STARTTLS.  Bytes are peeked,
- * and only what the dialogue consumed is taken from the socket: whatever
- * follows the STARTTLS line stays there for BoringSSL (a ClientHello sent
- * early) unless the negotiator saw it is plaintext (injection) and failed.
- */
-static void
-client_pretls(EV_P_ struct session *s)
-{
-	char peek[4096], sink[4096];
-	size_t consumed = 0;
-	enum neg_verdict v;
-	ssize_t n;
-
-	for (int round = 0; round < 8; round++) {
-		if (!buf_empty(&s->u2c) && s->client.wr_wait == 0 &&
-		    ep_write(&s->client, &s->u2c) == EP_ERROR) {
-			sess_end(s, LOG_LVL_INFO, R_CLIENT_ERROR, s->client.err);
-			return;
-		}
-		if (s->client_starttls) {
-			if (buf_empty(&s->u2c))
-				start_client_tls(EV_A_ s);
-			return;
-		}
-		/* Pipelined commands wait while many replies are queued. */
-		if (buf_len(&s->u2c) > BUF_CAPACITY / 2 || s->client.rd_wait != 0)
-			return;
-		n = recv(s->client.fd, peek, sizeof(peek), MSG_PEEK | MSG_DONTWAIT);
-		if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-			s->client.rd_wait = EV_READ;
-			return;
-		}
-		if (n <= 0) {
-			sess_end(s, LOG_LVL_INFO, n == 0 ? R_CLIENT_CLOSED :
-			    R_CLIENT_ERROR, "before STARTTLS");
-			return;
-		}
-		v = cneg_feed(s->cneg, peek, (size_t)n, &consumed, &s->u2c);
-		if (recv(s->client.fd, sink, consumed, MSG_DONTWAIT) !=
-		    (ssize_t)consumed) {
-			sess_end(s, LOG_LVL_WARN, R_CLIENT_ERROR, "lost bytes");
-			return;
-		}
-		s->client.bytes_in += consumed;
-		switch (v) {
-		case NEG_CONTINUE:
-			break;
-		case NEG_START_TLS:
-			s->client_starttls = true;
-			break;
-		case NEG_CLOSE:
-			say_goodbye(EV_A_ s, LOG_LVL_INFO, R_CLIENT_QUIT, NULL);
-			return;
-		case NEG_FAIL:
-		case NEG_RELAY:		/* not a client-side verdict */
-			say_goodbye(EV_A_ s, LOG_LVL_INFO, cneg_reason(s->cneg),
-			    NULL);
-			return;
-		}
-	}
-}
-
-/* ---- upstream_auth: the device's side until MAIL ----------------------- */
-
-static void
-start_front(EV_P_ struct session *s)
-{
-	log_info("sess=%llu svc=%s event=upstream-auth-ok user=%s mech=%s",
-	    (unsigned long long)s->id, s->svc->name, s->svc->upstream_user,
-	    upstream_auth_names[s->svc->upstream_auth]);
-	s->front = front_new(s->svc->ehlo_name, neg_caps(s->neg),
-	    s->svc->client_tls != TLS_MODE_NONE);
-	if (s->front == NULL) {
-		sess_end(s, LOG_LVL_WARN, R_OUT_OF_MEMORY, NULL);
-		return;
-	}
-	s->state = SESS_FRONT;
-	set_deadline(EV_A_ s, s->svc->timeouts.negotiation);
-}
-
-/*
- * The proxy answers the device (EHLO without AUTH, its AUTH accepted)
- * until MAIL; the MAIL line and what follows it stay in c2u for the relay.
- * The upstream is not read meanwhile: what it says waits in its socket.
- */
-static void
-front_dialogue(EV_P_ struct session *s)
-{
-	enum ep_status st = EP_OK;
-	enum neg_verdict v;
-	size_t len, consumed;
-	const char *p;
-
-	for (int round = 0; round < 8; round++) {
-		if (!buf_empty(&s->u2c) && s->client.wr_wait == 0 &&
-		    ep_write(&s->client, &s->u2c) == EP_ERROR) {
-			sess_end(s, LOG_LVL_INFO, R_CLIENT_ERROR, s->client.err);
-			return;
-		}
-		if (buf_len(&s->u2c) > BUF_CAPACITY / 2)
-			return;
-		/* Lines already read are answered even while the socket
-		 * has nothing new. */
-		st = s->client.rd_wait == 0 ? ep_read(&s->client, &s->c2u) :
-		    EP_AGAIN;
-		consumed = 0;
-		if ((p = buf_peek(&s->c2u, &len)) != NULL) {
-			v = front_feed(s->front, p, len, &consumed, &s->u2c);
-			buf_consume(&s->c2u, consumed);
-			switch (v) {
-			case NEG_CONTINUE:
-				break;
-			case NEG_RELAY:
-				start_relay(EV_A_ s);
-				return;
-			case NEG_CLOSE:
-				say_goodbye(EV_A_ s, LOG_LVL_INFO, R_CLIENT_QUIT,
-				    NULL);
-				return;
-			case NEG_FAIL:
-			case NEG_START_TLS:	/* not a front verdict */
-				say_goodbye(EV_A_ s, LOG_LVL_INFO,
-				    front_reason(s->front), NULL);
-				return;
-			}
-		}
-		if (st == EP_EOF || st == EP_ERROR) {
-			sess_end(s, LOG_LVL_INFO, st == EP_EOF ? R_CLIENT_CLOSED :
-			    R_CLIENT_ERROR, "before MAIL");
-			return;
-		}
-		if (st == EP_AGAIN && consumed == 0)
-			return;
-	}
-	/* Still busy (a long pipeline already read): come back on the next
-	 * loop iteration, as no socket event will say so. */
-	ev_feed_event(EV_A_ &s->client.io, EV_READ | EV_WRITE);
-}
-
-/* ---- relay ------------------------------------------------------------- */
-
-/*
- * Never TLS in TLS: new bytes from a client in TLS pass the guard.  It is
- * allocated when bytes come and freed between commands, so an idle session
- * holds none.  Returns false when the session must stop relaying.
- */
-static bool
-guard_client_bytes(struct session *s, const char *p, size_t len)
-{
-	if (s->svc->client_tls == TLS_MODE_NONE)
-		return true;
-	if (s->guard == NULL && (s->guard = guard_new(s->svc->protocol)) == NULL) {
-		sess_end(s, LOG_LVL_WARN, R_OUT_OF_MEMORY, NULL);
-		return false;
-	}
-	if (guard_scan(s->guard, p, len)) {
-		s->starttls_in_tls = true;	/* refused by relay() */
-		return false;
-	}
-	if (guard_idle(s->guard)) {
-		guard_free(s->guard);
-		s->guard = NULL;
-	}
-	return true;
-}
-
-static void
-start_relay(EV_P_ struct session *s)
-{
-	/* Client bytes already read (pipelined after MAIL) pass the guard. */
-	if (!buf_empty(&s->c2u)) {
-		size_t len;
-		const char *p = buf_peek(&s->c2u, &len);
-		guard_client_bytes(s, p, len);
-	}
-	s->state = SESS_RELAY;
-	s->last_activity = ev_now(EV_A);
-	set_deadline(EV_A_ s, s->svc->timeouts.idle);
-	if (s->svc->upstream_tls == TLS_MODE_NONE || s->svc->upstream_verify)
-		return;
-	log_warnx("sess=%llu svc=%s upstream certificate not verified "
-	    "(upstream_verify = no)", (unsigned long long)s->id, s->svc->name);
-}
-
-static const char *
-side_name(const struct session *s, const struct endpoint *ep)
-{
-	return ep == &s->client ? "client" : "upstream";
-}
-
-/* One side failed (reset, alert, ...): both close now. */
-static void
-side_error(struct session *s, struct endpoint *ep)
-{
-	bool client = ep == &s->client;
-
-	s->abort = true;
-	sess_end(s, client ? LOG_LVL_INFO : LOG_LVL_WARN,
-	    client ? R_CLIENT_ERROR : R_UPSTREAM_ERROR, ep->err);
-}
-
-/*
- * Moves bytes src -> b -> dst as far as they go without blocking, then
- * forwards src's EOF once b is flushed.  Returns true if anything moved.
- */
-static bool
-move(struct session *s, struct endpoint *src, struct buf *b,
-    struct endpoint *dst)
-{
-	uint64_t before;
-	bool progress = false;
-	enum ep_status st;
-
-	if (!src->eof && src->rd_wait == 0 && buf_room(b) > 0) {
-		size_t had = buf_len(b), len;
-		const char *p;
-
-		before = src->bytes_in;
-		st = ep_read(src, b);
-		/* What the client just sent, before any of it goes on. */
-		if (src == &s->client && (p = buf_peek(b, &len)) != NULL &&
-		    len > had && !guard_client_bytes(s, p + had, len - had))
-			return false;
-		if (st == EP_ERROR) {
-			side_error(s, src);
-			return false;
-		}
-		if (st == EP_EOF) {
-			if (s->first_eof == NULL)
-				s->first_eof = side_name(s, src);
-			progress = true;
-		}
-		progress |= src->bytes_in != before;
-	}
-	if (!buf_empty(b) && dst->wr_wait == 0) {
-		before = dst->bytes_out;
-		if (ep_write(dst, b) == EP_ERROR) {
-			side_error(s, dst);
-			return false;
-		}
-		progress |= dst->bytes_out != before;
-	}
-	if (src->eof && buf_empty(b) && !dst->shut && dst->wr_wait == 0) {
-		if (src == &s->upstream && !src->eof_clean) {
-			/* The upstream's TLS ended without close_notify: a cut
-			 * reply.  The client's side ends with a reset, so that a
-			 * plaintext client too sees it cut, never complete. */
-			s->abort = true;
-			sess_end(s, LOG_LVL_WARN, R_UPSTREAM_TRUNCATED, "the "
-			    "upstream's TLS ended without close_notify");
-			return false;
-		}
-		st = ep_shutdown(dst, src->eof_clean);
-		if (st == EP_ERROR) {
-			side_error(s, dst);
-			return false;
-		}
-		progress |= st == EP_OK;
-	}
-	return progress;
-}
-
-/*
- * The guard saw STARTTLS from a client already in TLS: nothing from that
- * command on reaches the server; the client gets the protocol's refusal
- * (if its stream is at a line start) and the session ends.
- */
-static void
-refuse_starttls_in_tls(EV_P_ struct session *s)
-{
-	log_info("sess=%llu svc=%s event=starttls-in-tls client=%s",
-	    (unsigned long long)s->id, s->svc->name, s->peer);
-	ep_close(EV_A_ &s->upstream);
-	buf_release(&s->c2u);
-	buf_release(&s->u2c);
-	if (s->client.last_out == '\n')
-		guard_refusal(s->guard, &s->u2c);
-	say_goodbye(EV_A_ s, LOG_LVL_INFO, R_CLIENT_STARTTLS_IN_TLS, NULL);
-}
-
-static void
-relay(EV_P_ struct session *s)
-{
-	bool moved = false, progress = true;
-	int round;
-
-	for (round = 0; progress && !s->closing && !s->starttls_in_tls &&
-	    round < PUMP_ROUNDS; round++) {
-		progress = move(s, &s->client, &s->c2u, &s->upstream);
-		if (!s->closing && !s->starttls_in_tls)
-			progress |= move(s, &s->upstream, &s->u2c, &s->client);
-		moved |= progress;
-	}
-	if (s->starttls_in_tls && !s->closing) {
-		refuse_starttls_in_tls(EV_A_ s);
-		return;
-	}
-	if (moved)
-		s->last_activity = ev_now(EV_A);
-	if (s->closing)
-		return;
-	if (s->client.eof && s->upstream.eof && s->client.shut &&
-	    s->upstream.shut) {
-		bool clean = s->client.eof_clean && s->upstream.eof_clean;
-		sess_end(s, LOG_LVL_INFO, strcmp(s->first_eof, "client") == 0 ?
-		    R_CLIENT_CLOSED : R_UPSTREAM_CLOSED, clean ? NULL :
-		    "a TLS side ended without close_notify");
-		return;
-	}
-	if (progress && round == PUMP_ROUNDS) {
-		/* Still busy: come back on the next loop iteration. */
-		ev_feed_event(EV_A_ &s->client.io, EV_READ | EV_WRITE);
-	}
-}
-
-static void
-arm_relay(EV_P_ struct session *s)
-{
-	ep_update(EV_A_ &s->client, !s->client.eof && buf_room(&s->c2u) > 0,
-	    !buf_empty(&s->u2c) || (s->upstream.eof && !s->client.shut));
-	ep_update(EV_A_ &s->upstream, !s->upstream.eof &&
-	    buf_room(&s->u2c) > 0,
-	    !buf_empty(&s->c2u) || (s->client.eof && !s->upstream.shut));
-}
-
-/* ---- the state machine -------------------------------------------------- */
 
 /* Runs the current state once; it may move the session to another state. */
 static void
@@ -1029,7 +221,7 @@ run_state(EV_P_ struct session *s)
 			start_connect(EV_A_ s);
 		}
 		else if (st == EP_ERROR)
-			sess_end(s, LOG_LVL_INFO, R_CLIENT_HANDSHAKE_FAILED,
+			close_now(s, LOG_LVL_INFO, R_CLIENT_HANDSHAKE_FAILED,
 			    s->client.err);
 		break;
 	case SESS_CONNECT:
@@ -1058,7 +250,7 @@ run_state(EV_P_ struct session *s)
 		st = ep_write(&s->client, &s->u2c);
 		if (st == EP_ERROR || (st == EP_OK &&
 		    ep_shutdown(&s->client, true) != EP_AGAIN))
-			sess_end(s, s->farewell_severity, s->reason, s->detail);
+			close_now(s, s->farewell_severity, s->reason, s->detail);
 		break;
 	}
 }
@@ -1114,8 +306,8 @@ step(EV_P_ struct session *s)
 }
 
 /* Both sides' watchers: note what fired, run the machine, free if closed. */
-static void
-io_cb(EV_P_ ev_io *w, int revents)
+void
+sess_io_cb(EV_P_ ev_io *w, int revents)
 {
 	struct session *s = w->data;
 
@@ -1139,151 +331,44 @@ timer_cb(EV_P_ ev_timer *w, int revents)
 			ev_timer_start(EV_A_ &s->timer);
 			return;
 		}
-		sess_end(s, LOG_LVL_INFO, R_IDLE_TIMEOUT, NULL);
+		close_now(s, LOG_LVL_INFO, R_IDLE_TIMEOUT, NULL);
 		break;
 	case SESS_CLIENT_HANDSHAKE:
-		sess_end(s, LOG_LVL_INFO, R_CLIENT_HANDSHAKE_TIMEOUT, NULL);
+		close_now(s, LOG_LVL_INFO, R_CLIENT_HANDSHAKE_TIMEOUT, NULL);
 		break;
 	case SESS_CONNECT:
-		farewell(EV_A_ s, R_UPSTREAM_CONNECT_TIMEOUT, s->upstream_addr);
+		fail_upstream(EV_A_ s, R_UPSTREAM_CONNECT_TIMEOUT, s->upstream_addr);
 		break;
 	case SESS_NEGOTIATE:
-		farewell(EV_A_ s, R_NEGOTIATION_TIMEOUT, neg_state_name(s->neg));
+		fail_upstream(EV_A_ s, R_NEGOTIATION_TIMEOUT, neg_state_name(s->neg));
 		break;
 	case SESS_UPSTREAM_HANDSHAKE:
-		farewell(EV_A_ s, s->neg != NULL &&
+		fail_upstream(EV_A_ s, s->neg != NULL &&
 		    ev_now(EV_A) >= s->neg_deadline ? R_NEGOTIATION_TIMEOUT :
 		    R_UPSTREAM_HANDSHAKE_TIMEOUT, NULL);
 		break;
 	case SESS_FAREWELL:
-		sess_end(s, s->farewell_severity, s->reason, s->detail);
+		close_now(s, s->farewell_severity, s->reason, s->detail);
 		break;
 	case SESS_PROXY_HEADER:
-		sess_end(s, LOG_LVL_INFO, R_PROXY_HEADER_TIMEOUT, NULL);
+		close_now(s, LOG_LVL_INFO, R_PROXY_HEADER_TIMEOUT, NULL);
 		break;
 	case SESS_FRONT:
 		buf_release(&s->u2c);
 		front_timeout(&s->u2c);
-		say_goodbye(EV_A_ s, LOG_LVL_INFO, R_CLIENT_NEGOTIATION_TIMEOUT,
+		close_after_reply(EV_A_ s, LOG_LVL_INFO, R_CLIENT_NEGOTIATION_TIMEOUT,
 		    NULL);
 		break;
 	case SESS_CLIENT_PRETLS:
 		buf_release(&s->u2c);
 		cneg_timeout(s->cneg, &s->u2c);
-		say_goodbye(EV_A_ s, LOG_LVL_INFO, R_CLIENT_NEGOTIATION_TIMEOUT,
+		close_after_reply(EV_A_ s, LOG_LVL_INFO, R_CLIENT_NEGOTIATION_TIMEOUT,
 		    NULL);
 		break;
 	}
 	if (!s->closing)
 		step(EV_A_ s);
 	reap(EV_A_ s);
-}
-
-/* The client is known (socket or PROXY header): start its first phase. */
-static void
-sess_begin(EV_P_ struct session *s)
-{
-	const struct service *svc = s->svc;
-
-	if (svc->client_tls == TLS_MODE_STARTTLS) {
-		if ((s->cneg = cneg_new(svc->protocol, svc->ehlo_name)) == NULL) {
-			sess_end(s, LOG_LVL_WARN, R_OUT_OF_MEMORY, NULL);
-			return;
-		}
-		cneg_greet(s->cneg, &s->u2c);
-		s->state = SESS_CLIENT_PRETLS;
-		set_deadline(EV_A_ s, svc->timeouts.negotiation);
-	} else if (svc->client_tls == TLS_MODE_IMPLICIT) {
-		SSL_set_accept_state(s->client.ssl);
-		s->state = SESS_CLIENT_HANDSHAKE;
-		s->client.rd_wait = 0;	/* bytes may be waiting already */
-		set_deadline(EV_A_ s, svc->timeouts.handshake);
-	} else
-		start_connect(EV_A_ s);
-}
-
-/*
- * Reads the PROXY header, exactly: bytes are peeked, and only the header is
- * taken from the socket (a header prefix is kept in pp_buf meanwhile), so
- * the TLS ClientHello or the first command after it stays for its reader.
- */
-static void
-read_proxy_header(EV_P_ struct session *s)
-{
-	uint8_t buf[PP_MAX_HEADER], sink[PP_MAX_HEADER];
-	struct pp_result pr;
-	size_t have = s->pp_len;
-	ssize_t n;
-	int total;
-
-	if (have > 0)
-		memcpy(buf, s->pp_buf, have);
-	n = recv(s->client.fd, buf + have, sizeof(buf) - have,
-	    MSG_PEEK | MSG_DONTWAIT);
-	if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-		s->client.rd_wait = EV_READ;
-		return;
-	}
-	if (n <= 0) {
-		sess_end(s, LOG_LVL_INFO, R_CLIENT_CLOSED, "before the PROXY "
-		    "header");
-		return;
-	}
-	total = pp_parse(buf, have + (size_t)n, &pr);
-	if (total < 0 || (total == 0 && have + (size_t)n == sizeof(buf))) {
-		sess_end(s, LOG_LVL_INFO, R_PROXY_HEADER_INVALID, NULL);
-		return;
-	}
-	/* Take the header's bytes (all of them, if it is not complete yet:
-	 * they can only be part of it). */
-	size_t take = total > 0 ? (size_t)total - have : (size_t)n;
-	if (recv(s->client.fd, sink, take, MSG_DONTWAIT) != (ssize_t)take) {
-		sess_end(s, LOG_LVL_WARN, R_CLIENT_ERROR, "lost bytes");
-		return;
-	}
-	if (total == 0) {
-		/* Split across segments: keep the prefix (allocated only now,
-		 * so that sessions do not carry this buffer). */
-		if (s->pp_buf == NULL &&
-		    (s->pp_buf = malloc(PP_MAX_HEADER)) == NULL) {
-			sess_end(s, LOG_LVL_WARN, R_OUT_OF_MEMORY, NULL);
-			return;
-		}
-		memcpy(s->pp_buf + have, buf + have, (size_t)n);
-		s->pp_len = have + (size_t)n;
-		s->client.rd_wait = EV_READ;
-		return;
-	}
-	free(s->pp_buf);
-	s->pp_buf = NULL;
-	if (!pr.local) {
-		s->peer_addr = pr.src;
-		s->local_addr = pr.dst;
-		sockaddr_text((const struct sockaddr *)&pr.src.ss, s->peer,
-		    sizeof(s->peer));
-	}
-	log_debug("sess=%llu event=proxy-header version=%d client=%s",
-	    (unsigned long long)s->id, pr.version, s->peer);
-	/* allow and the per-client cap apply to the client the balancer
-	 * speaks for (a LOCAL header: to the balancer itself). */
-	if (s->svc->nallow > 0 && !cidr_list_contains(s->svc->allow,
-	    s->svc->nallow, (const struct sockaddr *)&s->peer_addr.ss)) {
-		sess_end(s, LOG_LVL_INFO, R_NOT_ALLOWED, NULL);
-		return;
-	}
-	if (!listeners_admit_client(s->svc, &s->peer_addr)) {
-		listeners_refuse_busy(s->svc, s->client.fd);
-		sess_end(s, LOG_LVL_INFO, R_PER_CLIENT_LIMIT, NULL);
-		return;
-	}
-	if (!clients_add(&s->peer_addr)) {
-		sess_end(s, LOG_LVL_WARN, R_OUT_OF_MEMORY, "per-client table "
-		    "full");
-		return;
-	}
-	s->count_addr = s->peer_addr;
-	s->counted = true;
-	sess_begin(EV_A_ s);
 }
 
 bool
@@ -1316,7 +401,7 @@ sess_new(EV_P_ struct config *cf, const struct service *svc, int fd,
 	buf_init(&s->u2c, BUF_CAPACITY);
 	buf_init(&s->neg_in, NEG_MAX_INPUT);
 	set_nodelay(fd);
-	ep_init(&s->client, fd, ssl, io_cb, s);
+	ep_init(&s->client, fd, ssl, sess_io_cb, s);
 	s->upstream.fd = -1;
 	ev_init(&s->timer, timer_cb);
 	s->timer.data = s;
@@ -1331,7 +416,7 @@ sess_new(EV_P_ struct config *cf, const struct service *svc, int fd,
 		/* A PROXY header first, and only from a trusted balancer. */
 		if (!cidr_list_contains(svc->proxy_trusted, svc->nproxy_trusted,
 		    (const struct sockaddr *)&peer->ss))
-			sess_end(s, LOG_LVL_INFO, R_PROXY_UNTRUSTED, "a PROXY "
+			close_now(s, LOG_LVL_INFO, R_PROXY_UNTRUSTED, "a PROXY "
 			    "header is only accepted from proxy_trusted");
 		s->state = SESS_PROXY_HEADER;
 		s->client.rd_wait = EV_READ;

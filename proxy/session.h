@@ -2,13 +2,16 @@
  * session: one client connection and its upstream, walking
  *
  *   [PROXY_HEADER] -> [CLIENT_PRETLS] -> [CLIENT_HANDSHAKE] -> CONNECT
- *     -> [UPSTREAM_HANDSHAKE] -> [NEGOTIATE <-> UPSTREAM_HANDSHAKE] -> RELAY
+ *     -> [UPSTREAM_HANDSHAKE] -> [NEGOTIATE <-> UPSTREAM_HANDSHAKE]
+ *     -> [FRONT] -> RELAY
  *
- * (FAREWELL, from any state before RELAY, sends the client a protocol-
- * correct error and closes), with one ev_timer holding the deadline of the
- * current phase (header, handshake, connect, negotiation) or the idle
- * timeout while relaying.  A session is freed only after the callback that
- * closed it returns.
+ * FRONT (upstream_auth) answers the device itself until MAIL.  FAREWELL
+ * sends the client the proxy's own last words, then closes: from the
+ * states before RELAY (the upstream failed, or the client's dialogue ended)
+ * and from RELAY when the client sends STARTTLS inside TLS.  One ev_timer
+ * holds the deadline of the current phase (header, handshake, connect,
+ * negotiation) or the idle timeout while relaying.  A session is freed only
+ * after the callback that closed it returns.
  */
 #ifndef MAILPROXY_SESSION_H
 #define MAILPROXY_SESSION_H
