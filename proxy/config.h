@@ -18,28 +18,16 @@
 
 #include <openssl/ssl.h>
 
+#include "addr.h"
 #include "cidr.h"
 #include "log.h"
+#include "proto.h"
+#include "secret.h"
 
 #define CONFIG_DEFAULT_FILE	"/etc/mailproxy/mailproxy.ini"
 #define CONFIG_MAX_PAIRS	8	/* cert/key pairs per service */
 
-enum proto { PROTO_SMTP, PROTO_POP3, PROTO_IMAP };
-enum tls_mode { TLS_MODE_NONE, TLS_MODE_IMPLICIT, TLS_MODE_STARTTLS };
-/* upstream_auth: the proxy logs in to the upstream itself (SMTP). */
-enum upstream_auth { AUTH_NONE, AUTH_PLAIN, AUTH_LOGIN, AUTH_XOAUTH2 };
-
-/* A password or an OAuth2 access token file holds at most this much. */
-#define SECRET_MAX	8192
-
-extern const char *const proto_names[];
-extern const char *const tls_mode_names[];
-extern const char *const upstream_auth_names[];
-
-struct sockaddr_any {
-	struct sockaddr_storage	 ss;
-	socklen_t		 len;
-};
+#define CONFIG_NKEYS		33	/* keys in the table (config_keys.c) */
 
 struct listen_addr {
 	struct sockaddr_any	 addr;
@@ -97,7 +85,7 @@ struct service {
 	struct timeouts		 timeouts;
 	SSL_CTX			*client_ctx;	/* NULL unless client TLS */
 	SSL_CTX			*upstream_ctx;	/* NULL unless upstream TLS */
-	int			 seen[40];	/* line of each key, 0 = unset */
+	int			 seen[CONFIG_NKEYS];	/* line of each key, 0 = unset */
 };
 
 struct config {
@@ -116,7 +104,7 @@ struct config {
 	int			 shutdown_timeout;
 	struct service		*services;
 	size_t			 nservices;
-	int			 seen[40];
+	int			 seen[CONFIG_NKEYS];
 };
 
 /*
@@ -135,26 +123,11 @@ struct config *config_ref(struct config *cf);
 void config_unref(struct config *cf);
 
 /*
- * Reads a secret (upstream_password_file, upstream_token_file) into out:
- * a regular file nobody but its owner and group can read, at most
- * SECRET_MAX bytes, trailing CR/LF removed, not empty, no NUL.  Returns
- * its length, or -1 with the reason in err (never the contents).
- */
-int	config_read_secret(const char *path, char *out, size_t cap, char *err,
-	    size_t errlen);
-
-/*
  * The secret of svc's upstream_auth into out: the password read at load,
  * or the token file read now (so a refresher can rotate it).  Returns its
  * length, or -1 with the reason in err.
  */
 int	config_auth_secret(const struct service *svc, char *out, size_t cap,
 	    char *err, size_t errlen);
-
-/* Formats an address as "1.2.3.4:5" or "[::1]:5". */
-void sockaddr_text(const struct sockaddr *sa, char *buf, size_t len);
-
-/* Formats only the host part: "1.2.3.4" or "::1". */
-void sockaddr_host(const struct sockaddr *sa, char *buf, size_t len);
 
 #endif

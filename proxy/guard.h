@@ -27,7 +27,7 @@
 #include <stddef.h>
 
 #include "buffer.h"
-#include "config.h"
+#include "proto.h"
 
 struct guard;
 

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -34,6 +35,10 @@ static bool		 paused_for_cap;
 static bool		 paused_for_fds;
 static ev_timer		 pause_timer;
 static bool		 pause_timer_ready;
+
+/* Shared with the supervisor: does the process of each slot accept? */
+static volatile uint8_t	*accepting_slots;
+static int		 my_slot = -1;
 
 #define METRICS_BACKLOG	64
 
@@ -229,18 +234,12 @@ fail:
 	return -1;
 }
 
-static bool
-same_addr(const struct sockaddr_any *a, const struct sockaddr_any *b)
-{
-	return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
-}
-
 /* The entry of old bound to addr whose sockets are still there. */
 static struct bound_addr *
 find_bound(struct sockset *old, const struct sockaddr_any *addr)
 {
 	for (size_t i = 0; old != NULL && i < old->n; i++)
-		if (old->a[i].fds[0] >= 0 && same_addr(&old->a[i].addr, addr))
+		if (old->a[i].fds[0] >= 0 && addr_equal(&old->a[i].addr, addr))
 			return &old->a[i];
 	return NULL;
 }
@@ -292,7 +291,7 @@ bind_metrics(struct sockset *s, const struct config *cf, struct sockset *old,
 		return 0;
 	s->metrics_addr = cf->metrics;
 	if (old != NULL && old->metrics_fd >= 0 &&
-	    same_addr(&old->metrics_addr, &cf->metrics)) {
+	    addr_equal(&old->metrics_addr, &cf->metrics)) {
 		s->metrics_fd = old->metrics_fd;
 		old->metrics_fd = -1;
 		s->metrics_from_old = true;
@@ -414,6 +413,38 @@ sockset_log(const struct sockset *s, const struct config *cf)
 /* ---- a worker's listeners ------------------------------------------------ */
 
 int
+listeners_init_shared(int nslots)
+{
+	void *p = mmap(NULL, (size_t)nslots, PROT_READ | PROT_WRITE,
+	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED)
+		return -1;
+	accepting_slots = p;
+	return 0;
+}
+
+void
+listeners_set_slot(int slot)
+{
+	my_slot = slot;
+	__atomic_store_n(&accepting_slots[slot], 0, __ATOMIC_RELEASE);
+}
+
+bool
+listeners_slot_accepting(int slot)
+{
+	return __atomic_load_n(&accepting_slots[slot], __ATOMIC_ACQUIRE) != 0;
+}
+
+static void
+set_accepting(uint8_t on)
+{
+	if (accepting_slots != NULL && my_slot >= 0)
+		__atomic_store_n(&accepting_slots[my_slot], on, __ATOMIC_RELEASE);
+}
+
+int
 listeners_adopt(EV_P_ struct config *cf, const struct sockset *s, int index)
 {
 	struct listener *l;
@@ -437,6 +468,7 @@ listeners_adopt(EV_P_ struct config *cf, const struct sockset *s, int index)
 	paused_for_cap = sess_count() >= (size_t)cf->max_connections;
 	if (accepting())
 		listeners_arm(EV_A_ true);
+	set_accepting(1);
 	return 0;
 }
 
@@ -453,5 +485,6 @@ listeners_close_all(EV_P)
 	}
 	listeners = NULL;
 	current = NULL;
+	set_accepting(0);
 	ev_timer_stop(EV_A_ &pause_timer);
 }

@@ -43,6 +43,16 @@ void	sockset_keep_only(const struct sockset *s, int index);
 /* The metrics endpoint's socket (-1: none); worker 0 serves it. */
 int	sockset_metrics_fd(const struct sockset *s);
 
+/*
+ * Whether each process accepts, in memory shared with the supervisor: it
+ * starts the new generation of a reload, waits until it accepts, then stops
+ * the old one and waits until that no longer does (its sockets are the
+ * same sockets, so until then a new client could still reach it).
+ */
+int	listeners_init_shared(int nslots);	/* supervisor, before forking */
+void	listeners_set_slot(int slot);		/* worker */
+bool	listeners_slot_accepting(int slot);	/* supervisor */
+
 /* A worker: listeners on its sockets of s, accepting for cf. */
 int	listeners_adopt(EV_P_ struct config *cf, const struct sockset *s,
 	    int index);

@@ -311,6 +311,29 @@ reap_workers(struct worker *ws, bool stopping)
 }
 
 /*
+ * Waits (5 s at most: a worker may die meanwhile) until every current
+ * worker accepts, or until no draining one does.
+ */
+static void
+wait_accepting(bool current)
+{
+	struct timespec ms = { 0, 1000 * 1000 };
+
+	for (int tries = 0; tries < 5000; tries++) {
+		bool done = true;
+		for (int i = 0; i < nslots; i++)
+			if (procs[i].pid > 0 && procs[i].draining != current &&
+			    listeners_slot_accepting(i) != current)
+				done = false;
+		if (done)
+			return;
+		nanosleep(&ms, NULL);
+	}
+	log_warnx("event=reload-slow: workers did not %s within 5 s",
+	    current ? "start accepting" : "stop accepting");
+}
+
+/*
  * SIGHUP: load (here, off every worker's loop), bind what is new, then a
  * new generation of workers on the new snapshot; the old one drains.  Any
  * failure keeps everything as it was.
@@ -355,11 +378,15 @@ reload(struct worker *ws, int n)
 	for (int i = 0; i < nslots; i++)
 		if (procs[i].pid > 0)
 			procs[i].draining = true;
-	signal_procs(SIGQUIT, true);
 	for (int i = 0; i < n; i++) {
 		ws[i] = (struct worker){ -1, 0, 0 };
 		spawn(&ws[i], i);
 	}
+	/* New workers first, so that someone always accepts; the old ones
+	 * stop before the reload is reported done. */
+	wait_accepting(true);
+	signal_procs(SIGQUIT, true);
+	wait_accepting(false);
 	log_info("event=reload-ok services=%zu", cf->nservices);
 }
 
@@ -377,7 +404,7 @@ supervise(void)
 	procs = calloc((size_t)nslots, sizeof(*procs));
 	if (ws == NULL || procs == NULL)
 		fatalx("out of memory");
-	if (metrics_init(nslots) < 0 ||
+	if (metrics_init(nslots) < 0 || listeners_init_shared(nslots) < 0 ||
 	    clients_init(nslots, running->max_connections) < 0)
 		fatal("shared memory");
 	if ((bound = sockset_bind(running, n, NULL, err, sizeof(err))) == NULL)
@@ -497,6 +524,7 @@ run_worker(int index, int slot)
 
 	worker_index = index;
 	sess_set_id_base((uint64_t)slot << 40);
+	listeners_set_slot(slot);
 	metrics_set_worker(slot);
 	clients_set_slot(slot);
 	if ((loop = ev_default_loop(EVFLAG_AUTO)) == NULL)

@@ -26,7 +26,7 @@
 #include <stddef.h>
 
 #include "buffer.h"
-#include "config.h"
+#include "proto.h"
 #include "reason.h"
 
 enum neg_verdict {

@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "config.h"
+#include "addr.h"
 
 /* The longest header we accept (v1 is at most 107 bytes; v2 with TLVs). */
 #define PP_MAX_HEADER	536

@@ -13,6 +13,7 @@
  *   | AUTH XOAUTH2 <ir> 235 (a 334 carries the error: "" -> 5xx)
  *   -> the client's greeting.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>

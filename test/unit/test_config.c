@@ -532,7 +532,7 @@ test_upstream_auth_rules(void)
 	expect_error(text, "test.ini:8: [i]: upstream_auth is for smtp services");
 
 	/* The reader itself: CRLF stripped. */
-	CHECK(config_read_secret(crlf, secret, sizeof(secret), err,
+	CHECK(secret_read(crlf, secret, sizeof(secret), err,
 	    sizeof(err)) == 5 && strcmp(secret, "tok3n") == 0);
 	unlink(pw);
 	unlink(open_pw);

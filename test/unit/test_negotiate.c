@@ -6,6 +6,7 @@
 #include <stdlib.h>
 
 #include "negotiate.h"
+#include "secret.h"
 #include "unit.h"
 
 #define TLS_UP	((const char *)1)

@@ -1,0 +1,63 @@
+/*
+ * config_impl: what the parser (config.c) and the key table with its value
+ * setters (config_keys.c) share.
+ */
+#ifndef MAILPROXY_CONFIG_IMPL_H
+#define MAILPROXY_CONFIG_IMPL_H
+
+#include "config.h"
+
+/* Every key, in the order of the table; the line each was seen on is kept
+ * in seen[] (0: not given). */
+enum config_key {
+	K_LOG_LEVEL, K_LOG_FORMAT, K_MAX_CONNECTIONS, K_HANDSHAKE_TIMEOUT,
+	K_NEGOTIATION_TIMEOUT, K_CONNECT_TIMEOUT, K_IDLE_TIMEOUT,
+	K_SHUTDOWN_TIMEOUT, K_PROTOCOL, K_LISTEN, K_CLIENT_TLS, K_CERT, K_KEY,
+	K_TLS_MIN, K_UPSTREAM, K_UPSTREAM_TLS, K_UPSTREAM_NAME,
+	K_UPSTREAM_VERIFY, K_UPSTREAM_CA, K_UPSTREAM_TLS_MIN, K_EHLO_NAME,
+	K_ALLOW, K_WORKERS, K_USER, K_METRICS, K_PP_IN, K_PP_TRUSTED, K_PP_OUT,
+	K_MAX_PER_CLIENT, K_UPSTREAM_AUTH, K_UPSTREAM_USER, K_PASSWORD_FILE,
+	K_TOKEN_FILE, K_COUNT
+};
+
+_Static_assert(K_COUNT == CONFIG_NKEYS, "CONFIG_NKEYS in config.h must "
+    "count the keys of enum config_key");
+
+enum scope { SCOPE_GLOBAL = 1, SCOPE_SERVICE = 2, SCOPE_BOTH = 3 };
+
+struct parser;
+typedef int (*setter_fn)(struct parser *, void *field, const char *value);
+
+struct key_def {
+	const char	*name;
+	enum scope	 scope;
+	bool		 repeatable;
+	size_t		 global_off;	/* offset in struct config */
+	size_t		 service_off;	/* offset in struct service */
+	setter_fn	 set;
+	const char	*values;	/* allowed words, for messages */
+};
+
+struct parser {
+	const char	*name;		/* file name for messages */
+	const char	*text;
+	size_t		 len;
+	size_t		 pos;
+	int		 line;
+	int		 section_line;
+	char		*errors;
+	size_t		 errlen;
+	int		 nerrors;
+	struct config	*cf;
+	struct service	*svc;		/* current section, NULL = global */
+	int		 svc_header_line;	/* header line svc came from */
+	const char	*key;		/* key being set, for messages */
+};
+
+extern const struct key_def config_keys[K_COUNT];
+
+/* Records an error at line (the load fails; parsing goes on). */
+void	cfg_error(struct parser *p, int line, const char *fmt, ...)
+	    __attribute__((format(printf, 3, 4)));
+
+#endif

@@ -1,0 +1,494 @@
+/*
+ * config_keys: the key table (designated by enum config_key) and the
+ * setter of each key's value: every bad value is an error naming the line.
+ */
+#include "config_impl.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <netdb.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <openssl/mem.h>
+
+#include "secret.h"
+
+const char *const proto_names[] = { "smtp", "pop3", "imap" };
+const char *const tls_mode_names[] = { "none", "implicit", "starttls" };
+const char *const upstream_auth_names[] = { "none", "plain", "login",
+    "xoauth2" };
+
+static int
+word_index(const char *value, const char *const *words, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcasecmp(value, words[i]) == 0)
+			return (int)i;
+	return -1;
+}
+
+static int
+set_word(struct parser *p, int *field, const char *value,
+    const char *const *words, size_t n)
+{
+	int i = word_index(value, words, n);
+
+	if (i < 0) {
+		cfg_error(p, p->line, "%s: unknown value \"%s\"", p->key, value);
+		return -1;
+	}
+	*field = i;
+	return 0;
+}
+
+static int
+set_log_level(struct parser *p, void *f, const char *v)
+{
+	static const char *const w[] = { "error", "warn", "info", "debug" };
+	int i;
+
+	if (set_word(p, &i, v, w, 4) < 0)
+		return -1;
+	*(enum log_level *)f = (enum log_level)i;
+	return 0;
+}
+
+static int
+set_log_format(struct parser *p, void *f, const char *v)
+{
+	static const char *const w[] = { "text", "json" };
+	int i;
+
+	if (set_word(p, &i, v, w, 2) < 0)
+		return -1;
+	*(enum log_format *)f = (enum log_format)i;
+	return 0;
+}
+
+static int
+parse_int(struct parser *p, const char *v, long lo, long hi, int *out)
+{
+	char *end;
+	long n;
+
+	errno = 0;
+	n = strtol(v, &end, 10);
+	if (errno != 0 || end == v || *end != '\0' || n < lo || n > hi) {
+		cfg_error(p, p->line, "%s: \"%s\" is not a number from %ld to %ld",
+		    p->key, v, lo, hi);
+		return -1;
+	}
+	*out = (int)n;
+	return 0;
+}
+
+static int
+set_connections(struct parser *p, void *f, const char *v)
+{
+	return parse_int(p, v, 1, 1000000, f);
+}
+
+static int set_string(struct parser *p, void *f, const char *v);
+
+/* workers: 1..64 or auto (one per CPU, at most 64). */
+static int
+set_workers(struct parser *p, void *f, const char *v)
+{
+	if (strcasecmp(v, "auto") == 0) {
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+		*(int *)f = n < 1 ? 1 : n > 64 ? 64 : (int)n;
+		return 0;
+	}
+	return parse_int(p, v, 1, 64, f);
+}
+
+/* user: must exist now, so that a typo is a config error, not a late crash. */
+static int
+set_user(struct parser *p, void *f, const char *v)
+{
+	struct passwd *pw = getpwnam(v);
+
+	if (pw == NULL) {
+		cfg_error(p, p->line, "user: no such user \"%s\"", v);
+		return -1;
+	}
+	p->cf->uid = pw->pw_uid;
+	p->cf->gid = pw->pw_gid;
+	return set_string(p, f, v);
+}
+
+static int
+set_seconds(struct parser *p, void *f, const char *v)
+{
+	return parse_int(p, v, 1, 86400, f);
+}
+
+static int
+set_protocol(struct parser *p, void *f, const char *v)
+{
+	int i;
+
+	if (set_word(p, &i, v, proto_names, 3) < 0)
+		return -1;
+	*(enum proto *)f = (enum proto)i;
+	return 0;
+}
+
+/* client_tls, upstream_tls: none, implicit, starttls. */
+static int
+set_tls_mode(struct parser *p, void *f, const char *v)
+{
+	int i;
+
+	if (set_word(p, &i, v, tls_mode_names, 3) < 0)
+		return -1;
+	*(enum tls_mode *)f = (enum tls_mode)i;
+	return 0;
+}
+
+static int
+set_tls_version(struct parser *p, int *field, const char *v,
+    const char *const *words, const int *versions, size_t n)
+{
+	int i = word_index(v, words, n);
+
+	if (i < 0) {
+		cfg_error(p, p->line, "%s: unknown TLS version \"%s\"", p->key, v);
+		return -1;
+	}
+	*field = versions[i];
+	return 0;
+}
+
+static int
+set_client_tls_min(struct parser *p, void *f, const char *v)
+{
+	static const char *const w[] = { "1.0", "1.1", "1.2", "1.3" };
+	static const int ver[] = { TLS1_VERSION, TLS1_1_VERSION,
+	    TLS1_2_VERSION, TLS1_3_VERSION };
+
+	return set_tls_version(p, f, v, w, ver, 4);
+}
+
+static int
+set_upstream_tls_min(struct parser *p, void *f, const char *v)
+{
+	static const char *const w[] = { "1.2", "1.3" };
+	static const int ver[] = { TLS1_2_VERSION, TLS1_3_VERSION };
+
+	return set_tls_version(p, f, v, w, ver, 2);
+}
+
+static int
+set_yesno(struct parser *p, void *f, const char *v)
+{
+	static const char *const w[] = { "no", "yes" };
+	int i;
+
+	if (set_word(p, &i, v, w, 2) < 0)
+		return -1;
+	*(bool *)f = i == 1;
+	return 0;
+}
+
+static int
+set_string(struct parser *p, void *f, const char *v)
+{
+	if (*v == '\0') {
+		cfg_error(p, p->line, "%s: empty value", p->key);
+		return -1;
+	}
+	if ((*(char **)f = strdup(v)) == NULL) {
+		cfg_error(p, p->line, "out of memory");
+		return -1;
+	}
+	return 0;
+}
+
+static int
+set_listen(struct parser *p, void *f, const char *v)
+{
+	struct service *svc = p->svc;
+	struct listen_addr *la, *grown;
+	struct sockaddr_any *addrs;
+	char *host, *port;
+	const char *why;
+	int n;
+
+	(void)f;
+	if (hostport_split(v, &host, &port) < 0) {
+		cfg_error(p, p->line, "listen: \"%s\" is not host:port or "
+		    "[v6addr]:port with a port from 0 to 65535", v);
+		return -1;
+	}
+	n = addr_resolve(*host == '\0' || strcmp(host, "*") == 0 ? NULL : host,
+	    port, true, false, &addrs, &why);
+	free(host);
+	free(port);
+	if (n < 0) {
+		cfg_error(p, p->line, "listen: \"%s\": %s", v, why);
+		return -1;
+	}
+	grown = realloc(svc->listen, (svc->nlisten + 1) * sizeof(*la));
+	if (grown == NULL || (grown[svc->nlisten].text = strdup(v)) == NULL) {
+		if (grown != NULL)
+			svc->listen = grown;
+		free(addrs);
+		cfg_error(p, p->line, "listen: out of memory");
+		return -1;
+	}
+	svc->listen = grown;
+	la = &svc->listen[svc->nlisten++];
+	la->addr = addrs[0];	/* the first: a name listens on one address */
+	la->line = p->line;
+	free(addrs);
+	return 0;
+}
+
+/* metrics = host:port (an address, not a name: it is bound). */
+static int
+set_metrics(struct parser *p, void *f, const char *v)
+{
+	struct sockaddr_any *a = f, *addrs;
+	char *host, *port;
+	const char *why;
+	int n;
+
+	if (hostport_split(v, &host, &port) < 0) {
+		cfg_error(p, p->line, "metrics: \"%s\" is not host:port", v);
+		return -1;
+	}
+	n = addr_resolve(*host ? host : NULL, port, true, true, &addrs, &why);
+	free(host);
+	free(port);
+	if (n < 0) {
+		cfg_error(p, p->line, "metrics: \"%s\": %s", v, why);
+		return -1;
+	}
+	*a = addrs[0];
+	free(addrs);
+	return 0;
+}
+
+static int
+set_upstream(struct parser *p, void *f, const char *v)
+{
+	struct service *svc = p->svc;
+
+	if (hostport_split(v, &svc->upstream_host, &svc->upstream_port) < 0 ||
+	    *svc->upstream_host == '\0' ||
+	    strtoul(svc->upstream_port, NULL, 10) == 0) {
+		cfg_error(p, p->line, "upstream: \"%s\" is not host:port or "
+		    "[v6addr]:port with a port from 1 to 65535", v);
+		return -1;
+	}
+	return set_string(p, f, v);
+}
+
+/* A host name as it may appear in EHLO: letters, digits, '-' and '.'. */
+static int
+set_hostname(struct parser *p, void *f, const char *v)
+{
+	if (*v == '\0' || strlen(v) > 253 || strspn(v, "abcdefghijklmnopqrstuvwxyz"
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.") != strlen(v)) {
+		cfg_error(p, p->line, "%s: \"%s\" is not a host name", p->key, v);
+		return -1;
+	}
+	return set_string(p, f, v);
+}
+
+/* A CIDR list ("allow", "proxy_trusted"): blanks or commas between. */
+static int
+set_cidr_list(struct parser *p, struct cidr **listp, size_t *np, const char *v)
+{
+	char *copy = strdup(v), *tok, *save = NULL;
+	int rc = 0;
+
+	if (copy == NULL) {
+		cfg_error(p, p->line, "%s: out of memory", p->key);
+		return -1;
+	}
+	for (tok = strtok_r(copy, " \t,", &save); tok != NULL;
+	    tok = strtok_r(NULL, " \t,", &save)) {
+		struct cidr c, *grown;
+		if (cidr_parse(tok, &c) < 0) {
+			cfg_error(p, p->line, "%s: \"%s\" is not an address or "
+			    "CIDR range (host bits must be zero)", p->key, tok);
+			rc = -1;
+			continue;
+		}
+		grown = realloc(*listp, (*np + 1) * sizeof(c));
+		if (grown == NULL) {
+			cfg_error(p, p->line, "%s: out of memory", p->key);
+			rc = -1;
+			break;
+		}
+		*listp = grown;
+		(*listp)[(*np)++] = c;
+	}
+	if (rc == 0 && *np == 0) {
+		cfg_error(p, p->line, "%s: empty list", p->key);
+		rc = -1;
+	}
+	free(copy);
+	return rc;
+}
+
+static int
+set_allow(struct parser *p, void *f, const char *v)
+{
+	(void)f;
+	return set_cidr_list(p, &p->svc->allow, &p->svc->nallow, v);
+}
+
+static int
+set_proxy_trusted(struct parser *p, void *f, const char *v)
+{
+	(void)f;
+	return set_cidr_list(p, &p->svc->proxy_trusted,
+	    &p->svc->nproxy_trusted, v);
+}
+
+static int
+set_proxy_out(struct parser *p, void *f, const char *v)
+{
+	static const char *const w[] = { "none", "v1", "v2" };
+
+	return set_word(p, f, v, w, 3);
+}
+
+static int
+set_file(struct parser *p, void *f, const char *v)
+{
+	if (access(v, R_OK) != 0) {
+		cfg_error(p, p->line, "%s: cannot read %s: %s", p->key, v,
+		    strerror(errno));
+		return -1;
+	}
+	return set_string(p, f, v);
+}
+
+static int
+set_upstream_auth(struct parser *p, void *f, const char *v)
+{
+	return set_word(p, f, v, upstream_auth_names, 4);
+}
+
+/* A name that goes into a SASL string: no control bytes, no blanks. */
+static int
+set_auth_user(struct parser *p, void *f, const char *v)
+{
+	for (const char *c = v; *c != '\0'; c++)
+		if ((unsigned char)*c <= 0x20 || *c == 0x7f) {
+			cfg_error(p, p->line, "%s: blanks and control characters "
+			    "are not allowed", p->key);
+			return -1;
+		}
+	return set_string(p, f, v);
+}
+
+/* Checked (and, for the password, read) when the file is loaded. */
+static int
+set_secret_file(struct parser *p, void *f, const char *v)
+{
+	char secret[SECRET_MAX + 1], err[300];
+	int n;
+
+	if ((n = secret_read(v, secret, sizeof(secret), err,
+	    sizeof(err))) < 0) {
+		cfg_error(p, p->line, "%s: %s", p->key, err);
+		return -1;
+	}
+	if (f == &p->svc->upstream_password_file) {
+		free(p->svc->upstream_password);
+		p->svc->upstream_password = strdup(secret);
+		p->svc->upstream_password_len = (size_t)n;
+		if (p->svc->upstream_password == NULL) {
+			OPENSSL_cleanse(secret, sizeof(secret));
+			cfg_error(p, p->line, "%s: out of memory", p->key);
+			return -1;
+		}
+	}
+	OPENSSL_cleanse(secret, sizeof(secret));
+	return set_string(p, f, v);
+}
+
+/* cert and key are repeatable; the nth cert pairs with the nth key. */
+static int
+set_pair_part(struct parser *p, char **slot, size_t *n, const char *v)
+{
+	if (*n == CONFIG_MAX_PAIRS) {
+		cfg_error(p, p->line, "%s: at most %d per service", p->key,
+		    CONFIG_MAX_PAIRS);
+		return -1;
+	}
+	if (set_file(p, &slot[*n], v) < 0)
+		return -1;
+	(*n)++;
+	return 0;
+}
+
+static int
+set_cert(struct parser *p, void *f, const char *v)
+{
+	size_t n = p->svc->ncerts;
+
+	(void)f;
+	if (set_pair_part(p, p->svc->certs, &p->svc->ncerts, v) < 0)
+		return -1;
+	p->svc->cert_lines[n] = p->line;	/* n < CONFIG_MAX_PAIRS now */
+	return 0;
+}
+
+static int
+set_key(struct parser *p, void *f, const char *v)
+{
+	(void)f;
+	return set_pair_part(p, p->svc->keys, &p->svc->nkeys, v);
+}
+/* ---- the key table ---------------------------------------------------- */
+
+#define G(f)	offsetof(struct config, f)
+#define S(f)	offsetof(struct service, f)
+#define NONE	((size_t)-1)
+
+const struct key_def config_keys[K_COUNT] = {
+	[K_LOG_LEVEL] = { "log_level", SCOPE_GLOBAL, false, G(log_level), NONE, set_log_level, NULL },
+	[K_LOG_FORMAT] = { "log_format", SCOPE_GLOBAL, false, G(log_format), NONE, set_log_format, NULL },
+	[K_MAX_CONNECTIONS] = { "max_connections", SCOPE_GLOBAL, false, G(max_connections), NONE, set_connections, NULL },
+	[K_HANDSHAKE_TIMEOUT] = { "handshake_timeout", SCOPE_BOTH, false, G(timeouts.handshake), S(timeouts.handshake), set_seconds, NULL },
+	[K_NEGOTIATION_TIMEOUT] = { "negotiation_timeout", SCOPE_BOTH, false, G(timeouts.negotiation), S(timeouts.negotiation), set_seconds, NULL },
+	[K_CONNECT_TIMEOUT] = { "connect_timeout", SCOPE_BOTH, false, G(timeouts.connect), S(timeouts.connect), set_seconds, NULL },
+	[K_IDLE_TIMEOUT] = { "idle_timeout", SCOPE_BOTH, false, G(timeouts.idle), S(timeouts.idle), set_seconds, NULL },
+	[K_SHUTDOWN_TIMEOUT] = { "shutdown_timeout", SCOPE_GLOBAL, false, G(shutdown_timeout), NONE, set_seconds, NULL },
+	[K_PROTOCOL] = { "protocol", SCOPE_SERVICE, false, NONE, S(protocol), set_protocol, NULL },
+	[K_LISTEN] = { "listen", SCOPE_SERVICE, true, NONE, S(listen), set_listen, NULL },
+	[K_CLIENT_TLS] = { "client_tls", SCOPE_SERVICE, false, NONE, S(client_tls), set_tls_mode, NULL },
+	[K_CERT] = { "cert", SCOPE_SERVICE, true, NONE, S(certs), set_cert, NULL },
+	[K_KEY] = { "key", SCOPE_SERVICE, true, NONE, S(keys), set_key, NULL },
+	[K_TLS_MIN] = { "tls_min_version", SCOPE_SERVICE, false, NONE, S(tls_min_version), set_client_tls_min, NULL },
+	[K_UPSTREAM] = { "upstream", SCOPE_SERVICE, false, NONE, S(upstream), set_upstream, NULL },
+	[K_UPSTREAM_TLS] = { "upstream_tls", SCOPE_SERVICE, false, NONE, S(upstream_tls), set_tls_mode, NULL },
+	[K_UPSTREAM_NAME] = { "upstream_name", SCOPE_SERVICE, false, NONE, S(upstream_name), set_string, NULL },
+	[K_UPSTREAM_VERIFY] = { "upstream_verify", SCOPE_SERVICE, false, NONE, S(upstream_verify), set_yesno, NULL },
+	[K_UPSTREAM_CA] = { "upstream_ca", SCOPE_SERVICE, false, NONE, S(upstream_ca), set_file, NULL },
+	[K_UPSTREAM_TLS_MIN] = { "upstream_tls_min_version", SCOPE_SERVICE, false, NONE, S(upstream_tls_min_version), set_upstream_tls_min, NULL },
+	[K_EHLO_NAME] = { "ehlo_name", SCOPE_SERVICE, false, NONE, S(ehlo_name), set_hostname, NULL },
+	[K_ALLOW] = { "allow", SCOPE_SERVICE, false, NONE, S(allow), set_allow, NULL },
+	[K_WORKERS] = { "workers", SCOPE_GLOBAL, false, G(workers), NONE, set_workers, NULL },
+	[K_USER] = { "user", SCOPE_GLOBAL, false, G(user), NONE, set_user, NULL },
+	[K_METRICS] = { "metrics", SCOPE_GLOBAL, false, G(metrics), NONE, set_metrics, NULL },
+	[K_PP_IN] = { "proxy_protocol_in", SCOPE_SERVICE, false, NONE, S(proxy_protocol_in), set_yesno, NULL },
+	[K_PP_TRUSTED] = { "proxy_trusted", SCOPE_SERVICE, false, NONE, S(proxy_trusted), set_proxy_trusted, NULL },
+	[K_PP_OUT] = { "proxy_protocol_out", SCOPE_SERVICE, false, NONE, S(proxy_protocol_out), set_proxy_out, NULL },
+	[K_MAX_PER_CLIENT] = { "max_connections_per_client", SCOPE_BOTH, false, G(max_connections_per_client), S(max_connections_per_client), set_connections, NULL },
+	[K_UPSTREAM_AUTH] = { "upstream_auth", SCOPE_SERVICE, false, NONE, S(upstream_auth), set_upstream_auth, NULL },
+	[K_UPSTREAM_USER] = { "upstream_user", SCOPE_SERVICE, false, NONE, S(upstream_user), set_auth_user, NULL },
+	[K_PASSWORD_FILE] = { "upstream_password_file", SCOPE_SERVICE, false, NONE, S(upstream_password_file), set_secret_file, NULL },
+	[K_TOKEN_FILE] = { "upstream_token_file", SCOPE_SERVICE, false, NONE, S(upstream_token_file), set_secret_file, NULL },
+};
