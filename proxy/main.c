@@ -32,6 +32,7 @@ static struct config	*running;	/* the current configuration */
 static const char	*config_file = CONFIG_DEFAULT_FILE;
 static bool		 draining;
 static int		 worker_index;	/* 0 serves metrics */
+static bool		 supervised;	/* the supervisor counts good reloads */
 static ev_timer		 drain_timer;
 static ev_prepare	 drain_check;
 
@@ -125,14 +126,18 @@ reload(EV_P)
 		log_config_errors("reload failed, keeping the running "
 		    "configuration", errors);
 		free(errors);
+		metrics_reload(0);
 		return;
 	}
 	if (listeners_apply(EV_A_ cf, err, sizeof(err)) < 0) {
 		log_errorx("reload failed, keeping the running configuration: "
 		    "%s", err);
 		config_unref(cf);
+		metrics_reload(0);
 		return;
 	}
+	if (!supervised)
+		metrics_reload(1);
 	config_unref(running);
 	running = cf;
 	if (worker_index == 0 && metrics_listen(EV_A_ cf, err, sizeof(err)) < 0)
@@ -254,6 +259,7 @@ reap_workers(struct worker *ws, int n, bool stopping)
 			w->restart_at = time(NULL) + w->backoff;
 			log_warnx("event=worker-died worker=%d pid=%ld status=%d "
 			    "restart_in=%ds", i, (long)pid, status, w->backoff);
+			metrics_worker_died();
 			break;
 		}
 	}
@@ -276,6 +282,7 @@ supervise(void)
 
 	if (ws == NULL)
 		fatalx("out of memory");
+	supervised = true;
 	sigemptyset(&set);
 	sigaddset(&set, SIGHUP);
 	sigaddset(&set, SIGTERM);
@@ -294,7 +301,9 @@ supervise(void)
 				log_config_errors("reload failed, keeping the "
 				    "running configuration", errors);
 				free(errors);
+				metrics_reload(0);
 			} else {
+				metrics_reload(1);
 				if (cf->workers != n)
 					log_warnx("workers = %d takes effect at "
 					    "the next start", cf->workers);

@@ -43,6 +43,19 @@ void	metrics_starttls(struct svc_metrics *m, int side_client);
 void	metrics_legacy_client(struct svc_metrics *m, const char *addr,
 	    int version);
 
+/* The upstream part of a session failed: counted by the log's reason
+ * (upstream-verify-failed, upstream-no-starttls, ...; a fixed set). */
+void	metrics_upstream_failure(struct svc_metrics *m, const char *reason);
+
+/* An upstream handshake completed: remembers when the certificate the
+ * upstream showed expires (the newest one seen per service is exported). */
+void	metrics_upstream_cert(struct svc_metrics *m, const SSL *ssl);
+
+/* Process-wide: a worker died (the supervisor restarts it); a reload
+ * failed (ok 0) or a new configuration was loaded (ok 1). */
+void	metrics_worker_died(void);
+void	metrics_reload(int ok);
+
 /* Maps a session's close reason to the counted group. */
 enum metric_end metrics_end_of(const char *reason);
 

@@ -291,6 +291,7 @@ farewell(EV_P_ struct session *s, const char *reason, const char *detail)
 	logline_str(&ll, "reason", reason);
 	logline_str(&ll, "detail", detail ? detail : "");
 	logline_emit(&ll, LOG_LVL_WARN);
+	metrics_upstream_failure(s->metrics, reason);
 	ep_close(EV_A_ &s->upstream);
 	buf_release(&s->u2c);	/* nothing but our error reaches the client */
 	buf_append(&s->u2c, msg[s->svc->protocol], strlen(msg[s->svc->protocol]));
@@ -637,6 +638,7 @@ upstream_tls_up(EV_P_ struct session *s)
 {
 	struct neg_out out = { &s->c2u, &s->u2c };
 
+	metrics_upstream_cert(s->metrics, s->upstream.ssl);
 	if (s->neg == NULL)
 		start_relay(EV_A_ s);
 	else if (s->svc->upstream_tls == TLS_MODE_IMPLICIT) {
