@@ -510,7 +510,9 @@ upstream_handshake_failed(EV_P_ struct session *s)
 	long v = SSL_get_verify_result(s->upstream.ssl);
 	char detail[256];
 
-	if (v != X509_V_OK) {
+	/* INVALID_CALL: no certificate was checked (the peer never sent one,
+	 * e.g. it does not speak TLS): a handshake failure, not a verify one. */
+	if (v != X509_V_OK && v != X509_V_ERR_INVALID_CALL) {
 		const char *what =
 		    v == X509_V_ERR_CERT_HAS_EXPIRED ? "expired" :
 		    v == X509_V_ERR_CERT_NOT_YET_VALID ? "not-yet-valid" :
