@@ -21,7 +21,7 @@
 #define MAX_SVC		64
 #define MAX_CIPHERS	16
 #define MAX_LEGACY	32	/* legacy clients tracked per service */
-#define MAX_UPFAIL	16	/* upstream failure reasons per service */
+#define MAX_UPFAIL	32	/* upstream failure reasons per service (all) */
 
 struct svc_metrics {
 	char		 name[64];
