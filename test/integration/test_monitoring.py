@@ -20,8 +20,8 @@ import urllib.request
 import pytest
 import yaml
 
-from helpers import (ROOT, client_ctx, free_port, recv_exact, recv_until_eof,
-                     server_ctx, service, tls_connect, wait_for)
+from helpers import (ROOT, client_ctx, free_port, recv_exact, server_ctx,
+                     service, tls_connect, wait_for)
 
 # TLS 1.0 is deprecated in Python too: the legacy client uses it on purpose.
 pytestmark = pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1")
@@ -257,6 +257,10 @@ def monitored(proxies, upstreams, certs):
     """A proxy with a service for each outcome the files look at, and the
     scrape after one round of real traffic through each."""
     trust = "upstream_ca = %s/ca.crt\nupstream_name = localhost\n" % certs
+    # Bound and not listening: a connection is refused, and no listener
+    # started later can take the port.
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
     good = upstreams(echo_imap, server_ctx(certs, "server-ecdsa"))
     ups = {
         "verify": (upstreams(echo_imap, server_ctx(certs, "wrong-name")).addr, "implicit", trust),
@@ -268,7 +272,7 @@ def monitored(proxies, upstreams, certs):
         "greetrefused": (upstreams(smtp_script(b"554 5.3.2 not now\r\n")).addr, "starttls", trust),
         "ehlorefused": (upstreams(smtp_script(b"220 mx ESMTP\r\n", b"550 5.7.1 no\r\n")).addr,
                         "starttls", trust),
-        "connect": ("127.0.0.1:%d" % free_port(), "none", ""),
+        "connect": ("127.0.0.1:%d" % closed.getsockname()[1], "none", ""),
         "handshake": (upstreams(plaintext_on_tls_port).addr, "implicit", trust),
     }
     mport = free_port()
@@ -292,11 +296,16 @@ def monitored(proxies, upstreams, certs):
         s.close()
     for name in ups:
         s = tls_connect(proxy.port(name), certs)
-        said = recv_until_eof(s)
+        said = b""
+        while b"\r\n" not in said:
+            data = s.recv(512)
+            assert data, (name, said)
+            said += data
         assert said.startswith(b"421 4."), (name, said)
         s.close()
     proxy.wait_log("event=close", count=3 + len(ups))
-    return proxy, mport, scrape(mport)
+    yield proxy, mport, scrape(mport)
+    closed.close()
 
 
 def test_scrape_has_every_name_the_rules_and_dashboard_use(monitored):
