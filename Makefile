@@ -19,7 +19,7 @@ LDFLAGS += $(SANITIZE)
 # Debian packages the build and the tests need (make deps installs them).
 DEPS_BUILD := android-libboringssl-dev libev-dev libinih-dev gcc make
 DEPS_TEST  := python3 python3-pytest openssl curl swaks libnet-ssleay-perl haproxy \
-              libio-socket-ssl-perl procps iproute2 bsdutils man-db
+              libio-socket-ssl-perl procps iproute2 bsdutils man-db prometheus python3-yaml
 # Real mail servers for the interop tests and make run (never started as
 # system services: see test/deps.sh).
 DEPS_MAIL  := postfix dovecot-imapd dovecot-pop3d dovecot-lmtpd

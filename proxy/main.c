@@ -305,6 +305,7 @@ reap_workers(struct worker *ws, bool stopping)
 			log_warnx("event=worker-died worker=%d pid=%ld status=%d "
 			    "restart_in=%ds", p->index, (long)pid, status,
 			    w->backoff);
+			metrics_worker_died();
 			break;
 		}
 	}
@@ -350,6 +351,7 @@ reload(struct worker *ws, int n)
 		log_config_errors("reload failed, keeping the running "
 		    "configuration", errors);
 		free(errors);
+		metrics_reload(0);
 		return;
 	}
 	if (free_slots() < n) {
@@ -357,12 +359,14 @@ reload(struct worker *ws, int n)
 		    "%d workers of earlier reloads are still finishing their "
 		    "sessions", nslots - free_slots() - n);
 		config_unref(cf);
+		metrics_reload(0);
 		return;
 	}
 	if ((next = sockset_bind(cf, n, bound, err, sizeof(err))) == NULL) {
 		log_errorx("reload failed, keeping the running configuration: "
 		    "%s", err);
 		config_unref(cf);
+		metrics_reload(0);
 		return;
 	}
 	if (cf->workers != n)
@@ -387,6 +391,7 @@ reload(struct worker *ws, int n)
 	wait_accepting(true);
 	signal_procs(SIGQUIT, true);
 	wait_accepting(false);
+	metrics_reload(1);
 	log_info("event=reload-ok services=%zu", cf->nservices);
 }
 

@@ -21,6 +21,7 @@
 #define MAX_SVC		64
 #define MAX_CIPHERS	16
 #define MAX_LEGACY	32	/* legacy clients tracked per service */
+#define MAX_UPFAIL	32	/* upstream failure reasons per service (all) */
 
 struct svc_metrics {
 	char		 name[64];
@@ -35,12 +36,25 @@ struct svc_metrics {
 	uint64_t	 starttls_ok[2];	/* upstream, client */
 	char		 legacy_client[MAX_LEGACY][48];	/* "ip version" */
 	uint64_t	 legacy_count[MAX_LEGACY];
+	char		 upfail[MAX_UPFAIL][40];	/* the log's reason */
+	uint64_t	 upfail_count[MAX_UPFAIL];
+	int64_t		 up_not_after;	/* upstream certificate, Unix time */
+	int64_t		 up_seen;	/* when it was seen (ns), 0: never */
+};
+
+/* Process-wide counters, written by the supervisor and by any worker. */
+struct proc_metrics {
+	uint64_t	 worker_restarts;
+	uint64_t	 reload_failures;
+	int64_t		 reload_ok_time;	/* last successful (re)load */
+	int		 reload_ok;		/* the last attempt worked */
 };
 
 
 static struct svc_metrics *shm;		/* [workers][MAX_SVC] */
 static int		 nworkers;
 static struct svc_metrics *mine;	/* this worker's row */
+static struct proc_metrics *proc;
 
 /*
  * Finds key among n names laid out stride bytes apart, claiming the first
@@ -60,17 +74,24 @@ slot(char *names, size_t stride, int n, const char *key, size_t keymax)
 }
 
 int
-metrics_init(int workers)
+metrics_init(int slots)
 {
-	size_t len = (size_t)workers * MAX_SVC * sizeof(struct svc_metrics);
+	size_t len = (size_t)slots * MAX_SVC * sizeof(struct svc_metrics);
 	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED |
 	    MAP_ANONYMOUS, -1, 0);
 
 	if (p == MAP_FAILED)
 		return -1;
 	shm = p;
-	nworkers = workers;
+	nworkers = slots;
 	mine = shm;
+	p = mmap(NULL, sizeof(*proc), PROT_READ | PROT_WRITE, MAP_SHARED |
+	    MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return -1;
+	proc = p;
+	proc->reload_ok = 1;
+	proc->reload_ok_time = time(NULL);
 	return 0;
 }
 
@@ -158,6 +179,54 @@ metrics_legacy_client(struct svc_metrics *m, const char *addr, int version)
 		m->legacy_count[i]++;
 }
 
+void
+metrics_upstream_failure(struct svc_metrics *m, enum close_reason reason)
+{
+	const char *name = reason_name(reason);
+	int i;
+
+	if (m != NULL && (i = slot(m->upfail[0], sizeof(m->upfail[0]),
+	    MAX_UPFAIL, name, sizeof(m->upfail[0]))) >= 0)
+		m->upfail_count[i]++;
+}
+
+void
+metrics_upstream_cert(struct svc_metrics *m, const SSL *ssl)
+{
+	X509 *x;
+	struct timespec now;
+	int days, secs;
+
+	if (m == NULL || (x = SSL_get_peer_certificate(ssl)) == NULL)
+		return;
+	clock_gettime(CLOCK_REALTIME, &now);
+	if (ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(x))) {
+		m->up_not_after = (int64_t)now.tv_sec + (int64_t)days * 86400 +
+		    secs;
+		m->up_seen = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+	}
+	X509_free(x);
+}
+
+void
+metrics_worker_died(void)
+{
+	if (proc != NULL)
+		__atomic_fetch_add(&proc->worker_restarts, 1, __ATOMIC_RELAXED);
+}
+
+void
+metrics_reload(int ok)
+{
+	if (proc == NULL)
+		return;
+	if (ok)
+		proc->reload_ok_time = time(NULL);
+	else
+		__atomic_fetch_add(&proc->reload_failures, 1, __ATOMIC_RELAXED);
+	proc->reload_ok = ok != 0;
+}
+
 /* ---- the text exposition --------------------------------------------- */
 
 /*
@@ -239,6 +308,14 @@ sum_service(const char *name, struct svc_metrics *t)
 				if ((j = slot(t->cipher[0], sizeof(t->cipher[0]),
 				    MAX_CIPHERS, m->cipher[k], sizeof(t->cipher[0]))) >= 0)
 					t->cipher_count[j] += m->cipher_count[k];
+			for (int k = 0, j; k < MAX_UPFAIL && m->upfail[k][0]; k++)
+				if ((j = slot(t->upfail[0], sizeof(t->upfail[0]),
+				    MAX_UPFAIL, m->upfail[k], sizeof(t->upfail[0]))) >= 0)
+					t->upfail_count[j] += m->upfail_count[k];
+			if (m->up_seen > t->up_seen) {	/* the newest one */
+				t->up_seen = m->up_seen;
+				t->up_not_after = m->up_not_after;
+			}
 		}
 }
 
@@ -269,7 +346,35 @@ render(const struct config *cf, struct out *o)
 	    "# TYPE mailproxy_starttls_total counter\n"
 	    "# HELP mailproxy_certificate_expiry_seconds Seconds until each "
 	    "local certificate expires.\n"
-	    "# TYPE mailproxy_certificate_expiry_seconds gauge\n");
+	    "# TYPE mailproxy_certificate_expiry_seconds gauge\n"
+	    "# HELP mailproxy_upstream_failures_total Sessions whose upstream "
+	    "side failed before the relay, by the log's reason.\n"
+	    "# TYPE mailproxy_upstream_failures_total counter\n"
+	    "# HELP mailproxy_upstream_certificate_expiry_seconds Seconds until "
+	    "the certificate the upstream showed last expires (once one was "
+	    "seen).\n"
+	    "# TYPE mailproxy_upstream_certificate_expiry_seconds gauge\n"
+	    "# HELP mailproxy_worker_restarts_total Workers that died and were "
+	    "restarted by the supervisor.\n"
+	    "# TYPE mailproxy_worker_restarts_total counter\n"
+	    "# HELP mailproxy_config_reload_failures_total Reloads refused "
+	    "(the running configuration was kept).\n"
+	    "# TYPE mailproxy_config_reload_failures_total counter\n"
+	    "# HELP mailproxy_config_last_reload_successful Whether the last "
+	    "reload worked (1) or was refused (0).\n"
+	    "# TYPE mailproxy_config_last_reload_successful gauge\n"
+	    "# HELP mailproxy_config_last_reload_success_timestamp_seconds When "
+	    "the running configuration was loaded (Unix time).\n"
+	    "# TYPE mailproxy_config_last_reload_success_timestamp_seconds "
+	    "gauge\n");
+	if (proc != NULL)
+		put(o, "mailproxy_worker_restarts_total %llu\n"
+		    "mailproxy_config_reload_failures_total %llu\n"
+		    "mailproxy_config_last_reload_successful %d\n"
+		    "mailproxy_config_last_reload_success_timestamp_seconds %lld\n",
+		    (unsigned long long)proc->worker_restarts,
+		    (unsigned long long)proc->reload_failures, proc->reload_ok,
+		    (long long)proc->reload_ok_time);
 	for (size_t i = 0; i < cf->nservices; i++) {
 		const struct service *svc = &cf->services[i];
 		char n[2 * 256 + 1], v[2 * 4096 + 1];
@@ -324,6 +429,14 @@ render(const struct config *cf, struct out *o)
 			    "cert=\"%s\"} %lld\n", n, v,
 			    (long long)days * 86400 + secs);
 		}
+		for (int k = 0; k < MAX_UPFAIL && t.upfail[k][0]; k++)
+			put(o, "mailproxy_upstream_failures_total{service=\"%s\","
+			    "reason=\"%s\"} %llu\n", n, t.upfail[k],
+			    (unsigned long long)t.upfail_count[k]);
+		if (t.up_seen != 0)
+			put(o, "mailproxy_upstream_certificate_expiry_seconds{"
+			    "service=\"%s\"} %lld\n", n,
+			    (long long)(t.up_not_after - time(NULL)));
 	}
 }
 

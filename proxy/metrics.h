@@ -41,6 +41,20 @@ void	metrics_starttls(struct svc_metrics *m, int side_client);
 void	metrics_legacy_client(struct svc_metrics *m, const char *addr,
 	    int version);
 
+/* The upstream part of a session failed: counted by the log's reason
+ * (upstream-verify-failed, upstream-no-starttls, ...; a fixed set). */
+void	metrics_upstream_failure(struct svc_metrics *m,
+	    enum close_reason reason);
+
+/* An upstream handshake completed: remembers when the certificate the
+ * upstream showed expires (the newest one seen per service is exported). */
+void	metrics_upstream_cert(struct svc_metrics *m, const SSL *ssl);
+
+/* Process-wide: a worker died (the supervisor restarts it); a reload
+ * failed (ok 0) or a new configuration was loaded (ok 1). */
+void	metrics_worker_died(void);
+void	metrics_reload(int ok);
+
 
 /* Worker 0: serve GET /metrics and /healthz on the inherited socket fd
  * (-1: stop serving), reporting cf's services. */

@@ -197,7 +197,9 @@ upstream_handshake_failed(EV_P_ struct session *s)
 	long v = SSL_get_verify_result(s->upstream.ssl);
 	char detail[256];
 
-	if (v != X509_V_OK) {
+	/* INVALID_CALL: no certificate was checked (the peer never sent one,
+	 * e.g. it does not speak TLS): a handshake failure, not a verify one. */
+	if (v != X509_V_OK && v != X509_V_ERR_INVALID_CALL) {
 		const char *what =
 		    v == X509_V_ERR_CERT_HAS_EXPIRED ? "expired" :
 		    v == X509_V_ERR_CERT_NOT_YET_VALID ? "not-yet-valid" :
@@ -263,6 +265,7 @@ fail_upstream(EV_P_ struct session *s, enum close_reason reason,
 	logline_str(&ll, "reason", reason_name(reason));
 	logline_str(&ll, "detail", detail ? detail : "");
 	logline_emit(&ll, LOG_LVL_WARN);
+	metrics_upstream_failure(s->metrics, reason);
 	ep_close(EV_A_ &s->upstream);
 	buf_release(&s->u2c);	/* nothing but our error reaches the client */
 	buf_append(&s->u2c, msg, strlen(msg));
@@ -366,6 +369,7 @@ upstream_tls_up(EV_P_ struct session *s)
 {
 	struct neg_out out = { &s->c2u, &s->u2c };
 
+	metrics_upstream_cert(s->metrics, s->upstream.ssl);
 	if (s->neg == NULL)
 		start_relay(EV_A_ s);
 	else if (s->svc->upstream_tls == TLS_MODE_IMPLICIT) {

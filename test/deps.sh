@@ -6,6 +6,8 @@
 # directory: their packages must not configure or start system daemons.  So
 # Postfix is preseeded as "No configuration", and a policy-rc.d that denies
 # service starts is in place during the install (removed again if we made it).
+# Of the prometheus package only promtool is used: its server is also kept
+# from starting at boot.
 set -eu
 
 missing=
@@ -32,5 +34,11 @@ if [ $status = 0 ]; then
 	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
 		--no-install-recommends $missing || status=$?
 fi
+case " $missing " in
+*" prometheus "*)
+	# (update-rc.d removes the systemd link too)
+	$SUDO update-rc.d prometheus disable >/dev/null 2>&1 || :
+	;;
+esac
 [ -n "$made_policy" ] && $SUDO rm -f /usr/sbin/policy-rc.d
 exit $status
