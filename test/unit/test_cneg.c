@@ -87,7 +87,7 @@ static const struct cscript cscripts[] = {
 	    "501 5.5.2 Syntax error: NUL byte in command\r\n", ALL, NULL },
 	{ "pop3 NUL", PROTO_POP3, "STLS\0\r\n", 7, NEG_CONTINUE,
 	    "-ERR Syntax error: NUL byte in command\r\n", ALL, NULL },
-	{ "imap NUL", PROTO_IMAP, "a STARTTLS\0\r\nb LOGOUT\0x\r\n", 27, NEG_CONTINUE,
+	{ "imap NUL", PROTO_IMAP, "a STARTTLS\0\r\nb LOGOUT\0x\r\n", 25, NEG_CONTINUE,
 	    "* BAD Syntax error: NUL byte in command\r\n"
 	    "* BAD Syntax error: NUL byte in command\r\n", ALL, NULL },
 };
