@@ -173,7 +173,7 @@ client_pretls(EV_P_ struct session *s)
 {
 	char peek[4096], sink[4096];
 	size_t consumed = 0;
-	enum neg_verdict v;
+	enum cneg_verdict v;
 	ssize_t n;
 
 	for (int round = 0; round < 8; round++) {
@@ -208,16 +208,15 @@ client_pretls(EV_P_ struct session *s)
 		}
 		s->client.bytes_in += consumed;
 		switch (v) {
-		case NEG_CONTINUE:
+		case CNEG_CONTINUE:
 			break;
-		case NEG_START_TLS:
+		case CNEG_START_TLS:
 			s->client_starttls = true;
 			break;
-		case NEG_CLOSE:
+		case CNEG_CLOSE:
 			close_after_reply(EV_A_ s, LOG_LVL_INFO, R_CLIENT_QUIT, NULL);
 			return;
-		case NEG_FAIL:
-		case NEG_RELAY:		/* not a client-side verdict */
+		case CNEG_FAIL:
 			close_after_reply(EV_A_ s, LOG_LVL_INFO, cneg_reason(s->cneg),
 			    NULL);
 			return;
@@ -250,7 +249,7 @@ void
 front_dialogue(EV_P_ struct session *s)
 {
 	enum ep_status st = EP_OK;
-	enum neg_verdict v;
+	enum front_verdict v;
 	size_t len, consumed;
 	const char *p;
 
@@ -271,17 +270,16 @@ front_dialogue(EV_P_ struct session *s)
 			v = front_feed(s->front, p, len, &consumed, &s->u2c);
 			buf_consume(&s->c2u, consumed);
 			switch (v) {
-			case NEG_CONTINUE:
+			case FRONT_CONTINUE:
 				break;
-			case NEG_RELAY:
+			case FRONT_RELAY:
 				start_relay(EV_A_ s);
 				return;
-			case NEG_CLOSE:
+			case FRONT_CLOSE:
 				close_after_reply(EV_A_ s, LOG_LVL_INFO, R_CLIENT_QUIT,
 				    NULL);
 				return;
-			case NEG_FAIL:
-			case NEG_START_TLS:	/* not a front verdict */
+			case FRONT_FAIL:
 				close_after_reply(EV_A_ s, LOG_LVL_INFO,
 				    front_reason(s->front), NULL);
 				return;

@@ -55,7 +55,7 @@ front_reason(const struct front *f)
 void
 front_timeout(struct buf *to_client)
 {
-	cneg_reply(to_client, "421 4.4.2 Timeout: closing connection");
+	proto_say(to_client, "%s", proto_text(PROTO_SMTP)->timeout);
 }
 
 /* "250-name", then one line per keyword, the last with "250 ". */
@@ -127,7 +127,7 @@ device_sasl(struct front *f, const char *line, size_t len,
 	cneg_reply(to_client, "235 2.7.0 Authentication successful");
 }
 
-static enum neg_verdict
+static enum front_verdict
 device_command(struct front *f, const char *line, size_t len,
     struct buf *to_client)
 {
@@ -136,7 +136,7 @@ device_command(struct front *f, const char *line, size_t len,
 
 #define IS(word)	(vl == strlen(word) && strncasecmp(line, word, vl) == 0)
 	if (IS("MAIL"))
-		return NEG_RELAY;
+		return FRONT_RELAY;
 	if (IS("EHLO") && args)
 		reply_ehlo(f, to_client);
 	else if (IS("HELO") && args)
@@ -148,7 +148,7 @@ device_command(struct front *f, const char *line, size_t len,
 		cneg_reply(to_client, "250 2.0.0 OK");
 	else if (IS("QUIT")) {
 		cneg_reply(to_client, "221 2.0.0 Bye");
-		return NEG_CLOSE;
+		return FRONT_CLOSE;
 	} else {
 		/* Refusals, counted. */
 		if (IS("EHLO") || IS("HELO"))
@@ -165,22 +165,22 @@ device_command(struct front *f, const char *line, size_t len,
 			    "recognized");
 		if (++f->errors >= CNEG_MAX_ERRORS) {
 			cneg_reply(to_client, "421 4.7.0 Too many errors");
-			return NEG_FAIL;
+			return FRONT_FAIL;
 		}
 	}
 #undef IS
-	return NEG_CONTINUE;
+	return FRONT_CONTINUE;
 }
 
 /*
  * Lines end with LF (a CR before it is dropped): old devices send bare LF
  * and nothing here is relayed.  A line is consumed only once complete.
  */
-enum neg_verdict
+enum front_verdict
 front_feed(struct front *f, const char *data, size_t len, size_t *consumed,
     struct buf *to_client)
 {
-	enum neg_verdict v;
+	enum front_verdict v;
 	const char *lf;
 	size_t off = 0, n;
 
@@ -188,33 +188,33 @@ front_feed(struct front *f, const char *data, size_t len, size_t *consumed,
 	while (off < len) {
 		/* Pipelined commands wait while many replies are queued. */
 		if (buf_len(to_client) > BUF_CAPACITY / 2)
-			return NEG_CONTINUE;
+			return FRONT_CONTINUE;
 		if ((lf = memchr(data + off, '\n', len - off)) == NULL) {
 			if (len - off < FRONT_MAX_LINE)
-				return NEG_CONTINUE;
+				return FRONT_CONTINUE;
 			cneg_reply(to_client, "500 5.5.2 Line too long");
 			f->reason = R_CLIENT_LINE_TOO_LONG;
-			return NEG_FAIL;
+			return FRONT_FAIL;
 		}
 		n = (size_t)(lf - (data + off));
 		if (n + 1 > FRONT_MAX_LINE) {
 			cneg_reply(to_client, "500 5.5.2 Line too long");
 			f->reason = R_CLIENT_LINE_TOO_LONG;
-			return NEG_FAIL;
+			return FRONT_FAIL;
 		}
 		if (n > 0 && data[off + n - 1] == '\r')
 			n--;
 		if (f->sasl_steps > 0) {
 			device_sasl(f, data + off, n, to_client);
-			v = NEG_CONTINUE;
+			v = FRONT_CONTINUE;
 		} else
 			v = device_command(f, data + off, n, to_client);
-		if (v == NEG_RELAY)
+		if (v == FRONT_RELAY)
 			return v;	/* the MAIL line is the relay's */
 		off = (size_t)(lf - data) + 1;
 		*consumed = off;
-		if (v != NEG_CONTINUE)
+		if (v != FRONT_CONTINUE)
 			return v;
 	}
-	return NEG_CONTINUE;
+	return FRONT_CONTINUE;
 }

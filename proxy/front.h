@@ -31,6 +31,14 @@
 
 struct front;
 
+/* The device dialogue's verdicts. */
+enum front_verdict {
+	FRONT_CONTINUE,		/* send the replies, feed more input */
+	FRONT_RELAY,		/* MAIL seen: relay from *consumed on */
+	FRONT_CLOSE,		/* QUIT answered: send, then close */
+	FRONT_FAIL		/* send the replies, if any, then close */
+};
+
 /*
  * name: the proxy's EHLO name; caps: keywords, each followed by CRLF (see
  * neg_caps()); tls: the device's side is in TLS.  NULL when out of memory.
@@ -41,10 +49,9 @@ void	front_free(struct front *f);
 /*
  * Feeds what the device sent; *consumed is how many bytes were complete
  * lines it answered (never the MAIL line).  Replies go to to_client.
- * Verdicts: CONTINUE, RELAY (MAIL seen: relay from *consumed on), CLOSE
- * (QUIT answered), FAIL (reply, if any, then close; see front_reason()).
+ * On FRONT_FAIL, front_reason() says why.
  */
-enum neg_verdict front_feed(struct front *f, const char *data, size_t len,
+enum front_verdict front_feed(struct front *f, const char *data, size_t len,
 	    size_t *consumed, struct buf *to_client);
 
 /* The device was too slow: queues the timeout reply. */

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "line.h"
+#include "negotiate.h"
 
 enum guard_mode {
 	GUARD_LINE,	/* reading a command line */
@@ -292,24 +293,7 @@ guard_idle(const struct guard *g)
 void
 guard_refusal(const struct guard *g, struct buf *to_client)
 {
-	char text[200];
-	int n;
-
-	switch (g->proto) {
-	case PROTO_SMTP:
-		n = snprintf(text, sizeof(text), "421 4.7.0 mailproxy: TLS is "
-		    "already active, closing connection\r\n");
-		break;
-	case PROTO_POP3:
-		n = snprintf(text, sizeof(text), "-ERR [SYS/PERM] mailproxy: TLS "
-		    "is already active\r\n");
-		break;
-	default:
-		/* A tag too long to repeat gets an untagged answer. */
-		n = snprintf(text, sizeof(text), "%.*s BAD TLS is already active"
-		    "\r\n* BYE mailproxy: closing connection\r\n",
-		    g->tag_long ? 1 : (int)g->taglen, g->tag_long ? "*" : g->tag);
-		break;
-	}
-	(void)buf_append(to_client, text, (size_t)n);
+	/* A tag too long to repeat gets an untagged answer (IMAP). */
+	proto_say(to_client, proto_text(g->proto)->tls_in_tls,
+	    g->tag_long ? 1 : (int)g->taglen, g->tag_long ? "*" : g->tag);
 }

@@ -188,7 +188,7 @@ const struct neg_ops imap_ops = {
 
 #define IMAP_PRETLS_CAPS	"IMAP4rev1 STARTTLS LOGINDISABLED"
 
-static enum neg_verdict
+static enum cneg_verdict
 imap_cneg_line(struct cneg *c, const char *line, size_t len,
     struct buf *to_client)
 {
@@ -206,11 +206,11 @@ imap_cneg_line(struct cneg *c, const char *line, size_t len,
 		    "STARTTLS\r\n* BYE Closing connection", tagged ? (int)tl : 1,
 		    tagged ? line : "*");
 		c->reason = R_CLIENT_LITERAL_BEFORE_STARTTLS;
-		return NEG_FAIL;
+		return CNEG_FAIL;
 	}
 	if (tl == 0 || !args || line[0] == '*' || line[0] == '+') {
 		cneg_reply(to_client, "* BAD Invalid command");
-		return cneg_refused(c) ? NEG_FAIL : NEG_CONTINUE;
+		return cneg_refused(c) ? CNEG_FAIL : CNEG_CONTINUE;
 	}
 	cmd = line + tl + 1;
 	cl = len - tl - 1;
@@ -223,29 +223,46 @@ imap_cneg_line(struct cneg *c, const char *line, size_t len,
 	else if (IS("LOGOUT")) {
 		cneg_reply(to_client, "* BYE Logging out\r\n%.*s OK LOGOUT "
 		    "completed", (int)tl, line);
-		return NEG_CLOSE;
+		return CNEG_CLOSE;
 	} else if (IS("STARTTLS") && cl == 8) {
 		cneg_reply(to_client, "%.*s OK Begin TLS negotiation now",
 		    (int)tl, line);
-		return NEG_START_TLS;
+		return CNEG_START_TLS;
 	} else if (IS("LOGIN") || IS("AUTHENTICATE")) {
 		cneg_reply(to_client, "%.*s NO [PRIVACYREQUIRED] Use STARTTLS "
 		    "first", (int)tl, line);
-		return cneg_refused(c) ? NEG_FAIL : NEG_CONTINUE;
+		return cneg_refused(c) ? CNEG_FAIL : CNEG_CONTINUE;
 	} else {
 		cneg_reply(to_client, "%.*s BAD Command not permitted before "
 		    "STARTTLS", (int)tl, line);
-		return cneg_refused(c) ? NEG_FAIL : NEG_CONTINUE;
+		return cneg_refused(c) ? CNEG_FAIL : CNEG_CONTINUE;
 	}
 #undef IS
-	return NEG_CONTINUE;
+	return CNEG_CONTINUE;
 }
 
 const struct cneg_ops imap_cneg_ops = {
 	.max_line = IMAP_MAX_LINE,
+	.line = imap_cneg_line,
+};
+
+/* What the proxy says to an IMAP client (see negotiate.h). */
+const struct proto_text imap_text = {
 	.greeting = "* OK [CAPABILITY " IMAP_PRETLS_CAPS "] %s mailproxy ready",
 	.too_long = "* BYE Line too long",
 	.timeout = "* BYE Timeout: closing connection",
 	.syntax_error = "* BAD Syntax error: NUL byte in command",
-	.line = imap_cneg_line,
+	.too_many = "* BYE [UNAVAILABLE] Too many connections from your address",
+	.tls_in_tls = "%.*s BAD TLS is already active\r\n"
+	    "* BYE mailproxy: closing connection",
+	.told = {
+		[TELL_UNREACHABLE] = "* BYE [UNAVAILABLE] mailproxy: upstream "
+		    "unavailable",
+		[TELL_INSECURE] = "* BYE [UNAVAILABLE] mailproxy: no secure "
+		    "connection to the server",
+		[TELL_AUTH] = "* BYE [UNAVAILABLE] mailproxy: the server refused "
+		    "the proxy's login",
+		[TELL_LOCAL] = "* BYE [UNAVAILABLE] mailproxy: temporary local "
+		    "problem",
+	},
 };

@@ -14,6 +14,7 @@
 
 #include "clients.h"
 #include "log.h"
+#include "negotiate.h"
 #include "session.h"
 
 /* Accepts per callback before other work gets a turn. */
@@ -45,15 +46,14 @@ static int		 my_slot = -1;
 void
 listeners_refuse_busy(const struct service *svc, int fd)
 {
-	static const char *const msg[] = {
-		"421 4.7.0 Too many connections from your address\r\n",
-		"-ERR [IN-USE] Too many connections from your address\r\n",
-		"* BYE [UNAVAILABLE] Too many connections from your address\r\n",
-	};
+	char line[200];
+	int n;
 
-	if (svc->client_tls != TLS_MODE_IMPLICIT)
-		(void)send(fd, msg[svc->protocol], strlen(msg[svc->protocol]),
-		    MSG_NOSIGNAL | MSG_DONTWAIT);
+	if (svc->client_tls == TLS_MODE_IMPLICIT)
+		return;
+	n = snprintf(line, sizeof(line), "%s\r\n",
+	    proto_text(svc->protocol)->too_many);
+	(void)send(fd, line, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
 /* Applies allow and the per-client share; false if fd was refused. */

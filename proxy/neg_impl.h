@@ -37,7 +37,9 @@ struct negotiator {
 	int			 reply_code;
 	size_t			 reply_bytes;
 	size_t			 reply_lines;
-	bool			 keyword_seen;	/* STARTTLS / STLS advertised */
+	bool			 keyword_seen;	/* the keyword this reply is read
+						   for: STARTTLS / STLS, or the
+						   AUTH mechanism (upstream_auth) */
 	unsigned		 tag;		/* IMAP command counter */
 	/* post-TLS capabilities (IMAP; SMTP with auth: keywords): as large
 	 * as the reply they come from, so that none is ever dropped */
@@ -53,17 +55,14 @@ struct negotiator {
 /* The client side (client_tls = starttls). */
 struct cneg_ops {
 	size_t		 max_line;	/* CRLF included */
-	const char	*greeting;	/* %s = the proxy's name */
-	const char	*too_long;	/* reply to an over-long line */
-	const char	*timeout;	/* reply when negotiation_timeout hits */
-	const char	*syntax_error;	/* reply to a line holding a NUL */
 	/* One command line (CRLF stripped); may reply to the client. */
-	enum neg_verdict (*line)(struct cneg *, const char *, size_t,
+	enum cneg_verdict (*line)(struct cneg *, const char *, size_t,
 	    struct buf *);
 };
 
 struct cneg {
 	const struct cneg_ops	*ops;
+	const struct proto_text	*text;
 	char			 name[256];
 	char			 line[8192];	/* the partial command line */
 	size_t			 linelen;
@@ -75,6 +74,7 @@ struct cneg {
 #define CNEG_MAX_ERRORS	20
 
 extern const struct cneg_ops smtp_cneg_ops, pop3_cneg_ops, imap_cneg_ops;
+extern const struct proto_text smtp_text, pop3_text, imap_text;
 
 /* Queues a reply for the client (CRLF added per line given). */
 void	cneg_reply(struct buf *to_client, const char *fmt, ...)

@@ -255,6 +255,28 @@ static const struct cneg_ops *const cneg_by_proto[] = {
 	[PROTO_IMAP] = &imap_cneg_ops,
 };
 
+static const struct proto_text *const text_by_proto[] = {
+	[PROTO_SMTP] = &smtp_text,
+	[PROTO_POP3] = &pop3_text,
+	[PROTO_IMAP] = &imap_text,
+};
+
+const struct proto_text *
+proto_text(enum proto proto)
+{
+	return text_by_proto[proto];
+}
+
+void
+proto_say(struct buf *to_client, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vqueue(to_client, fmt, ap);
+	va_end(ap);
+}
+
 /* A TLS record starts with content type 22 (handshake). */
 #define TLS_HANDSHAKE_RECORD	0x16
 
@@ -266,6 +288,7 @@ cneg_new(enum proto proto, const char *name)
 	if ((c = calloc(1, sizeof(*c))) == NULL)
 		return NULL;
 	c->ops = cneg_by_proto[proto];
+	c->text = text_by_proto[proto];
 	snprintf(c->name, sizeof(c->name), "%s", name);
 	return c;
 }
@@ -289,13 +312,13 @@ cneg_reply(struct buf *to_client, const char *fmt, ...)
 void
 cneg_greet(struct cneg *c, struct buf *to_client)
 {
-	cneg_reply(to_client, c->ops->greeting, c->name);
+	proto_say(to_client, c->text->greeting, c->name);
 }
 
 void
 cneg_timeout(struct cneg *c, struct buf *to_client)
 {
-	cneg_reply(to_client, "%s", c->ops->timeout);
+	proto_say(to_client, "%s", c->text->timeout);
 }
 
 bool
@@ -314,11 +337,11 @@ cneg_reason(const struct cneg *c)
  * Lines end with LF (an optional CR before it is dropped): old devices send
  * bare LF, and nothing before TLS is relayed, so leniency costs nothing here.
  */
-enum neg_verdict
+enum cneg_verdict
 cneg_feed(struct cneg *c, const char *data, size_t len, size_t *consumed,
     struct buf *to_client)
 {
-	enum neg_verdict v;
+	enum cneg_verdict v;
 	size_t i = 0, n;
 
 	while (i < len) {
@@ -327,9 +350,9 @@ cneg_feed(struct cneg *c, const char *data, size_t len, size_t *consumed,
 		if (ch != '\n') {
 			if (c->linelen + 2 > c->ops->max_line) {
 				*consumed = i;
-				cneg_reply(to_client, "%s", c->ops->too_long);
+				proto_say(to_client, "%s", c->text->too_long);
 				c->reason = R_CLIENT_LINE_TOO_LONG;
-				return NEG_FAIL;
+				return CNEG_FAIL;
 			}
 			c->line[c->linelen++] = ch;
 			continue;
@@ -340,25 +363,25 @@ cneg_feed(struct cneg *c, const char *data, size_t len, size_t *consumed,
 		c->linelen = 0;
 		if (memchr(c->line, '\0', n) != NULL) {
 			/* Never read as the text before the NUL. */
-			cneg_reply(to_client, "%s", c->ops->syntax_error);
-			v = cneg_refused(c) ? NEG_FAIL : NEG_CONTINUE;
+			proto_say(to_client, "%s", c->text->syntax_error);
+			v = cneg_refused(c) ? CNEG_FAIL : CNEG_CONTINUE;
 		} else
 			v = c->ops->line(c, c->line, n, to_client);
-		if (v == NEG_CONTINUE)
+		if (v == CNEG_CONTINUE)
 			continue;
 		*consumed = i;
-		if (v == NEG_START_TLS && i < len &&
+		if (v == CNEG_START_TLS && i < len &&
 		    (unsigned char)data[i] != TLS_HANDSHAKE_RECORD) {
 			/* Plaintext after STARTTLS: the injection attack.
 			 * Nothing of this batch gets an answer. */
 			buf_release(to_client);
 			c->reason = R_CLIENT_INJECTION;
-			return NEG_FAIL;
+			return CNEG_FAIL;
 		}
-		if (v == NEG_FAIL && c->reason == R_NONE)
+		if (v == CNEG_FAIL && c->reason == R_NONE)
 			c->reason = R_CLIENT_TOO_MANY_ERRORS;
 		return v;
 	}
 	*consumed = len;
-	return NEG_CONTINUE;
+	return CNEG_CONTINUE;
 }

@@ -10,7 +10,8 @@
  *   greeting -> capabilities -> STARTTLS -> [session: TLS handshake,
  *   verification] -> post-TLS step -> RELAY, with the proxy's own greeting
  *
- * Security rules it enforces (DESIGN.md):
+ * Security rules it enforces (README, "How the upstream STARTTLS dialogue
+ * works"; each has a test):
  *  - nothing the upstream says before TLS ever reaches the client: the
  *    client's greeting is made by the proxy, after TLS is up;
  *  - no fallback: STARTTLS missing or refused is a failure;
@@ -29,11 +30,11 @@
 #include "proto.h"
 #include "reason.h"
 
+/* The upstream dialogue's verdicts. */
 enum neg_verdict {
 	NEG_CONTINUE,		/* send what was queued, feed more input */
-	NEG_START_TLS,		/* run the TLS handshake on that side now */
+	NEG_START_TLS,		/* run the TLS handshake toward the upstream */
 	NEG_RELAY,		/* done: send what was queued, then relay */
-	NEG_CLOSE,		/* send what was queued, then close (QUIT) */
 	NEG_FAIL		/* close; see neg_reason() */
 };
 
@@ -42,6 +43,27 @@ struct neg_out {
 	struct buf	*to_upstream;
 	struct buf	*to_client;
 };
+
+/*
+ * What the proxy itself says to a client, one table per protocol, next to
+ * that protocol's negotiators (smtp.c, pop3.c, imap.c).  Lines are given
+ * without their final CRLF.
+ */
+struct proto_text {
+	const char	*greeting;	/* client_tls = starttls; %s: our name */
+	const char	*too_long;	/* a command line over the limit */
+	const char	*timeout;	/* negotiation_timeout, before the relay */
+	const char	*syntax_error;	/* a NUL byte in a command line */
+	const char	*too_many;	/* max_connections_per_client */
+	const char	*tls_in_tls;	/* STARTTLS inside TLS (IMAP: %.*s tag) */
+	const char	*told[TELL_LOCAL + 1];	/* the upstream failed, by tell */
+};
+
+const struct proto_text *proto_text(enum proto proto);
+
+/* Queues one of those lines (or any printf line) with its CRLF. */
+void	proto_say(struct buf *to_client, const char *fmt, ...)
+	    __attribute__((format(printf, 2, 3)));
 
 /* Limits of the negotiation input (also the unit tests' reference). */
 #define NEG_MAX_INPUT	16384	/* one whole (multi-line) reply */
@@ -106,6 +128,14 @@ const char *neg_state_name(const struct negotiator *n);
  */
 struct cneg;
 
+/* The client dialogue's verdicts. */
+enum cneg_verdict {
+	CNEG_CONTINUE,		/* send the replies, feed more input */
+	CNEG_START_TLS,		/* after the reply: the client's handshake */
+	CNEG_CLOSE,		/* send the replies, then close (QUIT) */
+	CNEG_FAIL		/* send the replies, if any, then close */
+};
+
 struct cneg *cneg_new(enum proto proto, const char *name);
 void	cneg_free(struct cneg *c);
 
@@ -118,7 +148,7 @@ void	cneg_greet(struct cneg *c, struct buf *to_client);
  * to_client.  Verdicts: CONTINUE, START_TLS (after the reply is sent),
  * CLOSE (QUIT/LOGOUT answered), FAIL (reply, if any, then close).
  */
-enum neg_verdict cneg_feed(struct cneg *c, const char *data, size_t len,
+enum cneg_verdict cneg_feed(struct cneg *c, const char *data, size_t len,
 	    size_t *consumed, struct buf *to_client);
 
 /* The client was too slow: queues the protocol's timeout message. */

@@ -96,7 +96,7 @@ pop3_tls_ready(struct negotiator *n, struct neg_out *out)
 
 /* ---- client side: STLS offered to the client --------------------------- */
 
-static enum neg_verdict
+static enum cneg_verdict
 pop3_cneg_line(struct cneg *c, const char *line, size_t len,
     struct buf *to_client)
 {
@@ -105,29 +105,25 @@ pop3_cneg_line(struct cneg *c, const char *line, size_t len,
 		    "IMPLEMENTATION mailproxy\r\n.");
 	} else if (line_starts_with_word(line, len, "STLS") && len == 4) {
 		cneg_reply(to_client, "+OK Begin TLS negotiation");
-		return NEG_START_TLS;
+		return CNEG_START_TLS;
 	} else if (line_starts_with_word(line, len, "QUIT")) {
 		cneg_reply(to_client, "+OK Bye");
-		return NEG_CLOSE;
+		return CNEG_CLOSE;
 	} else if (line_starts_with_word(line, len, "USER") ||
 	    line_starts_with_word(line, len, "PASS") ||
 	    line_starts_with_word(line, len, "APOP") ||
 	    line_starts_with_word(line, len, "AUTH")) {
 		cneg_reply(to_client, "-ERR [AUTH] Must issue STLS first");
-		return cneg_refused(c) ? NEG_FAIL : NEG_CONTINUE;
+		return cneg_refused(c) ? CNEG_FAIL : CNEG_CONTINUE;
 	} else {
 		cneg_reply(to_client, "-ERR Command not permitted before STLS");
-		return cneg_refused(c) ? NEG_FAIL : NEG_CONTINUE;
+		return cneg_refused(c) ? CNEG_FAIL : CNEG_CONTINUE;
 	}
-	return NEG_CONTINUE;
+	return CNEG_CONTINUE;
 }
 
 const struct cneg_ops pop3_cneg_ops = {
 	.max_line = POP3_MAX_LINE,
-	.greeting = "+OK %s POP3 mailproxy ready",
-	.too_long = "-ERR Line too long",
-	.timeout = "-ERR Timeout: closing connection",
-	.syntax_error = "-ERR Syntax error: NUL byte in command",
 	.line = pop3_cneg_line,
 };
 
@@ -136,4 +132,24 @@ const struct neg_ops pop3_ops = {
 	.max_line = POP3_MAX_LINE,
 	.line = pop3_line,
 	.tls_ready = pop3_tls_ready,
+};
+
+/* What the proxy says to an POP3 client (see negotiate.h). */
+const struct proto_text pop3_text = {
+	.greeting = "+OK %s POP3 mailproxy ready",
+	.too_long = "-ERR Line too long",
+	.timeout = "-ERR Timeout: closing connection",
+	.syntax_error = "-ERR Syntax error: NUL byte in command",
+	.too_many = "-ERR [IN-USE] Too many connections from your address",
+	.tls_in_tls = "-ERR [SYS/PERM] mailproxy: TLS is already active",
+	.told = {
+		[TELL_UNREACHABLE] = "-ERR [SYS/TEMP] mailproxy: upstream "
+		    "unavailable",
+		[TELL_INSECURE] = "-ERR [SYS/TEMP] mailproxy: no secure "
+		    "connection to the server",
+		[TELL_AUTH] = "-ERR [SYS/TEMP] mailproxy: the server refused the "
+		    "proxy's login",
+		[TELL_LOCAL] = "-ERR [SYS/TEMP] mailproxy: temporary local "
+		    "problem",
+	},
 };

@@ -285,7 +285,7 @@ smtp_tls_ready(struct negotiator *n, struct neg_out *out)
 
 /* ---- client side: STARTTLS offered to the client ----------------------- */
 
-static enum neg_verdict
+static enum cneg_verdict
 smtp_cneg_line(struct cneg *c, const char *line, size_t len,
     struct buf *to_client)
 {
@@ -307,33 +307,29 @@ smtp_cneg_line(struct cneg *c, const char *line, size_t len,
 	} else if (IS("STARTTLS")) {
 		if (vl != len) {
 			cneg_reply(to_client, "501 5.5.4 Syntax: STARTTLS");
-			return cneg_refused(c) ? NEG_FAIL : NEG_CONTINUE;
+			return cneg_refused(c) ? CNEG_FAIL : CNEG_CONTINUE;
 		}
 		cneg_reply(to_client, "220 2.0.0 Ready to start TLS");
-		return NEG_START_TLS;
+		return CNEG_START_TLS;
 	} else if (IS("NOOP") || IS("RSET")) {
 		cneg_reply(to_client, "250 2.0.0 OK");
 	} else if (IS("QUIT")) {
 		cneg_reply(to_client, "221 2.0.0 Bye");
-		return NEG_CLOSE;
+		return CNEG_CLOSE;
 	} else {
 		cneg_reply(to_client, "530 5.7.0 Must issue a STARTTLS command "
 		    "first");
 		if (cneg_refused(c)) {
 			cneg_reply(to_client, "421 4.7.0 Too many errors");
-			return NEG_FAIL;
+			return CNEG_FAIL;
 		}
 	}
 #undef IS
-	return NEG_CONTINUE;
+	return CNEG_CONTINUE;
 }
 
 const struct cneg_ops smtp_cneg_ops = {
 	.max_line = SMTP_MAX_LINE,
-	.greeting = "220 %s ESMTP mailproxy ready",
-	.too_long = "500 5.5.2 Line too long",
-	.timeout = "421 4.4.2 Timeout: closing connection",
-	.syntax_error = "501 5.5.2 Syntax error: NUL byte in command",
 	.line = smtp_cneg_line,
 };
 
@@ -342,4 +338,25 @@ const struct neg_ops smtp_ops = {
 	.max_line = SMTP_MAX_LINE,
 	.line = smtp_line,
 	.tls_ready = smtp_tls_ready,
+};
+
+/* What the proxy says to an SMTP client (see negotiate.h). */
+const struct proto_text smtp_text = {
+	.greeting = "220 %s ESMTP mailproxy ready",
+	.too_long = "500 5.5.2 Line too long",
+	.timeout = "421 4.4.2 Timeout: closing connection",
+	.syntax_error = "501 5.5.2 Syntax error: NUL byte in command",
+	.too_many = "421 4.7.0 Too many connections from your address",
+	.tls_in_tls = "421 4.7.0 mailproxy: TLS is already active, closing "
+	    "connection",
+	.told = {
+		[TELL_UNREACHABLE] = "421 4.4.1 mailproxy: upstream unavailable, "
+		    "try again later",
+		[TELL_INSECURE] = "421 4.7.0 mailproxy: no secure connection to "
+		    "the server, try again later",
+		[TELL_AUTH] = "421 4.7.0 mailproxy: the server refused the "
+		    "proxy's login, try again later",
+		[TELL_LOCAL] = "421 4.3.0 mailproxy: temporary local problem, "
+		    "try again later",
+	},
 };

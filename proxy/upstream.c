@@ -226,35 +226,11 @@ void
 fail_upstream(EV_P_ struct session *s, enum close_reason reason,
     const char *detail)
 {
-	/* What the client is told follows the reason's table entry. */
-	static const char *const text[][3] = {
-		[TELL_UNREACHABLE] = {
-		"421 4.4.1 mailproxy: upstream unavailable, try again later\r\n",
-		"-ERR [SYS/TEMP] mailproxy: upstream unavailable\r\n",
-		"* BYE [UNAVAILABLE] mailproxy: upstream unavailable\r\n" },
-		[TELL_INSECURE] = {
-		"421 4.7.0 mailproxy: no secure connection to the server, "
-		    "try again later\r\n",
-		"-ERR [SYS/TEMP] mailproxy: no secure connection to the "
-		    "server\r\n",
-		"* BYE [UNAVAILABLE] mailproxy: no secure connection to the "
-		    "server\r\n" },
-		[TELL_AUTH] = {
-		"421 4.7.0 mailproxy: the server refused the proxy's login, "
-		    "try again later\r\n",
-		"-ERR [SYS/TEMP] mailproxy: the server refused the proxy's "
-		    "login\r\n",
-		"* BYE [UNAVAILABLE] mailproxy: the server refused the proxy's "
-		    "login\r\n" },
-		[TELL_LOCAL] = {
-		"421 4.3.0 mailproxy: temporary local problem, try again "
-		    "later\r\n",
-		"-ERR [SYS/TEMP] mailproxy: temporary local problem\r\n",
-		"* BYE [UNAVAILABLE] mailproxy: temporary local problem\r\n" },
-	};
+	/* What the client is told: the reason's table entry says which of
+	 * the protocol's lines. */
 	enum tell tell = reason_tell(reason);
-	const char *msg = tell == TELL_NOTHING ? "" :
-	    text[tell][s->svc->protocol];
+	const char *msg = tell == TELL_NOTHING ? NULL :
+	    proto_text(s->svc->protocol)->told[tell];
 	struct logline ll;
 
 	/* Built as fields: the detail quotes what the upstream said. */
@@ -268,7 +244,8 @@ fail_upstream(EV_P_ struct session *s, enum close_reason reason,
 	metrics_upstream_failure(s->metrics, reason);
 	ep_close(EV_A_ &s->upstream);
 	buf_release(&s->u2c);	/* nothing but our error reaches the client */
-	buf_append(&s->u2c, msg, strlen(msg));
+	if (msg != NULL)
+		proto_say(&s->u2c, "%s", msg);
 	close_after_reply(EV_A_ s, LOG_LVL_WARN, reason, detail);
 }
 
@@ -316,7 +293,6 @@ apply_verdict(EV_P_ struct session *s, enum neg_verdict v, struct neg_out *out)
 			start_relay(EV_A_ s);
 		break;
 	case NEG_FAIL:
-	case NEG_CLOSE:		/* not an upstream verdict */
 		fail_upstream(EV_A_ s, neg_reason(s->neg), neg_detail(s->neg));
 		break;
 	}

@@ -64,28 +64,28 @@ fuzz_client_side(const uint8_t *data, size_t size, size_t chunk)
 {
 	struct cneg *c = cneg_new(FUZZ_PROTO, "fuzz.test");
 	struct buf cl;
-	enum neg_verdict v = NEG_CONTINUE;
+	enum cneg_verdict v = CNEG_CONTINUE;
 	size_t off = 0, consumed;
 
 	if (c == NULL)
 		return;
 	buf_init(&cl, 1 << 16);
 	cneg_greet(c, &cl);
-	while (off < size && v == NEG_CONTINUE) {
+	while (off < size && v == CNEG_CONTINUE) {
 		size_t len = size - off < chunk ? size - off : chunk;
 
 		v = cneg_feed(c, (const char *)data + off, len, &consumed, &cl);
 		if (consumed > len)
 			abort();
-		if (v == NEG_START_TLS && consumed < len &&
+		if (v == CNEG_START_TLS && consumed < len &&
 		    data[off + consumed] != 0x16)
 			abort();	/* plaintext would reach the handshake */
-		if (v == NEG_START_TLS && (consumed == 0 ||
+		if (v == CNEG_START_TLS && (consumed == 0 ||
 		    data[off + consumed - 1] != '\n'))
 			abort();	/* consumed into the TLS bytes */
-		if (v == NEG_CONTINUE && consumed != len)
+		if (v == CNEG_CONTINUE && consumed != len)
 			abort();
-		if (v == NEG_FAIL && cneg_reason(c) ==
+		if (v == CNEG_FAIL && cneg_reason(c) ==
 		    R_CLIENT_LITERAL_BEFORE_STARTTLS && (consumed == 0 ||
 		    data[off + consumed - 1] != '\n'))
 			abort();	/* a literal's bytes read as commands */
@@ -106,13 +106,13 @@ fuzz_front(const uint8_t *data, size_t size, size_t chunk)
 	    chunk & 1);
 	static char pending[FRONT_MAX_LINE * 2];
 	size_t have = 0, off = 0, consumed;
-	enum neg_verdict v = NEG_CONTINUE;
+	enum front_verdict v = FRONT_CONTINUE;
 	struct buf cl;
 
 	if (f == NULL)
 		return;
 	buf_init(&cl, 1 << 16);
-	while (off < size && v == NEG_CONTINUE) {
+	while (off < size && v == FRONT_CONTINUE) {
 		size_t len = size - off < chunk ? size - off : chunk;
 
 		if (have + len > sizeof(pending))
@@ -123,7 +123,7 @@ fuzz_front(const uint8_t *data, size_t size, size_t chunk)
 		v = front_feed(f, pending, have, &consumed, &cl);
 		if (consumed > have || (consumed > 0 && pending[consumed - 1] != '\n'))
 			abort();	/* only whole lines */
-		if (v == NEG_RELAY && (have - consumed < 4 ||
+		if (v == FRONT_RELAY && (have - consumed < 4 ||
 		    strncasecmp(pending + consumed, "MAIL", 4) != 0))
 			abort();	/* the relay must start at MAIL */
 		memmove(pending, pending + consumed, have - consumed);

@@ -14,53 +14,53 @@ struct fscript {
 	const char		*name;
 	const char		*input;
 	bool			 tls;
-	enum neg_verdict	 verdict;
+	enum front_verdict	 verdict;
 	const char		*replies;
 	const char		*left;		/* input not consumed */
 };
 
 static const struct fscript fscripts[] = {
-	{ "ehlo shows keywords, no auth", "EHLO scanner\r\n", false, NEG_CONTINUE,
+	{ "ehlo shows keywords, no auth", "EHLO scanner\r\n", false, FRONT_CONTINUE,
 	    "250-gw.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250 8BITMIME\r\n", "" },
-	{ "helo", "HELO scanner\r\n", false, NEG_CONTINUE, "250 gw.test\r\n", "" },
+	{ "helo", "HELO scanner\r\n", false, FRONT_CONTINUE, "250 gw.test\r\n", "" },
 	{ "auth plain with initial response", "AUTH PLAIN AGR1bW15AGR1bW15\r\n",
-	    false, NEG_CONTINUE, "235 2.7.0 Authentication successful\r\n", "" },
+	    false, FRONT_CONTINUE, "235 2.7.0 Authentication successful\r\n", "" },
 	{ "auth plain in two steps", "AUTH PLAIN\r\nAGR1bW15AGR1bW15\r\n", false,
-	    NEG_CONTINUE, "334 \r\n235 2.7.0 Authentication successful\r\n", "" },
-	{ "auth login", "AUTH LOGIN\r\nZHVtbXk=\r\nZHVtbXk=\r\n", false, NEG_CONTINUE,
+	    FRONT_CONTINUE, "334 \r\n235 2.7.0 Authentication successful\r\n", "" },
+	{ "auth login", "AUTH LOGIN\r\nZHVtbXk=\r\nZHVtbXk=\r\n", false, FRONT_CONTINUE,
 	    "334 VXNlcm5hbWU6\r\n334 UGFzc3dvcmQ6\r\n"
 	    "235 2.7.0 Authentication successful\r\n", "" },
 	{ "auth login with user inline", "auth login ZHVtbXk=\r\nZHVtbXk=\r\n", false,
-	    NEG_CONTINUE, "334 UGFzc3dvcmQ6\r\n235 2.7.0 Authentication successful\r\n", "" },
+	    FRONT_CONTINUE, "334 UGFzc3dvcmQ6\r\n235 2.7.0 Authentication successful\r\n", "" },
 	{ "auth cram-md5 gets a challenge", "AUTH CRAM-MD5\r\nZHVtbXkgYWJj\r\n", false,
-	    NEG_CONTINUE, "334 PDEuMUBtYWlscHJveHk+\r\n235 2.7.0 Authentication successful\r\n", "" },
-	{ "auth aborted", "AUTH LOGIN\r\n*\r\n", false, NEG_CONTINUE,
+	    FRONT_CONTINUE, "334 PDEuMUBtYWlscHJveHk+\r\n235 2.7.0 Authentication successful\r\n", "" },
+	{ "auth aborted", "AUTH LOGIN\r\n*\r\n", false, FRONT_CONTINUE,
 	    "334 VXNlcm5hbWU6\r\n501 5.7.0 Authentication aborted\r\n", "" },
-	{ "auth twice", "AUTH PLAIN eA==\r\nAUTH PLAIN eA==\r\n", false, NEG_CONTINUE,
+	{ "auth twice", "AUTH PLAIN eA==\r\nAUTH PLAIN eA==\r\n", false, FRONT_CONTINUE,
 	    "235 2.7.0 Authentication successful\r\n503 5.5.1 Error: already authenticated\r\n", "" },
 	{ "a continuation line that looks like MAIL is not MAIL",
-	    "AUTH PLAIN\r\nMAIL FROM:<x>\r\n", false, NEG_CONTINUE,
+	    "AUTH PLAIN\r\nMAIL FROM:<x>\r\n", false, FRONT_CONTINUE,
 	    "334 \r\n235 2.7.0 Authentication successful\r\n", "" },
 	{ "pipelined up to MAIL: the rest is the relay's",
 	    "EHLO s\r\nAUTH PLAIN eA==\r\nMAIL FROM:<s@x>\r\nRCPT TO:<a@y>\r\nDATA\r\n", false,
-	    NEG_RELAY, "250-gw.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250 8BITMIME\r\n"
+	    FRONT_RELAY, "250-gw.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250 8BITMIME\r\n"
 	    "235 2.7.0 Authentication successful\r\n",
 	    "MAIL FROM:<s@x>\r\nRCPT TO:<a@y>\r\nDATA\r\n" },
-	{ "mail first", "mail from:<a@b>\r\n", false, NEG_RELAY, "", "mail from:<a@b>\r\n" },
-	{ "bare LF from old devices", "EHLO s\nMAIL FROM:<a>\n", false, NEG_RELAY,
+	{ "mail first", "mail from:<a@b>\r\n", false, FRONT_RELAY, "", "mail from:<a@b>\r\n" },
+	{ "bare LF from old devices", "EHLO s\nMAIL FROM:<a>\n", false, FRONT_RELAY,
 	    "250-gw.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250 8BITMIME\r\n",
 	    "MAIL FROM:<a>\n" },
-	{ "starttls refused in clear", "STARTTLS\r\n", false, NEG_CONTINUE,
+	{ "starttls refused in clear", "STARTTLS\r\n", false, FRONT_CONTINUE,
 	    "454 4.7.0 TLS not available\r\n", "" },
 	{ "starttls refused inside tls: never TLS in TLS", "STARTTLS\r\n", true,
-	    NEG_CONTINUE, "554 5.5.1 Error: TLS already active\r\n", "" },
+	    FRONT_CONTINUE, "554 5.5.1 Error: TLS already active\r\n", "" },
 	{ "rcpt before mail", "RCPT TO:<a>\r\nDATA\r\nBDAT 10 LAST\r\n", false,
-	    NEG_CONTINUE, "503 5.5.1 Error: need MAIL command\r\n"
+	    FRONT_CONTINUE, "503 5.5.1 Error: need MAIL command\r\n"
 	    "503 5.5.1 Error: need MAIL command\r\n503 5.5.1 Error: need MAIL command\r\n", "" },
-	{ "others", "VRFY a\r\nNOOP\r\nRSET\r\nEHLO\r\n", false, NEG_CONTINUE,
+	{ "others", "VRFY a\r\nNOOP\r\nRSET\r\nEHLO\r\n", false, FRONT_CONTINUE,
 	    "502 5.5.2 Error: command not recognized\r\n250 2.0.0 OK\r\n250 2.0.0 OK\r\n"
 	    "501 5.5.4 Syntax: EHLO hostname\r\n", "" },
-	{ "quit", "QUIT\r\nMAIL FROM:<a>\r\n", false, NEG_CLOSE, "221 2.0.0 Bye\r\n",
+	{ "quit", "QUIT\r\nMAIL FROM:<a>\r\n", false, FRONT_CLOSE, "221 2.0.0 Bye\r\n",
 	    "MAIL FROM:<a>\r\n" },
 };
 
@@ -73,13 +73,13 @@ frun(const struct fscript *sc, bool bytewise)
 {
 	struct front *f = front_new("gw.test", CAPS, sc->tls);
 	size_t len = strlen(sc->input), have = 0, start = 0, consumed, got;
-	enum neg_verdict v = NEG_CONTINUE;
+	enum front_verdict v = FRONT_CONTINUE;
 	struct buf cl;
 	const char *p;
 	bool ok;
 
 	buf_init(&cl, 65536);
-	while (have < len && v == NEG_CONTINUE) {
+	while (have < len && v == FRONT_CONTINUE) {
 		have = bytewise ? have + 1 : len;
 		v = front_feed(f, sc->input + start, have - start, &consumed, &cl);
 		start += consumed;
@@ -109,7 +109,7 @@ test_front_limits(void)
 
 	buf_init(&cl, 65536);
 	/* No keywords: a one-line EHLO reply. */
-	CHECK(front_feed(f, "EHLO x\r\n", 8, &consumed, &cl) == NEG_CONTINUE);
+	CHECK(front_feed(f, "EHLO x\r\n", 8, &consumed, &cl) == FRONT_CONTINUE);
 	p = buf_peek(&cl, &got);
 	CHECK(got == 13 && memcmp(p, "250 gw.test\r\n", 13) == 0);
 	buf_consume(&cl, got);
@@ -117,12 +117,12 @@ test_front_limits(void)
 	memset(line, 'A', sizeof(line));
 	memcpy(line, "AUTH PLAIN ", 11);
 	memcpy(line + FRONT_MAX_LINE - 2, "\r\n", 2);
-	CHECK(front_feed(f, line, FRONT_MAX_LINE, &consumed, &cl) == NEG_CONTINUE &&
+	CHECK(front_feed(f, line, FRONT_MAX_LINE, &consumed, &cl) == FRONT_CONTINUE &&
 	    consumed == FRONT_MAX_LINE);
 	buf_consume(&cl, buf_len(&cl));
 	/* Longer, or endless: refused. */
 	memset(line, 'A', sizeof(line));
-	CHECK(front_feed(f, line, FRONT_MAX_LINE, &consumed, &cl) == NEG_FAIL);
+	CHECK(front_feed(f, line, FRONT_MAX_LINE, &consumed, &cl) == FRONT_FAIL);
 	CHECK(strcmp(reason_name(front_reason(f)), "client-line-too-long") == 0);
 	front_free(f);
 	buf_release(&cl);
@@ -131,8 +131,8 @@ test_front_limits(void)
 	f = front_new("gw.test", "", false);
 	buf_init(&cl, 65536);
 	for (i = 0; i < 19; i++)
-		CHECK(front_feed(f, "XYZZY\r\n", 7, &consumed, &cl) == NEG_CONTINUE);
-	CHECK(front_feed(f, "XYZZY\r\n", 7, &consumed, &cl) == NEG_FAIL);
+		CHECK(front_feed(f, "XYZZY\r\n", 7, &consumed, &cl) == FRONT_CONTINUE);
+	CHECK(front_feed(f, "XYZZY\r\n", 7, &consumed, &cl) == FRONT_FAIL);
 	CHECK(strcmp(reason_name(front_reason(f)), "client-too-many-errors") == 0);
 	front_free(f);
 	buf_release(&cl);
@@ -165,7 +165,7 @@ test_front_long_keyword_list(void)
 	}
 	f = front_new("gw.test", caps, true);
 	buf_init(&cl, 65536);
-	CHECK(front_feed(f, "EHLO x\r\n", 8, &consumed, &cl) == NEG_CONTINUE);
+	CHECK(front_feed(f, "EHLO x\r\n", 8, &consumed, &cl) == FRONT_CONTINUE);
 	p = buf_peek(&cl, &got);
 	CHECK(p != NULL && got == w && memcmp(p, want, w) == 0);
 	buf_release(&cl);
