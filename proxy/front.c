@@ -65,12 +65,12 @@ reply_ehlo(struct front *f, struct buf *to_client)
 	const char *kw = f->caps, *end;
 
 	if (*kw == '\0') {
-		cneg_reply(to_client, "250 %s", f->name);
+		proto_say(to_client, "250 %s", f->name);
 		return;
 	}
-	cneg_reply(to_client, "250-%s", f->name);
+	proto_say(to_client, "250-%s", f->name);
 	while ((end = strstr(kw, "\r\n")) != NULL) {
-		cneg_reply(to_client, "250%c%.*s", end[2] == '\0' ? ' ' : '-',
+		proto_say(to_client, "250%c%.*s", end[2] == '\0' ? ' ' : '-',
 		    (int)(end - kw), kw);
 		kw = end + 2;
 	}
@@ -85,26 +85,26 @@ device_auth(struct front *f, const char *args, size_t len,
 	size_t ml = line_verb(args, len, &ir);
 
 	if (f->authed) {
-		cneg_reply(to_client, "503 5.5.1 Error: already authenticated");
+		proto_say(to_client, "503 5.5.1 Error: already authenticated");
 		return;
 	}
 	if (ml == 0) {
-		cneg_reply(to_client, "501 5.5.4 Syntax: AUTH mechanism");
+		proto_say(to_client, "501 5.5.4 Syntax: AUTH mechanism");
 		return;
 	}
 	f->login = ml == 5 && strncasecmp(args, "LOGIN", 5) == 0;
 	if (f->login) {
 		f->sasl_steps = ir ? 1 : 2;
-		cneg_reply(to_client, ir ? "334 UGFzc3dvcmQ6" :
+		proto_say(to_client, ir ? "334 UGFzc3dvcmQ6" :
 		    "334 VXNlcm5hbWU6");	/* "Password:" / "Username:" */
 	} else if (ir) {
 		f->authed = true;
-		cneg_reply(to_client, "235 2.7.0 Authentication successful");
+		proto_say(to_client, "235 2.7.0 Authentication successful");
 	} else {
 		f->sasl_steps = 1;
 		/* CRAM-MD5 needs a challenge ("<1.1@mailproxy>"); for the
 		 * others an empty one asks for the response. */
-		cneg_reply(to_client, ml == 8 && strncasecmp(args, "CRAM-MD5",
+		proto_say(to_client, ml == 8 && strncasecmp(args, "CRAM-MD5",
 		    8) == 0 ? "334 PDEuMUBtYWlscHJveHk+" : "334 ");
 	}
 }
@@ -116,15 +116,15 @@ device_sasl(struct front *f, const char *line, size_t len,
 {
 	if (len == 1 && line[0] == '*') {
 		f->sasl_steps = 0;
-		cneg_reply(to_client, "501 5.7.0 Authentication aborted");
+		proto_say(to_client, "501 5.7.0 Authentication aborted");
 		return;
 	}
 	if (--f->sasl_steps > 0) {
-		cneg_reply(to_client, "334 UGFzc3dvcmQ6");
+		proto_say(to_client, "334 UGFzc3dvcmQ6");
 		return;
 	}
 	f->authed = true;
-	cneg_reply(to_client, "235 2.7.0 Authentication successful");
+	proto_say(to_client, "235 2.7.0 Authentication successful");
 }
 
 static enum front_verdict
@@ -140,31 +140,31 @@ device_command(struct front *f, const char *line, size_t len,
 	if (IS("EHLO") && args)
 		reply_ehlo(f, to_client);
 	else if (IS("HELO") && args)
-		cneg_reply(to_client, "250 %s", f->name);
+		proto_say(to_client, "250 %s", f->name);
 	else if (IS("AUTH"))
 		device_auth(f, args ? line + vl + 1 : "", args ? len - vl - 1 : 0,
 		    to_client);
 	else if (IS("NOOP") || IS("RSET"))
-		cneg_reply(to_client, "250 2.0.0 OK");
+		proto_say(to_client, "250 2.0.0 OK");
 	else if (IS("QUIT")) {
-		cneg_reply(to_client, "221 2.0.0 Bye");
+		proto_say(to_client, "221 2.0.0 Bye");
 		return FRONT_CLOSE;
 	} else {
 		/* Refusals, counted. */
 		if (IS("EHLO") || IS("HELO"))
-			cneg_reply(to_client, "501 5.5.4 Syntax: %.4s hostname",
+			proto_say(to_client, "501 5.5.4 Syntax: %.4s hostname",
 			    line);
 		else if (IS("STARTTLS"))
-			cneg_reply(to_client, f->tls ? "554 5.5.1 Error: TLS "
+			proto_say(to_client, f->tls ? "554 5.5.1 Error: TLS "
 			    "already active" : "454 4.7.0 TLS not available");
 		else if (IS("RCPT") || IS("DATA") || IS("BDAT"))
-			cneg_reply(to_client, "503 5.5.1 Error: need MAIL "
+			proto_say(to_client, "503 5.5.1 Error: need MAIL "
 			    "command");
 		else
-			cneg_reply(to_client, "502 5.5.2 Error: command not "
+			proto_say(to_client, "502 5.5.2 Error: command not "
 			    "recognized");
 		if (++f->errors >= CNEG_MAX_ERRORS) {
-			cneg_reply(to_client, "421 4.7.0 Too many errors");
+			proto_say(to_client, "421 4.7.0 Too many errors");
 			return FRONT_FAIL;
 		}
 	}
@@ -192,13 +192,13 @@ front_feed(struct front *f, const char *data, size_t len, size_t *consumed,
 		if ((lf = memchr(data + off, '\n', len - off)) == NULL) {
 			if (len - off < FRONT_MAX_LINE)
 				return FRONT_CONTINUE;
-			cneg_reply(to_client, "500 5.5.2 Line too long");
+			proto_say(to_client, "500 5.5.2 Line too long");
 			f->reason = R_CLIENT_LINE_TOO_LONG;
 			return FRONT_FAIL;
 		}
 		n = (size_t)(lf - (data + off));
 		if (n + 1 > FRONT_MAX_LINE) {
-			cneg_reply(to_client, "500 5.5.2 Line too long");
+			proto_say(to_client, "500 5.5.2 Line too long");
 			f->reason = R_CLIENT_LINE_TOO_LONG;
 			return FRONT_FAIL;
 		}

@@ -202,38 +202,38 @@ imap_cneg_line(struct cneg *c, const char *line, size_t len,
 	 * commands: refused, and the session ends before any is parsed. */
 	if (line_imap_literal(line, len, &size)) {
 		bool tagged = tl > 0 && args && line[0] != '*' && line[0] != '+';
-		cneg_reply(to_client, "%.*s BAD Literals are not accepted before "
+		proto_say(to_client, "%.*s BAD Literals are not accepted before "
 		    "STARTTLS\r\n* BYE Closing connection", tagged ? (int)tl : 1,
 		    tagged ? line : "*");
 		c->reason = R_CLIENT_LITERAL_BEFORE_STARTTLS;
 		return CNEG_FAIL;
 	}
 	if (tl == 0 || !args || line[0] == '*' || line[0] == '+') {
-		cneg_reply(to_client, "* BAD Invalid command");
+		proto_say(to_client, "* BAD Invalid command");
 		return cneg_refused(c) ? CNEG_FAIL : CNEG_CONTINUE;
 	}
 	cmd = line + tl + 1;
 	cl = len - tl - 1;
 #define IS(word)	(line_starts_with_word(cmd, cl, word))
 	if (IS("CAPABILITY"))
-		cneg_reply(to_client, "* CAPABILITY " IMAP_PRETLS_CAPS "\r\n"
+		proto_say(to_client, "* CAPABILITY " IMAP_PRETLS_CAPS "\r\n"
 		    "%.*s OK CAPABILITY completed", (int)tl, line);
 	else if (IS("NOOP"))
-		cneg_reply(to_client, "%.*s OK NOOP completed", (int)tl, line);
+		proto_say(to_client, "%.*s OK NOOP completed", (int)tl, line);
 	else if (IS("LOGOUT")) {
-		cneg_reply(to_client, "* BYE Logging out\r\n%.*s OK LOGOUT "
+		proto_say(to_client, "* BYE Logging out\r\n%.*s OK LOGOUT "
 		    "completed", (int)tl, line);
 		return CNEG_CLOSE;
 	} else if (IS("STARTTLS") && cl == 8) {
-		cneg_reply(to_client, "%.*s OK Begin TLS negotiation now",
+		proto_say(to_client, "%.*s OK Begin TLS negotiation now",
 		    (int)tl, line);
 		return CNEG_START_TLS;
 	} else if (IS("LOGIN") || IS("AUTHENTICATE")) {
-		cneg_reply(to_client, "%.*s NO [PRIVACYREQUIRED] Use STARTTLS "
+		proto_say(to_client, "%.*s NO [PRIVACYREQUIRED] Use STARTTLS "
 		    "first", (int)tl, line);
 		return cneg_refused(c) ? CNEG_FAIL : CNEG_CONTINUE;
 	} else {
-		cneg_reply(to_client, "%.*s BAD Command not permitted before "
+		proto_say(to_client, "%.*s BAD Command not permitted before "
 		    "STARTTLS", (int)tl, line);
 		return cneg_refused(c) ? CNEG_FAIL : CNEG_CONTINUE;
 	}

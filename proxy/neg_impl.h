@@ -76,10 +76,6 @@ struct cneg {
 extern const struct cneg_ops smtp_cneg_ops, pop3_cneg_ops, imap_cneg_ops;
 extern const struct proto_text smtp_text, pop3_text, imap_text;
 
-/* Queues a reply for the client (CRLF added per line given). */
-void	cneg_reply(struct buf *to_client, const char *fmt, ...)
-	    __attribute__((format(printf, 2, 3)));
-
 /* Counts a refused command; true when the client should be cut off. */
 bool	cneg_refused(struct cneg *c);
 

@@ -300,16 +300,6 @@ cneg_free(struct cneg *c)
 }
 
 void
-cneg_reply(struct buf *to_client, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vqueue(to_client, fmt, ap);
-	va_end(ap);
-}
-
-void
 cneg_greet(struct cneg *c, struct buf *to_client)
 {
 	proto_say(to_client, c->text->greeting, c->name);

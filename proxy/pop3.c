@@ -101,22 +101,22 @@ pop3_cneg_line(struct cneg *c, const char *line, size_t len,
     struct buf *to_client)
 {
 	if (line_starts_with_word(line, len, "CAPA") && len == 4) {
-		cneg_reply(to_client, "+OK Capability list follows\r\nSTLS\r\n"
+		proto_say(to_client, "+OK Capability list follows\r\nSTLS\r\n"
 		    "IMPLEMENTATION mailproxy\r\n.");
 	} else if (line_starts_with_word(line, len, "STLS") && len == 4) {
-		cneg_reply(to_client, "+OK Begin TLS negotiation");
+		proto_say(to_client, "+OK Begin TLS negotiation");
 		return CNEG_START_TLS;
 	} else if (line_starts_with_word(line, len, "QUIT")) {
-		cneg_reply(to_client, "+OK Bye");
+		proto_say(to_client, "+OK Bye");
 		return CNEG_CLOSE;
 	} else if (line_starts_with_word(line, len, "USER") ||
 	    line_starts_with_word(line, len, "PASS") ||
 	    line_starts_with_word(line, len, "APOP") ||
 	    line_starts_with_word(line, len, "AUTH")) {
-		cneg_reply(to_client, "-ERR [AUTH] Must issue STLS first");
+		proto_say(to_client, "-ERR [AUTH] Must issue STLS first");
 		return cneg_refused(c) ? CNEG_FAIL : CNEG_CONTINUE;
 	} else {
-		cneg_reply(to_client, "-ERR Command not permitted before STLS");
+		proto_say(to_client, "-ERR Command not permitted before STLS");
 		return cneg_refused(c) ? CNEG_FAIL : CNEG_CONTINUE;
 	}
 	return CNEG_CONTINUE;

@@ -295,32 +295,32 @@ smtp_cneg_line(struct cneg *c, const char *line, size_t len,
 #define IS(word)	(vl == strlen(word) && strncasecmp(line, word, vl) == 0)
 	if (IS("EHLO")) {
 		if (!args)
-			cneg_reply(to_client, "501 5.5.4 Syntax: EHLO hostname");
+			proto_say(to_client, "501 5.5.4 Syntax: EHLO hostname");
 		else
-			cneg_reply(to_client, "250-%s\r\n250-PIPELINING\r\n"
+			proto_say(to_client, "250-%s\r\n250-PIPELINING\r\n"
 			    "250-ENHANCEDSTATUSCODES\r\n250 STARTTLS", c->name);
 	} else if (IS("HELO")) {
 		if (!args)
-			cneg_reply(to_client, "501 5.5.4 Syntax: HELO hostname");
+			proto_say(to_client, "501 5.5.4 Syntax: HELO hostname");
 		else
-			cneg_reply(to_client, "250 %s", c->name);
+			proto_say(to_client, "250 %s", c->name);
 	} else if (IS("STARTTLS")) {
 		if (vl != len) {
-			cneg_reply(to_client, "501 5.5.4 Syntax: STARTTLS");
+			proto_say(to_client, "501 5.5.4 Syntax: STARTTLS");
 			return cneg_refused(c) ? CNEG_FAIL : CNEG_CONTINUE;
 		}
-		cneg_reply(to_client, "220 2.0.0 Ready to start TLS");
+		proto_say(to_client, "220 2.0.0 Ready to start TLS");
 		return CNEG_START_TLS;
 	} else if (IS("NOOP") || IS("RSET")) {
-		cneg_reply(to_client, "250 2.0.0 OK");
+		proto_say(to_client, "250 2.0.0 OK");
 	} else if (IS("QUIT")) {
-		cneg_reply(to_client, "221 2.0.0 Bye");
+		proto_say(to_client, "221 2.0.0 Bye");
 		return CNEG_CLOSE;
 	} else {
-		cneg_reply(to_client, "530 5.7.0 Must issue a STARTTLS command "
+		proto_say(to_client, "530 5.7.0 Must issue a STARTTLS command "
 		    "first");
 		if (cneg_refused(c)) {
-			cneg_reply(to_client, "421 4.7.0 Too many errors");
+			proto_say(to_client, "421 4.7.0 Too many errors");
 			return CNEG_FAIL;
 		}
 	}

@@ -8,7 +8,7 @@ import socket
 import ssl
 import time
 
-from helpers import client_ctx, recv_exact, service, tls_connect, wait_for
+from helpers import client_ctx, recv_exact, refused, service, tls_connect, wait_for
 
 
 def echo(conn):
@@ -114,7 +114,7 @@ def test_sigterm_drains_open_sessions(proxies, upstreams, certs):
     proxy.signal(signal.SIGTERM)
     proxy.wait_log("event=stopping sessions=1")
     # No new sessions: the listener is closed.
-    wait_for(lambda: _refused(port), what="listener closed")
+    wait_for(lambda: refused(port), what="listener closed")
     # The open session still works until it ends by itself.
     held.sendall(b"draining\r\n")
     assert recv_exact(held, 10) == b"draining\r\n"
@@ -134,14 +134,6 @@ def test_sigterm_grace_period_ends(proxies, upstreams, certs):
     assert 0.8 < time.monotonic() - t0 < 5
     assert "reason=shutdown" in proxy.log()
     held.close()
-
-
-def _refused(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return False
-    except ConnectionRefusedError:
-        return True
 
 
 def test_reload_under_load_loses_no_byte(proxies, upstreams, certs, tmp_path):

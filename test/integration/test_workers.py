@@ -4,12 +4,11 @@ import os
 import pwd
 import re
 import signal
-import socket
 import time
 
 import pytest
 
-from helpers import free_port, recv_exact, service, tls_connect, wait_for
+from helpers import free_port, recv_exact, refused, service, tls_connect, wait_for
 
 
 def greeter(conn):
@@ -113,14 +112,6 @@ def test_worker_restarted_after_a_reload_runs_the_reloaded_config(proxies, upstr
         s = tls_connect(second, certs)
         assert recv_exact(s, 12) == b"* OK hello\r\n"
         s.close()
-
-
-def refused(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return False
-    except ConnectionRefusedError:
-        return True
 
 
 def test_sigterm_stops_supervisor_and_workers(proxies, upstreams, certs):
