@@ -72,7 +72,7 @@ clients_clear_slot(int slot)
 		__atomic_store_n(&t[i].count, 0, __ATOMIC_RELEASE);
 }
 
-static void
+static const uint8_t *
 make_key(const struct sockaddr_any *a, uint8_t key[KEYLEN])
 {
 	memset(key, 0, KEYLEN);
@@ -82,6 +82,7 @@ make_key(const struct sockaddr_any *a, uint8_t key[KEYLEN])
 	else if (a->ss.ss_family == AF_INET6)
 		memcpy(key + 1, &((const struct sockaddr_in6 *)&a->ss)->sin6_addr,
 		    16);
+	return key;
 }
 
 static size_t
@@ -168,10 +169,9 @@ bool
 clients_add(const struct sockaddr_any *addr)
 {
 	uint8_t key[KEYLEN];
-	struct entry *e;
+	struct entry *e = find(mine, make_key(addr, key), false);
 
-	make_key(addr, key);
-	if ((e = find(mine, key, false)) == NULL)
+	if (e == NULL)
 		return false;
 	if (memcmp(e->key, key, KEYLEN) != 0) {
 		static const uint8_t empty[KEYLEN];
@@ -188,10 +188,9 @@ void
 clients_remove(const struct sockaddr_any *addr)
 {
 	uint8_t key[KEYLEN];
-	struct entry *e;
+	struct entry *e = find(mine, make_key(addr, key), true);
 
-	make_key(addr, key);
-	if ((e = find(mine, key, true)) == NULL ||
+	if (e == NULL ||
 	    __atomic_sub_fetch(&e->count, 1, __ATOMIC_RELEASE) != 0)
 		return;
 	if (++tombstones > cap / 4)

@@ -25,6 +25,16 @@ def free_port():
     return port
 
 
+def read_to_eof(sock):
+    """Everything the peer sends until it closes."""
+    data = b""
+    while True:
+        chunk = sock.recv(4096)
+        if not chunk:
+            return data
+        data += chunk
+
+
 def refused(port):
     """True if nothing accepts on 127.0.0.1:port any more."""
     try:

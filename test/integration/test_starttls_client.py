@@ -14,7 +14,7 @@ import time
 import pytest
 
 import fakemail
-from helpers import client_ctx, recv_exact, server_ctx
+from helpers import client_ctx, read_to_eof, recv_exact, server_ctx
 
 UPSTREAMS = ["none", "implicit", "starttls"]
 GREETING = {
@@ -215,12 +215,7 @@ def test_imap_literal_before_tls_ends_the_session(proxies, upstreams, certs, cmd
     proxy, up, box = start(proxies, upstreams, certs, "imap", "none")
     s = raw(proxy, "imap")
     s.sendall(cmd)
-    data = b""
-    while True:
-        chunk = s.recv(4096)
-        if not chunk:
-            break
-        data += chunk
+    data = read_to_eof(s)
     assert data == (b"a BAD Literals are not accepted before STARTTLS\r\n"
                     b"* BYE Closing connection\r\n")
     proxy.wait_log(r"event=close .*reason=client-literal-before-starttls")
