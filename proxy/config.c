@@ -140,8 +140,66 @@ on_key(void *user, const char *section, const char *name,
 }
 
 /*
- * inih reader: one line per call, counted; leading blanks stripped; a line
- * inih would truncate is reported and replaced by a comment.
+ * ${NAME} in a value is replaced by that environment variable, so that one
+ * file (one container image) serves many deployments.  Only in values
+ * (after the first '=' or ':'), not in an inline comment; an unset variable
+ * is an error at the line.  Returns the expanded length, or -1.
+ */
+static long
+expand_env(struct parser *p, const char *in, size_t len, char *out, size_t cap)
+{
+	size_t i = 0, o = 0, vstart = len;
+	const char *eq = memchr(in, '=', len), *colon = memchr(in, ':', len);
+
+	if (len > 0 && (*in == '[' || *in == ';' || *in == '#'))
+		vstart = len;	/* a section header or a comment: as it is */
+	else if (eq != NULL || colon != NULL)
+		vstart = (size_t)(((eq != NULL && (colon == NULL || eq < colon)) ?
+		    eq : colon) - in);
+	for (; i < len; i++) {
+		const char *val, *end;
+		size_t nl;
+		char name[128];
+
+		if (i > vstart && in[i] == ';' && (in[i - 1] == ' ' ||
+		    in[i - 1] == '\t'))
+			vstart = len;	/* the rest is an inline comment */
+		if (i <= vstart || vstart == len || in[i] != '$' ||
+		    i + 1 >= len || in[i + 1] != '{') {
+			if (o + 1 >= cap)
+				return (long)cap;	/* too long: the caller says */
+			out[o++] = in[i];
+			continue;
+		}
+		end = memchr(in + i + 2, '}', len - i - 2);
+		nl = end != NULL ? (size_t)(end - in - i - 2) : 0;
+		if (end == NULL || nl == 0 || nl >= sizeof(name) ||
+		    strspn(in + i + 2, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+		    "abcdefghijklmnopqrstuvwxyz0123456789_") != nl) {
+			cfg_error(p, p->line, "\"${\" must be followed by a "
+			    "variable name and \"}\"");
+			return -1;
+		}
+		memcpy(name, in + i + 2, nl);
+		name[nl] = '\0';
+		if ((val = getenv(name)) == NULL) {
+			cfg_error(p, p->line, "${%s}: environment variable %s is "
+			    "not set", name, name);
+			return -1;
+		}
+		if (o + strlen(val) + 1 >= cap)
+			return (long)cap;
+		memcpy(out + o, val, strlen(val));
+		o += strlen(val);
+		i += nl + 2;
+	}
+	return (long)o;
+}
+
+/*
+ * inih reader: one line per call, counted; leading blanks stripped; ${NAME}
+ * expanded; a line inih would truncate is reported and replaced by a
+ * comment.
  */
 static char *
 read_line(char *str, int num, void *stream)
@@ -169,10 +227,19 @@ read_line(char *str, int num, void *stream)
 		cfg_error(p, p->line, "line is too long (%zu bytes; at most "
 		    "%d fit)", linelen, num - 2);
 		keep = 0;
+	} else {
+		long n = expand_env(p, start, linelen, str, (size_t)num);
+		if (n > num - 1) {
+			cfg_error(p, p->line, "line is too long once ${...} is "
+			    "replaced (at most %d bytes fit)", num - 2);
+			n = 0;
+		}
+		keep = n < 0 ? 0 : (size_t)n;
+		start = str;
 	}
 	if (keep > 0 && *start == '[')
 		p->section_line = p->line;
-	memcpy(str, start, keep);
+	memmove(str, start, keep);
 	str[keep] = '\0';
 	if (keep == 0)
 		strcpy(str, "\n");

@@ -253,6 +253,48 @@ test_ports_are_checked(void)
 	}
 }
 
+/* ${NAME} in values comes from the environment; unset is a FILE:LINE error. */
+static void
+test_environment_expansion(void)
+{
+	static const char *const svc = "[e]\nprotocol = smtp\n"
+	    "listen = ${MP_T_LISTEN}\nclient_tls = implicit\n"
+	    "cert = @/server-ecdsa.crt\nkey = @/server-ecdsa.key\n"
+	    "upstream = ${MP_T_HOST}:${MP_T_PORT}\n"
+	    "upstream_tls = none ; ${MP_T_UNSET} in a comment is left alone\n"
+	    "; ${MP_T_UNSET} here too\n";
+	char text[1024], big[400];
+	struct config *cf;
+
+	setenv("MP_T_LISTEN", "127.0.0.1:0", 1);
+	setenv("MP_T_HOST", "127.0.0.1", 1);
+	setenv("MP_T_PORT", "2525", 1);
+	unsetenv("MP_T_UNSET");
+	if ((cf = expect_ok(svc)) != NULL)
+		CHECK(strcmp(cf->services[0].upstream, "127.0.0.1:2525") == 0);
+	config_unref(cf);
+	unsetenv("MP_T_PORT");
+	expect_error(svc, "test.ini:7: ${MP_T_PORT}: environment variable "
+	    "MP_T_PORT is not set");
+	setenv("MP_T_PORT", "2525", 1);
+	snprintf(text, sizeof(text), "%supstream_name = ${ bad}\n", svc);
+	expect_error(text, "test.ini:10: \"${\" must be followed by a variable "
+	    "name");
+	snprintf(text, sizeof(text), "%supstream_name = ${MP_T_HOST\n", svc);
+	expect_error(text, "test.ini:10: \"${\" must be followed");
+	/* A value too long for the line buffer once expanded. */
+	memset(big, 'a', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	setenv("MP_T_BIG", big, 1);
+	snprintf(text, sizeof(text), "%supstream_name = ${MP_T_BIG}\n", svc);
+	expect_error(text, "test.ini:10: line is too long once ${...} is "
+	    "replaced");
+	unsetenv("MP_T_BIG");
+	/* "$" alone, and in a key's name, is just a character. */
+	snprintf(text, sizeof(text), "%sehlo_name = a$b\n", svc);
+	expect_error(text, "test.ini:10: ehlo_name: \"a$b\" is not a host name");
+}
+
 static void
 test_values_not_yet_supported(void)
 {
@@ -551,6 +593,7 @@ test_config(void)
 	init_certdir();
 	test_cert_pairs_are_capped();
 	test_ports_are_checked();
+	test_environment_expansion();
 	test_good_file();
 	test_errors_name_file_and_line();
 	test_values_not_yet_supported();
