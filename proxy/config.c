@@ -524,6 +524,7 @@ config_parse(const char *text, size_t len, const char *name, char **errors)
 	cf->workers = 1;
 	cf->timeouts = (struct timeouts){ 10, 30, 10, -1 };
 	cf->shutdown_timeout = 30;
+	cf->ready_upstream_failures = 3;
 
 	memset(&p, 0, sizeof(p));
 	p.name = name;

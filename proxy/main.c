@@ -167,8 +167,11 @@ stop(EV_P_ bool deadline)
 	log_info("event=stopping sessions=%zu grace=%s", sess_count(),
 	    deadline ? "shutdown_timeout" : "until-sessions-end");
 	listeners_close_all(EV_A);
-	if (worker_index == 0)
+	/* Stopping: /readyz says so while the sessions drain.  After a
+	 * reload the new generation's worker 0 serves the endpoint. */
+	if (worker_index == 0 && !deadline)
 		metrics_serve(EV_A_ running, -1);
+	metrics_draining();
 	if (deadline) {
 		ev_timer_init(&drain_timer, drain_timer_cb,
 		    running->shutdown_timeout, 0.);

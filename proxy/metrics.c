@@ -40,6 +40,10 @@ struct svc_metrics {
 	uint64_t	 upfail_count[MAX_UPFAIL];
 	int64_t		 up_not_after;	/* upstream certificate, Unix time */
 	int64_t		 up_seen;	/* when it was seen (ns), 0: never */
+	/* /readyz: this worker's consecutive failed connects to the
+	 * upstream, and when it last tried (ns, realtime). */
+	uint32_t	 connect_streak;
+	int64_t		 connect_tried;
 };
 
 /* Process-wide counters, written by the supervisor and by any worker. */
@@ -206,6 +210,32 @@ metrics_upstream_cert(struct svc_metrics *m, const SSL *ssl)
 		m->up_seen = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
 	}
 	X509_free(x);
+}
+
+static int64_t
+now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+void
+metrics_upstream_connect(struct svc_metrics *m, bool ok)
+{
+	if (m == NULL)
+		return;
+	m->connect_streak = ok ? 0 : m->connect_streak + 1;
+	m->connect_tried = now_ns();
+}
+
+static bool		 draining_now;
+
+void
+metrics_draining(void)
+{
+	draining_now = true;
 }
 
 void
@@ -473,6 +503,45 @@ scrape_timeout(EV_P_ ev_timer *w, int revents)
 	scrape_free(EV_A_ w->data);	/* a slow scraper is dropped */
 }
 
+/*
+ * Ready unless draining, or a service's upstream failed its last
+ * max_failures connection attempts (those of the worker that tried last).
+ * Returns 1 when ready; why is said in body either way.
+ */
+static int
+readiness(const struct config *cf, struct out *body)
+{
+	int ready = 1;
+
+	if (draining_now) {
+		put(body, "not ready: draining (stopping)\n");
+		return 0;
+	}
+	for (size_t i = 0; cf != NULL && i < cf->nservices; i++) {
+		const char *name = cf->services[i].name;
+		const struct svc_metrics *last = NULL;
+
+		for (int w = 0; w < nworkers; w++)
+			for (int k = 0; k < MAX_SVC; k++) {
+				const struct svc_metrics *m = &shm[w * MAX_SVC + k];
+				if (strcmp(m->name, name) == 0 && m->connect_tried &&
+				    (last == NULL ||
+				    m->connect_tried > last->connect_tried))
+					last = m;
+			}
+		if (last != NULL && cf->ready_upstream_failures > 0 &&
+		    last->connect_streak >= (uint32_t)cf->ready_upstream_failures) {
+			put(body, "not ready: [%s] upstream %s failed its last %u "
+			    "connection attempts\n", name, cf->services[i].upstream,
+			    last->connect_streak);
+			ready = 0;
+		}
+	}
+	if (ready)
+		put(body, "ready\n");
+	return ready;
+}
+
 static void
 respond(struct scrape *sc)
 {
@@ -486,6 +555,10 @@ respond(struct scrape *sc)
 		render(mcf, &body);
 	else if (strncmp(sc->req, "GET /healthz ", 13) == 0)
 		put(&body, "ok\n");
+	else if (strncmp(sc->req, "GET /readyz ", 12) == 0) {
+		if (!readiness(mcf, &body))
+			status = "503 Service Unavailable";
+	}
 	else {
 		status = "404 Not Found";
 		put(&body, "not found\n");

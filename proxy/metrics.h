@@ -8,6 +8,7 @@
 #ifndef MAILPROXY_METRICS_H
 #define MAILPROXY_METRICS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <ev.h>
@@ -49,6 +50,13 @@ void	metrics_upstream_failure(struct svc_metrics *m,
 /* An upstream handshake completed: remembers when the certificate the
  * upstream showed expires (the newest one seen per service is exported). */
 void	metrics_upstream_cert(struct svc_metrics *m, const SSL *ssl);
+
+/* A connection attempt to the service's upstream worked or failed (every
+ * address tried): /readyz fails after ready_upstream_failures in a row. */
+void	metrics_upstream_connect(struct svc_metrics *m, bool ok);
+
+/* This worker is stopping (SIGTERM): /readyz answers 503 from now on. */
+void	metrics_draining(void);
 
 /* Process-wide: a worker died (the supervisor restarts it); a reload
  * failed (ok 0) or a new configuration was loaded (ok 1). */

@@ -160,6 +160,7 @@ connect_done(EV_P_ struct session *s)
 		return;
 	}
 	s->upstream.wr_wait = 0;
+	metrics_upstream_connect(s->metrics, true);
 	if (s->svc->proxy_protocol_out != 0 && send_proxy_header(s) < 0) {
 		fail_upstream(EV_A_ s, R_UPSTREAM_ERROR, "cannot send the PROXY header");
 		return;
@@ -242,6 +243,8 @@ fail_upstream(EV_P_ struct session *s, enum close_reason reason,
 	logline_str(&ll, "detail", detail ? detail : "");
 	logline_emit(&ll, LOG_LVL_WARN);
 	metrics_upstream_failure(s->metrics, reason);
+	if (reason_outcome(reason) == END_CONNECT)
+		metrics_upstream_connect(s->metrics, false);
 	ep_close(EV_A_ &s->upstream);
 	buf_release(&s->u2c);	/* nothing but our error reaches the client */
 	if (msg != NULL)

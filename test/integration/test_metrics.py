@@ -152,3 +152,51 @@ def test_label_values_are_escaped(proxies, upstreams, certs):
     for line in text.splitlines():
         if not line.startswith("#"):
             assert sample.match(line), line
+
+
+def get(port, path):
+    """(status, body) of an HTTP GET, also for error statuses."""
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def test_readyz_follows_the_upstream_and_the_drain(proxies, upstreams, certs):
+    """/healthz: the process and its loop; /readyz: 503 once the upstream
+    failed ready_upstream_failures connection attempts in a row, and while
+    draining on SIGTERM."""
+    import signal
+    import urllib.error  # noqa: F401  (get() uses it)
+    hold = socket.socket()                 # the upstream's port: bound, not listening
+    hold.bind(("127.0.0.1", 0))
+    upport = hold.getsockname()[1]
+    mport = free_port()
+    proxy = proxies("metrics = 127.0.0.1:%d\nready_upstream_failures = 2\n" % mport +
+                    service("r", "imap", "127.0.0.1:%d" % upport, certs))
+    proxy.wait_log("event=metrics-listen")
+    assert get(mport, "/readyz") == (200, "ready\n")
+    for attempt in range(2):
+        s = tls_connect(proxy.port("r"), certs)
+        assert s.recv(200).startswith(b"* BYE [UNAVAILABLE] mailproxy: upstream unavailable")
+        s.close()
+        proxy.wait_log("reason=upstream-connect-failed", count=attempt + 1)
+        status, body = get(mport, "/readyz")
+        assert status == (503 if attempt == 1 else 200), body
+    assert "[r] upstream 127.0.0.1:%d failed its last 2 connection attempts" % upport in body
+    assert get(mport, "/healthz") == (200, "ok\n")
+    hold.listen(4)                         # the upstream is back
+    s = tls_connect(proxy.port("r"), certs)
+    conn, _ = hold.accept()
+    conn.sendall(b"* OK back\r\n")
+    assert recv_exact(s, 11) == b"* OK back\r\n"
+    assert get(mport, "/readyz") == (200, "ready\n")
+    proxy.signal(signal.SIGTERM)           # s is still open: the worker drains
+    proxy.wait_log("event=stopping")
+    status, body = get(mport, "/readyz")
+    assert (status, body) == (503, "not ready: draining (stopping)\n")
+    assert get(mport, "/healthz") == (200, "ok\n")
+    s.close()
+    conn.close()
+    hold.close()
