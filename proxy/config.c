@@ -525,6 +525,7 @@ config_parse(const char *text, size_t len, const char *name, char **errors)
 	cf->timeouts = (struct timeouts){ 10, 30, 10, -1 };
 	cf->shutdown_timeout = 30;
 	cf->ready_upstream_failures = 3;
+	cf->watch_files = true;
 
 	memset(&p, 0, sizeof(p));
 	p.name = name;

@@ -27,7 +27,7 @@
 #define CONFIG_DEFAULT_FILE	"/etc/mailproxy/mailproxy.ini"
 #define CONFIG_MAX_PAIRS	8	/* cert/key pairs per service */
 
-#define CONFIG_NKEYS		34	/* keys in the table (config_keys.c) */
+#define CONFIG_NKEYS		35	/* keys in the table (config_keys.c) */
 
 struct listen_addr {
 	struct sockaddr_any	 addr;
@@ -96,6 +96,7 @@ struct config {
 	int			 max_connections;
 	int			 max_connections_per_client;	/* 0: no cap */
 	int			 ready_upstream_failures;	/* 0: never */
+	bool			 watch_files;	/* reload when a file changes */
 	int			 workers;	/* processes; resolved from auto */
 	struct sockaddr_any	 metrics;	/* len 0: no endpoint */
 	char			*user;		/* drop to it after binding */

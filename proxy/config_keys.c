@@ -497,6 +497,7 @@ const struct key_def config_keys[K_COUNT] = {
 	[K_UPSTREAM_AUTH] = { "upstream_auth", SCOPE_SERVICE, false, NONE, S(upstream_auth), set_upstream_auth, NULL },
 	[K_UPSTREAM_USER] = { "upstream_user", SCOPE_SERVICE, false, NONE, S(upstream_user), set_auth_user, NULL },
 	[K_PASSWORD_FILE] = { "upstream_password_file", SCOPE_SERVICE, false, NONE, S(upstream_password_file), set_secret_file, NULL },
+	[K_WATCH_FILES] = { "watch_files", SCOPE_GLOBAL, false, G(watch_files), NONE, set_yesno, NULL },
 	[K_READY_FAILURES] = { "ready_upstream_failures", SCOPE_GLOBAL, false, G(ready_upstream_failures), NONE, set_failures, NULL },
 	[K_TOKEN_FILE] = { "upstream_token_file", SCOPE_SERVICE, false, NONE, S(upstream_token_file), set_secret_file, NULL },
 };

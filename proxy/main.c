@@ -26,6 +26,7 @@
 #include "probe.h"
 #include "session.h"
 #include "tls.h"
+#include "watch.h"
 
 #define MAILPROXY_VERSION	"0.1.0"
 
@@ -219,6 +220,7 @@ struct worker {
 
 static sigset_t		 parent_mask;
 static struct sockset	*bound;		/* the current configuration's */
+static struct watch	*watcher;	/* watch_files = yes */
 static struct proc	*procs;		/* [nslots] */
 static int		 nslots;
 
@@ -250,6 +252,8 @@ spawn(struct worker *w, int index)
 	if (pid == 0) {
 		sigprocmask(SIG_SETMASK, &parent_mask, NULL);
 		sockset_keep_only(bound, index);
+		watch_free(watcher);	/* the supervisor's */
+		watcher = NULL;
 		exit(run_worker(index, slot));
 	}
 	procs[slot] = (struct proc){ pid, index, false, time(NULL) };
@@ -312,6 +316,51 @@ reap_workers(struct worker *ws, bool stopping)
 			break;
 		}
 	}
+}
+
+/* Watches the files of the running configuration, if it asks for it. */
+static void
+watch_running(void)
+{
+	char err[256];
+
+	watch_free(watcher);
+	watcher = NULL;
+	if (running->watch_files &&
+	    (watcher = watch_start(running, config_file, err, sizeof(err))) == NULL)
+		log_warnx("watch_files: %s (files are not watched; SIGHUP still "
+		    "reloads)", err);
+}
+
+static double
+mono_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/*
+ * Changes settle before a reload: 0.5 s without a new event (a certificate
+ * and its key are usually replaced one after the other), at most 3 s after
+ * the first.  Returns true when it is time to reload.
+ */
+static bool
+files_settled(void)
+{
+	static double first, last;
+	double now = mono_now();
+
+	if (watcher != NULL && watch_changed(watcher)) {
+		last = now;
+		if (first == 0)
+			first = now;
+	}
+	if (first == 0 || (now - last < 0.5 && now - first < 3))
+		return false;
+	first = 0;
+	return true;
 }
 
 /*
@@ -395,6 +444,7 @@ reload(struct worker *ws, int n)
 	signal_procs(SIGQUIT, true);
 	wait_accepting(false);
 	metrics_reload(1);
+	watch_running();
 	log_info("event=reload-ok services=%zu", cf->nservices);
 }
 
@@ -429,10 +479,15 @@ supervise(void)
 		ws[i].slot = -1;
 		spawn(&ws[i], i);
 	}
+	watch_running();
 	for (;;) {
 		sig = sigtimedwait(&set, NULL, &tick);
 		if (sig == SIGHUP && !stopping)
 			reload(ws, n);
+		else if (files_settled() && !stopping) {
+			log_info("event=files-changed: reloading");
+			reload(ws, n);
+		}
 		else if (sig == SIGTERM || sig == SIGINT) {
 			/* A second signal makes the workers stop at once. */
 			stopping = true;
@@ -455,6 +510,7 @@ supervise(void)
 	log_info("event=stopped");
 	free(ws);
 	free(procs);
+	watch_free(watcher);
 	sockset_free(bound);
 	config_unref(running);
 	return 0;

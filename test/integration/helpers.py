@@ -63,7 +63,7 @@ class Proxy:
         self.config = os.path.join(workdir, name + ".ini")
         self.logpath = os.path.join(workdir, name + ".log")
         with open(self.config, "w") as f:
-            f.write(config_text)
+            f.write(self._watch_off(config_text))
         self.logfile = open(self.logpath, "w+")
         self.proc = subprocess.Popen([BIN, "-c", self.config],
                                      stdout=self.logfile, stderr=subprocess.STDOUT)
@@ -92,9 +92,15 @@ class Proxy:
                         re.findall(pattern, self.log()),
                         timeout=timeout, what="log line %r" % pattern)
 
+    @staticmethod
+    def _watch_off(text):
+        """Tests rewrite files and reload by signal, counting reloads: the
+        file watcher (on by default) stays off unless a test asks for it."""
+        return text if "watch_files" in text else "watch_files = no\n" + text
+
     def rewrite(self, config_text):
         with open(self.config, "w") as f:
-            f.write(config_text)
+            f.write(self._watch_off(config_text))
 
     def signal(self, sig):
         self.proc.send_signal(sig)
