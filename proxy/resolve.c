@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 
 #include "resolve.h"
@@ -260,7 +261,9 @@ int
 resolver_lookup(struct resolver *r, const char *host, const char *port,
     resolve_cb cb, void *arg)
 {
+	struct ares_addrinfo_hints h;
 	struct lookup *lk;
+	struct in_addr in;
 	unsigned long p = 0;
 	size_t i;
 
@@ -282,8 +285,16 @@ resolver_lookup(struct resolver *r, const char *host, const char *port,
 	lk->cb = cb;
 	lk->arg = arg;
 	lk->port = (unsigned short)p;
-	/* Answers now (a file read) or passes the lookup on to DNS. */
-	ares_getaddrinfo(r->hosts, host, NULL, &hints, hosts_done, lk);
+	/*
+	 * Answers now (a file read) or passes the lookup on to DNS.  c-ares
+	 * 1.18 takes an IPv4 literal for a name when asked for AF_UNSPEC
+	 * (its IPv6 test overwrites the IPv4 one) and sends it to DNS: asked
+	 * for AF_INET it answers it at once.
+	 */
+	h = hints;
+	if (inet_pton(AF_INET, host, &in) == 1)
+		h.ai_family = AF_INET;
+	ares_getaddrinfo(r->hosts, host, NULL, &h, hosts_done, lk);
 	rearm(r);
 	return 0;
 }
