@@ -13,18 +13,18 @@ WARN   := -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes \
 CFLAGS ?= -O2 -g
 ALL_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) -fno-strict-aliasing -MMD -MP \
           -isystem $(BSSL_INC) $(SANITIZE) $(CFLAGS)
-LDLIBS := -L$(BSSL_LIB) -Wl,-rpath,$(BSSL_LIB) -lssl -lcrypto -lev -linih
+LDLIBS := -L$(BSSL_LIB) -Wl,-rpath,$(BSSL_LIB) -lssl -lcrypto -lev -linih -lcares
 LDFLAGS += $(SANITIZE)
 
 # Debian packages the build and the tests need (make deps installs them).
-DEPS_BUILD := android-libboringssl-dev libev-dev libinih-dev gcc make
+DEPS_BUILD := android-libboringssl-dev libev-dev libinih-dev libc-ares-dev gcc make
 DEPS_TEST  := python3 python3-pytest openssl curl swaks libnet-ssleay-perl haproxy \
               libio-socket-ssl-perl procps iproute2 bsdutils man-db prometheus python3-yaml
 # Real mail servers for the interop tests and make run (never started as
 # system services: see test/deps.sh).
 DEPS_MAIL  := postfix dovecot-imapd dovecot-pop3d dovecot-lmtpd
 
-SRCS := log buffer cidr addr secret reason clients config config_keys watch tls endpoint listener session client upstream relay line negotiate smtp pop3 imap front guard probe proxyproto metrics
+SRCS := log buffer cidr addr secret reason clients config config_keys watch resolve dns tls endpoint listener session client upstream relay line negotiate smtp pop3 imap front guard probe proxyproto metrics
 OBJS := $(SRCS:%=$(BUILD)/%.o)
 UNIT := $(wildcard test/unit/test_*.c)
 

@@ -20,6 +20,7 @@ main(void)
 	test_cidr();
 	test_proxyproto();
 	test_reason();
+	test_resolve();
 	printf("%d passed, %d failed\n", unit_passed, unit_failed);
 	return unit_failed == 0 ? 0 : 1;
 }

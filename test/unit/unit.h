@@ -42,5 +42,6 @@ void test_guard(void);
 void test_cidr(void);
 void test_proxyproto(void);
 void test_reason(void);
+void test_resolve(void);
 
 #endif
