@@ -23,6 +23,7 @@
 #include <ini.h>
 #include <openssl/mem.h>
 
+#include "dns.h"
 #include "secret.h"
 #include "tls.h"
 
@@ -249,9 +250,12 @@ read_line(char *str, int num, void *stream)
 static void
 resolve_upstream(struct parser *p, struct service *svc)
 {
-	const char *why;
-	int n = addr_resolve(svc->upstream_host, svc->upstream_port, false,
-	    false, &svc->upstream_addrs, &why);
+	const char *why, *servers = getenv("MAILPROXY_DNS_SERVERS");
+	int n = servers != NULL && !addr_is_ip_literal(svc->upstream_host) ?
+	    dns_resolve_now(svc->upstream_host, svc->upstream_port, servers,
+	    &svc->upstream_addrs, &why) :
+	    addr_resolve(svc->upstream_host, svc->upstream_port, false, false,
+	    &svc->upstream_addrs, &why);
 
 	if (n < 0) {
 		cfg_error(p, svc->seen[K_UPSTREAM], "upstream: cannot resolve "
@@ -526,6 +530,7 @@ config_parse(const char *text, size_t len, const char *name, char **errors)
 	cf->shutdown_timeout = 30;
 	cf->ready_upstream_failures = 3;
 	cf->watch_files = true;
+	cf->dns_refresh = 300;
 
 	memset(&p, 0, sizeof(p));
 	p.name = name;
@@ -610,6 +615,7 @@ service_free(struct service *svc)
 	free(svc->upstream_host);
 	free(svc->upstream_port);
 	free(svc->upstream_addrs);
+	dns_unshare(svc);
 	free(svc->upstream_name);
 	free(svc->upstream_ca);
 	free(svc->ehlo_name);

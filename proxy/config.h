@@ -27,7 +27,7 @@
 #define CONFIG_DEFAULT_FILE	"/etc/mailproxy/mailproxy.ini"
 #define CONFIG_MAX_PAIRS	8	/* cert/key pairs per service */
 
-#define CONFIG_NKEYS		35	/* keys in the table (config_keys.c) */
+#define CONFIG_NKEYS		36	/* keys in the table (config_keys.c) */
 
 struct listen_addr {
 	struct sockaddr_any	 addr;
@@ -42,6 +42,8 @@ struct timeouts {
 	int	connect;
 	int	idle;
 };
+
+struct dns_view;
 
 struct service {
 	char			*name;
@@ -63,6 +65,7 @@ struct service {
 	char			*upstream_port;
 	struct sockaddr_any	*upstream_addrs;	/* resolved at load */
 	size_t			 nupstream_addrs;
+	struct dns_view		*dns;		/* re-resolved (dns.c), or NULL */
 	enum tls_mode		 upstream_tls;
 	char			*upstream_name;		/* NULL: none (IP) */
 	bool			 upstream_verify;
@@ -97,6 +100,7 @@ struct config {
 	int			 max_connections_per_client;	/* 0: no cap */
 	int			 ready_upstream_failures;	/* 0: never */
 	bool			 watch_files;	/* reload when a file changes */
+	int			 dns_refresh;	/* seconds, 0: at load only */
 	int			 workers;	/* processes; resolved from auto */
 	struct sockaddr_any	 metrics;	/* len 0: no endpoint */
 	char			*user;		/* drop to it after binding */

@@ -95,6 +95,13 @@ set_connections(struct parser *p, void *f, const char *v)
 
 static int set_string(struct parser *p, void *f, const char *v);
 
+/* dns_refresh: 0 (at load and reload only) to a day. */
+static int
+set_refresh(struct parser *p, void *f, const char *v)
+{
+	return parse_int(p, v, 0, 86400, f);
+}
+
 /* ready_upstream_failures: 0 (never) to 1000. */
 static int
 set_failures(struct parser *p, void *f, const char *v)
@@ -497,6 +504,7 @@ const struct key_def config_keys[K_COUNT] = {
 	[K_UPSTREAM_AUTH] = { "upstream_auth", SCOPE_SERVICE, false, NONE, S(upstream_auth), set_upstream_auth, NULL },
 	[K_UPSTREAM_USER] = { "upstream_user", SCOPE_SERVICE, false, NONE, S(upstream_user), set_auth_user, NULL },
 	[K_PASSWORD_FILE] = { "upstream_password_file", SCOPE_SERVICE, false, NONE, S(upstream_password_file), set_secret_file, NULL },
+	[K_DNS_REFRESH] = { "dns_refresh", SCOPE_GLOBAL, false, G(dns_refresh), NONE, set_refresh, NULL },
 	[K_WATCH_FILES] = { "watch_files", SCOPE_GLOBAL, false, G(watch_files), NONE, set_yesno, NULL },
 	[K_READY_FAILURES] = { "ready_upstream_failures", SCOPE_GLOBAL, false, G(ready_upstream_failures), NONE, set_failures, NULL },
 	[K_TOKEN_FILE] = { "upstream_token_file", SCOPE_SERVICE, false, NONE, S(upstream_token_file), set_secret_file, NULL },

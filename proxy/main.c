@@ -20,6 +20,7 @@
 
 #include "clients.h"
 #include "config.h"
+#include "dns.h"
 #include "listener.h"
 #include "log.h"
 #include "metrics.h"
@@ -221,6 +222,7 @@ struct worker {
 static sigset_t		 parent_mask;
 static struct sockset	*bound;		/* the current configuration's */
 static struct watch	*watcher;	/* watch_files = yes */
+static struct ev_loop	*dnsloop;	/* dns_refresh: c-ares, run each tick */
 static struct proc	*procs;		/* [nslots] */
 static int		 nslots;
 
@@ -414,6 +416,13 @@ reload(struct worker *ws, int n)
 		metrics_reload(0);
 		return;
 	}
+	if (dns_share(cf) < 0) {
+		log_errorx("reload failed, keeping the running configuration: "
+		    "out of memory");
+		config_unref(cf);
+		metrics_reload(0);
+		return;
+	}
 	if ((next = sockset_bind(cf, n, bound, err, sizeof(err))) == NULL) {
 		log_errorx("reload failed, keeping the running configuration: "
 		    "%s", err);
@@ -445,6 +454,7 @@ reload(struct worker *ws, int n)
 	wait_accepting(false);
 	metrics_reload(1);
 	watch_running();
+	dns_follow(dnsloop, cf);
 	log_info("event=reload-ok services=%zu", cf->nservices);
 }
 
@@ -467,6 +477,10 @@ supervise(void)
 		fatal("shared memory");
 	if ((bound = sockset_bind(running, n, NULL, err, sizeof(err))) == NULL)
 		fatalx("%s", err);
+	/* The poll backend: no kernel object the forked workers would share. */
+	if (dns_share(running) < 0 ||
+	    (dnsloop = ev_loop_new(EVBACKEND_POLL)) == NULL)
+		fatalx("out of memory");
 	sigemptyset(&set);
 	sigaddset(&set, SIGHUP);
 	sigaddset(&set, SIGTERM);
@@ -480,8 +494,10 @@ supervise(void)
 		spawn(&ws[i], i);
 	}
 	watch_running();
+	dns_follow(dnsloop, running);
 	for (;;) {
 		sig = sigtimedwait(&set, NULL, &tick);
+		ev_run(dnsloop, EVRUN_NOWAIT);
 		if (sig == SIGHUP && !stopping)
 			reload(ws, n);
 		else if (files_settled() && !stopping) {
@@ -510,6 +526,8 @@ supervise(void)
 	log_info("event=stopped");
 	free(ws);
 	free(procs);
+	dns_stop(dnsloop);
+	ev_loop_destroy(dnsloop);
 	watch_free(watcher);
 	sockset_free(bound);
 	config_unref(running);

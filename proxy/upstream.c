@@ -18,6 +18,7 @@
 #include <openssl/mem.h>
 #include <openssl/x509.h>
 
+#include "dns.h"
 #include "proxyproto.h"
 #include "tls.h"
 
@@ -27,10 +28,12 @@ start_connect(EV_P_ struct session *s)
 {
 	const struct service *svc = s->svc;
 	char why[160] = "no address";
+	size_t naddrs;
+	const struct sockaddr_any *addrs = dns_addrs(svc, &naddrs);
 	int fd;
 
-	while (s->next_addr < svc->nupstream_addrs) {
-		const struct sockaddr_any *a = &svc->upstream_addrs[s->next_addr++];
+	while (s->next_addr < naddrs) {
+		const struct sockaddr_any *a = &addrs[s->next_addr++];
 
 		sockaddr_text((const struct sockaddr *)&a->ss, s->upstream_addr,
 		    sizeof(s->upstream_addr));
@@ -54,6 +57,17 @@ start_connect(EV_P_ struct session *s)
 		close(fd);
 	}
 	fail_upstream(EV_A_ s, R_UPSTREAM_CONNECT_FAILED, why);
+}
+
+/* How many addresses the upstream has now (the list may have been
+ * renewed while one was being dialled). */
+static size_t
+naddrs_now(const struct service *svc)
+{
+	size_t n;
+
+	(void)dns_addrs(svc, &n);
+	return n;
 }
 
 /*
@@ -151,7 +165,7 @@ connect_done(EV_P_ struct session *s)
 		snprintf(why, sizeof(why), "%s: %s", s->upstream_addr,
 		    strerror(err));
 		ep_close(EV_A_ &s->upstream);
-		if (s->next_addr < s->svc->nupstream_addrs) {
+		if (s->next_addr < naddrs_now(s->svc)) {
 			log_debug("sess=%llu connect %s", (unsigned long long)s->id,
 			    why);
 			start_connect(EV_A_ s);

@@ -40,8 +40,8 @@ def proxies(tmp_path, request):
     end, and their logs printed when the test failed."""
     started = []
 
-    def start(text, name="proxy"):
-        p = Proxy(str(tmp_path), text, name=name + str(len(started)))
+    def start(text, name="proxy", env=None):
+        p = Proxy(str(tmp_path), text, name=name + str(len(started)), env=env)
         started.append(p)
         return p
 

@@ -58,7 +58,7 @@ class Proxy:
     """mailproxy started on a config text; listeners use port 0 and the
     bound ports are read from the proxy's own event=listen log lines."""
 
-    def __init__(self, workdir, config_text, name="proxy"):
+    def __init__(self, workdir, config_text, name="proxy", env=None):
         self.workdir = workdir
         self.config = os.path.join(workdir, name + ".ini")
         self.logpath = os.path.join(workdir, name + ".log")
@@ -66,7 +66,8 @@ class Proxy:
             f.write(self._watch_off(config_text))
         self.logfile = open(self.logpath, "w+")
         self.proc = subprocess.Popen([BIN, "-c", self.config],
-                                     stdout=self.logfile, stderr=subprocess.STDOUT)
+                                     stdout=self.logfile, stderr=subprocess.STDOUT,
+                                     env=dict(os.environ, **(env or {})))
         wait_for(lambda: "event=start" in self.log() or self.proc.poll() is not None,
                  what="proxy start")
         if self.proc.poll() is not None:
