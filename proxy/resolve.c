@@ -264,18 +264,16 @@ resolver_lookup(struct resolver *r, const char *host, const char *port,
 	struct ares_addrinfo_hints h;
 	struct lookup *lk;
 	struct in_addr in;
-	unsigned long p = 0;
-	size_t i;
+	unsigned long p;
+	size_t digits;
 
 	if (r->freed || host == NULL || *host == '\0' || port == NULL ||
 	    cb == NULL)
 		return -1;
-	for (i = 0; port[i] != '\0'; i++)
-		if (i >= 5 || port[i] < '0' || port[i] > '9')
-			return -1;
-		else
-			p = p * 10 + (unsigned long)(port[i] - '0');
-	if (i == 0 || p > 65535 || (lk = calloc(1, sizeof(*lk))) == NULL)
+	digits = strspn(port, "0123456789");
+	if (digits == 0 || digits > 5 || port[digits] != '\0' ||
+	    (p = strtoul(port, NULL, 10)) > 65535 ||
+	    (lk = calloc(1, sizeof(*lk))) == NULL)
 		return -1;
 	if ((lk->host = strdup(host)) == NULL) {
 		free(lk);
@@ -312,8 +310,8 @@ resolver_new(EV_P_ const char *servers, char *err, size_t errlen)
 		return NULL;
 	}
 	if ((r = calloc(1, sizeof(*r))) == NULL) {
-		snprintf(err, errlen, "out of memory");
 		ares_library_cleanup();
+		snprintf(err, errlen, "c-ares: %s", ares_strerror(ARES_ENOMEM));
 		return NULL;
 	}
 	r->loop = EV_A;
@@ -324,10 +322,8 @@ resolver_new(EV_P_ const char *servers, char *err, size_t errlen)
 	memset(&o, 0, sizeof(o));
 	o.lookups = hosts_only;
 	if ((st = ares_init_options(&r->hosts, &o, ARES_OPT_LOOKUPS)) !=
-	    ARES_SUCCESS) {
-		snprintf(err, errlen, "c-ares: %s", ares_strerror(st));
+	    ARES_SUCCESS)
 		goto fail;
-	}
 	o.lookups = dns_only;
 	o.sock_state_cb = sock_state_cb;
 	o.sock_state_cb_data = r;
@@ -339,18 +335,18 @@ resolver_new(EV_P_ const char *servers, char *err, size_t errlen)
 		o.ndomains = 0;
 		mask |= ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES | ARES_OPT_DOMAINS;
 	}
-	if ((st = ares_init_options(&r->dns, &o, mask)) != ARES_SUCCESS) {
-		snprintf(err, errlen, "c-ares: %s", ares_strerror(st));
+	if ((st = ares_init_options(&r->dns, &o, mask)) != ARES_SUCCESS)
 		goto fail;
-	}
 	if (servers != NULL &&
-	    (st = ares_set_servers_ports_csv(r->dns, servers)) != ARES_SUCCESS) {
-		snprintf(err, errlen, "DNS servers \"%s\": %s", servers,
-		    ares_strerror(st));
+	    (st = ares_set_servers_ports_csv(r->dns, servers)) != ARES_SUCCESS)
 		goto fail;
-	}
 	return r;
 fail:
+	if (servers != NULL && r->dns != NULL)
+		snprintf(err, errlen, "DNS servers \"%s\": %s", servers,
+		    ares_strerror(st));
+	else
+		snprintf(err, errlen, "c-ares: %s", ares_strerror(st));
 	resolver_free(EV_A_ r);
 	return NULL;
 }
