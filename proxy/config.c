@@ -641,6 +641,10 @@ config_unref(struct config *cf)
 	free(cf->services);
 	free(cf->user);
 	free(cf->file);
+	free(cf->tls_ticket_key_file);
+	if (cf->ticket_keys != NULL)
+		OPENSSL_cleanse(cf->ticket_keys, cf->ticket_keys_len);
+	free(cf->ticket_keys);
 	free(cf);
 }
 

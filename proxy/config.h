@@ -27,7 +27,7 @@
 #define CONFIG_DEFAULT_FILE	"/etc/mailproxy/mailproxy.ini"
 #define CONFIG_MAX_PAIRS	8	/* cert/key pairs per service */
 
-#define CONFIG_NKEYS		36	/* keys in the table (config_keys.c) */
+#define CONFIG_NKEYS		37	/* keys in the table (config_keys.c) */
 
 struct listen_addr {
 	struct sockaddr_any	 addr;
@@ -101,6 +101,9 @@ struct config {
 	int			 ready_upstream_failures;	/* 0: never */
 	bool			 watch_files;	/* reload when a file changes */
 	int			 dns_refresh;	/* seconds, 0: at load only */
+	char			*tls_ticket_key_file;
+	uint8_t			*ticket_keys;	/* its contents, read at load */
+	size_t			 ticket_keys_len;
 	int			 workers;	/* processes; resolved from auto */
 	struct sockaddr_any	 metrics;	/* len 0: no endpoint */
 	char			*user;		/* drop to it after binding */

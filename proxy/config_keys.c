@@ -17,6 +17,7 @@
 #include <openssl/mem.h>
 
 #include "secret.h"
+#include "tickets.h"
 
 const char *const proto_names[] = { "smtp", "pop3", "imap" };
 const char *const tls_mode_names[] = { "none", "implicit", "starttls" };
@@ -94,6 +95,20 @@ set_connections(struct parser *p, void *f, const char *v)
 }
 
 static int set_string(struct parser *p, void *f, const char *v);
+
+/* tls_ticket_key_file: read (and checked) now, so a reload re-reads it. */
+static int
+set_ticket_keys(struct parser *p, void *f, const char *v)
+{
+	char err[300];
+
+	if (tickets_read_file(v, &p->cf->ticket_keys, &p->cf->ticket_keys_len,
+	    err, sizeof(err)) < 0) {
+		cfg_error(p, p->line, "tls_ticket_key_file: %s", err);
+		return -1;
+	}
+	return set_string(p, f, v);
+}
 
 /* dns_refresh: 0 (at load and reload only) to a day. */
 static int
@@ -504,6 +519,7 @@ const struct key_def config_keys[K_COUNT] = {
 	[K_UPSTREAM_AUTH] = { "upstream_auth", SCOPE_SERVICE, false, NONE, S(upstream_auth), set_upstream_auth, NULL },
 	[K_UPSTREAM_USER] = { "upstream_user", SCOPE_SERVICE, false, NONE, S(upstream_user), set_auth_user, NULL },
 	[K_PASSWORD_FILE] = { "upstream_password_file", SCOPE_SERVICE, false, NONE, S(upstream_password_file), set_secret_file, NULL },
+	[K_TICKET_KEY_FILE] = { "tls_ticket_key_file", SCOPE_GLOBAL, false, G(tls_ticket_key_file), NONE, set_ticket_keys, NULL },
 	[K_DNS_REFRESH] = { "dns_refresh", SCOPE_GLOBAL, false, G(dns_refresh), NONE, set_refresh, NULL },
 	[K_WATCH_FILES] = { "watch_files", SCOPE_GLOBAL, false, G(watch_files), NONE, set_yesno, NULL },
 	[K_READY_FAILURES] = { "ready_upstream_failures", SCOPE_GLOBAL, false, G(ready_upstream_failures), NONE, set_failures, NULL },

@@ -26,6 +26,7 @@
 #include "metrics.h"
 #include "probe.h"
 #include "session.h"
+#include "tickets.h"
 #include "tls.h"
 #include "watch.h"
 
@@ -435,6 +436,8 @@ reload(struct worker *ws, int n)
 		    cf->workers);
 	sockset_free(bound);		/* closes the removed addresses */
 	bound = next;
+	/* The file's keys, or the proxy's own kept: resumption survives. */
+	tickets_use(cf->ticket_keys, cf->ticket_keys_len);
 	config_unref(running);
 	running = cf;
 	apply_logging(cf);
@@ -489,6 +492,7 @@ supervise(void)
 	sigprocmask(SIG_BLOCK, &set, &parent_mask);
 	log_info("event=supervisor-start pid=%ld workers=%d", (long)getpid(), n);
 	sockset_log(bound, running);
+	tickets_use(running->ticket_keys, running->ticket_keys_len);
 	for (int i = 0; i < n; i++) {
 		ws[i].slot = -1;
 		spawn(&ws[i], i);
@@ -498,6 +502,7 @@ supervise(void)
 	for (;;) {
 		sig = sigtimedwait(&set, NULL, &tick);
 		ev_run(dnsloop, EVRUN_NOWAIT);
+		tickets_rotate_if_due();
 		if (sig == SIGHUP && !stopping)
 			reload(ws, n);
 		else if (files_settled() && !stopping) {
@@ -570,6 +575,9 @@ main(int argc, char *argv[])
 	}
 
 	signal(SIGPIPE, SIG_IGN);
+	/* Before the contexts are made: they use the shared ticket keys. */
+	if (tickets_init() < 0)
+		fatal("shared memory");
 	if ((running = config_load(config_file, &errors)) == NULL) {
 		fputs(errors != NULL ? errors : "cannot load configuration\n",
 		    stderr);

@@ -44,6 +44,7 @@ struct svc_metrics {
 	 * upstream, and when it last tried (ns, realtime). */
 	uint32_t	 connect_streak;
 	int64_t		 connect_tried;
+	uint64_t	 handshakes[2][2];	/* [client, upstream][full, resumed] */
 };
 
 /* Process-wide counters, written by the supervisor and by any worker. */
@@ -212,6 +213,13 @@ metrics_upstream_cert(struct svc_metrics *m, const SSL *ssl)
 	X509_free(x);
 }
 
+void
+metrics_handshake(struct svc_metrics *m, int side_upstream, int resumed)
+{
+	if (m != NULL)
+		m->handshakes[side_upstream != 0][resumed != 0]++;
+}
+
 static int64_t
 now_ns(void)
 {
@@ -329,6 +337,8 @@ sum_service(const char *name, struct svc_metrics *t)
 				t->tls_version[k] += m->tls_version[k];
 			for (int k = 0; k < 2; k++)
 				t->starttls_ok[k] += m->starttls_ok[k];
+			for (int k = 0; k < 4; k++)
+				t->handshakes[k / 2][k % 2] += m->handshakes[k / 2][k % 2];
 			for (int k = 0, j; k < MAX_LEGACY && m->legacy_client[k][0]; k++)
 				if ((j = slot(t->legacy_client[0],
 				    sizeof(t->legacy_client[0]), MAX_LEGACY,
@@ -372,6 +382,9 @@ render(const struct config *cf, struct out *o)
 	    "# TYPE mailproxy_client_tls_legacy_sessions_total counter\n"
 	    "# HELP mailproxy_client_cipher_total Client TLS sessions by "
 	    "cipher.\n# TYPE mailproxy_client_cipher_total counter\n"
+	    "# HELP mailproxy_tls_handshakes_total TLS handshakes completed, "
+	    "by side and kind (full or resumed).\n"
+	    "# TYPE mailproxy_tls_handshakes_total counter\n"
 	    "# HELP mailproxy_starttls_total STARTTLS upgrades done, by side.\n"
 	    "# TYPE mailproxy_starttls_total counter\n"
 	    "# HELP mailproxy_certificate_expiry_seconds Seconds until each "
@@ -445,6 +458,11 @@ render(const struct config *cf, struct out *o)
 		}
 		put(o, "mailproxy_starttls_total{service=\"%s\",side=\"upstream\"} "
 		    "%llu\n", n, (unsigned long long)t.starttls_ok[0]);
+		for (int k = 0; k < 4; k++)
+			put(o, "mailproxy_tls_handshakes_total{service=\"%s\",side=\"%s\","
+			    "kind=\"%s\"} %llu\n", n, k / 2 ? "upstream" : "client",
+			    k % 2 ? "resumed" : "full",
+			    (unsigned long long)t.handshakes[k / 2][k % 2]);
 		put(o, "mailproxy_starttls_total{service=\"%s\",side=\"client\"} "
 		    "%llu\n", n, (unsigned long long)t.starttls_ok[1]);
 		for (size_t c = 0; c < svc->ncerts; c++) {

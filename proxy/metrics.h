@@ -37,6 +37,10 @@ void	metrics_session_close(struct svc_metrics *m, enum outcome end,
 void	metrics_tls(struct svc_metrics *m, int version, const char *cipher);
 void	metrics_starttls(struct svc_metrics *m, int side_client);
 
+/* A TLS handshake completed on one side, full or resumed. */
+void	metrics_handshake(struct svc_metrics *m, int side_upstream,
+	    int resumed);
+
 /* A client negotiated TLS below 1.2: counted per client address, so old
  * devices can be found and retired. */
 void	metrics_legacy_client(struct svc_metrics *m, const char *addr,

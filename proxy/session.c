@@ -218,6 +218,8 @@ run_state(EV_P_ struct session *s)
 			    s->client.ssl)));
 			if (s->client_starttls)
 				metrics_starttls(s->metrics, 1);
+			metrics_handshake(s->metrics, 0,
+			    SSL_session_reused(s->client.ssl));
 			start_connect(EV_A_ s);
 		}
 		else if (st == EP_ERROR)

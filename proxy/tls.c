@@ -13,6 +13,7 @@
 #include <openssl/x509v3.h>
 
 #include "config.h"
+#include "tickets.h"
 #include "log.h"
 
 #define GROUPS		"X25519:P-256:P-384"
@@ -115,6 +116,7 @@ tls_server_ctx_new(const struct service *svc, size_t pair, char *err,
 		goto fail;
 	}
 	SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
+	tickets_setup(ctx);
 	SSL_CTX_set_alpn_select_cb(ctx, alpn_select,
 	    (void *)(uintptr_t)alpn_names[svc->protocol]);
 	return ctx;

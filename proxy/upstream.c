@@ -363,6 +363,7 @@ upstream_tls_up(EV_P_ struct session *s)
 	struct neg_out out = { &s->c2u, &s->u2c };
 
 	metrics_upstream_cert(s->metrics, s->upstream.ssl);
+	metrics_handshake(s->metrics, 1, SSL_session_reused(s->upstream.ssl));
 	if (s->neg == NULL)
 		start_relay(EV_A_ s);
 	else if (s->svc->upstream_tls == TLS_MODE_IMPLICIT) {

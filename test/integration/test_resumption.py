@@ -1,0 +1,114 @@
+"""TLS session resumption where mail clients need it: with workers = 2 every
+reconnect resumes (ticket keys shared by the workers), also right after a
+reload; two instances sharing tls_ticket_key_file resume each other's
+tickets; counted in /metrics as full or resumed."""
+
+import os
+import re
+import signal
+import ssl
+import urllib.request
+
+import pytest
+
+from helpers import client_ctx, free_port, recv_exact, service, tls_connect, wait_for
+
+
+def greeter(conn):
+    conn.sendall(b"* OK hello\r\n")
+    while conn.recv(4096):
+        pass
+
+
+def hello(port, certs, ctx, session=None):
+    """One session; returns (reused, session to offer next time)."""
+    import socket
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s = ctx.wrap_socket(raw, server_hostname="localhost", session=session)
+    assert recv_exact(s, 12) == b"* OK hello\r\n"   # TLS 1.3 tickets come with data
+    reused, sess = s.session_reused, s.session
+    s.close()
+    return reused, sess
+
+
+def reconnects(port, certs, version, n=19):
+    ctx = client_ctx(certs)
+    ctx.maximum_version = version
+    ctx.minimum_version = version
+    _, sess = hello(port, certs, ctx)
+    resumed = 0
+    for _ in range(n):
+        reused, new = hello(port, certs, ctx, sess)
+        resumed += reused
+        sess = new if new is not None else sess
+    return resumed
+
+
+def metric(mport, **labels):
+    text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport, timeout=5).read().decode()
+    want = ",".join('%s="%s"' % kv for kv in labels.items())
+    m = re.search(r"^mailproxy_tls_handshakes_total\{%s\} (\d+)$" % re.escape(want), text, re.M)
+    return int(m.group(1)) if m else None
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2])
+def test_every_reconnect_resumes_across_workers_and_reloads(proxies, upstreams, certs,
+                                                            version):
+    up = upstreams(greeter)
+    port, mport = free_port(), free_port()
+    proxy = proxies("workers = 2\nmetrics = 127.0.0.1:%d\n" % mport +
+                    service("r", "imap", up.addr, certs).replace("127.0.0.1:0",
+                                                                 "127.0.0.1:%d" % port))
+    proxy.wait_log(r"event=start .*worker=1")
+    assert reconnects(port, certs, version) == 19
+    # Both workers served (SO_REUSEPORT spreads 20 connections).
+    pids = set(re.findall(r"event=close svc=r pid=(\d+)", proxy.log()))
+    assert len(pids) == 2, pids
+    wait_for(lambda: metric(mport, service="r", side="client", kind="resumed") == 19,
+             what="19 resumed handshakes counted")
+    assert metric(mport, service="r", side="client", kind="full") == 1
+    # A reload: a new generation of workers, the same keys.
+    ctx = client_ctx(certs)
+    ctx.maximum_version = ctx.minimum_version = version
+    _, sess = hello(port, certs, ctx)
+    proxy.signal(signal.SIGHUP)
+    proxy.wait_log("event=reload-ok")
+    reused, _ = hello(port, certs, ctx, sess)
+    assert reused
+
+
+def test_instances_sharing_a_key_file_resume_each_others_tickets(proxies, upstreams, certs,
+                                                                 tmp_path):
+    up = upstreams(greeter)
+    keyfile = tmp_path / "ticket.key"
+    keyfile.write_bytes(os.urandom(80))
+    os.chmod(keyfile, 0o600)
+    text = "tls_ticket_key_file = %s\n" % keyfile + service("k", "imap", up.addr, certs)
+    a = proxies(text, name="a")
+    b = proxies(text, name="b")
+    ctx = client_ctx(certs)
+    _, sess = hello(a.port("k"), certs, ctx)
+    reused, _ = hello(b.port("k"), certs, ctx, sess)
+    assert reused                                    # b decrypts a's ticket
+    # Without the shared file, each instance has its own keys.
+    c = proxies(service("k", "imap", up.addr, certs), name="c")
+    reused, _ = hello(c.port("k"), certs, ctx, sess)
+    assert not reused
+
+
+def test_a_bad_key_file_is_refused_with_its_line(proxies, certs, tmp_path):
+    import subprocess
+    from helpers import BIN
+    keyfile = tmp_path / "short.key"
+    keyfile.write_bytes(os.urandom(50))
+    os.chmod(keyfile, 0o600)
+    cfg = tmp_path / "t.ini"
+    cfg.write_text("tls_ticket_key_file = %s\n" % keyfile +
+                   service("k", "imap", "127.0.0.1:143", certs))
+    r = subprocess.run([BIN, "-t", "-c", str(cfg)], capture_output=True, text=True)
+    assert r.returncode == 1
+    assert "t.ini:1: tls_ticket_key_file: %s: 50 bytes; expected one to 8 keys of 80 bytes" \
+        % keyfile in r.stderr
+    os.chmod(keyfile, 0o644)
+    r = subprocess.run([BIN, "-t", "-c", str(cfg)], capture_output=True, text=True)
+    assert "not readable by everyone" in r.stderr
