@@ -89,6 +89,7 @@ service_for(struct parser *p, const char *section)
 	svc->tls_min_version = TLS1_2_VERSION;
 	svc->upstream_tls_min_version = TLS1_2_VERSION;
 	svc->upstream_verify = true;
+	svc->upstream_resumption = true;
 	svc->timeouts = (struct timeouts){ -1, -1, -1, -1 };
 	return svc;
 }

@@ -27,7 +27,7 @@
 #define CONFIG_DEFAULT_FILE	"/etc/mailproxy/mailproxy.ini"
 #define CONFIG_MAX_PAIRS	8	/* cert/key pairs per service */
 
-#define CONFIG_NKEYS		37	/* keys in the table (config_keys.c) */
+#define CONFIG_NKEYS		38	/* keys in the table (config_keys.c) */
 
 struct listen_addr {
 	struct sockaddr_any	 addr;
@@ -69,6 +69,7 @@ struct service {
 	enum tls_mode		 upstream_tls;
 	char			*upstream_name;		/* NULL: none (IP) */
 	bool			 upstream_verify;
+	bool			 upstream_resumption;	/* offer the last session */
 	char			*upstream_ca;
 	int			 upstream_tls_min_version;
 	char			*ehlo_name;	/* smtp: our EHLO / greeting name */

@@ -519,6 +519,7 @@ const struct key_def config_keys[K_COUNT] = {
 	[K_UPSTREAM_AUTH] = { "upstream_auth", SCOPE_SERVICE, false, NONE, S(upstream_auth), set_upstream_auth, NULL },
 	[K_UPSTREAM_USER] = { "upstream_user", SCOPE_SERVICE, false, NONE, S(upstream_user), set_auth_user, NULL },
 	[K_PASSWORD_FILE] = { "upstream_password_file", SCOPE_SERVICE, false, NONE, S(upstream_password_file), set_secret_file, NULL },
+	[K_UPSTREAM_RESUMPTION] = { "upstream_resumption", SCOPE_SERVICE, false, NONE, S(upstream_resumption), set_yesno, NULL },
 	[K_TICKET_KEY_FILE] = { "tls_ticket_key_file", SCOPE_GLOBAL, false, G(tls_ticket_key_file), NONE, set_ticket_keys, NULL },
 	[K_DNS_REFRESH] = { "dns_refresh", SCOPE_GLOBAL, false, G(dns_refresh), NONE, set_refresh, NULL },
 	[K_WATCH_FILES] = { "watch_files", SCOPE_GLOBAL, false, G(watch_files), NONE, set_yesno, NULL },

@@ -243,6 +243,55 @@ tls_enable_cert_selection(struct service *svc)
 	SSL_CTX_set_select_certificate_cb(svc->pair_ctx[0], select_certificate);
 }
 
+/*
+ * Upstream resumption: each worker keeps the newest session its upstream
+ * gave (a TLS 1.2 session or a TLS 1.3 ticket) on the service's client
+ * context, and offers it on the next connection.  A full handshake, and
+ * only that, verifies chain and name again: a resumed session carries the
+ * verification of the handshake that made it.
+ */
+static void
+free_cached(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int index, long argl,
+    void *argp)
+{
+	(void)parent;
+	(void)ad;
+	(void)index;
+	(void)argl;
+	(void)argp;
+	SSL_SESSION_free(ptr);
+}
+
+static int
+cache_index(void)
+{
+	static int index = -1;
+
+	if (index < 0)
+		index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, free_cached);
+	return index;
+}
+
+static int
+keep_session(SSL *ssl, SSL_SESSION *session)
+{
+	SSL_CTX *ctx = SSL_get_SSL_CTX(ssl);
+
+	SSL_SESSION_free(SSL_CTX_get_ex_data(ctx, cache_index()));
+	SSL_CTX_set_ex_data(ctx, cache_index(), session);
+	return 1;	/* the reference is ours now */
+}
+
+void
+tls_offer_session(SSL *ssl)
+{
+	SSL_SESSION *session = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl),
+	    cache_index());
+
+	if (session != NULL && SSL_SESSION_is_resumable(session))
+		SSL_set_session(ssl, session);
+}
+
 SSL_CTX *
 tls_client_ctx_new(const struct service *svc, char *err, size_t len)
 {
@@ -256,6 +305,13 @@ tls_client_ctx_new(const struct service *svc, char *err, size_t len)
 	}
 	if (common_setup(ctx, svc->upstream_tls_min_version, 0, err, len) < 0)
 		goto fail;
+	if (svc->upstream_resumption) {
+		/* One upstream name per service, so one context per name: a
+		 * session is never offered to another name. */
+		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT);
+		SSL_CTX_sess_set_new_cb(ctx, keep_session);
+		SSL_CTX_set_ex_data(ctx, cache_index(), NULL);
+	}
 	if (svc->upstream_verify) {
 		if (!SSL_CTX_load_verify_locations(ctx, ca, NULL)) {
 			snprintf(err, len, "cannot load CA file %s", ca);

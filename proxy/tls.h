@@ -43,6 +43,10 @@ SSL_CTX	*tls_client_ctx_new(const struct service *svc, char *err, size_t len);
  */
 int	 tls_upstream_setup(SSL *ssl, const struct service *svc);
 
+/* upstream_resumption: offers the session this worker last got from the
+ * service's upstream, if any and still resumable. */
+void	 tls_offer_session(SSL *ssl);
+
 /* "TLSv1.3/TLS_AES_128_GCM_SHA256" for logs, "-" before a handshake. */
 void	 tls_describe(const SSL *ssl, char *buf, size_t len);
 

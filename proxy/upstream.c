@@ -144,6 +144,8 @@ start_upstream_tls(EV_P_ struct session *s)
 		return;
 	}
 	SSL_set_connect_state(ssl);
+	if (s->svc->upstream_resumption)
+		tls_offer_session(ssl);
 	ep_start_tls(&s->upstream, ssl);
 	s->state = SESS_UPSTREAM_HANDSHAKE;
 	ev_timer_stop(EV_A_ &s->timer);

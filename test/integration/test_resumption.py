@@ -112,3 +112,37 @@ def test_a_bad_key_file_is_refused_with_its_line(proxies, certs, tmp_path):
     os.chmod(keyfile, 0o644)
     r = subprocess.run([BIN, "-t", "-c", str(cfg)], capture_output=True, text=True)
     assert "not readable by everyone" in r.stderr
+
+
+def upstream_recording(reused):
+    def handler(conn):
+        reused.append(conn.session_reused)
+        conn.sendall(b"* OK hello\r\n")
+        while conn.recv(4096):
+            pass
+    return handler
+
+
+def through(proxy, name, certs):
+    s = tls_connect(proxy.port(name), certs)
+    assert recv_exact(s, 12) == b"* OK hello\r\n"
+    s.close()
+
+
+@pytest.mark.parametrize("resumption", ["yes", "no"])
+def test_upstream_sessions_are_resumed_per_service(proxies, upstreams, certs, resumption):
+    from helpers import server_ctx
+    reused = []
+    up = upstreams(upstream_recording(reused), server_ctx(certs))
+    tls = ("upstream_name = localhost\nupstream_ca = %s/ca.crt\nupstream_resumption = %s\n"
+           % (certs, resumption))
+    proxy = proxies(service("a", "imap", up.addr, certs, "implicit", tls) +
+                    service("b", "imap", up.addr, certs, "implicit", tls))
+    for _ in range(5):
+        through(proxy, "a", certs)
+    wait_for(lambda: len(reused) == 5, what="5 upstream sessions")
+    assert reused == ([False] + [True] * 4 if resumption == "yes" else [False] * 5)
+    # Another service never gets a's session: its first handshake is full.
+    through(proxy, "b", certs)
+    wait_for(lambda: len(reused) == 6, what="b's session")
+    assert reused[5] is False
