@@ -532,6 +532,7 @@ config_parse(const char *text, size_t len, const char *name, char **errors)
 	cf->ready_upstream_failures = 3;
 	cf->watch_files = true;
 	cf->dns_refresh = 300;
+	cf->tls_session_cache = 20000;
 
 	memset(&p, 0, sizeof(p));
 	p.name = name;

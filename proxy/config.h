@@ -27,7 +27,7 @@
 #define CONFIG_DEFAULT_FILE	"/etc/mailproxy/mailproxy.ini"
 #define CONFIG_MAX_PAIRS	8	/* cert/key pairs per service */
 
-#define CONFIG_NKEYS		38	/* keys in the table (config_keys.c) */
+#define CONFIG_NKEYS		39	/* keys in the table (config_keys.c) */
 
 struct listen_addr {
 	struct sockaddr_any	 addr;
@@ -103,6 +103,7 @@ struct config {
 	bool			 watch_files;	/* reload when a file changes */
 	int			 dns_refresh;	/* seconds, 0: at load only */
 	char			*tls_ticket_key_file;
+	int			 tls_session_cache;	/* sessions, 0: none */
 	uint8_t			*ticket_keys;	/* its contents, read at load */
 	size_t			 ticket_keys_len;
 	int			 workers;	/* processes; resolved from auto */

@@ -110,6 +110,13 @@ set_ticket_keys(struct parser *p, void *f, const char *v)
 	return set_string(p, f, v);
 }
 
+/* tls_session_cache: 0 (none) to a million sessions. */
+static int
+set_cache_size(struct parser *p, void *f, const char *v)
+{
+	return parse_int(p, v, 0, 1000000, f);
+}
+
 /* dns_refresh: 0 (at load and reload only) to a day. */
 static int
 set_refresh(struct parser *p, void *f, const char *v)
@@ -519,6 +526,7 @@ const struct key_def config_keys[K_COUNT] = {
 	[K_UPSTREAM_AUTH] = { "upstream_auth", SCOPE_SERVICE, false, NONE, S(upstream_auth), set_upstream_auth, NULL },
 	[K_UPSTREAM_USER] = { "upstream_user", SCOPE_SERVICE, false, NONE, S(upstream_user), set_auth_user, NULL },
 	[K_PASSWORD_FILE] = { "upstream_password_file", SCOPE_SERVICE, false, NONE, S(upstream_password_file), set_secret_file, NULL },
+	[K_SESSION_CACHE] = { "tls_session_cache", SCOPE_GLOBAL, false, G(tls_session_cache), NONE, set_cache_size, NULL },
 	[K_UPSTREAM_RESUMPTION] = { "upstream_resumption", SCOPE_SERVICE, false, NONE, S(upstream_resumption), set_yesno, NULL },
 	[K_TICKET_KEY_FILE] = { "tls_ticket_key_file", SCOPE_GLOBAL, false, G(tls_ticket_key_file), NONE, set_ticket_keys, NULL },
 	[K_DNS_REFRESH] = { "dns_refresh", SCOPE_GLOBAL, false, G(dns_refresh), NONE, set_refresh, NULL },

@@ -26,6 +26,7 @@
 #include "metrics.h"
 #include "probe.h"
 #include "session.h"
+#include "sesscache.h"
 #include "tickets.h"
 #include "tls.h"
 #include "watch.h"
@@ -476,8 +477,15 @@ supervise(void)
 	if (ws == NULL || procs == NULL)
 		fatalx("out of memory");
 	if (metrics_init(nslots) < 0 || listeners_init_shared(nslots) < 0 ||
-	    clients_init(nslots, running->max_connections) < 0)
+	    clients_init(nslots, running->max_connections) < 0 ||
+	    sesscache_init(running->tls_session_cache) < 0)
 		fatal("shared memory");
+	/* Its size is known only now: the first contexts join it here (those
+	 * of later reloads when they are made). */
+	for (size_t i = 0; i < running->nservices; i++)
+		for (size_t k = 0; k < CONFIG_MAX_PAIRS; k++)
+			if (running->services[i].pair_ctx[k] != NULL)
+				sesscache_setup(running->services[i].pair_ctx[k]);
 	if ((bound = sockset_bind(running, n, NULL, err, sizeof(err))) == NULL)
 		fatalx("%s", err);
 	/* The poll backend: no kernel object the forked workers would share. */

@@ -13,6 +13,7 @@
 #include <openssl/x509v3.h>
 
 #include "config.h"
+#include "sesscache.h"
 #include "tickets.h"
 #include "log.h"
 
@@ -117,6 +118,7 @@ tls_server_ctx_new(const struct service *svc, size_t pair, char *err,
 	}
 	SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
 	tickets_setup(ctx);
+	sesscache_setup(ctx);
 	SSL_CTX_set_alpn_select_cb(ctx, alpn_select,
 	    (void *)(uintptr_t)alpn_names[svc->protocol]);
 	return ctx;

@@ -77,6 +77,31 @@ def test_every_reconnect_resumes_across_workers_and_reloads(proxies, upstreams, 
     assert reused
 
 
+@pytest.mark.parametrize("cache", ["20000", "0"])
+def test_old_devices_resume_by_session_id_on_any_worker(proxies, upstreams, certs, cache):
+    """TLS 1.2 without tickets (as old embedded stacks): the session-ID
+    cache is shared by the workers, so every reconnect resumes; with
+    tls_session_cache = 0 a reconnect that reaches the other worker cannot."""
+    up = upstreams(greeter)
+    port = free_port()
+    proxy = proxies("workers = 2\ntls_session_cache = %s\n" % cache +
+                    service("s", "imap", up.addr, certs).replace("127.0.0.1:0",
+                                                                 "127.0.0.1:%d" % port))
+    proxy.wait_log(r"event=start .*worker=1")
+    ctx = client_ctx(certs)
+    ctx.maximum_version = ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.options |= ssl.OP_NO_TICKET
+    _, sess = hello(port, certs, ctx)
+    assert not sess.has_ticket
+    resumed = sum(hello(port, certs, ctx, sess)[0] for _ in range(19))
+    pids = set(re.findall(r"event=close svc=s pid=(\d+)", proxy.log()))
+    assert len(pids) == 2, pids              # both workers served
+    if cache == "0":
+        assert resumed < 19
+    else:
+        assert resumed == 19
+
+
 def test_instances_sharing_a_key_file_resume_each_others_tickets(proxies, upstreams, certs,
                                                                  tmp_path):
     up = upstreams(greeter)
