@@ -171,3 +171,46 @@ def test_upstream_sessions_are_resumed_per_service(proxies, upstreams, certs, re
     through(proxy, "b", certs)
     wait_for(lambda: len(reused) == 6, what="b's session")
     assert reused[5] is False
+
+
+def test_haproxy_balancing_two_instances_that_share_ticket_keys(proxies, upstreams, certs,
+                                                               tmp_path):
+    """Scale-out: real HAProxy spreads clients over two instances (PROXY v2
+    in); with one tls_ticket_key_file a client resumes on the instance it
+    did not start on.  The deployment is config/deploy/haproxy-mailproxy.cfg."""
+    import socket
+    import subprocess
+    if not os.path.exists("/usr/sbin/haproxy"):
+        pytest.fail("haproxy is not installed (make deps installs it)", pytrace=False)
+    up = upstreams(greeter)
+    keyfile = tmp_path / "ticket.key"
+    keyfile.write_bytes(os.urandom(80))
+    os.chmod(keyfile, 0o600)
+    text = ("tls_ticket_key_file = %s\n" % keyfile +
+            service("k", "imap", up.addr, certs,
+                    extra="proxy_protocol_in = yes\nproxy_trusted = 127.0.0.1\n"))
+    a, b = proxies(text, name="a"), proxies(text, name="b")
+    hport = free_port()
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text("defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n"
+                   "  timeout server 30s\nfrontend imaps\n  bind 127.0.0.1:%d\n"
+                   "  default_backend mailproxy\nbackend mailproxy\n  balance roundrobin\n"
+                   "  server a 127.0.0.1:%d send-proxy-v2\n"
+                   "  server b 127.0.0.1:%d send-proxy-v2\n"
+                   % (hport, a.port("k"), b.port("k")))
+    hap = subprocess.Popen(["haproxy", "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: subprocess.run(["ss", "-Hltn", "sport = :%d" % hport],
+                                        capture_output=True, text=True).stdout.strip(),
+                 what="haproxy listening")
+        ctx = client_ctx(certs)
+        _, sess = hello(hport, certs, ctx)
+        results = [hello(hport, certs, ctx, sess)[0] for _ in range(4)]
+        assert results == [True] * 4
+        # Round robin: both instances served, and both resumed.
+        wait_for(lambda: "event=close" in a.log() and "event=close" in b.log(),
+                 what="both instances served")
+    finally:
+        hap.terminate()
+        hap.wait(10)
