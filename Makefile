@@ -109,7 +109,7 @@ $(BUILD)/loadgen $(BUILD)/backend: $(BUILD)/%: test/bench/%.c | $(BUILD)
 
 # Side by side with stunnel4 and HAProxy; never part of make test.
 bench: deps all certs $(BUILD)/loadgen $(BUILD)/backend
-	@sh test/deps.sh stunnel4 haproxy
+	@sh test/deps.sh stunnel4 haproxy nginx libnginx-mod-stream libnginx-mod-mail
 	$(PYTHON) test/bench/bench.py
 
 integration: $(BUILD)/mailproxy

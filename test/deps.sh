@@ -35,6 +35,12 @@ if [ $status = 0 ]; then
 		--no-install-recommends $missing || status=$?
 fi
 case " $missing " in
+*" nginx "*)
+	# make bench starts its own nginx with its own file, never the service.
+	$SUDO update-rc.d nginx disable >/dev/null 2>&1 || :
+	;;
+esac
+case " $missing " in
 *" prometheus "*)
 	# (update-rc.d removes the systemd link too)
 	$SUDO update-rc.d prometheus disable >/dev/null 2>&1 || :

@@ -116,7 +116,7 @@ def backend(mode, cert="server-ecdsa"):
 
 # ---- the peers: the same job, configured alike ---------------------------
 
-def start_mailproxy(kind, bport, cert, proto="smtp"):
+def start_mailproxy(kind, bport, cert, proto="smtp", workers=1, extra=""):
     port = free_port()
     svc = {
         "tls": "client_tls = implicit\nupstream_tls = none\n",
@@ -124,8 +124,9 @@ def start_mailproxy(kind, bport, cert, proto="smtp"):
         "upgrade": ("client_tls = none\nupstream_tls = starttls\nupstream_name = localhost\n"
                     "upstream_ca = %s/ca.crt\nehlo_name = bench\n" % CERTS),
     }[kind]
-    text = ("log_level = warn\nmax_connections = 200000\n[bench]\nprotocol = %s\n"
-            "listen = 127.0.0.1:%d\n%supstream = 127.0.0.1:%d\n" % (proto, port, svc, bport))
+    text = ("log_level = warn\nmax_connections = 200000\nworkers = %d\nwatch_files = no\n"
+            "[bench]\nprotocol = %s\nlisten = 127.0.0.1:%d\n%supstream = 127.0.0.1:%d\n%s"
+            % (workers, proto, port, svc, bport, extra))
     if kind != "upgrade":
         text += "cert = %s/%s.crt\nkey = %s/%s.key\n" % (CERTS, cert, CERTS, cert)
     path = os.path.join(WORK, "mailproxy.ini")
@@ -180,6 +181,36 @@ def start_stunnel(kind, bport, cert, proto="smtp"):
     return Server(["stunnel4", path], port, "stunnel"), port
 
 
+def start_nginx(kind, bport, cert, proto="smtp", workers=1, extra=""):
+    """nginx 1.22 from Debian: the stream module for implicit TLS, the mail
+    module for STARTTLS offered (it answers the dialogue itself, as the
+    proxy does; its auth_http is never reached by the loader's NOOP)."""
+    if kind == "upgrade":
+        return None, None        # nginx has no STARTTLS toward the upstream
+    port = free_port()
+    crt, key = "%s/%s.crt" % (CERTS, cert), "%s/%s.key" % (CERTS, cert)
+    text = ("load_module /usr/lib/nginx/modules/ngx_%s_module.so;\n"
+            "daemon off;\nmaster_process on;\nworker_processes %d;\n"
+            "worker_rlimit_nofile 200000;\npid %s/nginx.pid;\n"
+            "error_log %s/nginx-error.log error;\n"
+            "events { worker_connections 100000; }\n"
+            % ("stream" if kind == "tls" else "mail", workers, WORK, WORK))
+    if kind == "tls":
+        text += ("stream { server { listen 127.0.0.1:%d ssl; ssl_certificate %s; "
+                 "ssl_certificate_key %s; ssl_protocols TLSv1.2 TLSv1.3; "
+                 "proxy_pass 127.0.0.1:%d; } }\n" % (port, crt, key, bport))
+    else:
+        text += ("mail { server_name bench; auth_http 127.0.0.1:%d/auth; "
+                 "server { listen 127.0.0.1:%d; protocol %s; starttls only; "
+                 "ssl_certificate %s; ssl_certificate_key %s; "
+                 "ssl_protocols TLSv1.2 TLSv1.3; smtp_auth none; } }\n"
+                 % (bport, port, proto, crt, key))
+    path = os.path.join(WORK, "nginx.conf")
+    with open(path, "w") as f:
+        f.write(text)
+    return Server(["nginx", "-c", path, "-p", WORK], port, "nginx"), port
+
+
 def start_floor(kind, bport, cert, proto="smtp"):
     """A bare BoringSSL TLS server: the library's own cost, no proxying."""
     if kind != "tls":
@@ -188,7 +219,7 @@ def start_floor(kind, bport, cert, proto="smtp"):
     return srv, port
 
 
-PEERS = {"mailproxy": start_mailproxy, "haproxy": start_haproxy,
+PEERS = {"mailproxy": start_mailproxy, "nginx": start_nginx, "haproxy": start_haproxy,
          "stunnel": start_stunnel, "boringssl-floor": start_floor}
 
 
@@ -199,10 +230,11 @@ def loadgen(args, env=None):
     return out
 
 
-def run_rate(peer, kind, cert, bmode, args, env=None, proto="smtp"):
-    """One run: returns (rate, p99, cpu_us_per_session) or None."""
+def run_rate(peer, kind, cert, bmode, args, env=None, proto="smtp", **peer_kw):
+    """One run: returns (rate, p99, cpu_us_per_session, errors, resumed
+    share) or None."""
     bsrv, bport = backend(bmode)
-    srv, port = PEERS[peer](kind, bport, cert, proto)
+    srv, port = PEERS[peer](kind, bport, cert, proto, **peer_kw)
     if srv is None:
         bsrv.stop()
         return None
@@ -217,7 +249,7 @@ def run_rate(peer, kind, cert, bmode, args, env=None, proto="smtp"):
     if sessions == 0:
         return None
     return (float(out["rate"]), float(out["p99_ms"]), (c1 - c0) / sessions * 1e6,
-            int(out.get("errors", 0)))
+            int(out.get("errors", 0)), int(out.get("resumed", 0)) / sessions)
 
 
 def run_throughput(peer, conc):
@@ -390,7 +422,7 @@ def main():
     except (ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     rows = []
-    hs_peers = ["mailproxy", "haproxy", "stunnel", "boringssl-floor"]
+    hs_peers = ["mailproxy", "nginx", "haproxy", "stunnel", "boringssl-floor"]
     scen = [
         ("handshake ECDSA P-256, TLS 1.3, C=50", "server-ecdsa", {}),
         ("handshake RSA-2048, TLS 1.3, C=50", "server-rsa", {}),
@@ -409,14 +441,41 @@ def main():
              ["-m", "starttls", "-p", "smtp", "-c", "50"]),
             ("legacy upgrade: plain client -> STARTTLS upstream (smtp), C=50", "upgrade",
              "starttls", "smtp", ["-m", "upgrade", "-c", "50"])]:
-        peers = ["mailproxy", "stunnel"]
+        peers = ["mailproxy", "nginx", "stunnel"]
         res = median_runs(lambda p: run_rate(p, kind, "server-ecdsa", bmode, args,
                                              proto=proto), peers)
         lines += rate_rows(title, res, peers)
+    # Resumption: 2 workers each; the share of attempted resumptions that
+    # resumed (the loader offers the first session's ticket or ID again).
+    lines += ["", "| test | peer | sessions/s | p99 ms | proxy CPU µs/session | "
+              "resumed share | mailproxy/peer |", "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for title, env in (("resumed handshakes ECDSA, TLS 1.3, 2 workers, C=50", {}),
+                       ("resumed handshakes ECDSA, TLS 1.2, 2 workers, C=50",
+                        {"LOADGEN_TLS12": "1"})):
+        peers = ["mailproxy", "nginx"]
+        res = median_runs(lambda p: run_rate(p, "tls", "server-ecdsa", "greet",
+                                             ["-m", "handshake", "-r", "-c", "50"], env,
+                                             workers=2), peers)
+        mine = med(res["mailproxy"], 0)
+        for p in peers:
+            rate = med(res[p], 0)
+            lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+                title, p, fmt(rate), fmt(med(res[p], 1), 1), fmt(med(res[p], 2)),
+                fmt(100 * med(res[p], 4) if res[p] else None) + "%",
+                "" if p == "mailproxy" or not rate else "%.2f" % (mine / rate)))
+    # Legacy upgrade with and without upstream resumption (CPU per session).
+    for label, extra in (("upstream_resumption = yes", ""),
+                         ("upstream_resumption = no", "upstream_resumption = no\n")):
+        res = median_runs(lambda p: run_rate(p, "upgrade", "server-ecdsa", "starttls",
+                                             ["-m", "upgrade", "-c", "50"], extra=extra),
+                          ["mailproxy"])
+        lines.append("| legacy upgrade (smtp), %s | mailproxy | %s | %s | %s | | |" % (
+            label, fmt(med(res["mailproxy"], 0)), fmt(med(res["mailproxy"], 1), 1),
+            fmt(med(res["mailproxy"], 2))))
     lines += ["", "| test | peer | MB/s each way | proxy CPU s/GB | mailproxy/peer |",
               "| --- | --- | ---: | ---: | ---: |"]
     for conc in (1, 16):
-        peers = ["mailproxy", "haproxy", "stunnel"]
+        peers = ["mailproxy", "nginx", "haproxy", "stunnel"]
         res = median_runs(run_throughput, peers, conc)
         mine = med(res["mailproxy"], 0)
         for p in peers:
@@ -426,7 +485,7 @@ def main():
                 conc, p, fmt(mb), fmt(cpu, 2), ratio))
     lines += ["", "| test | peer | KiB per idle TLS session | sessions held |",
               "| --- | --- | ---: | ---: |"]
-    for p in ["mailproxy", "haproxy", "stunnel"]:
+    for p in ["mailproxy", "nginx", "haproxy", "stunnel"]:
         vals = [run_idle(p) for _ in range(1 if IDLE_N > 20000 else REPS)]
         vals = [v for v in vals if v and v[0] is not None]
         kib = statistics.median(v[0] for v in vals) if vals else None

@@ -62,7 +62,7 @@ static SSL_CTX		*ctx;
 static SSL_SESSION	*saved_session;
 static struct ev_loop	*loop;
 static ev_tstamp	 t_start, t_end;
-static unsigned long	 done, errors, opened;
+static unsigned long	 done, errors, opened, resumed;
 static double		*lat;
 static size_t		 nlat, caplat;
 static unsigned long long rx_bytes, tx_bytes;
@@ -89,12 +89,28 @@ conn_free(struct conn *c)
 {
 	ev_io_stop(loop, &c->io);
 	if (c->ssl != NULL) {
-		if (resume && saved_session == NULL && SSL_session_reused(c->ssl) == 0)
+		resumed += SSL_session_reused(c->ssl) != 0;
+		/* TLS 1.2: the handshake's session (TLS 1.3: the ticket, kept
+		 * by keep_ticket() when it arrived). */
+		if (resume && saved_session == NULL &&
+		    SSL_version(c->ssl) < TLS1_3_VERSION &&
+		    SSL_session_reused(c->ssl) == 0)
 			saved_session = SSL_get1_session(c->ssl);
 		SSL_free(c->ssl);
 	}
 	close(c->fd);
 	free(c);
+}
+
+/* -r: the first resumable session a server gives (a TLS 1.3 ticket comes
+ * after the handshake, so it is caught here). */
+static int
+keep_ticket(SSL *ssl, SSL_SESSION *session)
+{
+	if (saved_session != NULL || SSL_version(ssl) < TLS1_3_VERSION)
+		return 0;
+	saved_session = session;
+	return 1;	/* the reference is ours */
 }
 
 /* The session ended (well or not): start the next one while time is left. */
@@ -436,6 +452,10 @@ main(int argc, char *argv[])
 	memset(chunk, 'x', sizeof(chunk));
 
 	ctx = SSL_CTX_new(TLS_client_method());
+	if (ctx != NULL && resume) {
+		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT);
+		SSL_CTX_sess_set_new_cb(ctx, keep_ticket);
+	}
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
 	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
 	    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
@@ -472,9 +492,10 @@ main(int argc, char *argv[])
 	}
 	qsort(lat, nlat, sizeof(*lat), cmp);
 	printf("mode=%s conc=%d seconds=%.2f sessions=%lu rate=%.1f "
-	    "p50_ms=%.2f p99_ms=%.2f errors=%lu\n", argv[optind - 1] ? (mode ==
-	    M_HANDSHAKE ? "handshake" : mode == M_STARTTLS ? "starttls" :
-	    "upgrade") : "", conc, secs, done, done / secs,
-	    nlat ? lat[nlat / 2] : 0., nlat ? lat[nlat * 99 / 100] : 0., errors);
+	    "p50_ms=%.2f p99_ms=%.2f errors=%lu resumed=%lu\n",
+	    argv[optind - 1] ? (mode == M_HANDSHAKE ? "handshake" :
+	    mode == M_STARTTLS ? "starttls" : "upgrade") : "", conc, secs, done,
+	    done / secs, nlat ? lat[nlat / 2] : 0., nlat ? lat[nlat * 99 / 100] :
+	    0., errors, resumed);
 	return 0;
 }
