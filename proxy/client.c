@@ -128,15 +128,17 @@ read_proxy_header(EV_P_ struct session *s)
 }
 
 /*
- * TLS 1.0/1.1 exist only for old devices (tls_min_version): every such
- * session is logged with its client so admins can find and retire them.
+ * TLS 1.0/1.1 and the legacy suites exist only for old devices
+ * (tls_min_version, tls_ciphers): every such session is logged with its
+ * client so admins can find and retire them.
  */
 void
 note_legacy_tls(const struct session *s)
 {
 	char desc[128];
 
-	if (SSL_version(s->client.ssl) >= TLS1_2_VERSION)
+	if (SSL_version(s->client.ssl) >= TLS1_2_VERSION &&
+	    !tls_cipher_is_legacy(SSL_get_current_cipher(s->client.ssl)))
 		return;
 	tls_describe(s->client.ssl, desc, sizeof(desc));
 	log_warnx("sess=%llu svc=%s event=legacy-tls client=%s tls=%s",

@@ -620,6 +620,7 @@ service_free(struct service *svc)
 	dns_unshare(svc);
 	free(svc->upstream_name);
 	free(svc->upstream_ca);
+	free(svc->tls_ciphers);
 	free(svc->ehlo_name);
 	free(svc->allow);
 	free(svc->proxy_trusted);

@@ -27,7 +27,7 @@
 #define CONFIG_DEFAULT_FILE	"/etc/mailproxy/mailproxy.ini"
 #define CONFIG_MAX_PAIRS	8	/* cert/key pairs per service */
 
-#define CONFIG_NKEYS		39	/* keys in the table (config_keys.c) */
+#define CONFIG_NKEYS		40	/* keys in the table (config_keys.c) */
 
 struct listen_addr {
 	struct sockaddr_any	 addr;
@@ -60,6 +60,7 @@ struct service {
 	size_t			 nkeys;
 	SSL_CTX			*pair_ctx[CONFIG_MAX_PAIRS];	/* [0] = client_ctx */
 	int			 tls_min_version;	/* TLS1_x_VERSION */
+	char			*tls_ciphers;	/* NULL: by tls_min_version */
 	char			*upstream;		/* host:port as written */
 	char			*upstream_host;
 	char			*upstream_port;

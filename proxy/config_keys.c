@@ -14,6 +14,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
 #include <openssl/mem.h>
 
 #include "secret.h"
@@ -106,6 +107,29 @@ set_ticket_keys(struct parser *p, void *f, const char *v)
 	    err, sizeof(err)) < 0) {
 		cfg_error(p, p->line, "tls_ticket_key_file: %s", err);
 		return -1;
+	}
+	return set_string(p, f, v);
+}
+
+/* tls_ciphers: modern, legacy, or a suite list this BoringSSL accepts
+ * whole (checked now: a typo is an error, not a smaller list). */
+static int
+set_ciphers(struct parser *p, void *f, const char *v)
+{
+	SSL_CTX *ctx;
+	int ok;
+
+	if (strcmp(v, "modern") != 0 && strcmp(v, "legacy") != 0) {
+		if ((ctx = SSL_CTX_new(TLS_server_method())) == NULL)
+			return -1;
+		ok = SSL_CTX_set_strict_cipher_list(ctx, v);
+		SSL_CTX_free(ctx);
+		ERR_clear_error();
+		if (!ok) {
+			cfg_error(p, p->line, "tls_ciphers: \"%s\" is not modern, "
+			    "legacy or a list of suites this BoringSSL has", v);
+			return -1;
+		}
 	}
 	return set_string(p, f, v);
 }
@@ -526,6 +550,7 @@ const struct key_def config_keys[K_COUNT] = {
 	[K_UPSTREAM_AUTH] = { "upstream_auth", SCOPE_SERVICE, false, NONE, S(upstream_auth), set_upstream_auth, NULL },
 	[K_UPSTREAM_USER] = { "upstream_user", SCOPE_SERVICE, false, NONE, S(upstream_user), set_auth_user, NULL },
 	[K_PASSWORD_FILE] = { "upstream_password_file", SCOPE_SERVICE, false, NONE, S(upstream_password_file), set_secret_file, NULL },
+	[K_TLS_CIPHERS] = { "tls_ciphers", SCOPE_SERVICE, false, NONE, S(tls_ciphers), set_ciphers, NULL },
 	[K_SESSION_CACHE] = { "tls_session_cache", SCOPE_GLOBAL, false, G(tls_session_cache), NONE, set_cache_size, NULL },
 	[K_UPSTREAM_RESUMPTION] = { "upstream_resumption", SCOPE_SERVICE, false, NONE, S(upstream_resumption), set_yesno, NULL },
 	[K_TICKET_KEY_FILE] = { "tls_ticket_key_file", SCOPE_GLOBAL, false, G(tls_ticket_key_file), NONE, set_ticket_keys, NULL },

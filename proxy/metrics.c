@@ -178,7 +178,7 @@ metrics_legacy_client(struct svc_metrics *m, const char *addr, int version)
 	if (m == NULL)
 		return;
 	snprintf(key, sizeof(key), "%s %s", addr, version == 0x0301 ? "1.0" :
-	    "1.1");
+	    version == 0x0302 ? "1.1" : "1.2");
 	if ((i = slot(m->legacy_client[0], sizeof(key), MAX_LEGACY, key,
 	    sizeof(key))) >= 0)
 		m->legacy_count[i]++;

@@ -25,10 +25,16 @@
 	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:" \
 	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:" \
 	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
-/* TLS 1.0/1.1 have no AEAD suites: CBC ones, for legacy listeners only. */
+/*
+ * tls_ciphers = legacy, for old printers and scanners (TLS 1.0-1.2): the
+ * CBC suites TLS 1.0/1.1 need, and RSA key exchange (AES-GCM, AES-CBC,
+ * 3DES) for stacks that have no ECDHE.  This BoringSSL has no CBC-SHA256
+ * suites (AES128-SHA256): a client offering only those cannot connect.
+ */
 #define SUITES_LEGACY \
 	":ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA:" \
-	"ECDHE-ECDSA-AES256-SHA:ECDHE-RSA-AES256-SHA:AES128-SHA:AES256-SHA"
+	"ECDHE-ECDSA-AES256-SHA:ECDHE-RSA-AES256-SHA:" \
+	"AES128-GCM-SHA256:AES256-GCM-SHA384:AES128-SHA:AES256-SHA:DES-CBC3-SHA"
 
 /* The ALPN name of each mail protocol (IANA registry). */
 static const char *const alpn_names[] = { "smtp", "pop3", "imap" };
@@ -69,14 +75,35 @@ alpn_select(SSL *ssl, const uint8_t **out, uint8_t *outlen, const uint8_t *in,
 	return SSL_TLSEXT_ERR_ALERT_FATAL;
 }
 
+const char *
+tls_cipher_list(const char *setting, int min_version)
+{
+	if (setting == NULL)
+		setting = min_version < TLS1_2_VERSION ? "legacy" : "modern";
+	if (strcmp(setting, "modern") == 0)
+		return SUITES_MODERN;
+	if (strcmp(setting, "legacy") == 0)
+		return SUITES_MODERN SUITES_LEGACY;
+	return setting;
+}
+
+bool
+tls_cipher_is_legacy(const SSL_CIPHER *c)
+{
+	/* Modern: ECDHE (or TLS 1.3) with an AEAD. */
+	return c != NULL && !(SSL_CIPHER_is_aead(c) &&
+	    (SSL_CIPHER_get_kx_nid(c) == NID_kx_ecdhe ||
+	    SSL_CIPHER_get_kx_nid(c) == NID_kx_any));
+}
+
 static int
-common_setup(SSL_CTX *ctx, int min_version, int legacy, char *err, size_t len)
+common_setup(SSL_CTX *ctx, int min_version, const char *ciphers, char *err,
+    size_t len)
 {
 	if (!SSL_CTX_set_min_proto_version(ctx, (uint16_t)min_version) ||
 	    !SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) ||
 	    !SSL_CTX_set1_curves_list(ctx, GROUPS) ||
-	    !SSL_CTX_set_strict_cipher_list(ctx, legacy ?
-	    SUITES_MODERN SUITES_LEGACY : SUITES_MODERN)) {
+	    !SSL_CTX_set_strict_cipher_list(ctx, ciphers)) {
 		ssl_reason(err, len, "TLS settings");
 		return -1;
 	}
@@ -97,8 +124,8 @@ tls_server_ctx_new(const struct service *svc, size_t pair, char *err,
 		ssl_reason(err, len, "SSL_CTX_new");
 		return NULL;
 	}
-	if (common_setup(ctx, svc->tls_min_version,
-	    svc->tls_min_version < TLS1_2_VERSION, err, len) < 0)
+	if (common_setup(ctx, svc->tls_min_version, tls_cipher_list(
+	    svc->tls_ciphers, svc->tls_min_version), err, len) < 0)
 		goto fail;
 	if (!SSL_CTX_use_certificate_chain_file(ctx, svc->certs[pair])) {
 		ssl_reason(err, len, "cannot load certificate");
@@ -305,7 +332,8 @@ tls_client_ctx_new(const struct service *svc, char *err, size_t len)
 		ssl_reason(err, len, "SSL_CTX_new");
 		return NULL;
 	}
-	if (common_setup(ctx, svc->upstream_tls_min_version, 0, err, len) < 0)
+	if (common_setup(ctx, svc->upstream_tls_min_version, SUITES_MODERN, err,
+	    len) < 0)
 		goto fail;
 	if (svc->upstream_resumption) {
 		/* One upstream name per service, so one context per name: a

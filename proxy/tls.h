@@ -15,6 +15,7 @@
 #error "mailproxy must be built against BoringSSL (-isystem /usr/include/android)"
 #endif
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct service;
@@ -42,6 +43,13 @@ SSL_CTX	*tls_client_ctx_new(const struct service *svc, char *err, size_t len);
  * the name is an IP address) and the name the certificate must carry.
  */
 int	 tls_upstream_setup(SSL *ssl, const struct service *svc);
+
+/* tls_ciphers: the suite list for setting (NULL: the default for
+ * min_version: legacy below TLS 1.2, else modern). */
+const char *tls_cipher_list(const char *setting, int min_version);
+
+/* Is c outside the modern set (not ECDHE+AEAD)?  Logged and counted. */
+bool	 tls_cipher_is_legacy(const SSL_CIPHER *c);
 
 /* upstream_resumption: offers the session this worker last got from the
  * service's upstream, if any and still resumable. */

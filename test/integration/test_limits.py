@@ -2,6 +2,8 @@
 suites, ALPN) and the JSON log format."""
 
 import json
+import os
+import re
 import socket
 import ssl
 import subprocess
@@ -195,3 +197,58 @@ def test_json_log_format(proxies, upstreams, certs):
     assert close["client_tls"].startswith("TLSv1.3/")
     assert isinstance(close["bytes_out"], int) and close["bytes_out"] == 12
     assert close["reason"] in ("client-closed", "client-error")
+
+
+def s_client(port, certs, version_flag, cipher):
+    """openssl s_client forcing one version and one suite; returns what the
+    server greeted with, or None if the handshake failed."""
+    p = subprocess.Popen(["openssl", "s_client", "-connect", "127.0.0.1:%d" % port,
+                          version_flag, "-cipher", cipher + ":@SECLEVEL=0",
+                          "-CAfile", os.path.join(certs, "ca.crt"), "-quiet"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL)
+    try:
+        line = p.stdout.readline()          # the greeting, or EOF on failure
+    finally:
+        p.kill()
+        p.wait(10)
+    return line if line.startswith(b"* OK hello") else None
+
+
+@pytest.mark.parametrize("version_flag,cipher", [
+    ("-tls1", "AES128-SHA"), ("-tls1", "ECDHE-RSA-AES256-SHA"), ("-tls1_1", "AES256-SHA"),
+    ("-tls1_2", "AES128-GCM-SHA256"), ("-tls1_2", "AES256-GCM-SHA384"),
+    ("-tls1_2", "AES128-SHA"),
+    # (3DES: this OpenSSL 3 client has none left; the unit test drives it
+    # with a BoringSSL client.)
+])
+def test_old_printers_get_in_with_legacy_suites(proxies, upstreams, certs, version_flag,
+                                                cipher):
+    """tls_ciphers = legacy (the default with tls_min_version = 1.0): the
+    RSA-key-exchange and CBC suites of old printers and scanners, each forced
+    with openssl s_client; every such session is logged and counted."""
+    import urllib.request
+    mport = free_port()
+    up = upstreams(greeter)
+    text = service("p", "smtp", up.addr, certs, extra="tls_min_version = 1.0\n").replace(
+        "server-ecdsa", "server-rsa")
+    proxy = proxies("metrics = 127.0.0.1:%d\n" % mport + text)
+    assert s_client(proxy.port("p"), certs, version_flag, cipher) is not None
+    proxy.wait_log(r"warn sess=\d+ svc=p event=legacy-tls client=127\.0\.0\.1:\d+ tls=TLSv1")
+    metrics = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport,
+                                     timeout=5).read().decode()
+    assert re.search(r'mailproxy_client_tls_legacy_sessions_total\{service="p",'
+                     r'client="127\.0\.0\.1",version="1\.[012]"\} 1', metrics), metrics
+
+
+def test_modern_listeners_keep_refusing_legacy_suites(proxies, upstreams, certs):
+    up = upstreams(greeter)
+    text = service("m", "smtp", up.addr, certs).replace("server-ecdsa", "server-rsa")
+    proxy = proxies(text)
+    assert s_client(proxy.port("m"), certs, "-tls1_2", "AES128-GCM-SHA256") is None
+    assert s_client(proxy.port("m"), certs, "-tls1_2", "ECDHE-RSA-AES128-GCM-SHA256")
+    # An explicit list: only what it names.
+    proxy2 = proxies(text.replace("upstream_tls = none", "upstream_tls = none\n"
+                                  "tls_ciphers = ECDHE-RSA-AES256-GCM-SHA384"), name="x")
+    assert s_client(proxy2.port("m"), certs, "-tls1_2", "ECDHE-RSA-AES128-GCM-SHA256") is None
+    assert s_client(proxy2.port("m"), certs, "-tls1_2", "ECDHE-RSA-AES256-GCM-SHA384")

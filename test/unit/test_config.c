@@ -190,6 +190,9 @@ test_errors_name_file_and_line(void)
 	expect_error("log_level = info\n", "no service defined");
 	expect_error(SERVICE_OK "protocol2\n",
 	    "test.ini:9: syntax error");
+	expect_error(SERVICE_OK "tls_ciphers = AES128-SHA:NOPE-SUITE\n",
+	    "test.ini:9: tls_ciphers: \"AES128-SHA:NOPE-SUITE\" is not modern, "
+	    "legacy or a list of suites this BoringSSL has");
 }
 
 /* Issue: the 9th cert line was written past cert_lines[] (ASan saw it). */

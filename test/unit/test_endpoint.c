@@ -258,6 +258,56 @@ test_alpn_policy(void)
 	}
 }
 
+/*
+ * tls_ciphers = legacy: 3DES for the oldest printers (the machine's
+ * OpenSSL 3 client has no 3DES left, so BoringSSL is the client here).
+ */
+static void
+test_legacy_3des(void)
+{
+	static const struct { const char *svc_extra; uint16_t version; int ok; }
+	    cases[] = {
+		{ "tls_min_version = 1.0\n", TLS1_VERSION, 1 },
+		{ "tls_min_version = 1.0\n", TLS1_2_VERSION, 1 },
+		{ "tls_min_version = 1.0\ntls_ciphers = modern\n", TLS1_VERSION, 0 },
+		{ "", TLS1_2_VERSION, 0 },	/* the default for 1.2: modern */
+	};
+	const char *d = getenv("MAILPROXY_CERTS");
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(*cases); i++) {
+		struct tls_pair tp;
+		char text[1024], *errors = NULL;
+		int sv[2];
+
+		snprintf(text, sizeof(text), "[s]\nprotocol = smtp\n"
+		    "listen = 127.0.0.1:0\nclient_tls = implicit\n"
+		    "cert = %s/server-rsa.crt\nkey = %s/server-rsa.key\n"
+		    "upstream = 127.0.0.1:25\nupstream_tls = none\n%s",
+		    d ? d : "certs/dev", d ? d : "certs/dev", cases[i].svc_extra);
+		memset(&tp, 0, sizeof(tp));
+		if ((tp.cf = config_parse(text, strlen(text), "t.ini",
+		    &errors)) == NULL) {
+			fprintf(stderr, "%s", errors);
+			free(errors);
+			CHECK(0);
+			continue;
+		}
+		tp.cctx = SSL_CTX_new(TLS_method());
+		CHECK(SSL_CTX_set_strict_cipher_list(tp.cctx, "DES-CBC3-SHA"));
+		SSL_CTX_set_min_proto_version(tp.cctx, cases[i].version);
+		SSL_CTX_set_max_proto_version(tp.cctx, cases[i].version);
+		SSL *srv = SSL_new(tp.cf->services[0].client_ctx);
+		SSL *cli = SSL_new(tp.cctx);
+		SSL_set_accept_state(srv);
+		SSL_set_connect_state(cli);
+		pair(sv);
+		ep_init(&tp.srv, sv[0], srv, nop_cb, NULL);
+		ep_init(&tp.cli, sv[1], cli, nop_cb, NULL);
+		CHECK((tls_pair_handshake(&tp) == 0) == cases[i].ok);
+		tls_pair_free(&tp);
+	}
+}
+
 void
 test_endpoint(void)
 {
@@ -265,4 +315,5 @@ test_endpoint(void)
 	test_tls_data_and_clean_close();
 	test_tls_truncation_is_visible();
 	test_alpn_policy();
+	test_legacy_3des();
 }
