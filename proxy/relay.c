@@ -121,10 +121,17 @@ move(struct session *s, struct endpoint *src, struct buf *b,
 		if (src == &s->upstream && !src->eof_clean) {
 			/* The upstream's TLS ended without close_notify: a cut
 			 * reply.  The client's side ends with a reset, so that a
-			 * plaintext client too sees it cut, never complete. */
+			 * plaintext client too sees it cut, never complete.  Once
+			 * the client had ended its side (QUIT answered, say),
+			 * servers that skip close_notify are common: a normal
+			 * end, still closed the same way. */
 			s->abort = true;
-			close_now(s, LOG_LVL_WARN, R_UPSTREAM_TRUNCATED, "the "
-			    "upstream's TLS ended without close_notify");
+			if (s->client.eof)
+				close_now(s, LOG_LVL_INFO, R_UPSTREAM_CLOSED, "after "
+				    "the client's end, without close_notify");
+			else
+				close_now(s, LOG_LVL_WARN, R_UPSTREAM_TRUNCATED,
+				    "the upstream's TLS ended without close_notify");
 			return false;
 		}
 		st = ep_shutdown(dst, src->eof_clean);

@@ -284,3 +284,25 @@ def test_upstream_truncation_reaches_a_plaintext_client_as_a_reset(proxies, upst
         data == b""
     proxy.wait_log(r"event=close .*reason=upstream-truncated")
     s.close()
+
+
+def test_an_upstream_that_skips_close_notify_after_the_client_left_is_a_normal_end(
+        proxies, upstreams, certs):
+    """QUIT answered, the client gone, the server closes without close_notify
+    (common): not counted as a truncation."""
+    def handler(conn):
+        conn.sendall(b"* OK bye soon\r\n")
+        while conn.recv(4096):               # until the client's end arrives
+            pass
+        socket.socket.shutdown(conn, socket.SHUT_RDWR)
+
+    proxy, up = start(proxies, upstreams, certs, handler, "implicit")
+    s = tls_connect(proxy.port("relay"), certs)
+    assert recv_exact(s, 15) == b"* OK bye soon\r\n"
+    try:
+        s.unwrap()                           # the client's clean end...
+    except (ConnectionResetError, ssl.SSLError):
+        pass                                 # ...answered by a reset
+    s.close()
+    proxy.wait_log(r"event=close .*reason=upstream-closed detail=\"after the client's end")
+    assert "upstream-truncated" not in proxy.log()
