@@ -97,7 +97,10 @@ class Proxy:
     def _watch_off(text):
         """Tests rewrite files and reload by signal, counting reloads: the
         file watcher (on by default) stays off unless a test asks for it."""
-        return text if "watch_files" in text else "watch_files = no\n" + text
+        if "watch_files" in text:
+            return text
+        # At the end, in a [global] section: the test's line numbers stay.
+        return text + ("" if text.endswith("\n") else "\n") + "[global]\nwatch_files = no\n"
 
     def rewrite(self, config_text):
         with open(self.config, "w") as f:
