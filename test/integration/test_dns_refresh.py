@@ -81,6 +81,8 @@ def listener(addr, tag):
                 c, _ = s.accept()
             except socket.timeout:
                 continue
+            except OSError:
+                return                      # closed by the test
             c.sendall(b"* OK " + tag + b"\r\n")
             c.close()
     t = threading.Thread(target=loop, daemon=True)
