@@ -137,6 +137,8 @@ bcb(EV_P_ ev_io *w, int revents)
 		for (;;) {
 			n = c->ssl ? SSL_read(c->ssl, buf, sizeof(buf)) :
 			    read(c->fd, buf, sizeof(buf));
+			if (n > 0 && bmode == B_STARTTLS)	/* a command: answered */
+				SSL_write(c->ssl, "250 ok\r\n", 8);
 			if (n > 0)
 				continue;
 			if (c->ssl && SSL_get_error(c->ssl, (int)n) == SSL_ERROR_WANT_READ)

@@ -11,8 +11,9 @@
  *   starttls    the same, but plaintext greeting + STARTTLS (-p smtp|pop3|
  *               imap) before the handshake, and NOOP + its reply after it:
  *               a listener that offers STARTTLS, upstream leg included.
- *   upgrade     plaintext clients: connect, read the first line, close (the
- *               proxy does STARTTLS upstream).  sessions/s, p50/p99.
+ *   upgrade     plaintext clients: connect, read the first line, NOOP and
+ *               its reply, close (the proxy does STARTTLS upstream).
+ *               sessions/s, p50/p99.
  *   throughput  C TLS connections streaming both ways through an echo
  *               backend for SECONDS; MB/s each way.
  *   idle        open N TLS sessions, read each greeting, print "ready", hold
@@ -233,8 +234,22 @@ step(struct conn *c)
 				return;
 			}
 			if (mode == M_UPGRADE) {
-				conn_done(c, c->line[0] == '2' || c->line[0] == '+' ||
-				    c->line[0] == '*');
+				/* One command through the relay, as a device
+				 * sends (and as a server's TLS tickets need: a
+				 * BoringSSL server sends them with its first
+				 * reply). */
+				if (c->line[0] != '2' && c->line[0] != '+' &&
+				    c->line[0] != '*') {
+					conn_done(c, false);
+					return;
+				}
+				c->linelen = 0;
+				if (write(c->fd, "NOOP\r\n", 6) != 6) {
+					conn_done(c, false);
+					return;
+				}
+				c->state = C_GREETING;
+				want(c, EV_READ);
 				return;
 			}
 			c->linelen = 0;
