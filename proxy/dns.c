@@ -14,6 +14,7 @@
 
 #include "log.h"
 #include "resolve.h"
+#include "seqlock.h"
 
 struct dns_shared {
 	uint32_t		 seq;		/* atomic; odd while writing */
@@ -35,15 +36,12 @@ struct dns_view {
 static void
 publish(struct dns_shared *sh, const struct sockaddr_any *addrs, size_t n)
 {
-	uint32_t seq = __atomic_load_n(&sh->seq, __ATOMIC_RELAXED);
-
 	if (n > DNS_MAX_ADDRS)
 		n = DNS_MAX_ADDRS;
-	__atomic_store_n(&sh->seq, seq + 1, __ATOMIC_RELAXED);
-	__atomic_thread_fence(__ATOMIC_RELEASE);
+	seq_write_begin(&sh->seq);
 	memcpy(sh->addrs, addrs, n * sizeof(*addrs));
 	sh->n = (uint32_t)n;
-	__atomic_store_n(&sh->seq, seq + 2, __ATOMIC_RELEASE);
+	seq_write_end(&sh->seq);
 }
 
 int
@@ -287,25 +285,24 @@ const struct sockaddr_any *
 dns_addrs(const struct service *svc, size_t *n)
 {
 	struct dns_view *v = svc->dns;
-	uint32_t s1, s2, count;
+	struct sockaddr_any fresh[DNS_MAX_ADDRS];	/* kept only if whole */
+	uint32_t begin, count;
 
 	if (v == NULL) {
 		*n = svc->nupstream_addrs;
 		return svc->upstream_addrs;
 	}
-	s1 = __atomic_load_n(&v->shared->seq, __ATOMIC_ACQUIRE);
-	for (int tries = 0; s1 != v->seq && tries < 100; tries++) {
-		if (!(s1 & 1) && (count = v->shared->n) <= DNS_MAX_ADDRS) {
-			memcpy(v->copy, v->shared->addrs, count * sizeof(*v->copy));
-			__atomic_thread_fence(__ATOMIC_ACQUIRE);
-			s2 = __atomic_load_n(&v->shared->seq, __ATOMIC_RELAXED);
-			if (s1 == s2) {
-				v->n = count;
-				v->seq = s1;
-				break;
-			}
+	/* Copied again only when the supervisor published a new list. */
+	for (int tries = 0; tries < 100 &&
+	    (begin = seq_read_begin(&v->shared->seq)) != v->seq; tries++) {
+		if ((count = v->shared->n) > DNS_MAX_ADDRS)
+			continue;
+		memcpy(fresh, v->shared->addrs, count * sizeof(*fresh));
+		if (seq_read_ok(&v->shared->seq, begin)) {
+			memcpy(v->copy, fresh, count * sizeof(*fresh));
+			v->n = count;
+			v->seq = begin;
 		}
-		s1 = __atomic_load_n(&v->shared->seq, __ATOMIC_ACQUIRE);
 	}
 	*n = v->n;
 	return v->copy;

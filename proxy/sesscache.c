@@ -11,6 +11,8 @@
 
 #include <openssl/mem.h>
 
+#include "seqlock.h"
+
 #define SESSION_MAX	768	/* serialized; larger ones are not cached */
 
 struct slot {
@@ -86,16 +88,14 @@ new_cb(SSL *ssl, SSL_SESSION *session)
 	/* The way that expires first (an empty one expires at 0). */
 	s = b[0].expires <= b[1].expires ? &b[0] : &b[1];
 	if (lock(s)) {	/* busy: another worker writes; skip, it is a cache */
-		uint32_t seq = __atomic_load_n(&s->seq, __ATOMIC_RELAXED);
-		__atomic_store_n(&s->seq, seq + 1, __ATOMIC_RELAXED);
-		__atomic_thread_fence(__ATOMIC_RELEASE);
+		seq_write_begin(&s->seq);
 		memcpy(s->id, id, idlen);
 		s->idlen = (uint8_t)idlen;
 		s->expires = (int64_t)time(NULL) +
 		    (int64_t)SSL_SESSION_get_timeout(session);
 		s->len = (uint16_t)len;
 		memcpy(s->data, bytes, len);
-		__atomic_store_n(&s->seq, seq + 2, __ATOMIC_RELEASE);
+		seq_write_end(&s->seq);
 		unlock(s);
 	}
 	OPENSSL_free(bytes);
@@ -115,18 +115,15 @@ get_cb(SSL *ssl, const uint8_t *id, int idlen, int *out_copy)
 	for (int way = 0; way < 2; way++) {
 		struct slot *s = &b[way];
 		for (int tries = 0; tries < 8; tries++) {
-			uint32_t s1 = __atomic_load_n(&s->seq, __ATOMIC_ACQUIRE);
+			uint32_t begin = seq_read_begin(&s->seq);
 			size_t len;
 			bool match;
-			if (s1 & 1)
-				continue;
 			match = s->idlen == idlen && memcmp(s->id, id,
 			    (size_t)idlen) == 0 && s->expires > (int64_t)time(NULL);
 			len = s->len;
 			if (match && len <= SESSION_MAX)
 				memcpy(data, s->data, len);
-			__atomic_thread_fence(__ATOMIC_ACQUIRE);
-			if (__atomic_load_n(&s->seq, __ATOMIC_RELAXED) != s1)
+			if (!seq_read_ok(&s->seq, begin))
 				continue;
 			if (!match || len > SESSION_MAX)
 				break;
@@ -153,7 +150,9 @@ remove_cb(SSL_CTX *ctx, SSL_SESSION *session)
 	for (int way = 0; way < 2; way++)
 		if (b[way].idlen == idlen && memcmp(b[way].id, id, idlen) == 0 &&
 		    lock(&b[way])) {
+			seq_write_begin(&b[way].seq);
 			b[way].expires = 0;
+			seq_write_end(&b[way].seq);
 			unlock(&b[way]);
 		}
 }

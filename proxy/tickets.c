@@ -24,6 +24,8 @@
 #include <openssl/mem.h>
 #include <openssl/rand.h>
 
+#include "seqlock.h"
+
 struct tkey {
 	uint8_t		 name[16];
 	uint8_t		 hmac[32];
@@ -96,13 +98,10 @@ tickets_init(void)
 static void
 publish(const struct tkey *keys, size_t n)
 {
-	uint32_t seq = __atomic_load_n(&shared->seq, __ATOMIC_RELAXED);
-
-	__atomic_store_n(&shared->seq, seq + 1, __ATOMIC_RELAXED);
-	__atomic_thread_fence(__ATOMIC_RELEASE);
+	seq_write_begin(&shared->seq);
 	memcpy(shared->k, keys, n * sizeof(*keys));
 	shared->n = (uint32_t)n;
-	__atomic_store_n(&shared->seq, seq + 2, __ATOMIC_RELEASE);
+	seq_write_end(&shared->seq);
 }
 
 /* A copy of the current keys; their number (0 if none or not settled). */
@@ -110,15 +109,11 @@ static size_t
 snapshot(struct tkey *keys)
 {
 	for (int tries = 0; shared != NULL && tries < 100; tries++) {
-		uint32_t s1 = __atomic_load_n(&shared->seq, __ATOMIC_ACQUIRE), n;
-		if (s1 & 1)
-			continue;
-		n = shared->n;
+		uint32_t begin = seq_read_begin(&shared->seq), n = shared->n;
 		if (n > TICKET_KEYS_MAX)
 			continue;
 		memcpy(keys, shared->k, n * sizeof(*keys));
-		__atomic_thread_fence(__ATOMIC_ACQUIRE);
-		if (__atomic_load_n(&shared->seq, __ATOMIC_RELAXED) == s1)
+		if (seq_read_ok(&shared->seq, begin))
 			return n;
 	}
 	return 0;
