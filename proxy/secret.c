@@ -10,8 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-int
-secret_read(const char *path, char *out, size_t cap, char *err,
+ssize_t
+secret_read_raw(const char *path, void *out, size_t cap, char *err,
     size_t errlen)
 {
 	struct stat st;
@@ -46,6 +46,17 @@ secret_read(const char *path, char *out, size_t cap, char *err,
 		    cap - 1);
 		return -1;
 	}
+	return n;
+}
+
+int
+secret_read(const char *path, char *out, size_t cap, char *err,
+    size_t errlen)
+{
+	ssize_t n = secret_read_raw(path, out, cap, err, errlen);
+
+	if (n < 0)
+		return -1;
 	while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == '\r'))
 		n--;
 	out[n] = '\0';

@@ -6,6 +6,7 @@
 #define MAILPROXY_SECRET_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 /* A password or an OAuth2 access token file holds at most this much. */
 #define SECRET_MAX	8192
@@ -17,6 +18,11 @@
  * the contents).
  */
 int	secret_read(const char *path, char *out, size_t cap, char *err,
+	    size_t errlen);
+
+/* The same checks for a binary secret (ticket keys): the bytes as they
+ * are, fewer than cap of them.  Returns how many, or -1 with err. */
+ssize_t	secret_read_raw(const char *path, void *out, size_t cap, char *err,
 	    size_t errlen);
 
 #endif

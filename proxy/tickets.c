@@ -7,16 +7,12 @@
  */
 #include "tickets.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
 #include <openssl/aes.h>
 #include <openssl/cipher.h>
@@ -24,6 +20,7 @@
 #include <openssl/mem.h>
 #include <openssl/rand.h>
 
+#include "secret.h"
 #include "seqlock.h"
 
 struct tkey {
@@ -48,25 +45,11 @@ tickets_read_file(const char *path, uint8_t **out, size_t *len, char *err,
     size_t errlen)
 {
 	uint8_t buf[TICKET_KEYS_MAX * 80 + 1];
-	struct stat st;
-	ssize_t n;
-	int fd;
+	ssize_t n = secret_read_raw(path, buf, sizeof(buf), err, errlen);
 
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
-		snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+	if (n < 0)
 		return -1;
-	}
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
-	    (st.st_mode & S_IROTH)) {
-		snprintf(err, errlen, "%s must be a regular file not readable by "
-		    "everyone (mode %04o): chmod o-rwx it", path,
-		    (unsigned)(st.st_mode & 07777));
-		close(fd);
-		return -1;
-	}
-	n = read(fd, buf, sizeof(buf));
-	close(fd);
-	if (n <= 0 || (size_t)n == sizeof(buf) || (n % 80 != 0 && n % 48 != 0)) {
+	if (n == 0 || (n % 80 != 0 && n % 48 != 0)) {
 		OPENSSL_cleanse(buf, sizeof(buf));
 		snprintf(err, errlen, "%s: %zd bytes; expected one to %d keys of "
 		    "80 bytes (or 48), e.g. openssl rand 80 > FILE", path, n,

@@ -136,7 +136,7 @@ def test_a_bad_key_file_is_refused_with_its_line(proxies, certs, tmp_path):
         % keyfile in r.stderr
     os.chmod(keyfile, 0o644)
     r = subprocess.run([BIN, "-t", "-c", str(cfg)], capture_output=True, text=True)
-    assert "not readable by everyone" in r.stderr
+    assert "is readable by everyone (mode 0644)" in r.stderr
 
 
 def upstream_recording(reused):
