@@ -15,7 +15,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "clients.h"
 #include "listener.h"
 #include "proxyproto.h"
 #include "tls.h"
@@ -53,6 +52,7 @@ read_proxy_header(EV_P_ struct session *s)
 {
 	uint8_t buf[PP_MAX_HEADER], sink[PP_MAX_HEADER];
 	struct pp_result pr;
+	enum close_reason why;
 	size_t have = s->pp_len;
 	ssize_t n;
 	int total;
@@ -107,19 +107,10 @@ read_proxy_header(EV_P_ struct session *s)
 	    (unsigned long long)s->id, pr.version, s->peer);
 	/* allow and the per-client cap apply to the client the balancer
 	 * speaks for (a LOCAL header: to the balancer itself). */
-	if (s->svc->nallow > 0 && !cidr_list_contains(s->svc->allow,
-	    s->svc->nallow, (const struct sockaddr *)&s->peer_addr.ss)) {
-		close_now(s, LOG_LVL_INFO, R_NOT_ALLOWED, NULL);
-		return;
-	}
-	if (!listeners_admit_client(s->svc, &s->peer_addr)) {
-		listeners_refuse_busy(s->svc, s->client.fd);
-		close_now(s, LOG_LVL_INFO, R_PER_CLIENT_LIMIT, NULL);
-		return;
-	}
-	if (!clients_add(&s->peer_addr)) {
-		close_now(s, LOG_LVL_WARN, R_OUT_OF_MEMORY, "per-client table "
-		    "full");
+	if ((why = listeners_admit(s->svc, s->client.fd, &s->peer_addr)) !=
+	    R_NONE) {
+		close_now(s, why == R_OUT_OF_MEMORY ? LOG_LVL_WARN : LOG_LVL_INFO,
+		    why, NULL);
 		return;
 	}
 	s->count_addr = s->peer_addr;

@@ -43,8 +43,10 @@ static int		 my_slot = -1;
 
 #define METRICS_BACKLOG	64
 
-void
-listeners_refuse_busy(const struct service *svc, int fd)
+/* The protocol's "too many connections, try later" line, sent where the
+ * client speaks plaintext first. */
+static void
+refuse_busy(const struct service *svc, int fd)
 {
 	char line[200];
 	int n;
@@ -56,29 +58,19 @@ listeners_refuse_busy(const struct service *svc, int fd)
 	(void)send(fd, line, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
-/* Applies allow and the per-client share; false if fd was refused. */
-static bool
-admit(const struct listener *l, int fd, const struct sockaddr_any *peer)
+enum close_reason
+listeners_admit(const struct service *svc, int fd,
+    const struct sockaddr_any *client)
 {
-	const struct service *svc = l->svc;
-	const char *why = NULL;
-	char text[80];
-
-	/* Behind a balancer, allow is checked on the carried address. */
-	if (svc->nallow > 0 && !svc->proxy_protocol_in &&
-	    !cidr_list_contains(svc->allow, svc->nallow,
-	    (const struct sockaddr *)&peer->ss))
-		why = "not-allowed";
-	else if (!svc->proxy_protocol_in && !listeners_admit_client(svc, peer)) {
-		why = "per-client-limit";
-		listeners_refuse_busy(svc, fd);
+	if (svc->nallow > 0 && !cidr_list_contains(svc->allow, svc->nallow,
+	    (const struct sockaddr *)&client->ss))
+		return R_NOT_ALLOWED;
+	if (svc->max_connections_per_client > 0 && clients_count(client) >=
+	    (unsigned)svc->max_connections_per_client) {
+		refuse_busy(svc, fd);
+		return R_PER_CLIENT_LIMIT;
 	}
-	if (why == NULL)
-		return true;
-	sockaddr_text((const struct sockaddr *)&peer->ss, text, sizeof(text));
-	log_info("event=refused svc=%s client=%s reason=%s", svc->name, text, why);
-	close(fd);
-	return false;
+	return clients_add(client) ? R_NONE : R_OUT_OF_MEMORY;
 }
 
 static void
@@ -108,13 +100,6 @@ pause_timer_cb(EV_P_ ev_timer *w, int revents)
 		listeners_arm(EV_A_ true);
 }
 
-bool
-listeners_admit_client(const struct service *svc, const struct sockaddr_any *peer)
-{
-	return svc->max_connections_per_client == 0 || clients_count(peer) <
-	    (unsigned)svc->max_connections_per_client;
-}
-
 void
 listeners_session_ended(EV_P_ const struct sockaddr_any *counted)
 {
@@ -134,6 +119,8 @@ accept_cb(EV_P_ ev_io *w, int revents)
 {
 	struct listener *l = w->data;
 	struct sockaddr_any peer;
+	enum close_reason why;
+	char text[80];
 	int fd;
 
 	(void)revents;
@@ -171,12 +158,14 @@ accept_cb(EV_P_ ev_io *w, int revents)
 				return;
 			}
 		}
-		if (!admit(l, fd, &peer))
-			continue;
-		/* Behind a balancer the session counts the carried address. */
-		if (!l->svc->proxy_protocol_in && !clients_add(&peer)) {
-			log_warnx("svc=%s per-client table full: connection "
-			    "dropped", l->svc->name);
+		/* Behind a balancer the session admits the address the
+		 * PROXY header carries. */
+		if (!l->svc->proxy_protocol_in &&
+		    (why = listeners_admit(l->svc, fd, &peer)) != R_NONE) {
+			sockaddr_text((const struct sockaddr *)&peer.ss, text,
+			    sizeof(text));
+			log_info("event=refused svc=%s client=%s reason=%s",
+			    l->svc->name, text, reason_name(why));
 			close(fd);
 			continue;
 		}

@@ -14,6 +14,7 @@
 #include <ev.h>
 
 #include "config.h"
+#include "reason.h"
 
 /*
  * The supervisor binds every socket (as root, so privileged ports can be
@@ -67,13 +68,13 @@ void	listeners_close_all(EV_P);
  */
 void	listeners_session_ended(EV_P_ const struct sockaddr_any *counted);
 
-/* Is one more session from peer within max_connections_per_client (summed
- * over every worker)? */
-bool	listeners_admit_client(const struct service *svc,
-	    const struct sockaddr_any *peer);
-
-/* The protocol's "too many connections, try later" line, sent where the
- * client speaks plaintext first. */
-void	listeners_refuse_busy(const struct service *svc, int fd);
+/*
+ * A new client of svc on fd (the socket peer, or the client a PROXY header
+ * carried): allow, then max_connections_per_client (summed over every
+ * worker; over it the protocol's "try later" line where the client speaks
+ * first), then counted.  R_NONE when admitted, else why not.
+ */
+enum close_reason listeners_admit(const struct service *svc, int fd,
+	    const struct sockaddr_any *client);
 
 #endif

@@ -147,23 +147,30 @@ drain_timer_cb(EV_P_ ev_timer *w, int revents)
 	ev_break(EV_A_ EVBREAK_ALL);
 }
 
+/* shutdown_timeout starts: then the sessions still open are closed. */
+static void
+start_grace(EV_P)
+{
+	no_deadline = false;
+	ev_timer_init(&drain_timer, drain_timer_cb, running->shutdown_timeout,
+	    0.);
+	ev_timer_start(EV_A_ &drain_timer);
+}
+
+/* deadline: SIGTERM/SIGINT (within shutdown_timeout); else SIGQUIT. */
 static void
 stop(EV_P_ bool deadline)
 {
-	if (draining && !deadline && no_deadline)
-		return;
 	if (draining) {
-		if (no_deadline) {
-			/* A reload's drain, now a stop: the grace period runs. */
-			no_deadline = false;
-			ev_timer_init(&drain_timer, drain_timer_cb,
-			    running->shutdown_timeout, 0.);
-			ev_timer_start(EV_A_ &drain_timer);
-			return;
+		if (!deadline)
+			return;			/* SIGQUIT again: nothing new */
+		if (no_deadline)
+			start_grace(EV_A);	/* a reload's drain, now a stop */
+		else {
+			/* A second stop signal: do not wait any longer. */
+			sess_close_all(EV_A_ R_SHUTDOWN);
+			ev_break(EV_A_ EVBREAK_ALL);
 		}
-		/* A second stop signal: do not wait any longer. */
-		sess_close_all(EV_A_ R_SHUTDOWN);
-		ev_break(EV_A_ EVBREAK_ALL);
 		return;
 	}
 	draining = true;
@@ -176,11 +183,8 @@ stop(EV_P_ bool deadline)
 	if (worker_index == 0 && !deadline)
 		metrics_serve(EV_A_ running, -1);
 	metrics_draining();
-	if (deadline) {
-		ev_timer_init(&drain_timer, drain_timer_cb,
-		    running->shutdown_timeout, 0.);
-		ev_timer_start(EV_A_ &drain_timer);
-	}
+	if (deadline)
+		start_grace(EV_A);
 	ev_prepare_init(&drain_check, drain_check_cb);
 	ev_prepare_start(EV_A_ &drain_check);
 }
@@ -246,8 +250,6 @@ spawn(struct worker *w, int index)
 		w->restart_at = time(NULL) + 1;
 		return;
 	}
-	/* Its sessions were counted off when its last owner was reaped. */
-	clients_clear_slot(slot);
 	if ((pid = fork()) < 0) {
 		log_warn("fork worker %d", index);
 		w->restart_at = time(NULL) + 1;
