@@ -21,7 +21,6 @@
 #define MAX_SVC		64
 #define MAX_CIPHERS	16
 #define MAX_LEGACY	32	/* legacy clients tracked per service */
-#define MAX_UPFAIL	32	/* upstream failure reasons per service (all) */
 
 struct svc_metrics {
 	char		 name[64];
@@ -36,8 +35,7 @@ struct svc_metrics {
 	uint64_t	 starttls_ok[2];	/* upstream, client */
 	char		 legacy_client[MAX_LEGACY][48];	/* "ip version" */
 	uint64_t	 legacy_count[MAX_LEGACY];
-	char		 upfail[MAX_UPFAIL][40];	/* the log's reason */
-	uint64_t	 upfail_count[MAX_UPFAIL];
+	uint64_t	 upfail[R_COUNT];	/* upstream failures by reason */
 	int64_t		 up_not_after;	/* upstream certificate, Unix time */
 	int64_t		 up_seen;	/* when it was seen (ns), 0: never */
 	/* /readyz: this worker's consecutive failed connects to the
@@ -187,12 +185,8 @@ metrics_legacy_client(struct svc_metrics *m, const char *addr, int version)
 void
 metrics_upstream_failure(struct svc_metrics *m, enum close_reason reason)
 {
-	const char *name = reason_name(reason);
-	int i;
-
-	if (m != NULL && (i = slot(m->upfail[0], sizeof(m->upfail[0]),
-	    MAX_UPFAIL, name, sizeof(m->upfail[0]))) >= 0)
-		m->upfail_count[i]++;
+	if (m != NULL && (unsigned)reason < R_COUNT)
+		m->upfail[reason]++;
 }
 
 void
@@ -348,10 +342,8 @@ sum_service(const char *name, struct svc_metrics *t)
 				if ((j = slot(t->cipher[0], sizeof(t->cipher[0]),
 				    MAX_CIPHERS, m->cipher[k], sizeof(t->cipher[0]))) >= 0)
 					t->cipher_count[j] += m->cipher_count[k];
-			for (int k = 0, j; k < MAX_UPFAIL && m->upfail[k][0]; k++)
-				if ((j = slot(t->upfail[0], sizeof(t->upfail[0]),
-				    MAX_UPFAIL, m->upfail[k], sizeof(t->upfail[0]))) >= 0)
-					t->upfail_count[j] += m->upfail_count[k];
+			for (int k = 0; k < R_COUNT; k++)
+				t->upfail[k] += m->upfail[k];
 			if (m->up_seen > t->up_seen) {	/* the newest one */
 				t->up_seen = m->up_seen;
 				t->up_not_after = m->up_not_after;
@@ -477,10 +469,12 @@ render(const struct config *cf, struct out *o)
 			    "cert=\"%s\"} %lld\n", n, v,
 			    (long long)days * 86400 + secs);
 		}
-		for (int k = 0; k < MAX_UPFAIL && t.upfail[k][0]; k++)
-			put(o, "mailproxy_upstream_failures_total{service=\"%s\","
-			    "reason=\"%s\"} %llu\n", n, t.upfail[k],
-			    (unsigned long long)t.upfail_count[k]);
+		for (int k = 0; k < R_COUNT; k++)	/* from the first failure */
+			if (t.upfail[k] != 0)
+				put(o, "mailproxy_upstream_failures_total{service="
+				    "\"%s\",reason=\"%s\"} %llu\n", n,
+				    reason_name((enum close_reason)k),
+				    (unsigned long long)t.upfail[k]);
 		if (t.up_seen != 0)
 			put(o, "mailproxy_upstream_certificate_expiry_seconds{"
 			    "service=\"%s\"} %lld\n", n,
