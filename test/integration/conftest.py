@@ -66,8 +66,8 @@ def upstreams():
     from helpers import Upstream
     made = []
 
-    def make(handler, tls_ctx=None):
-        u = Upstream(handler, tls_ctx)
+    def make(handler, tls_ctx=None, **where):
+        u = Upstream(handler, tls_ctx, **where)
         made.append(u)
         return u
 

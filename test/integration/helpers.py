@@ -4,6 +4,7 @@ client contexts.  Everything binds 127.0.0.1 port 0 and is stopped by PID."""
 
 import os
 import re
+import shutil
 import signal
 import socket
 import ssl
@@ -23,6 +24,42 @@ def free_port():
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+def echo(conn):
+    """An upstream that greets and sends every byte back."""
+    conn.sendall(b"* OK echo\r\n")
+    while True:
+        data = conn.recv(4096)
+        if not data:
+            return
+        conn.sendall(data)
+
+
+def live_certs(certs, tmp_path):
+    """A copy of the ECDSA pair that a test may overwrite before a reload."""
+    live = tmp_path / "live"
+    live.mkdir()
+    for n in ("server-ecdsa.crt", "server-ecdsa.key"):
+        shutil.copy(os.path.join(certs, n), live / n)
+    return live
+
+
+def start_haproxy(cfg_text, tmp_path, port):
+    """Real HAProxy (make deps installs it) on cfg_text, once it listens on
+    port; the caller terminates it."""
+    import pytest
+    if not os.path.exists("/usr/sbin/haproxy"):
+        pytest.fail("haproxy is not installed (make deps installs it)", pytrace=False)
+    cfg = os.path.join(str(tmp_path), "haproxy.cfg")
+    with open(cfg, "w") as f:
+        f.write(cfg_text)
+    hap = subprocess.Popen(["haproxy", "-db", "-f", cfg], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    wait_for(lambda: subprocess.run(["ss", "-Hltn", "sport = :%d" % port],
+                                    capture_output=True, text=True).stdout.strip(),
+             what="haproxy listening")
+    return hap
 
 
 def read_to_eof(sock):
@@ -144,16 +181,16 @@ class Upstream:
     """A scripted server on 127.0.0.1: handler(conn) runs in a thread per
     connection; tls_ctx wraps each accepted socket (implicit TLS)."""
 
-    def __init__(self, handler, tls_ctx=None):
+    def __init__(self, handler, tls_ctx=None, host="127.0.0.1", port=0):
         self.handler = handler
         self.tls_ctx = tls_ctx
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind((host, port))
         self.sock.listen(64)
         self.sock.settimeout(0.2)
         self.port = self.sock.getsockname()[1]
-        self.addr = "127.0.0.1:%d" % self.port
+        self.addr = "%s:%d" % (host, self.port)
         self.connections = 0
         self.errors = []
         self.sni = []

@@ -8,7 +8,7 @@ import struct
 import threading
 import time
 
-from helpers import recv_exact, service, tls_connect, wait_for
+from helpers import service, tls_connect
 
 
 class ScriptedDNS:
@@ -66,30 +66,6 @@ def greeter(tag):
     return handler
 
 
-def listener(addr, tag):
-    """A plaintext greeting server on addr:port, port shared by the caller."""
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(addr)
-    s.listen(16)
-    stop = []
-
-    def loop():
-        s.settimeout(0.2)
-        while not stop:
-            try:
-                c, _ = s.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return                      # closed by the test
-            c.sendall(b"* OK " + tag + b"\r\n")
-            c.close()
-    t = threading.Thread(target=loop, daemon=True)
-    t.start()
-    return s, stop
-
-
 def greeting(proxy, certs):
     s = tls_connect(proxy.port("d"), certs)
     line = s.recv(100)
@@ -97,13 +73,9 @@ def greeting(proxy, certs):
     return line
 
 
-def test_a_name_that_moves_is_followed(proxies, certs):
-    one = socket.socket()
-    one.bind(("127.0.0.1", 0))
-    port = one.getsockname()[1]
-    one.close()
-    a, stop_a = listener(("127.0.0.1", port), b"first")
-    b, stop_b = listener(("127.0.0.2", port), b"second")
+def test_a_name_that_moves_is_followed(proxies, upstreams, certs):
+    port = upstreams(greeter(b"first")).port          # 127.0.0.1:port and
+    upstreams(greeter(b"second"), host="127.0.0.2", port=port)     # 127.0.0.2:port
     dns = ScriptedDNS("mail.test", ["127.0.0.1"], ttl=1)
     try:
         proxy = proxies("dns_refresh = 5\n" + service("d", "imap", "mail.test:%d" % port,
@@ -124,10 +96,6 @@ def test_a_name_that_moves_is_followed(proxies, certs):
         proxy.wait_log(r"event=dns-refresh name=mail\.test addresses=2", timeout=35)
         assert greeting(proxy, certs) == b"* OK first\r\n"
     finally:
-        stop_a.append(1)
-        stop_b.append(1)
-        a.close()
-        b.close()
         dns.close()
 
 

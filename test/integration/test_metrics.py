@@ -168,7 +168,6 @@ def test_readyz_follows_the_upstream_and_the_drain(proxies, upstreams, certs):
     failed ready_upstream_failures connection attempts in a row, and while
     draining on SIGTERM."""
     import signal
-    import urllib.error  # noqa: F401  (get() uses it)
     hold = socket.socket()                 # the upstream's port: bound, not listening
     hold.bind(("127.0.0.1", 0))
     upport = hold.getsockname()[1]

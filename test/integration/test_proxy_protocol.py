@@ -1,16 +1,14 @@
 """PROXY protocol in (v1/v2, only from proxy_trusted, strict) and out (v1/v2,
 before any TLS or STARTTLS), with real HAProxy in front."""
 
-import os
 import socket
 import ssl
 import struct
-import subprocess
 import time
 
 import pytest
 
-from helpers import client_ctx, free_port, recv_exact, service, server_ctx, wait_for
+from helpers import client_ctx, free_port, recv_exact, service, server_ctx, start_haproxy
 
 
 def greeter(conn):
@@ -141,22 +139,14 @@ def test_header_out_comes_first(proxies, upstreams, certs, version, upstream_tls
 
 
 def test_real_haproxy_in_front_with_proxy_v2(proxies, upstreams, certs, tmp_path):
-    if not os.path.exists("/usr/sbin/haproxy"):
-        pytest.fail("haproxy is not installed (make deps installs it)", pytrace=False)
     up = upstreams(greeter)
     proxy = proxies(in_config(certs, up))
     hport = free_port()
-    cfg = tmp_path / "haproxy.cfg"
-    cfg.write_text("defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n"
-                   "  timeout server 30s\nfrontend f\n  bind 127.0.0.1:%d\n"
-                   "  default_backend b\nbackend b\n  server m 127.0.0.1:%d send-proxy-v2\n"
-                   % (hport, proxy.port("p")))
-    hap = subprocess.Popen(["haproxy", "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
+    hap = start_haproxy("defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n"
+                        "  timeout server 30s\nfrontend f\n  bind 127.0.0.1:%d\n"
+                        "  default_backend b\nbackend b\n  server m 127.0.0.1:%d "
+                        "send-proxy-v2\n" % (hport, proxy.port("p")), tmp_path, hport)
     try:
-        wait_for(lambda: subprocess.run(["ss", "-Hltn", "sport = :%d" % hport],
-                                        capture_output=True, text=True).stdout.strip(),
-                 what="haproxy listening")
         raw = socket.socket()
         raw.bind(("127.0.0.9", 0))
         raw.connect(("127.0.0.1", hport))

@@ -178,10 +178,7 @@ def test_haproxy_balancing_two_instances_that_share_ticket_keys(proxies, upstrea
     """Scale-out: real HAProxy spreads clients over two instances (PROXY v2
     in); with one tls_ticket_key_file a client resumes on the instance it
     did not start on.  The deployment is config/deploy/haproxy-mailproxy.cfg."""
-    import socket
-    import subprocess
-    if not os.path.exists("/usr/sbin/haproxy"):
-        pytest.fail("haproxy is not installed (make deps installs it)", pytrace=False)
+    from helpers import start_haproxy
     up = upstreams(greeter)
     keyfile = tmp_path / "ticket.key"
     keyfile.write_bytes(os.urandom(80))
@@ -191,19 +188,13 @@ def test_haproxy_balancing_two_instances_that_share_ticket_keys(proxies, upstrea
                     extra="proxy_protocol_in = yes\nproxy_trusted = 127.0.0.1\n"))
     a, b = proxies(text, name="a"), proxies(text, name="b")
     hport = free_port()
-    cfg = tmp_path / "haproxy.cfg"
-    cfg.write_text("defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n"
-                   "  timeout server 30s\nfrontend imaps\n  bind 127.0.0.1:%d\n"
-                   "  default_backend mailproxy\nbackend mailproxy\n  balance roundrobin\n"
-                   "  server a 127.0.0.1:%d send-proxy-v2\n"
-                   "  server b 127.0.0.1:%d send-proxy-v2\n"
-                   % (hport, a.port("k"), b.port("k")))
-    hap = subprocess.Popen(["haproxy", "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
+    hap = start_haproxy("defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n"
+                        "  timeout server 30s\nfrontend imaps\n  bind 127.0.0.1:%d\n"
+                        "  default_backend mailproxy\nbackend mailproxy\n  balance roundrobin\n"
+                        "  server a 127.0.0.1:%d send-proxy-v2\n"
+                        "  server b 127.0.0.1:%d send-proxy-v2\n"
+                        % (hport, a.port("k"), b.port("k")), tmp_path, hport)
     try:
-        wait_for(lambda: subprocess.run(["ss", "-Hltn", "sport = :%d" % hport],
-                                        capture_output=True, text=True).stdout.strip(),
-                 what="haproxy listening")
         ctx = client_ctx(certs)
         _, sess = hello(hport, certs, ctx)
         results = [hello(hport, certs, ctx, sess)[0] for _ in range(4)]

@@ -8,16 +8,7 @@ import socket
 import ssl
 import time
 
-from helpers import client_ctx, recv_exact, refused, service, tls_connect, wait_for
-
-
-def echo(conn):
-    conn.sendall(b"* OK echo\r\n")
-    while True:
-        data = conn.recv(4096)
-        if not data:
-            return
-        conn.sendall(data)
+from helpers import echo, live_certs, recv_exact, refused, service, tls_connect, wait_for
 
 
 def config(certs, up, cert_dir=None, extra_global="", extra_svc=""):
@@ -33,15 +24,6 @@ def roundtrip(port, certs, msg=b"ping\r\n"):
     s.sendall(msg)
     assert recv_exact(s, len(msg)) == msg
     return s
-
-
-def live_certs(certs, tmp_path):
-    """A copy of the ECDSA pair that a test may overwrite before a reload."""
-    live = tmp_path / "live"
-    live.mkdir()
-    for n in ("server-ecdsa.crt", "server-ecdsa.key"):
-        shutil.copy(os.path.join(certs, n), live / n)
-    return live
 
 
 def test_reload_with_broken_cert_keeps_running_config(proxies, upstreams, certs, tmp_path):

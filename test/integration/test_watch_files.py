@@ -8,16 +8,7 @@ import shutil
 import ssl
 import time
 
-from helpers import recv_exact, service, tls_connect, wait_for
-
-
-def echo(conn):
-    conn.sendall(b"* OK echo\r\n")
-    while True:
-        data = conn.recv(4096)
-        if not data:
-            return
-        conn.sendall(data)
+from helpers import echo, live_certs, recv_exact, service, tls_connect, wait_for
 
 
 def served(port, certs):
@@ -48,11 +39,8 @@ def replace_by_rename(src, dst):
 
 def test_renamed_into_place_is_served_without_a_signal(proxies, upstreams, certs, tmp_path):
     up = upstreams(echo)
-    live = tmp_path / "live"
-    live.mkdir()
-    crt, key = str(live / "tls.crt"), str(live / "tls.key")
-    shutil.copy(os.path.join(certs, "server-ecdsa.crt"), crt)
-    shutil.copy(os.path.join(certs, "server-ecdsa.key"), key)
+    live = live_certs(certs, tmp_path)
+    crt, key = str(live / "server-ecdsa.crt"), str(live / "server-ecdsa.key")
     proxy = proxies(config(certs, up, crt, key))
     port = proxy.port("w")
     held = tls_connect(port, certs)                 # an open session
@@ -92,17 +80,14 @@ def test_kubernetes_data_symlink_swap(proxies, upstreams, certs, tmp_path):
 
 def test_a_broken_replacement_keeps_the_old_certificate(proxies, upstreams, certs, tmp_path):
     up = upstreams(echo)
-    live = tmp_path / "live"
-    live.mkdir()
-    crt, key = str(live / "tls.crt"), str(live / "tls.key")
-    shutil.copy(os.path.join(certs, "server-ecdsa.crt"), crt)
-    shutil.copy(os.path.join(certs, "server-ecdsa.key"), key)
+    live = live_certs(certs, tmp_path)
+    crt, key = str(live / "server-ecdsa.crt"), str(live / "server-ecdsa.key")
     proxy = proxies(config(certs, up, crt, key))
     port = proxy.port("w")
     with open(crt, "w") as f:                       # half-written
         f.write("-----BEGIN CERTIFICATE-----\nMIIB\n")
     proxy.wait_log("event=files-changed")
-    proxy.wait_log(r"reload failed, keeping the running configuration.*tls\.crt")
+    proxy.wait_log(r"reload failed, keeping the running configuration.*server-ecdsa\.crt")
     assert served(port, certs) == der_of(os.path.join(certs, "server-ecdsa.crt"))
     # Finished writing (the key unchanged): now it loads.
     shutil.copy(os.path.join(certs, "server-ecdsa.crt"), crt)
@@ -112,11 +97,8 @@ def test_a_broken_replacement_keeps_the_old_certificate(proxies, upstreams, cert
 
 def test_watch_files_no_ignores_changes(proxies, upstreams, certs, tmp_path):
     up = upstreams(echo)
-    live = tmp_path / "live"
-    live.mkdir()
-    crt, key = str(live / "tls.crt"), str(live / "tls.key")
-    shutil.copy(os.path.join(certs, "server-ecdsa.crt"), crt)
-    shutil.copy(os.path.join(certs, "server-ecdsa.key"), key)
+    live = live_certs(certs, tmp_path)
+    crt, key = str(live / "server-ecdsa.crt"), str(live / "server-ecdsa.key")
     proxy = proxies(config(certs, up, crt, key, watch="no"))
     replace_by_rename(os.path.join(certs, "server-rsa.crt"), crt)
     replace_by_rename(os.path.join(certs, "server-rsa.key"), key)

@@ -95,8 +95,13 @@ struct tls_pair {
 	struct endpoint	 srv, cli;
 };
 
+/*
+ * A service "[s]" with the cert/key pair named certname and svc_extra lines;
+ * the client side on cctx (owned by tp from now on).
+ */
 static int
-tls_pair_new(struct tls_pair *tp, const char *alpn, size_t alpn_len)
+tls_pair_open(struct tls_pair *tp, const char *certname, const char *svc_extra,
+    SSL_CTX *cctx, const char *alpn, size_t alpn_len)
 {
 	const char *d = getenv("MAILPROXY_CERTS");
 	char text[1024], *errors = NULL;
@@ -104,16 +109,18 @@ tls_pair_new(struct tls_pair *tp, const char *alpn, size_t alpn_len)
 
 	snprintf(text, sizeof(text), "[s]\nprotocol = imap\n"
 	    "listen = 127.0.0.1:0\nclient_tls = implicit\n"
-	    "cert = %s/server-ecdsa.crt\nkey = %s/server-ecdsa.key\n"
-	    "upstream = 127.0.0.1:143\nupstream_tls = none\n",
-	    d ? d : "certs/dev", d ? d : "certs/dev");
+	    "cert = %s/%s.crt\nkey = %s/%s.key\n"
+	    "upstream = 127.0.0.1:143\nupstream_tls = none\n%s",
+	    d ? d : "certs/dev", certname, d ? d : "certs/dev", certname,
+	    svc_extra);
+	tp->cctx = cctx;
 	tp->cf = config_parse(text, strlen(text), "t.ini", &errors);
 	if (tp->cf == NULL) {
 		fprintf(stderr, "%s", errors);
 		free(errors);
+		SSL_CTX_free(cctx);
 		return -1;
 	}
-	tp->cctx = SSL_CTX_new(TLS_method());
 	SSL *s = SSL_new(tp->cf->services[0].client_ctx);
 	SSL *c = SSL_new(tp->cctx);
 	SSL_set_accept_state(s);
@@ -124,6 +131,13 @@ tls_pair_new(struct tls_pair *tp, const char *alpn, size_t alpn_len)
 	ep_init(&tp->srv, sv[0], s, nop_cb, NULL);
 	ep_init(&tp->cli, sv[1], c, nop_cb, NULL);
 	return 0;
+}
+
+static int
+tls_pair_new(struct tls_pair *tp, const char *alpn, size_t alpn_len)
+{
+	return tls_pair_open(tp, "server-ecdsa", "", SSL_CTX_new(TLS_method()),
+	    alpn, alpn_len);
 }
 
 /* Runs both handshakes in turn; 0 when both complete. */
@@ -272,37 +286,19 @@ test_legacy_3des(void)
 		{ "tls_min_version = 1.0\ntls_ciphers = modern\n", TLS1_VERSION, 0 },
 		{ "", TLS1_2_VERSION, 0 },	/* the default for 1.2: modern */
 	};
-	const char *d = getenv("MAILPROXY_CERTS");
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(*cases); i++) {
 		struct tls_pair tp;
-		char text[1024], *errors = NULL;
-		int sv[2];
+		SSL_CTX *cctx = SSL_CTX_new(TLS_method());
 
-		snprintf(text, sizeof(text), "[s]\nprotocol = smtp\n"
-		    "listen = 127.0.0.1:0\nclient_tls = implicit\n"
-		    "cert = %s/server-rsa.crt\nkey = %s/server-rsa.key\n"
-		    "upstream = 127.0.0.1:25\nupstream_tls = none\n%s",
-		    d ? d : "certs/dev", d ? d : "certs/dev", cases[i].svc_extra);
-		memset(&tp, 0, sizeof(tp));
-		if ((tp.cf = config_parse(text, strlen(text), "t.ini",
-		    &errors)) == NULL) {
-			fprintf(stderr, "%s", errors);
-			free(errors);
+		CHECK(SSL_CTX_set_strict_cipher_list(cctx, "DES-CBC3-SHA"));
+		SSL_CTX_set_min_proto_version(cctx, cases[i].version);
+		SSL_CTX_set_max_proto_version(cctx, cases[i].version);
+		if (tls_pair_open(&tp, "server-rsa", cases[i].svc_extra, cctx,
+		    NULL, 0) < 0) {
 			CHECK(0);
 			continue;
 		}
-		tp.cctx = SSL_CTX_new(TLS_method());
-		CHECK(SSL_CTX_set_strict_cipher_list(tp.cctx, "DES-CBC3-SHA"));
-		SSL_CTX_set_min_proto_version(tp.cctx, cases[i].version);
-		SSL_CTX_set_max_proto_version(tp.cctx, cases[i].version);
-		SSL *srv = SSL_new(tp.cf->services[0].client_ctx);
-		SSL *cli = SSL_new(tp.cctx);
-		SSL_set_accept_state(srv);
-		SSL_set_connect_state(cli);
-		pair(sv);
-		ep_init(&tp.srv, sv[0], srv, nop_cb, NULL);
-		ep_init(&tp.cli, sv[1], cli, nop_cb, NULL);
 		CHECK((tls_pair_handshake(&tp) == 0) == cases[i].ok);
 		tls_pair_free(&tp);
 	}
