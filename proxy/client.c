@@ -114,7 +114,6 @@ read_proxy_header(EV_P_ struct session *s)
 		return;
 	}
 	s->count_addr = s->peer_addr;
-	s->counted = true;
 	sess_begin(EV_A_ s);
 }
 

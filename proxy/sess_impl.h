@@ -74,8 +74,8 @@ struct session {
 	size_t			 next_addr;	/* upstream address to try */
 	struct sockaddr_any	 peer_addr;	/* the client (PROXY: carried) */
 	struct sockaddr_any	 local_addr;	/* where it connected to (lazy) */
-	struct sockaddr_any	 count_addr;	/* the client, for the caps */
-	bool			 counted;	/* count_addr is counted */
+	struct sockaddr_any	 count_addr;	/* counted under it (len 0: not
+						   yet, a PROXY header to come) */
 	uint8_t			*pp_buf;	/* partial PROXY header, rare */
 	size_t			 pp_len;
 	char			 peer[64];

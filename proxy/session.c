@@ -152,7 +152,8 @@ sess_free(EV_P_ struct session *s)
 		s->next->prev = s->prev;
 	nsessions--;
 	config_unref(s->cf);
-	listeners_session_ended(EV_A_ s->counted ? &s->count_addr : NULL);
+	listeners_session_ended(EV_A_ s->count_addr.len != 0 ? &s->count_addr :
+	    NULL);
 	free(s);
 }
 
@@ -393,8 +394,8 @@ sess_new(EV_P_ struct config *cf, const struct service *svc, int fd,
 	s->svc = svc;
 	s->started = ev_now(EV_A);
 	s->peer_addr = *peer;
-	s->count_addr = *peer;
-	s->counted = !svc->proxy_protocol_in;	/* else: by the header */
+	if (!svc->proxy_protocol_in)	/* else: by the header */
+		s->count_addr = *peer;
 	s->metrics = metrics_service(svc->name);
 	metrics_session_open(s->metrics);
 	sockaddr_text((const struct sockaddr *)&peer->ss, s->peer,
