@@ -30,6 +30,13 @@ def config(certs, up, crt, key, watch="yes"):
         "key = %s/server-ecdsa.key" % certs, "key = %s" % key)
 
 
+def watched(proxies, upstreams, certs, tmp_path, watch="yes"):
+    """A proxy serving a copy of the ECDSA pair; (proxy, cert, key path)."""
+    live = live_certs(certs, tmp_path)
+    crt, key = str(live / "server-ecdsa.crt"), str(live / "server-ecdsa.key")
+    return proxies(config(certs, upstreams(echo), crt, key, watch)), crt, key
+
+
 def replace_by_rename(src, dst):
     """Write next to the target, then rename over it (atomic, as certbot)."""
     tmp = dst + ".tmp"
@@ -38,10 +45,7 @@ def replace_by_rename(src, dst):
 
 
 def test_renamed_into_place_is_served_without_a_signal(proxies, upstreams, certs, tmp_path):
-    up = upstreams(echo)
-    live = live_certs(certs, tmp_path)
-    crt, key = str(live / "server-ecdsa.crt"), str(live / "server-ecdsa.key")
-    proxy = proxies(config(certs, up, crt, key))
+    proxy, crt, key = watched(proxies, upstreams, certs, tmp_path)
     port = proxy.port("w")
     held = tls_connect(port, certs)                 # an open session
     assert recv_exact(held, 11) == b"* OK echo\r\n"
@@ -79,10 +83,7 @@ def test_kubernetes_data_symlink_swap(proxies, upstreams, certs, tmp_path):
 
 
 def test_a_broken_replacement_keeps_the_old_certificate(proxies, upstreams, certs, tmp_path):
-    up = upstreams(echo)
-    live = live_certs(certs, tmp_path)
-    crt, key = str(live / "server-ecdsa.crt"), str(live / "server-ecdsa.key")
-    proxy = proxies(config(certs, up, crt, key))
+    proxy, crt, key = watched(proxies, upstreams, certs, tmp_path)
     port = proxy.port("w")
     with open(crt, "w") as f:                       # half-written
         f.write("-----BEGIN CERTIFICATE-----\nMIIB\n")
@@ -96,10 +97,7 @@ def test_a_broken_replacement_keeps_the_old_certificate(proxies, upstreams, cert
 
 
 def test_watch_files_no_ignores_changes(proxies, upstreams, certs, tmp_path):
-    up = upstreams(echo)
-    live = live_certs(certs, tmp_path)
-    crt, key = str(live / "server-ecdsa.crt"), str(live / "server-ecdsa.key")
-    proxy = proxies(config(certs, up, crt, key, watch="no"))
+    proxy, crt, key = watched(proxies, upstreams, certs, tmp_path, watch="no")
     replace_by_rename(os.path.join(certs, "server-rsa.crt"), crt)
     replace_by_rename(os.path.join(certs, "server-rsa.key"), key)
     time.sleep(1.5)                                 # longer than the settle time
