@@ -13,13 +13,13 @@ WARN   := -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes \
 CFLAGS ?= -O2 -g
 ALL_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) -fno-strict-aliasing -MMD -MP \
           -isystem $(BSSL_INC) $(SANITIZE) $(CFLAGS)
-LDLIBS := -L$(BSSL_LIB) -Wl,-rpath,$(BSSL_LIB) -lssl -lcrypto -lev -linih -lcares
+LDLIBS := -L$(BSSL_LIB) -Wl,-rpath,$(BSSL_LIB) -lssl -lcrypto -lev -linih -lcares -ljansson
 LDFLAGS += $(SANITIZE)
 
 # Debian packages the build and the tests need (make deps installs them).
 # DEPS_BUILD is also exactly the container image's build stage: libc6-dev is
 # named because gcc only recommends it (the image installs without them).
-DEPS_BUILD := android-libboringssl-dev libev-dev libinih-dev libc-ares-dev libc6-dev gcc make
+DEPS_BUILD := android-libboringssl-dev libev-dev libinih-dev libc-ares-dev libjansson-dev libc6-dev gcc make
 DEPS_TEST  := python3 python3-pytest openssl curl swaks libnet-ssleay-perl haproxy \
               libio-socket-ssl-perl procps iproute2 bsdutils man-db prometheus python3-yaml
 # Real mail servers for the interop tests and make run (never started as
