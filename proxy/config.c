@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <grp.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +25,7 @@
 #include <openssl/mem.h>
 
 #include "dns.h"
+#include "oauth2.h"
 #include "secret.h"
 #include "tls.h"
 
@@ -90,6 +92,7 @@ service_for(struct parser *p, const char *section)
 	svc->upstream_tls_min_version = TLS1_2_VERSION;
 	svc->upstream_verify = true;
 	svc->upstream_resumption = true;
+	svc->oauth2.slot = -1;
 	svc->timeouts = (struct timeouts){ -1, -1, -1, -1 };
 	return svc;
 }
@@ -312,11 +315,53 @@ readable_by(const char *path, const char *user, uid_t uid, gid_t gid)
  * upstream_user for whoever reaches it: it needs TLS toward the upstream,
  * the right secret for the mechanism and an allow list of the devices.
  */
+/* The oauth2_* keys, only meaningful with a token store. */
+static const int oauth2_keys[] = { K_OAUTH2_PROVIDER, K_OAUTH2_CLIENT_ID,
+    K_OAUTH2_SECRET_FILE, K_OAUTH2_SCOPE, K_OAUTH2_TOKEN_URL,
+    K_OAUTH2_DEVICE_URL, K_OAUTH2_CA, K_OAUTH2_STORE };
+
+/*
+ * A token store: the proxy refreshes its tokens itself, so it needs a
+ * client id and endpoints (a preset's or given), and a directory where the
+ * store can be replaced atomically.
+ */
+static void
+validate_oauth2(struct parser *p, struct service *svc)
+{
+	struct oauth2_conf *c = &svc->oauth2;
+	int line = svc->seen[K_OAUTH2_STORE];
+	char dir[PATH_MAX];
+	const char *slash;
+
+	oauth2_apply_preset(c, svc->protocol);
+	if (c->client_id == NULL)
+		cfg_error(p, line, "[%s]: oauth2_token_store needs "
+		    "oauth2_client_id (the application id registered with the "
+		    "provider)", svc->name);
+	if (c->token_url == NULL || c->device_url == NULL)
+		cfg_error(p, line, "[%s]: oauth2_provider = custom needs "
+		    "oauth2_token_url and oauth2_device_url", svc->name);
+	slash = strrchr(c->store, '/');
+	snprintf(dir, sizeof(dir), "%.*s", slash == NULL ? 1 : slash == c->store ?
+	    1 : (int)(slash - c->store), slash == NULL ? "." : c->store);
+	if (access(dir, W_OK) != 0)
+		cfg_error(p, line, "oauth2_token_store %s: directory %s is not "
+		    "writable (%s); the store is replaced atomically there",
+		    c->store, dir, strerror(errno));
+}
+
+/*
+ * upstream_auth turns the listener into a relay authenticated as
+ * upstream_user for whoever reaches it: it needs TLS toward the upstream,
+ * the right secret for the mechanism and an allow list of the devices.
+ */
 static void
 validate_auth(struct parser *p, struct service *svc)
 {
 	int line = svc->seen[K_UPSTREAM_AUTH];
-	bool token = svc->upstream_auth == AUTH_XOAUTH2;
+	bool token = svc->upstream_auth == AUTH_XOAUTH2 ||
+	    svc->upstream_auth == AUTH_OAUTHBEARER;
+	const char *mech = upstream_auth_names[svc->upstream_auth];
 
 	if (svc->upstream_auth == AUTH_NONE) {
 		static const int only[] = { K_UPSTREAM_USER, K_PASSWORD_FILE,
@@ -325,8 +370,15 @@ validate_auth(struct parser *p, struct service *svc)
 			if (svc->seen[only[i]] != 0)
 				cfg_error(p, svc->seen[only[i]], "%s is only used "
 				    "with upstream_auth", config_keys[only[i]].name);
-		return;
 	}
+	if (!token)
+		for (size_t i = 0; i < sizeof(oauth2_keys) / sizeof(*oauth2_keys); i++)
+			if (svc->seen[oauth2_keys[i]] != 0)
+				cfg_error(p, svc->seen[oauth2_keys[i]], "%s is only "
+				    "used with upstream_auth = xoauth2 or "
+				    "oauthbearer", config_keys[oauth2_keys[i]].name);
+	if (svc->upstream_auth == AUTH_NONE)
+		return;
 	if (svc->protocol != PROTO_SMTP)
 		cfg_error(p, line, "[%s]: upstream_auth is for smtp services",
 		    svc->name);
@@ -337,19 +389,23 @@ validate_auth(struct parser *p, struct service *svc)
 	if (svc->upstream_user == NULL)
 		cfg_error(p, line, "[%s]: upstream_auth needs upstream_user",
 		    svc->name);
-	if (token && svc->upstream_token_file == NULL)
-		cfg_error(p, line, "[%s]: upstream_auth = xoauth2 needs "
-		    "upstream_token_file", svc->name);
+	if (token && (svc->upstream_token_file == NULL) ==
+	    (svc->oauth2.store == NULL))
+		cfg_error(p, line, "[%s]: upstream_auth = %s needs exactly one "
+		    "of oauth2_token_store (the proxy refreshes the token) and "
+		    "upstream_token_file (something else does)", svc->name, mech);
+	if (token && svc->oauth2.store != NULL)
+		validate_oauth2(p, svc);
 	if (!token && svc->upstream_password_file == NULL)
 		cfg_error(p, line, "[%s]: upstream_auth = %s needs "
-		    "upstream_password_file", svc->name,
-		    upstream_auth_names[svc->upstream_auth]);
+		    "upstream_password_file", svc->name, mech);
 	if (token && svc->seen[K_PASSWORD_FILE] != 0)
 		cfg_error(p, svc->seen[K_PASSWORD_FILE], "upstream_password_file "
-		    "is for plain/login; xoauth2 uses upstream_token_file");
+		    "is for plain/login; %s uses oauth2_token_store or "
+		    "upstream_token_file", mech);
 	if (!token && svc->seen[K_TOKEN_FILE] != 0)
 		cfg_error(p, svc->seen[K_TOKEN_FILE], "upstream_token_file is "
-		    "for xoauth2");
+		    "for xoauth2 and oauthbearer");
 	if (token && svc->upstream_token_file != NULL && p->cf->user != NULL &&
 	    !readable_by(svc->upstream_token_file, p->cf->user, p->cf->uid,
 	    p->cf->gid))
@@ -602,6 +658,22 @@ config_ref(struct config *cf)
 }
 
 static void
+oauth2_conf_free(struct oauth2_conf *c)
+{
+	free(c->client_id);
+	free(c->client_secret_file);
+	if (c->client_secret != NULL) {
+		OPENSSL_cleanse(c->client_secret, strlen(c->client_secret));
+		free(c->client_secret);
+	}
+	free(c->scope);
+	free(c->token_url);
+	free(c->device_url);
+	free(c->ca);
+	free(c->store);
+}
+
+static void
 service_free(struct service *svc)
 {
 	for (size_t i = 0; i < svc->nlisten; i++)
@@ -632,6 +704,7 @@ service_free(struct service *svc)
 		free(svc->upstream_password);
 	}
 	SSL_CTX_free(svc->upstream_ctx);
+	oauth2_conf_free(&svc->oauth2);
 }
 
 void
@@ -655,9 +728,15 @@ int
 config_auth_secret(const struct service *svc, char *out, size_t cap,
     char *err, size_t errlen)
 {
-	if (svc->upstream_auth == AUTH_XOAUTH2)
+	if (svc->upstream_auth == AUTH_XOAUTH2 ||
+	    svc->upstream_auth == AUTH_OAUTHBEARER) {
+		if (svc->upstream_token_file == NULL) {
+			snprintf(err, errlen, "the token is oauth2_token_store's");
+			return -1;
+		}
 		return secret_read(svc->upstream_token_file, out, cap,
 		    err, errlen);
+	}
 	if (svc->upstream_password == NULL ||
 	    svc->upstream_password_len >= cap) {
 		snprintf(err, errlen, "no password");

@@ -27,7 +27,7 @@
 #define CONFIG_DEFAULT_FILE	"/etc/mailproxy/mailproxy.ini"
 #define CONFIG_MAX_PAIRS	8	/* cert/key pairs per service */
 
-#define CONFIG_NKEYS		40	/* keys in the table (config_keys.c) */
+#define CONFIG_NKEYS		48	/* keys in the table (config_keys.c) */
 
 struct listen_addr {
 	struct sockaddr_any	 addr;
@@ -44,6 +44,23 @@ struct timeouts {
 };
 
 struct dns_view;
+
+enum oauth2_provider { OAUTH2_CUSTOM, OAUTH2_MICROSOFT, OAUTH2_GOOGLE };
+
+/* The oauth2_* keys of a service: a client of one token endpoint. */
+struct oauth2_conf {
+	int			 provider;	/* enum oauth2_provider */
+	char			*client_id;
+	char			*client_secret_file;
+	char			*client_secret;	/* read at load */
+	char			*scope;		/* NULL: the provider's */
+	char			*token_url;
+	char			*device_url;
+	char			*ca;		/* NULL: the system bundle */
+	char			*store;		/* oauth2_token_store */
+	int			 slot;		/* its token table entry, -1:
+						   none (oauth2_attach) */
+};
 
 struct service {
 	char			*name;
@@ -87,6 +104,7 @@ struct service {
 	char			*upstream_password;	/* read at load */
 	size_t			 upstream_password_len;
 	char			*upstream_token_file;	/* read per session */
+	struct oauth2_conf	 oauth2;
 	struct timeouts		 timeouts;
 	SSL_CTX			*client_ctx;	/* NULL unless client TLS */
 	SSL_CTX			*upstream_ctx;	/* NULL unless upstream TLS */

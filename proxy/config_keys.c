@@ -23,7 +23,7 @@
 const char *const proto_names[] = { "smtp", "pop3", "imap" };
 const char *const tls_mode_names[] = { "none", "implicit", "starttls" };
 const char *const upstream_auth_names[] = { "none", "plain", "login",
-    "xoauth2" };
+    "xoauth2", "oauthbearer" };
 
 static int
 word_index(const char *value, const char *const *words, size_t n)
@@ -436,7 +436,7 @@ set_file(struct parser *p, void *f, const char *v)
 static int
 set_upstream_auth(struct parser *p, void *f, const char *v)
 {
-	return set_word(p, f, v, upstream_auth_names, 4);
+	return set_word(p, f, v, upstream_auth_names, 5);
 }
 
 /* A name that goes into a SASL string: no control bytes, no blanks. */
@@ -464,6 +464,14 @@ set_secret_file(struct parser *p, void *f, const char *v)
 		cfg_error(p, p->line, "%s: %s", p->key, err);
 		return -1;
 	}
+	if (f == &p->svc->oauth2.client_secret_file) {
+		free(p->svc->oauth2.client_secret);
+		if ((p->svc->oauth2.client_secret = strdup(secret)) == NULL) {
+			OPENSSL_cleanse(secret, sizeof(secret));
+			cfg_error(p, p->line, "%s: out of memory", p->key);
+			return -1;
+		}
+	}
 	if (f == &p->svc->upstream_password_file) {
 		free(p->svc->upstream_password);
 		p->svc->upstream_password = strdup(secret);
@@ -475,6 +483,30 @@ set_secret_file(struct parser *p, void *f, const char *v)
 		}
 	}
 	OPENSSL_cleanse(secret, sizeof(secret));
+	return set_string(p, f, v);
+}
+
+static int
+set_oauth2_provider(struct parser *p, void *f, const char *v)
+{
+	/* In the order of enum oauth2_provider. */
+	static const char *const w[] = { "custom", "microsoft", "google" };
+
+	return set_word(p, f, v, w, 3);
+}
+
+/* Token endpoints: https only (they answer with bearer tokens). */
+static int
+set_https_url(struct parser *p, void *f, const char *v)
+{
+	const char *host = v + 8;
+
+	if (strncasecmp(v, "https://", 8) != 0 || *host == '\0' ||
+	    *host == '/' || *host == ':' || strpbrk(v, " \t\r\n") != NULL) {
+		cfg_error(p, p->line, "%s: an https:// URL expected, got \"%s\"",
+		    p->key, v);
+		return -1;
+	}
 	return set_string(p, f, v);
 }
 
@@ -557,5 +589,13 @@ const struct key_def config_keys[K_COUNT] = {
 	[K_DNS_REFRESH] = { "dns_refresh", SCOPE_GLOBAL, false, G(dns_refresh), NONE, set_refresh, NULL },
 	[K_WATCH_FILES] = { "watch_files", SCOPE_GLOBAL, false, G(watch_files), NONE, set_yesno, NULL },
 	[K_READY_FAILURES] = { "ready_upstream_failures", SCOPE_GLOBAL, false, G(ready_upstream_failures), NONE, set_failures, NULL },
+	[K_OAUTH2_PROVIDER] = { "oauth2_provider", SCOPE_SERVICE, false, NONE, S(oauth2.provider), set_oauth2_provider, NULL },
+	[K_OAUTH2_CLIENT_ID] = { "oauth2_client_id", SCOPE_SERVICE, false, NONE, S(oauth2.client_id), set_auth_user, NULL },
+	[K_OAUTH2_SECRET_FILE] = { "oauth2_client_secret_file", SCOPE_SERVICE, false, NONE, S(oauth2.client_secret_file), set_secret_file, NULL },
+	[K_OAUTH2_SCOPE] = { "oauth2_scope", SCOPE_SERVICE, false, NONE, S(oauth2.scope), set_string, NULL },
+	[K_OAUTH2_TOKEN_URL] = { "oauth2_token_url", SCOPE_SERVICE, false, NONE, S(oauth2.token_url), set_https_url, NULL },
+	[K_OAUTH2_DEVICE_URL] = { "oauth2_device_url", SCOPE_SERVICE, false, NONE, S(oauth2.device_url), set_https_url, NULL },
+	[K_OAUTH2_CA] = { "oauth2_ca", SCOPE_SERVICE, false, NONE, S(oauth2.ca), set_file, NULL },
+	[K_OAUTH2_STORE] = { "oauth2_token_store", SCOPE_SERVICE, false, NONE, S(oauth2.store), set_string, NULL },
 	[K_TOKEN_FILE] = { "upstream_token_file", SCOPE_SERVICE, false, NONE, S(upstream_token_file), set_secret_file, NULL },
 };

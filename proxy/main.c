@@ -9,6 +9,7 @@
 #include <getopt.h>
 #include <grp.h>
 #include <signal.h>
+#include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <stdio.h>
@@ -24,11 +25,14 @@
 #include "listener.h"
 #include "log.h"
 #include "metrics.h"
+#include "oauth2.h"
+#include "oauth2_device.h"
 #include "probe.h"
 #include "session.h"
 #include "sesscache.h"
 #include "tickets.h"
 #include "tls.h"
+#include "tokenstore.h"
 #include "watch.h"
 
 #define MAILPROXY_VERSION	"0.1.0"
@@ -72,12 +76,15 @@ static void
 usage(FILE *fp)
 {
 	fprintf(fp,
-	    "usage: mailproxy [-c FILE] [-t] [-T] [-V] [-h]\n"
+	    "usage: mailproxy [-c FILE] [-t] [-T] [-A SERVICE] [-V] [-h]\n"
 	    "  -c FILE  configuration file (default %s)\n"
 	    "  -t       check the configuration and exit\n"
 	    "  -T       -t, then dial each upstream (TLS/STARTTLS, certificate,\n"
 	    "           AUTH if configured);\n"
 	    "           one line per service, exit 1 if any failed\n"
+	    "  -A SERVICE  authorize: the OAuth2 device grant for SERVICE's\n"
+	    "           oauth2_token_store (prints a URL and a code, waits for\n"
+	    "           the sign-in, writes the store)\n"
 	    "  -V       print version and TLS library, exit\n"
 	    "  -h       this help\n", CONFIG_DEFAULT_FILE);
 }
@@ -228,7 +235,10 @@ struct worker {
 static sigset_t		 parent_mask;
 static struct sockset	*bound;		/* the current configuration's */
 static struct watch	*watcher;	/* watch_files = yes */
-static struct ev_loop	*dnsloop;	/* dns_refresh: c-ares, run each tick */
+/* The supervisor's own loop: signals (a signalfd), the tick, c-ares for
+ * dns_refresh, the OAuth2 refreshes. */
+static struct ev_loop	*suploop;
+static int		 sigfd = -1;
 static struct proc	*procs;		/* [nslots] */
 static int		 nslots;
 
@@ -260,6 +270,7 @@ spawn(struct worker *w, int index)
 		sockset_keep_only(bound, index);
 		watch_free(watcher);	/* the supervisor's */
 		watcher = NULL;
+		close(sigfd);
 		exit(run_worker(index, slot));
 	}
 	procs[slot] = (struct proc){ pid, index, false, time(NULL) };
@@ -434,6 +445,15 @@ reload(struct worker *ws, int n)
 		metrics_reload(0);
 		return;
 	}
+	if (oauth2_attach(suploop, cf, err, sizeof(err)) < 0) {
+		log_errorx("reload failed, keeping the running configuration: "
+		    "%s", err);
+		(void)oauth2_attach(suploop, running, err, sizeof(err));
+		sockset_free(next);
+		config_unref(cf);
+		metrics_reload(0);
+		return;
+	}
 	if (cf->workers != n)
 		log_warnx("workers = %d takes effect at the next start",
 		    cf->workers);
@@ -460,8 +480,25 @@ reload(struct worker *ws, int n)
 	wait_accepting(false);
 	metrics_reload(1);
 	watch_running();
-	dns_follow(dnsloop, cf);
+	dns_follow(suploop, cf);
 	log_info("event=reload-ok services=%zu", cf->nservices);
+}
+
+/* The loop returns on a signal: sigtimedwait then takes it. */
+static void
+wake_cb(EV_P_ ev_io *w, int revents)
+{
+	(void)loop;
+	(void)w;
+	(void)revents;
+}
+
+static void
+tick_cb(EV_P_ ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)w;
+	(void)revents;
 }
 
 static int
@@ -470,7 +507,9 @@ supervise(void)
 	int n = running->workers, alive, sig;
 	struct worker *ws = calloc((size_t)n, sizeof(*ws));
 	bool stopping = false;
-	struct timespec tick = { 0, 200 * 1000 * 1000 };
+	struct timespec now = { 0, 0 };
+	ev_timer tick;
+	ev_io sigio;
 	sigset_t set;
 	char err[256];
 
@@ -480,6 +519,7 @@ supervise(void)
 		fatalx("out of memory");
 	if (metrics_init(nslots) < 0 || listeners_init_shared(nslots) < 0 ||
 	    clients_init(nslots, running->max_connections) < 0 ||
+	    oauth2_init() < 0 ||
 	    sesscache_init(running->tls_session_cache) < 0)
 		fatal("shared memory");
 	/* Its size is known only now: the first contexts join it here (those
@@ -492,7 +532,7 @@ supervise(void)
 		fatalx("%s", err);
 	/* The poll backend: no kernel object the forked workers would share. */
 	if (dns_share(running) < 0 ||
-	    (dnsloop = ev_loop_new(EVBACKEND_POLL)) == NULL)
+	    (suploop = ev_loop_new(EVBACKEND_POLL)) == NULL)
 		fatalx("out of memory");
 	sigemptyset(&set);
 	sigaddset(&set, SIGHUP);
@@ -500,6 +540,16 @@ supervise(void)
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGCHLD);
 	sigprocmask(SIG_BLOCK, &set, &parent_mask);
+	/* Signals wake the loop through a signalfd; they are taken with
+	 * sigtimedwait once it returns.  The tick bounds every wait. */
+	if ((sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC)) < 0)
+		fatal("signalfd");
+	ev_io_init(&sigio, wake_cb, sigfd, EV_READ);
+	ev_io_start(suploop, &sigio);
+	ev_timer_init(&tick, tick_cb, 0.2, 0.2);
+	ev_timer_start(suploop, &tick);
+	if (oauth2_attach(suploop, running, err, sizeof(err)) < 0)
+		fatalx("%s", err);
 	log_info("event=supervisor-start pid=%ld workers=%d", (long)getpid(), n);
 	sockset_log(bound, running);
 	tickets_use(running->ticket_keys, running->ticket_keys_len);
@@ -508,10 +558,10 @@ supervise(void)
 		spawn(&ws[i], i);
 	}
 	watch_running();
-	dns_follow(dnsloop, running);
+	dns_follow(suploop, running);
 	for (;;) {
-		sig = sigtimedwait(&set, NULL, &tick);
-		ev_run(dnsloop, EVRUN_NOWAIT);
+		ev_run(suploop, EVRUN_ONCE);
+		sig = sigtimedwait(&set, NULL, &now);
 		tickets_rotate_if_due();
 		if (sig == SIGHUP && !stopping)
 			reload(ws, n);
@@ -541,8 +591,10 @@ supervise(void)
 	log_info("event=stopped");
 	free(ws);
 	free(procs);
-	dns_stop(dnsloop);
-	ev_loop_destroy(dnsloop);
+	dns_stop(suploop);
+	oauth2_stop(suploop);
+	ev_loop_destroy(suploop);
+	close(sigfd);
 	watch_free(watcher);
 	sockset_free(bound);
 	config_unref(running);
@@ -554,10 +606,14 @@ main(int argc, char *argv[])
 {
 	char *errors = NULL;
 	bool check_only = false, dial = false;
+	const char *authorize = NULL;
 	int ch;
 
-	while ((ch = getopt(argc, argv, "c:tTVh")) != -1) {
+	while ((ch = getopt(argc, argv, "c:tTVhA:")) != -1) {
 		switch (ch) {
+		case 'A':
+			authorize = optarg;
+			break;
 		case 'c':
 			config_file = optarg;
 			break;
@@ -585,6 +641,7 @@ main(int argc, char *argv[])
 	}
 
 	signal(SIGPIPE, SIG_IGN);
+	token_json_wipe_on_free();
 	/* Before the contexts are made: they use the shared ticket keys. */
 	if (tickets_init() < 0)
 		fatal("shared memory");
@@ -594,11 +651,23 @@ main(int argc, char *argv[])
 		free(errors);
 		return 1;
 	}
+	if (authorize != NULL) {
+		int rc = oauth2_authorize(running, authorize);
+		config_unref(running);
+		return rc;
+	}
 	if (check_only) {
 		int failed = 0;
 		printf("configuration OK\n");
 		for (size_t i = 0; dial && i < running->nservices; i++) {
 			char result[1536];
+			if (running->services[i].oauth2.store != NULL) {
+				oauth2_describe(&running->services[i].oauth2,
+				    running->services[i].name, result,
+				    sizeof(result));
+				printf("%s: %s\n", running->services[i].name,
+				    result);
+			}
 			int rc = probe_service(&running->services[i], result,
 			    sizeof(result));
 			printf("%s: %s%s\n", running->services[i].name,

@@ -17,6 +17,7 @@
 #include <openssl/x509.h>
 
 #include "log.h"
+#include "oauth2.h"
 
 #define MAX_SVC		64
 #define MAX_CIPHERS	16
@@ -352,6 +353,24 @@ sum_service(const char *name, struct svc_metrics *t)
 }
 
 static void
+render_oauth2(struct out *o, const char *n, int slot)
+{
+	struct oauth2_stats st;
+
+	oauth2_stats(slot, &st);
+	put(o, "mailproxy_oauth2_refreshes_total{service=\"%s\"} %llu\n", n,
+	    (unsigned long long)st.refreshes);
+	put(o, "mailproxy_oauth2_refresh_failures_total{service=\"%s\"} "
+	    "%llu\n", n, (unsigned long long)st.failures);
+	put(o, "mailproxy_oauth2_token_expiry_seconds{service=\"%s\"} %lld\n",
+	    n, (long long)st.expires_in);
+	for (int k = OAUTH2_MISSING; k <= OAUTH2_REVOKED; k++)
+		put(o, "mailproxy_oauth2_token_state{service=\"%s\",state="
+		    "\"%s\"} %d\n", n, oauth2_state_names[k], st.state ==
+		    (enum oauth2_state)k);
+}
+
+static void
 render(const struct config *cf, struct out *o)
 {
 	static const char *const versions[] = { "1.0", "1.1", "1.2", "1.3" };
@@ -401,7 +420,19 @@ render(const struct config *cf, struct out *o)
 	    "# HELP mailproxy_config_last_reload_success_timestamp_seconds When "
 	    "the running configuration was loaded (Unix time).\n"
 	    "# TYPE mailproxy_config_last_reload_success_timestamp_seconds "
-	    "gauge\n");
+	    "gauge\n"
+	    "# HELP mailproxy_oauth2_refreshes_total Access tokens obtained "
+	    "from the token endpoint (oauth2_token_store).\n"
+	    "# TYPE mailproxy_oauth2_refreshes_total counter\n"
+	    "# HELP mailproxy_oauth2_refresh_failures_total Token refreshes "
+	    "that failed (retried, or refused: see the log).\n"
+	    "# TYPE mailproxy_oauth2_refresh_failures_total counter\n"
+	    "# HELP mailproxy_oauth2_token_expiry_seconds Seconds the current "
+	    "access token remains valid (negative: expired or none).\n"
+	    "# TYPE mailproxy_oauth2_token_expiry_seconds gauge\n"
+	    "# HELP mailproxy_oauth2_token_state The token store's state (1 "
+	    "for the current one).\n"
+	    "# TYPE mailproxy_oauth2_token_state gauge\n");
 	if (proc != NULL)
 		put(o, "mailproxy_worker_restarts_total %llu\n"
 		    "mailproxy_config_reload_failures_total %llu\n"
@@ -479,6 +510,8 @@ render(const struct config *cf, struct out *o)
 			put(o, "mailproxy_upstream_certificate_expiry_seconds{"
 			    "service=\"%s\"} %lld\n", n,
 			    (long long)(t.up_not_after - time(NULL)));
+		if (svc->oauth2.slot >= 0)
+			render_oauth2(o, n, svc->oauth2.slot);
 	}
 }
 

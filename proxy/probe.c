@@ -18,6 +18,7 @@
 
 #include "buffer.h"
 #include "negotiate.h"
+#include "oauth2.h"
 #include "tls.h"
 
 struct link {
@@ -155,8 +156,9 @@ set_auth(const struct service *svc, struct negotiator *n, char *out,
 	char secret[SECRET_MAX + 1], why[300];
 	int sl, rc = -1;
 
-	if ((sl = config_auth_secret(svc, secret, sizeof(secret), why,
-	    sizeof(why))) < 0)
+	if ((sl = svc->oauth2.store != NULL ? oauth2_store_token(&svc->oauth2,
+	    secret, sizeof(secret), why, sizeof(why)) : config_auth_secret(svc,
+	    secret, sizeof(secret), why, sizeof(why))) < 0)
 		snprintf(out, len, "upstream-auth-no-token: %s", why);
 	else if ((rc = neg_set_auth(n, svc->upstream_auth, svc->upstream_user,
 	    secret, (size_t)sl)) < 0)

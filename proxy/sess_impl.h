@@ -26,6 +26,7 @@ enum sess_state {
 	SESS_PROXY_HEADER,	/* proxy_protocol_in: reading the header */
 	SESS_CLIENT_PRETLS,	/* client_tls = starttls: before STARTTLS */
 	SESS_CLIENT_HANDSHAKE,
+	SESS_TOKEN_WAIT,	/* oauth2_token_store: a refresh in flight */
 	SESS_CONNECT,
 	SESS_NEGOTIATE,		/* upstream greeting/STARTTLS dialogue */
 	SESS_UPSTREAM_HANDSHAKE,

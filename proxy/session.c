@@ -18,7 +18,8 @@
 #include "tls.h"
 
 static const char *const sess_state_names[] = {
-	"proxy-header", "client-pretls", "client-handshake", "connect",
+	"proxy-header", "client-pretls", "client-handshake", "token-wait",
+	"connect",
 	"negotiate", "upstream-handshake", "front", "relay", "farewell",
 };
 
@@ -227,6 +228,8 @@ run_state(EV_P_ struct session *s)
 			close_now(s, LOG_LVL_INFO, R_CLIENT_HANDSHAKE_FAILED,
 			    s->client.err);
 		break;
+	case SESS_TOKEN_WAIT:
+		break;		/* the timer polls */
 	case SESS_CONNECT:
 		if (s->upstream.wr_wait == 0)
 			connect_done(EV_A_ s);
@@ -281,6 +284,9 @@ step(EV_P_ struct session *s)
 		break;
 	case SESS_CLIENT_HANDSHAKE:
 		ep_update(EV_A_ &s->client, true, false);
+		break;
+	case SESS_TOKEN_WAIT:
+		ep_update(EV_A_ &s->client, false, false);
 		break;
 	case SESS_CONNECT:
 		ep_update(EV_A_ &s->client, false, false);
@@ -338,6 +344,9 @@ timer_cb(EV_P_ ev_timer *w, int revents)
 		break;
 	case SESS_CLIENT_HANDSHAKE:
 		close_now(s, LOG_LVL_INFO, R_CLIENT_HANDSHAKE_TIMEOUT, NULL);
+		break;
+	case SESS_TOKEN_WAIT:
+		start_connect(EV_A_ s);		/* polls again, or gives up */
 		break;
 	case SESS_CONNECT:
 		fail_upstream(EV_A_ s, R_UPSTREAM_CONNECT_TIMEOUT, s->upstream_addr);

@@ -11,6 +11,8 @@
  *   EHLO 250 (mechanism advertised; keywords kept for the device)
  *   -> AUTH PLAIN <ir> 235 | AUTH LOGIN 334 <user> 334 <password> 235
  *   | AUTH XOAUTH2 <ir> 235 (a 334 carries the error: "" -> 5xx)
+ *   | AUTH OAUTHBEARER <ir> 235 (RFC 7628: a 334 carries the error,
+ *     answered with a lone ^A -> 5xx)
  *   -> the client's greeting.
  */
 #include <stdio.h>
@@ -33,7 +35,8 @@ static const char *const smtp_state_names[] = {
 	"auth-login-user", "auth-login-password", "auth-xoauth2-error", "done",
 };
 
-static const char *const mech_names[] = { "", "PLAIN", "LOGIN", "XOAUTH2" };
+static const char *const mech_names[] = { "", "PLAIN", "LOGIN", "XOAUTH2",
+    "OAUTHBEARER" };
 
 /* RFC 5321 4.5.3.1.5: a reply line is at most 512 octets with CRLF. */
 #define SMTP_MAX_LINE	512
@@ -76,12 +79,28 @@ send_sasl(struct neg_out *out, const char *prefix, const void *raw,
 	free(line);
 }
 
+/*
+ * "n,a=USER,^Aauth=Bearer " (RFC 7628 3.1; RFC 5801 escapes "," and "=" in
+ * the name).  out has room for three bytes per name byte.
+ */
+static int
+gs2_header(char *out, const char *user)
+{
+	char *o = out;
+
+	o += sprintf(o, "n,a=");
+	for (const char *c = user; *c != '\0'; c++)
+		o += *c == ',' ? sprintf(o, "=2C") : *c == '=' ?
+		    sprintf(o, "=3D") : (*o = *c, 1);
+	return (int)(o - out) + sprintf(o, ",\001auth=Bearer ");
+}
+
 /* The first AUTH command; the SASL strings carry no CRLF (checked at load). */
 static enum neg_verdict
 send_auth(struct negotiator *n, struct neg_out *out)
 {
 	size_t ul = strlen(n->auth_user), sl = n->auth_secret_len;
-	size_t cap = ul + sl + 32;
+	size_t cap = 3 * ul + sl + 32;	/* OAUTHBEARER escapes: 3 per byte */
 	char *raw;
 	int len = 0;
 
@@ -94,16 +113,19 @@ send_auth(struct negotiator *n, struct neg_out *out)
 		return neg_fail(n, R_OUT_OF_MEMORY, "building AUTH");
 	if (n->auth == AUTH_PLAIN)	/* RFC 4616: authzid NUL authcid NUL pw */
 		len = snprintf(raw, cap, "%c%s%c", 0, n->auth_user, 0);
-	else				/* Google/Microsoft XOAUTH2 */
+	else if (n->auth == AUTH_XOAUTH2)	/* Google/Microsoft XOAUTH2 */
 		len = snprintf(raw, cap, "user=%s\001auth=Bearer ", n->auth_user);
+	else				/* RFC 7628: GS2 header, then kvpairs */
+		len = gs2_header(raw, n->auth_user);
 	memcpy(raw + len, n->auth_secret, sl);
 	len += (int)sl;
-	if (n->auth == AUTH_XOAUTH2) {
+	if (n->auth != AUTH_PLAIN) {
 		memcpy(raw + len, "\001\001", 2);
 		len += 2;
 	}
 	send_sasl(out, n->auth == AUTH_PLAIN ? "AUTH PLAIN " :
-	    "AUTH XOAUTH2 ", raw, (size_t)len);
+	    n->auth == AUTH_XOAUTH2 ? "AUTH XOAUTH2 " : "AUTH OAUTHBEARER ",
+	    raw, (size_t)len);
 	OPENSSL_cleanse(raw, cap);
 	free(raw);
 	n->state = SMTP_AUTH;
@@ -213,11 +235,14 @@ smtp_reply(struct negotiator *n, int code, bool starttls_seen,
 	case SMTP_AUTH:
 		if (code == 235)
 			return smtp_finish(n, out);
-		if (code == 334 && n->auth == AUTH_XOAUTH2) {
-			/* The error is in the challenge; an empty answer
-			 * ends the exchange (with a 5xx). */
+		if (code == 334 && (n->auth == AUTH_XOAUTH2 ||
+		    n->auth == AUTH_OAUTHBEARER)) {
+			/* The error is in the challenge; the answer that ends
+			 * the exchange (with a 5xx) is empty for XOAUTH2, a
+			 * lone ^A for OAUTHBEARER (RFC 7628 3.2.3). */
 			note_xoauth2_error(n, line, len);
-			neg_send(n, out, "%s", "");
+			neg_send(n, out, "%s", n->auth == AUTH_XOAUTH2 ? "" :
+			    "AQ==");
 			n->state = SMTP_AUTH_XOAUTH2_ERROR;
 			return NEG_CONTINUE;
 		}

@@ -19,8 +19,56 @@
 #include <openssl/x509.h>
 
 #include "dns.h"
+#include "oauth2.h"
 #include "proxyproto.h"
 #include "tls.h"
+#include "tokenstore.h"
+
+/* How long a session waits for a token being refreshed, at most. */
+#define TOKEN_WAIT	10.
+#define TOKEN_POLL	0.05
+
+/*
+ * oauth2_token_store: the upstream is dialled only once the supervisor has
+ * a valid access token.  While a refresh is in flight the session polls
+ * the shared table (TOKEN_WAIT at most); with no token coming it fails
+ * with a temporary error.  True when the dial may go on.
+ */
+static bool
+token_ready(EV_P_ struct session *s)
+{
+	char token[TOKEN_MAX], why[160];
+	size_t len;
+	enum oauth2_take t;
+	double wait;
+
+	if (s->svc->oauth2.slot < 0)
+		return true;
+	t = oauth2_take(s->svc->oauth2.slot, token, sizeof(token), &len, why,
+	    sizeof(why));
+	OPENSSL_cleanse(token, len);
+	if (t == OAUTH2_TOKEN)
+		return true;
+	if (t == OAUTH2_PENDING && s->state != SESS_TOKEN_WAIT) {
+		wait = s->svc->timeouts.negotiation < TOKEN_WAIT ?
+		    s->svc->timeouts.negotiation : TOKEN_WAIT;
+		s->state = SESS_TOKEN_WAIT;
+		s->neg_deadline = ev_now(EV_A) + wait;
+		log_debug("sess=%llu svc=%s event=token-wait",
+		    (unsigned long long)s->id, s->svc->name);
+	}
+	if (t == OAUTH2_PENDING && ev_now(EV_A) < s->neg_deadline) {
+		ev_timer_stop(EV_A_ &s->timer);
+		ev_timer_set(&s->timer, TOKEN_POLL, 0.);
+		ev_timer_start(EV_A_ &s->timer);
+		return false;
+	}
+	if (t == OAUTH2_PENDING)
+		snprintf(why, sizeof(why), "no valid access token within %.0f s "
+		    "(the refresh is still failing or slow)", TOKEN_WAIT);
+	fail_upstream(EV_A_ s, R_UPSTREAM_AUTH_NO_TOKEN, why);
+	return false;
+}
 
 /* Dials the next upstream address; farewell when none is left. */
 void
@@ -29,9 +77,12 @@ start_connect(EV_P_ struct session *s)
 	const struct service *svc = s->svc;
 	char why[160] = "no address";
 	size_t naddrs;
-	const struct sockaddr_any *addrs = dns_addrs(svc, &naddrs);
+	const struct sockaddr_any *addrs;
 	int fd;
 
+	if (s->next_addr == 0 && !token_ready(EV_A_ s))
+		return;
+	addrs = dns_addrs(svc, &naddrs);
 	while (s->next_addr < naddrs) {
 		const struct sockaddr_any *a = &addrs[s->next_addr++];
 
@@ -103,6 +154,19 @@ needs_negotiator(const struct service *svc)
 	    svc->upstream_auth != AUTH_NONE;
 }
 
+/* The secret of upstream_auth: the store's token, a file's, a password. */
+static int
+auth_secret(const struct service *svc, char *out, size_t cap, char *why,
+    size_t whylen)
+{
+	size_t len;
+
+	if (svc->oauth2.slot < 0)
+		return config_auth_secret(svc, out, cap, why, whylen);
+	return oauth2_take(svc->oauth2.slot, out, cap, &len, why, whylen) ==
+	    OAUTH2_TOKEN ? (int)len : -1;
+}
+
 /* Hands the negotiator the secret of upstream_auth (wiped here after). */
 static int
 set_credentials(struct session *s, char *why, size_t whylen)
@@ -110,7 +174,7 @@ set_credentials(struct session *s, char *why, size_t whylen)
 	char secret[SECRET_MAX + 1];
 	int n, rc = -1;
 
-	if ((n = config_auth_secret(s->svc, secret, sizeof(secret), why,
+	if ((n = auth_secret(s->svc, secret, sizeof(secret), why,
 	    whylen)) >= 0 && (rc = neg_set_auth(s->neg, s->svc->upstream_auth,
 	    s->svc->upstream_user, secret, (size_t)n)) < 0)
 		snprintf(why, whylen, "out of memory");

@@ -12,6 +12,8 @@
 #include <sys/inotify.h>
 #include <unistd.h>
 
+#include "oauth2.h"
+
 #define MAX_WATCHED	256	/* files; each service names a handful */
 
 struct watch {
@@ -20,12 +22,31 @@ struct watch {
 	struct {
 		int	 wd;		/* the directory's watch */
 		char	*base;		/* the file's name in it */
+		char	*store;		/* a token store's path: our own
+					   writes to it are no change */
 	} f[MAX_WATCHED];
 };
 
 /* What changing a file looks like in its directory. */
 #define EVENTS	(IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | \
 		 IN_DELETE | IN_ATTRIB)
+
+static int
+add(struct watch *w, const char *path, char *err, size_t errlen);
+
+static int
+add_store(struct watch *w, const char *path, char *err, size_t errlen)
+{
+	size_t n = w->n;
+
+	if (path == NULL || add(w, path, err, errlen) < 0 || w->n == n)
+		return path == NULL || w->n == n ? 0 : -1;
+	if ((w->f[n].store = strdup(path)) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	return 0;
+}
 
 static int
 add(struct watch *w, const char *path, char *err, size_t errlen)
@@ -83,6 +104,9 @@ watch_start(const struct config *cf, const char *file, char *err,
 		rc |= add(w, svc->upstream_ca, err, errlen);
 		rc |= add(w, svc->upstream_password_file, err, errlen);
 		rc |= add(w, svc->upstream_token_file, err, errlen);
+		rc |= add(w, svc->oauth2.client_secret_file, err, errlen);
+		rc |= add(w, svc->oauth2.ca, err, errlen);
+		rc |= add_store(w, svc->oauth2.store, err, errlen);
 	}
 	if (rc != 0) {
 		watch_free(w);
@@ -96,21 +120,29 @@ watch_free(struct watch *w)
 {
 	if (w == NULL)
 		return;
-	for (size_t i = 0; i < w->n; i++)
+	for (size_t i = 0; i < w->n; i++) {
 		free(w->f[i].base);
+		free(w->f[i].store);
+	}
 	close(w->fd);
 	free(w);
 }
 
 /* Is name, in the directory of watch wd, one of ours (or the Kubernetes
- * link that all the files of a mounted secret point through)? */
+ * link that all the files of a mounted secret point through)?  A token
+ * store counts only when someone else wrote it (mailproxy -A). */
 static bool
 ours(const struct watch *w, int wd, const char *name)
 {
-	for (size_t i = 0; i < w->n; i++)
-		if (w->f[i].wd == wd && (strcmp(w->f[i].base, name) == 0 ||
+	for (size_t i = 0; i < w->n; i++) {
+		if (w->f[i].wd != wd)
+			continue;
+		if (w->f[i].store != NULL && strcmp(w->f[i].base, name) == 0)
+			return oauth2_store_changed(w->f[i].store);
+		if (w->f[i].store == NULL && (strcmp(w->f[i].base, name) == 0 ||
 		    strcmp(name, "..data") == 0))
 			return true;
+	}
 	return false;
 }
 

@@ -1,0 +1,759 @@
+/*
+ * oauth2: the token lifecycle of each oauth2_token_store; see oauth2.h.
+ *
+ * The supervisor keeps one struct store per store file (by path, for the
+ * life of the process, so a table entry never changes meaning under a
+ * draining worker) and publishes each store's access token in the shared
+ * table entry of the same index.
+ */
+#include "oauth2.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+
+#include <jansson.h>
+#include <openssl/mem.h>
+#include <openssl/rand.h>
+
+#include "config.h"
+#include "https.h"
+#include "log.h"
+#include "resolve.h"
+#include "seqlock.h"
+#include "tokenstore.h"
+
+const char *const oauth2_state_names[] = { "unused", "missing", "fetching",
+    "valid", "retrying", "revoked" };
+
+/* ---- provider presets ---------------------------------------------------- */
+
+static const struct preset {
+	const char	*token_url;
+	const char	*device_url;
+	const char	*scope[3];	/* by enum proto: smtp, pop3, imap */
+} presets[] = {
+	[OAUTH2_MICROSOFT] = {
+		"https://login.microsoftonline.com/common/oauth2/v2.0/token",
+		"https://login.microsoftonline.com/common/oauth2/v2.0/devicecode",
+		{ "https://outlook.office.com/SMTP.Send offline_access",
+		  "https://outlook.office.com/POP.AccessAsUser.All offline_access",
+		  "https://outlook.office.com/IMAP.AccessAsUser.All offline_access" },
+	},
+	[OAUTH2_GOOGLE] = {
+		"https://oauth2.googleapis.com/token",
+		"https://oauth2.googleapis.com/device/code",
+		{ "https://mail.google.com/", "https://mail.google.com/",
+		  "https://mail.google.com/" },
+	},
+};
+
+static void
+default_to(char **field, const char *value)
+{
+	if (*field == NULL && value != NULL)
+		*field = strdup(value);	/* NULL when out of memory: the
+					   missing-URL rule then reports it */
+}
+
+void
+oauth2_apply_preset(struct oauth2_conf *c, enum proto proto)
+{
+	const struct preset *p;
+
+	if (c->provider == OAUTH2_CUSTOM)
+		return;
+	p = &presets[c->provider];
+	default_to(&c->token_url, p->token_url);
+	default_to(&c->device_url, p->device_url);
+	default_to(&c->scope, p->scope[proto]);
+}
+
+/* ---- requests and answers ------------------------------------------------ */
+
+static int
+form_encode(char *out, const char *in)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	char *o = out;
+
+	for (const unsigned char *c = (const unsigned char *)in; *c; c++) {
+		if ((*c >= 'A' && *c <= 'Z') || (*c >= 'a' && *c <= 'z') ||
+		    (*c >= '0' && *c <= '9') || *c == '-' || *c == '.' ||
+		    *c == '_' || *c == '~')
+			*o++ = (char)*c;
+		else if (*c == ' ')
+			*o++ = '+';
+		else {
+			*o++ = '%';
+			*o++ = hex[*c >> 4];
+			*o++ = hex[*c & 15];
+		}
+	}
+	*o = '\0';
+	return (int)(o - out);
+}
+
+void
+oauth2_form_free(char *form)
+{
+	if (form != NULL) {
+		OPENSSL_cleanse(form, strlen(form));
+		free(form);
+	}
+}
+
+int
+oauth2_form_add(char **form, const char *key, const char *value)
+{
+	size_t have = *form != NULL ? strlen(*form) : 0;
+	size_t need = have + 1 + strlen(key) * 3 + 1 + strlen(value) * 3 + 1;
+	char *next = malloc(need), *p;
+
+	if (next == NULL) {
+		oauth2_form_free(*form);
+		*form = NULL;
+		return -1;
+	}
+	p = next;
+	if (have > 0) {
+		memcpy(p, *form, have);
+		p += have;
+		*p++ = '&';
+	}
+	p += form_encode(p, key);
+	*p++ = '=';
+	form_encode(p, value);
+	oauth2_form_free(*form);
+	*form = next;
+	return 0;
+}
+
+int
+oauth2_form_client(char **form, const struct oauth2_conf *c)
+{
+	if (oauth2_form_add(form, "client_id", c->client_id) < 0)
+		return -1;
+	if (c->client_secret != NULL)
+		return oauth2_form_add(form, "client_secret", c->client_secret);
+	return 0;
+}
+
+/* Printable, one line, no quotes: an endpoint's words go to the log. */
+static void
+printable(char *s)
+{
+	for (; *s != '\0'; s++)
+		if ((unsigned char)*s < 0x20 || (unsigned char)*s >= 0x7f ||
+		    *s == '"')
+			*s = '\'';
+}
+
+static const char *
+json_str(json_t *o, const char *key)
+{
+	json_t *v = json_object_get(o, key);
+
+	return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+int
+oauth2_parse_token(int status, const char *body, size_t len, int64_t now,
+    struct token *t, char *code, size_t codelen, char *why, size_t whylen)
+{
+	json_t *o = json_loadb(body, len, 0, NULL), *exp;
+	const char *err, *desc, *access, *refresh;
+	int rc = -1;
+
+	token_clear(t);
+	code[0] = '\0';
+	if (o == NULL || !json_is_object(o)) {
+		snprintf(why, whylen, "HTTP %d without a JSON object", status);
+		json_decref(o);
+		return -1;
+	}
+	err = json_str(o, "error");
+	desc = json_str(o, "error_description");
+	access = json_str(o, "access_token");
+	refresh = json_str(o, "refresh_token");
+	if (status == 200 && err == NULL && access != NULL && *access != '\0' &&
+	    strlen(access) < TOKEN_MAX && (refresh == NULL ||
+	    strlen(refresh) < TOKEN_MAX)) {
+		exp = json_object_get(o, "expires_in");
+		/* Some endpoints send expires_in as a string. */
+		int64_t in = json_is_integer(exp) ? json_integer_value(exp) :
+		    json_is_string(exp) ? strtoll(json_string_value(exp), NULL,
+		    10) : 3600;
+		t->access = strdup(access);
+		t->refresh = refresh != NULL && *refresh != '\0' ?
+		    strdup(refresh) : NULL;
+		t->obtained_at = now;
+		t->expires_at = now + (in > 0 ? in : 3600);
+		if (t->access == NULL || (refresh != NULL && *refresh != '\0' &&
+		    t->refresh == NULL)) {
+			token_clear(t);
+			snprintf(why, whylen, "out of memory");
+		} else
+			rc = 0;
+	} else {
+		snprintf(code, codelen, "%s", err != NULL ? err : "");
+		printable(code);
+		snprintf(why, whylen, "HTTP %d%s%s%s%s", status,
+		    err != NULL ? " " : "", err != NULL ? err : "",
+		    desc != NULL ? ": " : err == NULL && status == 200 ?
+		    " without an access_token" : "", desc != NULL ? desc : "");
+		printable(why);
+	}
+	json_decref(o);
+	return rc;
+}
+
+/* ---- the shared table ---------------------------------------------------- */
+
+struct tslot {
+	uint32_t	 seq;		/* seqlock; the supervisor writes */
+	int32_t		 state;		/* enum oauth2_state */
+	int64_t		 expires_at;	/* of token, Unix seconds */
+	uint64_t	 refreshes;
+	uint64_t	 failures;
+	uint32_t	 len;
+	char		 token[TOKEN_MAX];
+};
+
+static struct tslot	*table;		/* [OAUTH2_MAX_STORES] */
+
+int
+oauth2_init(void)
+{
+	void *p = mmap(NULL, sizeof(struct tslot) * OAUTH2_MAX_STORES,
+	    PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED)
+		return -1;
+	table = p;
+	return 0;
+}
+
+enum oauth2_take
+oauth2_take(int slot, char *out, size_t cap, size_t *len, char *why,
+    size_t whylen)
+{
+	struct tslot *t;
+	uint32_t seq;
+	int32_t state;
+	int64_t expires;
+	size_t n;
+
+	if (table == NULL || slot < 0 || slot >= OAUTH2_MAX_STORES) {
+		snprintf(why, whylen, "no token store");
+		return OAUTH2_UNAVAILABLE;
+	}
+	t = &table[slot];
+	do {
+		seq = seq_read_begin(&t->seq);
+		state = __atomic_load_n(&t->state, __ATOMIC_RELAXED);
+		expires = __atomic_load_n(&t->expires_at, __ATOMIC_RELAXED);
+		n = __atomic_load_n(&t->len, __ATOMIC_RELAXED);
+		if (n >= cap || n >= TOKEN_MAX)
+			n = 0;
+		memcpy(out, t->token, n);
+	} while (!seq_read_ok(&t->seq, seq));
+	out[n] = '\0';
+	*len = n;
+	if (n > 0 && expires > (int64_t)time(NULL))
+		return OAUTH2_TOKEN;
+	OPENSSL_cleanse(out, n);
+	*len = 0;
+	switch (state) {
+	case OAUTH2_FETCHING:
+	case OAUTH2_VALID:	/* expired this very second: the refresh runs */
+	case OAUTH2_RETRYING:
+		snprintf(why, whylen, "the access token is being refreshed");
+		return OAUTH2_PENDING;
+	case OAUTH2_REVOKED:
+		snprintf(why, whylen, "the token store's grant was refused by "
+		    "the provider: run mailproxy -A");
+		return OAUTH2_UNAVAILABLE;
+	default:
+		snprintf(why, whylen, "no usable token store: run mailproxy -A");
+		return OAUTH2_UNAVAILABLE;
+	}
+}
+
+void
+oauth2_stats(int slot, struct oauth2_stats *st)
+{
+	struct tslot *t;
+
+	memset(st, 0, sizeof(*st));
+	if (table == NULL || slot < 0 || slot >= OAUTH2_MAX_STORES)
+		return;
+	t = &table[slot];
+	st->state = (enum oauth2_state)__atomic_load_n(&t->state,
+	    __ATOMIC_RELAXED);
+	st->refreshes = __atomic_load_n(&t->refreshes, __ATOMIC_RELAXED);
+	st->failures = __atomic_load_n(&t->failures, __ATOMIC_RELAXED);
+	st->expires_in = __atomic_load_n(&t->expires_at, __ATOMIC_RELAXED) -
+	    (int64_t)time(NULL);
+}
+
+/* ---- the supervisor's stores --------------------------------------------- */
+
+struct store {
+	char			*path;
+	struct ev_loop		*loop;	/* the supervisor's */
+	struct config		*cf;	/* a reference: c and name live in it */
+	const struct oauth2_conf *c;
+	const char		*name;	/* the service, for logs and -A */
+	SSL_CTX			*ctx;
+	struct token		 tok;
+	struct file_id		 id;	/* of the file as we last saw it */
+	ev_timer		 timer;
+	struct https_req	*req;
+	int			 tries;	/* failed refreshes in a row */
+	bool			 active;	/* named by the running config */
+};
+
+static struct store	 stores[OAUTH2_MAX_STORES];
+static int		 nstores;
+static struct resolver	*resolver;
+
+static void	refresh(EV_P_ struct store *st);
+
+static int
+store_index(const struct store *st)
+{
+	return (int)(st - stores);
+}
+
+/* The token and state into the table entry. */
+static void
+publish(struct store *st, enum oauth2_state state)
+{
+	struct tslot *t = &table[store_index(st)];
+	size_t n = st->tok.access != NULL ? strlen(st->tok.access) : 0;
+
+	seq_write_begin(&t->seq);
+	__atomic_store_n(&t->state, state, __ATOMIC_RELAXED);
+	__atomic_store_n(&t->expires_at, n > 0 ? st->tok.expires_at : 0,
+	    __ATOMIC_RELAXED);
+	OPENSSL_cleanse(t->token, sizeof(t->token));
+	memcpy(t->token, st->tok.access != NULL ? st->tok.access : "", n);
+	__atomic_store_n(&t->len, (uint32_t)n, __ATOMIC_RELAXED);
+	seq_write_end(&t->seq);
+}
+
+static enum oauth2_state
+published_state(const struct store *st)
+{
+	return (enum oauth2_state)table[store_index(st)].state;
+}
+
+static void
+count(struct store *st, bool ok)
+{
+	struct tslot *t = &table[store_index(st)];
+
+	__atomic_add_fetch(ok ? &t->refreshes : &t->failures, 1,
+	    __ATOMIC_RELAXED);
+}
+
+static bool
+token_valid(const struct token *t, int64_t now)
+{
+	return t->access != NULL && t->expires_at > now;
+}
+
+/*
+ * When to refresh: with at most a tenth of the lifetime or 60 s left, but
+ * not later than halfway (a token living seconds in a test).
+ */
+static double
+refresh_delay(const struct token *t, int64_t now)
+{
+	int64_t life, margin;
+
+	if (!token_valid(t, now))
+		return 0;
+	life = t->expires_at - (t->obtained_at > 0 && t->obtained_at <
+	    t->expires_at ? t->obtained_at : now);
+	margin = life / 10 > 60 ? life / 10 : 60;
+	if (margin > life / 2)
+		margin = life / 2;
+	return t->expires_at - margin - now > 0 ?
+	    (double)(t->expires_at - margin - now) : 0;
+}
+
+static void
+schedule(EV_P_ struct store *st, double delay)
+{
+	ev_timer_stop(EV_A_ &st->timer);
+	ev_timer_set(&st->timer, delay, 0.);
+	ev_timer_start(EV_A_ &st->timer);
+}
+
+/* 1, 2, 4 ... 60 s, each drawn from [half, whole] so that stores (and
+ * instances) that failed together do not retry together. */
+static double
+backoff(int tries)
+{
+	double base = tries >= 7 ? 60. : (double)(1 << (tries - 1));
+	uint32_t r;
+
+	if (base > 60.)
+		base = 60.;
+	RAND_bytes((uint8_t *)&r, sizeof(r));
+	return base / 2 + base / 2 * ((double)r / 4294967295.);
+}
+
+static void
+failed(EV_P_ struct store *st, const char *code, const char *why)
+{
+	bool permanent = strcmp(code, "invalid_grant") == 0 ||
+	    strcmp(code, "invalid_client") == 0 ||
+	    strcmp(code, "unauthorized_client") == 0 ||
+	    strcmp(code, "invalid_scope") == 0;
+	int64_t now = time(NULL);
+	double delay;
+
+	count(st, false);
+	if (permanent) {
+		/* Retrying cannot help: a person must authorize again. */
+		log_errorx("event=oauth2-refresh-failed svc=%s store=%s "
+		    "error=\"%s\": the provider refused the grant; re-run "
+		    "mailproxy -A %s", st->name, st->path, why, st->name);
+		publish(st, OAUTH2_REVOKED);
+		return;
+	}
+	delay = backoff(++st->tries);
+	log_warnx("event=oauth2-refresh-failed svc=%s store=%s error=\"%s\" "
+	    "retry_in=%.1fs token_valid_for=%llds", st->name, st->path, why,
+	    delay, token_valid(&st->tok, now) ?
+	    (long long)(st->tok.expires_at - now) : 0LL);
+	publish(st, OAUTH2_RETRYING);
+	schedule(EV_A_ st, delay);
+}
+
+/* A new token from the endpoint: kept, written, published, rescheduled. */
+static void
+refreshed(EV_P_ struct store *st, struct token *fresh)
+{
+	int64_t now = time(NULL);
+	bool rotated = fresh->refresh != NULL && (st->tok.refresh == NULL ||
+	    strcmp(fresh->refresh, st->tok.refresh) != 0);
+	char err[300];
+
+	if (fresh->refresh == NULL) {	/* not rotated: keep the one we had */
+		fresh->refresh = st->tok.refresh;
+		st->tok.refresh = NULL;
+	}
+	token_clear(&st->tok);
+	st->tok = *fresh;
+	memset(fresh, 0, sizeof(*fresh));
+	st->tries = 0;
+	count(st, true);
+	publish(st, OAUTH2_VALID);
+	/* At once: a rotated refresh token is the only valid one. */
+	if (token_write(st->path, &st->tok, &st->id, err, sizeof(err)) < 0)
+		log_errorx("event=oauth2-store-write-failed svc=%s %s%s",
+		    st->name, err, rotated ? " (the rotated refresh token is "
+		    "kept in memory only)" : "");
+	log_info("event=oauth2-refreshed svc=%s expires_in=%llds rotated=%s",
+	    st->name, (long long)(st->tok.expires_at - now),
+	    rotated ? "yes" : "no");
+	schedule(EV_A_ st, refresh_delay(&st->tok, now));
+}
+
+static void
+answered(void *arg, const struct https_result *r)
+{
+	struct store *st = arg;
+	struct ev_loop *loop = st->loop;
+	struct token fresh = { 0 };
+	char code[64], why[300];
+
+	st->req = NULL;
+	if (r->status == 0) {
+		failed(loop, st, "", r->error);
+		return;
+	}
+	if (oauth2_parse_token(r->status, r->body, r->len, time(NULL), &fresh,
+	    code, sizeof(code), why, sizeof(why)) < 0) {
+		failed(loop, st, code, why);
+		return;
+	}
+	refreshed(loop, st, &fresh);
+}
+
+/* Another process (mailproxy -A, another instance) wrote the store. */
+static void
+reread(struct store *st)
+{
+	struct token t = { 0 };
+	char err[300];
+	int missing;
+
+	if (token_read(st->path, &t, &st->id, &missing, err, sizeof(err)) < 0) {
+		if (missing)
+			log_warnx("event=oauth2-no-store svc=%s store=%s: run "
+			    "mailproxy -A %s", st->name, st->path, st->name);
+		else
+			log_errorx("event=oauth2-store-unreadable svc=%s %s",
+			    st->name, err);
+		if (st->tok.refresh == NULL && st->tok.access == NULL)
+			publish(st, OAUTH2_MISSING);
+		return;
+	}
+	token_clear(&st->tok);
+	st->tok = t;
+	st->tries = 0;
+	log_info("event=oauth2-store-read svc=%s store=%s", st->name, st->path);
+}
+
+/* Refresh now, or publish and wait for the right time. */
+static void
+start(EV_P_ struct store *st)
+{
+	int64_t now = time(NULL);
+	double delay = refresh_delay(&st->tok, now);
+
+	if (token_valid(&st->tok, now))
+		publish(st, OAUTH2_VALID);
+	if (st->tok.refresh == NULL) {
+		if (!token_valid(&st->tok, now))
+			publish(st, st->tok.access == NULL ? OAUTH2_MISSING :
+			    OAUTH2_REVOKED);
+		return;		/* an access token alone: used until it ends */
+	}
+	if (delay > 0)
+		schedule(EV_A_ st, delay);
+	else
+		refresh(EV_A_ st);
+}
+
+static void
+timer_cb(EV_P_ ev_timer *w, int revents)
+{
+	struct store *st = w->data;
+
+	(void)revents;
+	/* Someone else may have refreshed it already (a shared store). */
+	if (token_file_changed(st->path, &st->id)) {
+		reread(st);
+		if (refresh_delay(&st->tok, time(NULL)) > 0) {
+			start(EV_A_ st);
+			return;
+		}
+	}
+	refresh(EV_A_ st);
+}
+
+static void
+refresh(EV_P_ struct store *st)
+{
+	const struct oauth2_conf *c = st->c;
+	char *form = NULL, err[300];
+
+	if (st->req != NULL || !st->active)
+		return;
+	if (!token_valid(&st->tok, time(NULL)) &&
+	    published_state(st) != OAUTH2_RETRYING)
+		publish(st, OAUTH2_FETCHING);
+	if (oauth2_form_add(&form, "grant_type", "refresh_token") < 0 ||
+	    oauth2_form_add(&form, "refresh_token", st->tok.refresh) < 0 ||
+	    oauth2_form_client(&form, c) < 0 ||
+	    (c->scope != NULL && oauth2_form_add(&form, "scope", c->scope) < 0)) {
+		failed(EV_A_ st, "", "out of memory");
+		return;
+	}
+	st->req = https_post(EV_A_ st->ctx, resolver, c->token_url, form,
+	    https_proxy_for(c->token_url), 30., answered, st, err, sizeof(err));
+	oauth2_form_free(form);
+	if (st->req == NULL)
+		failed(EV_A_ st, "", err);
+}
+
+static struct store *
+find_or_add(const char *path, char *err, size_t errlen)
+{
+	struct store *st;
+
+	for (int i = 0; i < nstores; i++)
+		if (strcmp(stores[i].path, path) == 0)
+			return &stores[i];
+	if (nstores == OAUTH2_MAX_STORES) {
+		snprintf(err, errlen, "more than %d token stores", nstores);
+		return NULL;
+	}
+	st = &stores[nstores];
+	if ((st->path = strdup(path)) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	nstores++;
+	ev_init(&st->timer, timer_cb);
+	st->timer.data = st;
+	st->id.ino = 0;
+	return st;
+}
+
+/* Stops what runs for st (it left the configuration, or we stop). */
+static void
+idle(EV_P_ struct store *st)
+{
+	ev_timer_stop(EV_A_ &st->timer);
+	if (st->req != NULL)
+		https_cancel(EV_A_ st->req);
+	st->req = NULL;
+	st->active = false;
+}
+
+/* A store (re)joins the running configuration through service svc. */
+static int
+adopt(EV_P_ struct store *st, struct config *cf, struct service *svc,
+    char *err, size_t errlen)
+{
+	char why[256];
+	SSL_CTX *ctx;
+	bool fresh = st->cf == NULL;
+
+	if ((ctx = https_ctx_new(svc->oauth2.ca, why, sizeof(why))) == NULL) {
+		snprintf(err, errlen, "[%s] oauth2_ca: %s", svc->name, why);
+		return -1;
+	}
+	SSL_CTX_free(st->ctx);
+	st->ctx = ctx;
+	config_unref(st->cf);
+	st->cf = config_ref(cf);
+	st->c = &svc->oauth2;
+	st->name = svc->name;
+	st->loop = EV_A;
+	svc->oauth2.slot = store_index(st);
+	st->active = true;
+	if (fresh || token_file_changed(st->path, &st->id)) {
+		ev_timer_stop(EV_A_ &st->timer);
+		if (st->req != NULL)
+			https_cancel(EV_A_ st->req);
+		st->req = NULL;
+		reread(st);
+		start(EV_A_ st);
+	} else if (!ev_is_active(&st->timer) && st->req == NULL)
+		start(EV_A_ st);	/* revoked: a reload tries once more */
+	return 0;
+}
+
+int
+oauth2_attach(EV_P_ struct config *cf, char *err, size_t errlen)
+{
+	char why[256];
+
+	if (resolver == NULL && (resolver = resolver_new(EV_A_
+	    getenv("MAILPROXY_DNS_SERVERS"), why, sizeof(why))) == NULL) {
+		for (size_t i = 0; i < cf->nservices; i++)
+			if (cf->services[i].oauth2.store != NULL) {
+				snprintf(err, errlen, "resolver: %s", why);
+				return -1;
+			}
+		return 0;	/* not needed yet: tried again next time */
+	}
+	for (int i = 0; i < nstores; i++)
+		stores[i].active = false;
+	for (size_t i = 0; i < cf->nservices; i++) {
+		struct service *svc = &cf->services[i];
+		struct store *st;
+		if (svc->oauth2.store == NULL)
+			continue;
+		if ((st = find_or_add(svc->oauth2.store, err, errlen)) == NULL)
+			return -1;
+		if (st->active && st->cf == cf)
+			svc->oauth2.slot = store_index(st);	/* shared */
+		else if (adopt(EV_A_ st, cf, svc, err, errlen) < 0)
+			return -1;
+	}
+	for (int i = 0; i < nstores; i++)
+		if (!stores[i].active) {
+			idle(EV_A_ &stores[i]);
+			config_unref(stores[i].cf);
+			stores[i].cf = NULL;
+			publish(&stores[i], OAUTH2_UNUSED);
+		}
+	return 0;
+}
+
+bool
+oauth2_store_changed(const char *path)
+{
+	for (int i = 0; i < nstores; i++)
+		if (strcmp(stores[i].path, path) == 0)
+			return token_file_changed(path, &stores[i].id);
+	return true;
+}
+
+void
+oauth2_stop(EV_P)
+{
+	for (int i = 0; i < nstores; i++) {
+		idle(EV_A_ &stores[i]);
+		token_clear(&stores[i].tok);
+		SSL_CTX_free(stores[i].ctx);
+		config_unref(stores[i].cf);
+		free(stores[i].path);
+	}
+	nstores = 0;
+	if (resolver != NULL)
+		resolver_free(EV_A_ resolver);
+	resolver = NULL;
+}
+
+/* ---- mailproxy -T ---------------------------------------------------------- */
+
+int
+oauth2_store_token(const struct oauth2_conf *c, char *out, size_t cap,
+    char *why, size_t whylen)
+{
+	struct token t = { 0 };
+	int64_t now = time(NULL);
+	int missing, n = -1;
+
+	if (token_read(c->store, &t, NULL, &missing, why, whylen) < 0)
+		return -1;
+	if (!token_valid(&t, now) || strlen(t.access) >= cap)
+		snprintf(why, whylen, "the access token in %s is %s (the running "
+		    "proxy refreshes it; -T only reads the store)", c->store,
+		    t.access == NULL ? "not there yet" : "expired");
+	else {
+		n = (int)strlen(t.access);
+		memcpy(out, t.access, (size_t)n + 1);
+	}
+	token_clear(&t);
+	return n;
+}
+
+void
+oauth2_describe(const struct oauth2_conf *c, const char *name, char *out,
+    size_t cap)
+{
+	struct token t = { 0 };
+	int64_t now = time(NULL);
+	char why[300];
+	int missing;
+
+	if (token_read(c->store, &t, NULL, &missing, why, sizeof(why)) < 0) {
+		snprintf(out, cap, "token store %s: %s", missing ? c->store : why,
+		    missing ? "missing: run mailproxy -A " : "");
+		if (missing)
+			snprintf(out + strlen(out), cap - strlen(out), "%s", name);
+		return;
+	}
+	snprintf(out, cap, "token store %s: refresh token %s, access token %s "
+	    "%lld s", c->store, t.refresh != NULL ? "present" : "absent",
+	    token_valid(&t, now) ? "valid for" : "expired",
+	    (long long)(token_valid(&t, now) ? t.expires_at - now :
+	    t.expires_at > 0 ? now - t.expires_at : 0));
+	if (!token_valid(&t, now) && t.expires_at > 0)
+		snprintf(out + strlen(out), cap - strlen(out), " ago");
+	token_clear(&t);
+}

@@ -1,0 +1,382 @@
+"""oauth2_token_store: the proxy owns the OAuth2 token lifecycle.
+
+A scripted OAuth2 server over TLS (oauth2server.py) issues access tokens
+that live a few seconds and rotates the refresh token on every refresh; a
+scripted implicit-TLS SMTP upstream accepts AUTH XOAUTH2 / OAUTHBEARER only
+with a token that server issued and that has not expired yet.  No real
+provider is reachable from tests, and no Debian mail server speaks XOAUTH2
+against an external authorization server out of the box.
+"""
+
+import base64
+import json
+import os
+import re
+import smtplib
+import stat
+import subprocess
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from helpers import BIN, free_port, server_ctx, wait_for
+from oauth2server import OAuth2Server
+
+
+@pytest.fixture
+def oauth(certs):
+    srv = OAuth2Server(certs)
+    yield srv
+    srv.close()
+
+
+class Mail:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.accepted = []      # (mechanism, token)
+        self.refused = []
+        self.messages = []
+
+
+def smtp_upstream(srv, mail):
+    """Implicit TLS; AUTH XOAUTH2 or OAUTHBEARER with a valid token only."""
+    def handler(conn):
+        f = conn.makefile("rb")
+        conn.sendall(b"220 mail.test ESMTP scripted-oauth\r\n")
+        if not f.readline().upper().startswith(b"EHLO "):
+            return
+        conn.sendall(b"250-mail.test\r\n250-AUTH XOAUTH2 OAUTHBEARER\r\n250 8BITMIME\r\n")
+        parts = f.readline().rstrip(b"\r\n").split(b" ")
+        if len(parts) != 3 or parts[0] != b"AUTH":
+            conn.sendall(b"504 5.5.4 unexpected\r\n")
+            return
+        raw = base64.b64decode(parts[2])
+        if parts[1] == b"XOAUTH2":
+            m = re.fullmatch(rb"user=alice\x01auth=Bearer ([^\x01]+)\x01\x01", raw)
+        else:
+            m = re.fullmatch(rb"n,a=alice,\x01auth=Bearer ([^\x01]+)\x01\x01", raw)
+        token = m.group(1).decode() if m else None
+        if token is None or not srv.valid(token):
+            with mail.lock:
+                mail.refused.append((parts[1], token))
+            conn.sendall(b"334 eyJzdGF0dXMiOiI0MDEifQ==\r\n")
+            f.readline()
+            conn.sendall(b"535 5.7.8 token not accepted\r\n")
+            return
+        with mail.lock:
+            mail.accepted.append((parts[1].decode(), token))
+        conn.sendall(b"235 2.7.0 Accepted\r\n")
+        while True:
+            line = f.readline()
+            verb = line[:4].upper()
+            if not line or verb == b"QUIT":
+                if line:
+                    conn.sendall(b"221 2.0.0 bye\r\n")
+                return
+            if verb in (b"MAIL", b"RCPT"):
+                conn.sendall(b"250 2.1.0 OK\r\n")
+            elif verb == b"DATA":
+                conn.sendall(b"354 go ahead\r\n")
+                data = b""
+                while True:
+                    l = f.readline()
+                    if l in (b".\r\n", b""):
+                        break
+                    data += l
+                with mail.lock:
+                    mail.messages.append(data)
+                conn.sendall(b"250 2.0.0 queued\r\n")
+            else:
+                conn.sendall(b"502 5.5.2 not here\r\n")
+    return handler
+
+
+@pytest.fixture
+def mail(oauth, upstreams, certs):
+    m = Mail()
+    m.up = upstreams(smtp_upstream(oauth, m), tls_ctx=server_ctx(certs, "upstream"))
+    return m
+
+
+def write_store(path, refresh="rt-0", access=None, expires_at=None, mode=0o600):
+    doc = {"refresh_token": refresh}
+    if access:
+        doc.update(access_token=access, expires_at=expires_at,
+                   obtained_at=int(time.time()))
+    with open(path, "w") as f:
+        json.dump(doc, f)
+    os.chmod(path, mode)
+
+
+def config(name, mail, oauth, certs, store, mech="xoauth2", extra=""):
+    return ("[%s]\nprotocol = smtp\nlisten = 127.0.0.1:0\nclient_tls = none\n"
+            "upstream = 127.0.0.1:%d\nupstream_tls = implicit\n"
+            "upstream_name = mail.test\nupstream_ca = %s/ca.crt\n"
+            "upstream_auth = %s\nupstream_user = alice\nallow = 127.0.0.1/32\n"
+            "oauth2_provider = custom\noauth2_client_id = test-client\n"
+            "oauth2_token_url = %s\noauth2_device_url = %s\n"
+            "oauth2_ca = %s/ca.crt\noauth2_token_store = %s\n%s"
+            % (name, mail.up.port, certs, mech, oauth.token_url, oauth.device_url,
+               certs, store, extra))
+
+
+def send(port, marker, timeout=20):
+    s = smtplib.SMTP("127.0.0.1", port, timeout=timeout)
+    s.ehlo("mfp.test")
+    s.sendmail("mfp@site.test", ["alice@mail.test"],
+               "Subject: %s\r\n\r\nscan %s\r\n" % (marker, marker))
+    s.quit()
+
+
+def secrets_in(text, oauth):
+    """Tokens of the scripted server that appear in text."""
+    with oauth.lock:
+        tokens = list(oauth.issued) + ["rt-%d" % i for i in range(oauth.n + 1)]
+    return [t for t in tokens if t in text or
+            base64.b64encode(t.encode()).decode() in text] + \
+        (["dc-secret"] if "dc-secret" in text else [])
+
+
+def metric(text, name, svc):
+    m = re.search(r'^%s\{service="%s"\} (-?\d+)$' % (name, svc), text, re.M)
+    return int(m.group(1)) if m else None
+
+
+def scrape(port):
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as r:
+        return r.read().decode()
+
+
+@pytest.mark.parametrize("mech", ["xoauth2", "oauthbearer"])
+def test_many_devices_across_refreshes_every_message_delivered(proxies, oauth, mail,
+                                                               certs, tmp_path, mech):
+    store = str(tmp_path / "store.json")
+    write_store(store)                  # a refresh token only: refresh at once
+    mport = free_port()
+    proxy = proxies("log_level = debug\nmetrics = 127.0.0.1:%d\n" % mport +
+                    config("o", mail, oauth, certs, store, mech))
+    errors = []
+
+    def device(i):
+        try:
+            for k in range(6):
+                send(proxy.port("o"), "dev%d-%d" % (i, k))
+                time.sleep(0.4)
+        except Exception as e:          # noqa: BLE001 - reported below
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=device, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert len(mail.messages) == 36
+    assert mail.refused == []
+    # 4 s tokens over the run: refreshed several times, each token used is
+    # one the server issued, and the store holds the rotated refresh token.
+    assert oauth.refreshes() >= 3, oauth.requests
+    used = {t for _, t in mail.accepted}
+    assert len(used) >= 2
+    assert {m for m, _ in mail.accepted} == {mech.upper()}
+    with open(store) as f:
+        doc = json.load(f)
+    assert doc["refresh_token"] == oauth.refresh
+    assert stat.S_IMODE(os.stat(store).st_mode) == 0o600
+    assert not [p for p in os.listdir(str(tmp_path)) if ".tmp." in p]
+    text = scrape(mport)
+    assert metric(text, "mailproxy_oauth2_refreshes_total", "o") == oauth.refreshes()
+    assert metric(text, "mailproxy_oauth2_refresh_failures_total", "o") == 0
+    assert 0 < metric(text, "mailproxy_oauth2_token_expiry_seconds", "o") <= 4
+    assert 'mailproxy_oauth2_token_state{service="o",state="valid"} 1' in text
+    # Our own rewrites of the store are not a configuration change.
+    assert "event=reload" not in proxy.log()
+    assert secrets_in(proxy.log(), oauth) == []
+
+
+def test_sessions_wait_for_the_one_refresh_in_flight(proxies, oauth, mail, certs, tmp_path):
+    store = str(tmp_path / "store.json")
+    write_store(store)
+    oauth.delay = 1.5                   # the token endpoint is slow
+    proxy = proxies(config("o", mail, oauth, certs, store))
+    errors = []
+
+    def device(i):
+        try:
+            send(proxy.port("o"), "wait%d" % i)
+        except Exception as e:          # noqa: BLE001
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=device, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    assert len(mail.messages) == 8
+    assert oauth.refreshes() == 1       # no stampede
+
+
+def test_transient_failures_are_retried_while_the_token_serves(proxies, oauth, mail,
+                                                               certs, tmp_path):
+    store = str(tmp_path / "store.json")
+    write_store(store)
+    oauth.fail_next = 2
+    mport = free_port()
+    proxy = proxies("metrics = 127.0.0.1:%d\n" % mport +
+                    config("o", mail, oauth, certs, store))
+    lines = proxy.wait_log(r"event=oauth2-refresh-failed svc=o [^\n]*", count=2)
+    assert all("HTTP 503 temporarily_unavailable" in l and "retry_in=" in l for l in lines)
+    proxy.wait_log(r"event=oauth2-refreshed svc=o")
+    send(proxy.port("o"), "after-retries")
+    assert len(mail.messages) == 1
+    assert metric(scrape(mport), "mailproxy_oauth2_refresh_failures_total", "o") == 2
+    # The next refreshes fail while a valid token is held: it keeps serving.
+    oauth.fail_next = 1000
+    time.sleep(1.0)
+    send(proxy.port("o"), "token-still-valid")
+    assert len(mail.messages) == 2
+
+
+def test_revoked_grant_gives_a_temporary_error_and_says_what_to_do(proxies, oauth, mail,
+                                                                   certs, tmp_path):
+    store = str(tmp_path / "store.json")
+    write_store(store)
+    oauth.revoked = True
+    mport = free_port()
+    proxy = proxies("metrics = 127.0.0.1:%d\n" % mport +
+                    config("o", mail, oauth, certs, store))
+    line = proxy.wait_log(r"event=oauth2-refresh-failed svc=o [^\n]*")[0]
+    assert "invalid_grant" in line and "re-run mailproxy -A o" in line, line
+    with pytest.raises(smtplib.SMTPConnectError) as e:
+        smtplib.SMTP("127.0.0.1", proxy.port("o"), timeout=15)
+    assert e.value.smtp_code == 421         # temporary: the device retries
+    proxy.wait_log(r"reason=upstream-auth-no-token")
+    assert mail.up.connections == 0         # never dialled without a token
+    text = scrape(mport)
+    assert 'mailproxy_oauth2_token_state{service="o",state="revoked"} 1' in text
+    time.sleep(1.5)
+    assert oauth.refreshes() == 1           # no retry loop against a refusal
+
+
+def test_restart_reads_the_store_back(proxies, oauth, mail, certs, tmp_path):
+    oauth.lifetime = 60
+    store = str(tmp_path / "store.json")
+    write_store(store)
+    first = proxies(config("o", mail, oauth, certs, store))
+    first.wait_log(r"event=oauth2-refreshed svc=o")
+    send(first.port("o"), "first")
+    first.stop()
+    # rt-0 is dead now (rotated): only the stored rt-1 can refresh.
+    with open(store) as f:
+        assert json.load(f)["refresh_token"] == "rt-1" == oauth.refresh
+    second = proxies(config("o", mail, oauth, certs, store), name="again")
+    send(second.port("o"), "second")
+    assert oauth.refreshes() == 1            # the stored access token served
+    assert mail.accepted[0][1] == mail.accepted[1][1]
+
+
+def run_authorize(cfg, timeout=60):
+    return subprocess.run([BIN, "-c", cfg, "-A", "o"], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_device_grant_writes_the_store(oauth, mail, certs, tmp_path):
+    store = str(tmp_path / "store.json")
+    cfg = tmp_path / "m.ini"
+    cfg.write_text(config("o", mail, oauth, certs, store))
+    oauth.pending = 2
+    oauth.slow_down = True
+    r = run_authorize(str(cfg))
+    assert r.returncode == 0, r.stderr
+    assert "https://127.0.0.1/devicelogin" in r.stdout and "WDJB-MJHT" in r.stdout
+    assert "authorized: %s written" % store in r.stdout
+    with open(store) as f:
+        doc = json.load(f)
+    assert doc["refresh_token"] == oauth.refresh and oauth.valid(doc["access_token"])
+    assert stat.S_IMODE(os.stat(store).st_mode) == 0o600
+    # Polled at the server's interval (1 s), 5 s slower after slow_down.
+    gaps = [b - a for a, b in zip(oauth.polls, oauth.polls[1:])]
+    assert len(oauth.polls) == 4, oauth.polls
+    assert gaps[0] >= 5.8 and all(g >= 0.9 for g in gaps), gaps
+    assert "dc-secret" not in r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("outcome,message", [
+    ("access_denied", "the sign-in was declined"),
+    ("expired_token", "the code expired before it was entered"),
+])
+def test_device_grant_refused(oauth, mail, certs, tmp_path, outcome, message):
+    store = str(tmp_path / "store.json")
+    cfg = tmp_path / "m.ini"
+    cfg.write_text(config("o", mail, oauth, certs, store))
+    oauth.pending = 0
+    oauth.device_outcome = outcome
+    r = run_authorize(str(cfg))
+    assert r.returncode == 1
+    assert message in r.stderr
+    assert not os.path.exists(store)
+
+
+def test_missing_store_then_authorized_while_running(proxies, oauth, mail, certs,
+                                                      tmp_path):
+    store = str(tmp_path / "store.json")
+    text = "watch_files = yes\n" + config("o", mail, oauth, certs, store)
+    proxy = proxies(text)
+    proxy.wait_log(r"event=oauth2-no-store svc=o store=\S+: run mailproxy -A o")
+    with pytest.raises(smtplib.SMTPConnectError) as e:
+        smtplib.SMTP("127.0.0.1", proxy.port("o"), timeout=15)
+    assert e.value.smtp_code == 421
+    oauth.pending = 0
+    r = run_authorize(proxy.config)
+    assert r.returncode == 0, r.stderr
+    proxy.wait_log(r"event=reload-ok")
+    wait_for(lambda: "event=oauth2-store-read svc=o" in proxy.log(), what="store read")
+    send(proxy.port("o"), "after-authorize")
+    assert len(mail.messages) == 1
+
+
+def test_check_shows_the_token_state(oauth, mail, certs, tmp_path):
+    store = str(tmp_path / "store.json")
+    cfg = tmp_path / "m.ini"
+    cfg.write_text(config("o", mail, oauth, certs, store))
+    r = subprocess.run([BIN, "-c", str(cfg), "-T"], capture_output=True, text=True,
+                       timeout=30)
+    assert "o: token store %s: missing: run mailproxy -A o" % store in r.stdout
+    write_store(store, access="at-0-x", expires_at=int(time.time()) + 600)
+    r = subprocess.run([BIN, "-c", str(cfg), "-T"], capture_output=True, text=True,
+                       timeout=30)
+    assert re.search(r"o: token store \S+: refresh token present, access token "
+                     r"valid for (59\d|600) s", r.stdout), r.stdout
+
+
+@pytest.mark.parametrize("change,message", [
+    ("upstream_auth = xoauth2", None),
+    ("upstream_auth = plain", "oauth2_provider is only used with upstream_auth = "
+     "xoauth2 or oauthbearer"),
+    ("oauth2_token_url = http://127.0.0.1/token", "oauth2_token_url: an https:// URL"),
+    ("upstream_token_file = /etc/hostname", "needs exactly one of oauth2_token_store"),
+    ("oauth2_token_store = /nonexistent/dir/store.json",
+     "directory /nonexistent/dir is not writable"),
+])
+def test_config_rules(oauth, mail, certs, tmp_path, change, message):
+    store = str(tmp_path / "store.json")
+    text = config("o", mail, oauth, certs, store)
+    key = change.split(" = ")[0]
+    if key in text and key != "upstream_token_file":
+        text = re.sub(r"^%s = .*$" % key, change, text, flags=re.M)
+    else:
+        text += change + "\n"
+    if "plain" in change:
+        text += "upstream_password_file = %s\n" % store
+        write_store(store)
+    cfg = tmp_path / "m.ini"
+    cfg.write_text(text)
+    r = subprocess.run([BIN, "-c", str(cfg), "-t"], capture_output=True, text=True)
+    if message is None:
+        assert r.returncode == 0, r.stderr
+    else:
+        assert r.returncode == 1 and message in r.stderr, r.stderr
+        assert re.search(r"m\.ini:\d+: ", r.stderr)
