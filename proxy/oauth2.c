@@ -263,7 +263,7 @@ oauth2_take(int slot, char *out, size_t cap, size_t *len, char *why,
 	} while (!seq_read_ok(&t->seq, seq));
 	out[n] = '\0';
 	*len = n;
-	if (n > 0 && expires > (int64_t)time(NULL))
+	if (n > 0 && expires > (int64_t)time(NULL) + 1)
 		return OAUTH2_TOKEN;
 	OPENSSL_cleanse(out, n);
 	*len = 0;

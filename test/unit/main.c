@@ -21,6 +21,7 @@ main(void)
 	test_proxyproto();
 	test_reason();
 	test_resolve();
+	test_oauth2();
 	printf("%d passed, %d failed\n", unit_passed, unit_failed);
 	return unit_failed == 0 ? 0 : 1;
 }

@@ -32,7 +32,7 @@ struct script {
 
 /* What every AUTH script's post-TLS EHLO looks like. */
 #define AUTH_EHLO	"250-mail.test\r\n250-PIPELINING\r\n250-STARTTLS\r\n" \
-	"250-AUTH PLAIN LOGIN XOAUTH2\r\n250 8BITMIME\r\n"
+	"250-AUTH PLAIN LOGIN XOAUTH2 OAUTHBEARER\r\n250 8BITMIME\r\n"
 #define UP_TO_TLS \
 	    { "220 x\r\n", "EHLO proxy.test\r\n", NEG_CONTINUE }, \
 	    { "250-x\r\n250 STARTTLS\r\n", "STARTTLS\r\n", NEG_CONTINUE }, \
@@ -113,6 +113,15 @@ static const struct script scripts[] = {
 	    { "334 eyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiYmVhcmVyIn0=\r\n", "\r\n", NEG_CONTINUE },
 	    { "535 5.7.3 Authentication unsuccessful\r\n", "", NEG_FAIL } },
 	    NULL, "upstream-auth-refused", false, AUTH_XOAUTH2, false },
+	{ "smtp auth oauthbearer", PROTO_SMTP, { UP_TO_TLS,
+	    { AUTH_EHLO, "AUTH OAUTHBEARER bixhPWFsaWNlLAFhdXRoPUJlYXJlciB0b2szbgEB\r\n", NEG_CONTINUE },
+	    { "235 2.7.0 Accepted\r\n", "", NEG_RELAY } },
+	    "220 proxy.test ESMTP ready\r\n", NULL, false, AUTH_OAUTHBEARER, false },
+	{ "smtp auth oauthbearer refused: the error answered with ^A", PROTO_SMTP, { UP_TO_TLS,
+	    { AUTH_EHLO, "AUTH OAUTHBEARER bixhPWFsaWNlLAFhdXRoPUJlYXJlciB0b2szbgEB\r\n", NEG_CONTINUE },
+	    { "334 eyJzdGF0dXMiOiJpbnZhbGlkX3Rva2VuIn0=\r\n", "AQ==\r\n", NEG_CONTINUE },
+	    { "535 5.7.8 Authentication failed\r\n", "", NEG_FAIL } },
+	    NULL, "upstream-auth-refused", false, AUTH_OAUTHBEARER, false },
 	{ "smtp auth refused 535", PROTO_SMTP, { UP_TO_TLS,
 	    { AUTH_EHLO, "AUTH PLAIN AGFsaWNlAHMzY3IzdA==\r\n", NEG_CONTINUE },
 	    { "535 5.7.8 Error: authentication failed\r\n", "", NEG_FAIL } },
@@ -259,7 +268,7 @@ run(const struct script *sc, enum feed_mode mode, size_t split_step,
 
 	buf_init(&up, 4096);
 	buf_init(&cl, 4096);
-	if (sc->auth == AUTH_XOAUTH2)
+	if (sc->auth == AUTH_XOAUTH2 || sc->auth == AUTH_OAUTHBEARER)
 		CHECK(neg_set_auth(n, sc->auth, "alice", "tok3n", 5) == 0);
 	else if (sc->auth != AUTH_NONE)
 		CHECK(neg_set_auth(n, sc->auth, "alice", "s3cr3t", 6) == 0);
@@ -403,6 +412,26 @@ test_auth_details(void)
 	neg_free(n);
 	buf_release(&up);
 	buf_release(&cl);
+
+	/* OAUTHBEARER: "," and "=" in the name are escaped (RFC 5801). */
+	{
+		static const char want[] = "AUTH OAUTHBEARER bixhPWE9MkNiPTNEYywBYXV0aD1CZWFyZXIgdG9rAQE=\r\n";
+		size_t len;
+		const char *p;
+		n = neg_new(PROTO_SMTP, "proxy.test", true, true);
+		CHECK(neg_set_auth(n, AUTH_OAUTHBEARER, "a,b=c", "tok", 3) == 0);
+		CHECK(feed_all(n, (const char *const[]){ "220 x\r\n",
+		    "250-x\r\n250 STARTTLS\r\n", "220 go\r\n", TLS_UP, NULL },
+		    &out) == NEG_CONTINUE);
+		buf_consume(&up, buf_len(&up));
+		CHECK(neg_feed(n, AUTH_EHLO, strlen(AUTH_EHLO), &out) ==
+		    NEG_CONTINUE);
+		p = buf_peek(&up, &len);
+		CHECK(p != NULL && len == strlen(want) && memcmp(p, want, len) == 0);
+		neg_free(n);
+		buf_release(&up);
+		buf_release(&cl);
+	}
 
 	/* A token as long as the file may be (8 KiB) still fits one line
 	 * under RFC 4954's 12288 octets. */

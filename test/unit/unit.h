@@ -43,5 +43,6 @@ void test_cidr(void);
 void test_proxyproto(void);
 void test_reason(void);
 void test_resolve(void);
+void test_oauth2(void);
 
 #endif
