@@ -74,6 +74,10 @@ def smtp_upstream(srv, mail):
             if not line or verb == b"QUIT":
                 if line:
                     conn.sendall(b"221 2.0.0 bye\r\n")
+                    try:
+                        conn.unwrap()       # close_notify, as a server does
+                    except OSError:
+                        pass
                 return
             if verb in (b"MAIL", b"RCPT"):
                 conn.sendall(b"250 2.1.0 OK\r\n")
@@ -163,7 +167,7 @@ def test_many_devices_across_refreshes_every_message_delivered(proxies, oauth, m
         try:
             for k in range(6):
                 send(proxy.port("o"), "dev%d-%d" % (i, k))
-                time.sleep(0.4)
+                time.sleep(1.0)
         except Exception as e:          # noqa: BLE001 - reported below
             errors.append(repr(e))
 
@@ -357,7 +361,7 @@ def test_check_shows_the_token_state(oauth, mail, certs, tmp_path):
     ("upstream_auth = plain", "oauth2_provider is only used with upstream_auth = "
      "xoauth2 or oauthbearer"),
     ("oauth2_token_url = http://127.0.0.1/token", "oauth2_token_url: an https:// URL"),
-    ("upstream_token_file = /etc/hostname", "needs exactly one of oauth2_token_store"),
+    ("upstream_token_file = TOKEN", "needs exactly one of oauth2_token_store"),
     ("oauth2_token_store = /nonexistent/dir/store.json",
      "directory /nonexistent/dir is not writable"),
 ])
@@ -372,6 +376,11 @@ def test_config_rules(oauth, mail, certs, tmp_path, change, message):
     if "plain" in change:
         text += "upstream_password_file = %s\n" % store
         write_store(store)
+    if "TOKEN" in change:
+        token = tmp_path / "token"
+        token.write_text("at-from-elsewhere\n")
+        token.chmod(0o600)
+        text = text.replace("TOKEN", str(token))
     cfg = tmp_path / "m.ini"
     cfg.write_text(text)
     r = subprocess.run([BIN, "-c", str(cfg), "-t"], capture_output=True, text=True)
