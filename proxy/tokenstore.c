@@ -149,10 +149,15 @@ token_read(const char *path, struct token *t, struct file_id *id,
 	OPENSSL_cleanse(text, STORE_MAX);
 	free(text);
 	if (o == NULL || !json_is_object(o)) {
-		/* jerr.text quotes no input, only where it failed. */
-		snprintf(err, errlen, "%s: not a token store (JSON object "
-		    "expected%s%s)", path, o == NULL ? ": " : "",
-		    o == NULL ? jerr.text : "");
+		/* Where it failed, never jerr.text: it quotes the input
+		 * ("near '...'"), which may be a token. */
+		if (o == NULL)
+			snprintf(err, errlen, "%s: not a token store (invalid "
+			    "JSON at line %d, column %d)", path, jerr.line,
+			    jerr.column);
+		else
+			snprintf(err, errlen, "%s: not a token store (a JSON "
+			    "object expected)", path);
 		json_decref(o);
 		return -1;
 	}

@@ -552,7 +552,7 @@ test_upstream_auth_rules(void)
 			    "test.ini:10: upstream_token_file: " },
 			/* The right secret for the mechanism. */
 			{ "xoauth2", "upstream_password_file", pw, "allow = 10.0.0.0/8",
-			    "[scan]: upstream_auth = xoauth2 needs upstream_token_file" },
+			    "[scan]: upstream_auth = xoauth2 needs exactly one of oauth2_token_store" },
 			{ "plain", "upstream_token_file", crlf, "allow = 10.0.0.0/8",
 			    "[scan]: upstream_auth = plain needs upstream_password_file" },
 			{ "sha1", "upstream_password_file", pw, "allow = 10.0.0.0/8",
