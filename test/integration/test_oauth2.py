@@ -389,3 +389,83 @@ def test_config_rules(oauth, mail, certs, tmp_path, change, message):
     else:
         assert r.returncode == 1 and message in r.stderr, r.stderr
         assert re.search(r"m\.ini:\d+: ", r.stderr)
+
+
+class ConnectProxy:
+    """An HTTP CONNECT proxy (as a corporate network has): records each
+    CONNECT target and tunnels the bytes."""
+
+    def __init__(self):
+        import socket
+        self.targets = []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        import socket
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = conn.recv(1024)
+                if not chunk:
+                    break
+                head += chunk
+            target = head.split(b" ")[1].decode()
+            self.targets.append(target)
+            host, port = target.rsplit(":", 1)
+            up = socket.create_connection((host, int(port)))
+            conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            for a, b in ((conn, up), (up, conn)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a, b):
+        try:
+            while True:
+                data = a.recv(65536)
+                if not data:
+                    break
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.shutdown(2)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.sock.close()
+
+
+def test_token_requests_go_through_https_proxy(proxies, oauth, mail, certs, tmp_path):
+    store = str(tmp_path / "store.json")
+    write_store(store)
+    tunnel = ConnectProxy()
+    try:
+        proxy = proxies(config("o", mail, oauth, certs, store),
+                        env={"https_proxy": "http://127.0.0.1:%d" % tunnel.port,
+                             "no_proxy": "example.invalid"})
+        proxy.wait_log(r"event=oauth2-refreshed svc=o")
+        assert tunnel.targets == ["127.0.0.1:%d" % oauth.port]
+        send(proxy.port("o"), "via-proxy")
+        assert len(mail.messages) == 1
+        # -A goes through it too.
+        cfg = tmp_path / "m.ini"
+        cfg.write_text(config("o", mail, oauth, certs, str(tmp_path / "other.json")))
+        oauth.pending = 0
+        r = subprocess.run([BIN, "-c", str(cfg), "-A", "o"], capture_output=True,
+                           text=True, timeout=60,
+                           env=dict(os.environ, HTTPS_PROXY="127.0.0.1:%d" % tunnel.port))
+        assert r.returncode == 0, r.stderr
+        assert len(tunnel.targets) == 3      # the device request and one poll
+    finally:
+        tunnel.close()
