@@ -469,3 +469,57 @@ def test_token_requests_go_through_https_proxy(proxies, oauth, mail, certs, tmp_
         assert len(tunnel.targets) == 3      # the device request and one poll
     finally:
         tunnel.close()
+
+
+def test_readme_recipe_m365_oauth2(proxies, oauth, mail, certs, tmp_path):
+    """config/m365-oauth2.ini followed as the README says, up to where the
+    real provider is needed: the provider's endpoints and the mailbox are
+    the scripted ones, everything else is the sample's."""
+    from helpers import ROOT
+    with open(os.path.join(ROOT, "config", "m365-oauth2.ini")) as f:
+        text = f.read()
+    store_dir = tmp_path / "lib"
+    store_dir.mkdir(mode=0o700)                        # step 2
+    site = {
+        "listen": "127.0.0.1:0",
+        "upstream": "127.0.0.1:%d\nupstream_name = mail.test\nupstream_ca = %s/ca.crt"
+                    % (mail.up.port, certs),
+        "upstream_tls": "implicit",                    # the scripted server's
+        "upstream_user": "alice",
+        "allow": "127.0.0.1",
+        "oauth2_provider": "custom\noauth2_token_url = %s\noauth2_device_url = %s\n"
+                           "oauth2_ca = %s/ca.crt" % (oauth.token_url, oauth.device_url,
+                                                      certs),
+        "oauth2_client_id": "test-client",
+        "oauth2_token_store": str(store_dir / "scanner.token.json"),
+    }
+    out = []
+    for line in text.splitlines():
+        m = re.match(r"(\w+)\s*=", line)
+        if m and m.group(1) == "user":
+            continue                # no mailproxy account on test machines
+        if m and m.group(1) in site:
+            line = "%s = %s" % (m.group(1), site[m.group(1)])
+        out.append(line)
+    cfg = tmp_path / "m365-oauth2.ini"
+    cfg.write_text("\n".join(out) + "\n")
+    oauth.pending = 1
+    r = subprocess.run([BIN, "-c", str(cfg), "-A", "scan-to-m365"],   # step 3
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "sign in at\n  https://127.0.0.1/devicelogin\nand enter the code\n  WDJB-MJHT" \
+        in r.stdout, r.stdout
+    r = subprocess.run([BIN, "-c", str(cfg), "-T"], capture_output=True, text=True,
+                       timeout=30)                                      # step 4
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert re.search(r"^scan-to-m365: token store \S+: refresh token present, access "
+                     r"token valid for \d s$", r.stdout, re.M), r.stdout
+    assert re.search(r"^scan-to-m365: ok .* auth=xoauth2 ", r.stdout, re.M), r.stdout
+    proxy = proxies(cfg.read_text())                                    # step 5
+    r = subprocess.run(["swaks", "--server", "127.0.0.1:%d" % proxy.port("scan-to-m365"),
+                        "--from", "scanner@example.com", "--to", "you@example.com",
+                        "--header", "Subject: test from the MFP"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert len(mail.messages) == 1 and b"Subject: test from the MFP" in mail.messages[0]
+    assert secrets_in(proxy.log(), oauth) == []
