@@ -44,6 +44,7 @@ main(void)
 	test_proxyproto();
 	test_reason();
 	test_resolve();
+	test_https();
 	printf("%d passed, %d failed\n", unit_passed, unit_failed);
 	return unit_failed == 0 ? 0 : 1;
 }

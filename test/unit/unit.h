@@ -53,5 +53,6 @@ void test_cidr(void);
 void test_proxyproto(void);
 void test_reason(void);
 void test_resolve(void);
+void test_https(void);
 
 #endif
