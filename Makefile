@@ -26,12 +26,14 @@ DEPS_TEST  := python3 python3-pytest openssl curl swaks libnet-ssleay-perl hapro
 # system services: see test/deps.sh).
 DEPS_MAIL  := postfix dovecot-imapd dovecot-pop3d dovecot-lmtpd
 
-SRCS := log buffer cidr addr secret reason clients config config_keys watch resolve tokenstore oauth2 oauth2_device dns tickets sesscache tls endpoint listener session client upstream relay line negotiate smtp pop3 imap front guard probe proxyproto metrics
+SRCS := log buffer cidr addr secret reason clients config config_keys watch resolve https tokenstore oauth2 oauth2_device dns tickets sesscache tls endpoint listener session client upstream relay line negotiate smtp pop3 imap front guard probe proxyproto metrics
 OBJS := $(SRCS:%=$(BUILD)/%.o)
 UNIT := $(wildcard test/unit/test_*.c)
+# The runner and the peers the suites share.
+UNIT_LIB := test/unit/main.c test/unit/dnsstub.c
 
 FUZZ_NEG     := smtp pop3 imap
-FUZZ_OWN     := config proxyproto guard
+FUZZ_OWN     := config proxyproto guard https
 FUZZ_SECONDS ?= 60
 PROTO_smtp := PROTO_SMTP
 PROTO_pop3 := PROTO_POP3
@@ -50,8 +52,8 @@ $(BUILD)/%.o: proxy/%.c | $(BUILD)
 $(BUILD)/mailproxy: $(OBJS) $(BUILD)/main.o
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/unit_tests: $(OBJS) $(UNIT) test/unit/unit.h test/unit/main.c | $(BUILD)
-	$(CC) $(ALL_CFLAGS) -Iproxy -Itest/unit -o $@ test/unit/main.c $(UNIT) $(OBJS) $(LDFLAGS) $(LDLIBS)
+$(BUILD)/unit_tests: $(OBJS) $(UNIT) $(UNIT_LIB) test/unit/unit.h test/unit/dnsstub.h | $(BUILD)
+	$(CC) $(ALL_CFLAGS) -Iproxy -Itest/unit -o $@ $(UNIT_LIB) $(UNIT) $(OBJS) $(LDFLAGS) $(LDLIBS)
 
 # Fuzz harnesses replayed over their seed corpus with the normal compiler.
 $(FUZZ_NEG:%=$(BUILD)/replay_%): $(BUILD)/replay_%: test/fuzz/fuzz_negotiate.c test/fuzz/standalone.c $(OBJS) | $(BUILD)

@@ -6,17 +6,30 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/mem.h>
+
 void
 buf_init(struct buf *b, size_t cap)
 {
 	b->data = NULL;
 	b->head = b->tail = 0;
 	b->cap = cap;
+	b->secret = false;
+}
+
+void
+buf_init_secret(struct buf *b, size_t cap)
+{
+	buf_init(b, cap);
+	b->secret = true;
 }
 
 void
 buf_release(struct buf *b)
 {
+	/* All of it: a slide in buf_reserve leaves copies past the tail. */
+	if (b->secret && b->data != NULL)
+		OPENSSL_cleanse(b->data, b->cap);
 	free(b->data);
 	b->data = NULL;
 	b->head = b->tail = 0;

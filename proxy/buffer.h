@@ -26,10 +26,17 @@ struct buf {
 	size_t	 head;		/* first unsent byte */
 	size_t	 tail;		/* one past the last byte */
 	size_t	 cap;
+	bool	 secret;	/* wipe the storage before freeing it */
 };
 
 /* Initialises an empty buffer that will never hold more than cap bytes. */
 void	buf_init(struct buf *b, size_t cap);
+
+/*
+ * The same for bytes that are secrets (tokens, client secrets): the storage
+ * is wiped whenever it is released, emptied or not.
+ */
+void	buf_init_secret(struct buf *b, size_t cap);
 
 /* Releases the storage; the buffer stays usable (empty). */
 void	buf_release(struct buf *b);

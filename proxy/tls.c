@@ -3,7 +3,6 @@
  */
 #include "tls.h"
 
-#include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -12,6 +11,7 @@
 #include <openssl/evp.h>
 #include <openssl/x509v3.h>
 
+#include "addr.h"
 #include "config.h"
 #include "sesscache.h"
 #include "tickets.h"
@@ -322,9 +322,10 @@ tls_offer_session(SSL *ssl)
 }
 
 SSL_CTX *
-tls_client_ctx_new(const struct service *svc, char *err, size_t len)
+tls_client_ctx_base(const char *ca_file, int min_version, bool verify,
+    char *err, size_t len)
 {
-	const char *ca = svc->upstream_ca != NULL ? svc->upstream_ca : SYSTEM_CA;
+	const char *ca = ca_file != NULL ? ca_file : SYSTEM_CA;
 	SSL_CTX *ctx;
 
 	ERR_clear_error();
@@ -332,17 +333,9 @@ tls_client_ctx_new(const struct service *svc, char *err, size_t len)
 		ssl_reason(err, len, "SSL_CTX_new");
 		return NULL;
 	}
-	if (common_setup(ctx, svc->upstream_tls_min_version, SUITES_MODERN, err,
-	    len) < 0)
+	if (common_setup(ctx, min_version, SUITES_MODERN, err, len) < 0)
 		goto fail;
-	if (svc->upstream_resumption) {
-		/* One upstream name per service, so one context per name: a
-		 * session is never offered to another name. */
-		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT);
-		SSL_CTX_sess_set_new_cb(ctx, keep_session);
-		SSL_CTX_set_ex_data(ctx, cache_index(), NULL);
-	}
-	if (svc->upstream_verify) {
+	if (verify) {
 		if (!SSL_CTX_load_verify_locations(ctx, ca, NULL)) {
 			snprintf(err, len, "cannot load CA file %s", ca);
 			ERR_clear_error();
@@ -357,21 +350,34 @@ fail:
 	return NULL;
 }
 
-int
-tls_upstream_setup(SSL *ssl, const struct service *svc)
+SSL_CTX *
+tls_client_ctx_new(const struct service *svc, char *err, size_t len)
 {
-	const char *name = svc->upstream_name;
-	X509_VERIFY_PARAM *param = SSL_get0_param(ssl);
-	unsigned char ip[16];
-	bool is_ip;
+	SSL_CTX *ctx;
 
-	if (name == NULL)
-		return 0;	/* IP upstream with upstream_verify = no */
-	is_ip = inet_pton(AF_INET, name, ip) == 1 ||
-	    inet_pton(AF_INET6, name, ip) == 1;
+	if ((ctx = tls_client_ctx_base(svc->upstream_ca,
+	    svc->upstream_tls_min_version, svc->upstream_verify, err,
+	    len)) == NULL)
+		return NULL;
+	if (svc->upstream_resumption) {
+		/* One upstream name per service, so one context per name: a
+		 * session is never offered to another name. */
+		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT);
+		SSL_CTX_sess_set_new_cb(ctx, keep_session);
+		SSL_CTX_set_ex_data(ctx, cache_index(), NULL);
+	}
+	return ctx;
+}
+
+int
+tls_client_name(SSL *ssl, const char *name, bool verify)
+{
+	X509_VERIFY_PARAM *param = SSL_get0_param(ssl);
+	bool is_ip = addr_is_ip_literal(name);
+
 	if (!is_ip && !SSL_set_tlsext_host_name(ssl, name))
 		return -1;
-	if (!svc->upstream_verify)
+	if (!verify)
 		return 0;
 	/* RFC 6125: SAN only, wildcard only as a whole left-most label. */
 	X509_VERIFY_PARAM_set_hostflags(param,
@@ -380,6 +386,14 @@ tls_upstream_setup(SSL *ssl, const struct service *svc)
 	if (is_ip)
 		return X509_VERIFY_PARAM_set1_ip_asc(param, name) ? 0 : -1;
 	return X509_VERIFY_PARAM_set1_host(param, name, strlen(name)) ? 0 : -1;
+}
+
+int
+tls_upstream_setup(SSL *ssl, const struct service *svc)
+{
+	if (svc->upstream_name == NULL)
+		return 0;	/* IP upstream with upstream_verify = no */
+	return tls_client_name(ssl, svc->upstream_name, svc->upstream_verify);
 }
 
 void

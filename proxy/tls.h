@@ -39,10 +39,26 @@ void	tls_enable_cert_selection(struct service *svc);
 SSL_CTX	*tls_client_ctx_new(const struct service *svc, char *err, size_t len);
 
 /*
+ * The part of a client context that no service decides: versions from
+ * min_version, modern suites and, with verify, peer verification against
+ * ca_file (PEM; the system bundle when NULL).  Also the HTTPS client's.
+ * NULL with a reason in err on failure.
+ */
+SSL_CTX	*tls_client_ctx_base(const char *ca_file, int min_version, bool verify,
+	    char *err, size_t len);
+
+/*
  * Prepares a new client-side SSL for an upstream connection: SNI (unless
  * the name is an IP address) and the name the certificate must carry.
  */
 int	 tls_upstream_setup(SSL *ssl, const struct service *svc);
+
+/*
+ * The same for any client connection to name (a host name or an IP
+ * address): SNI for a host name and, with verify, the name or address
+ * the certificate must carry (RFC 6125: SAN only).  0, or -1 on failure.
+ */
+int	 tls_client_name(SSL *ssl, const char *name, bool verify);
 
 /* tls_ciphers: the suite list for setting (NULL: the default for
  * min_version: legacy below TLS 1.2, else modern). */

@@ -7,142 +7,19 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdbool.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <strings.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
+#include "dnsstub.h"
 #include "resolve.h"
 #include "unit.h"
 
-#define T_A	1
-#define T_AAAA	28
-
-struct rec {
-	const char	*name;
-	int		 type;
-	const char	*addr;
-	uint32_t	 ttl;
-};
-
-static const struct rec recs[] = {
+static const struct dns_rec recs[] = {
 	{ "mail.test", T_A, "192.0.2.1", 300 },
 	{ "mail.test", T_A, "192.0.2.2", 60 },
 	{ "mail.test", T_AAAA, "2001:db8::1", 120 },
 	{ "v4only.test", T_A, "198.51.100.7", 3600 },
 	{ "v6only.test", T_AAAA, "2001:db8::2", 30 },
 };
-
-struct dnssrv {
-	int	 fd;
-	ev_io	 io;
-	bool	 silent;
-	int	 queries;
-	char	 servers[32];		/* "127.0.0.1:port" */
-};
-
-/* Answers one query: header, one question, QTYPE; nothing else parsed. */
-static void
-srv_cb(EV_P_ ev_io *w, int revents)
-{
-	struct dnssrv *s = w->data;
-	unsigned char q[512], a[512];
-	struct sockaddr_storage from;
-	socklen_t fromlen = sizeof(from);
-	char name[256];
-	size_t i, qend, nlen = 0, alen;
-	ssize_t len;
-	int qtype, an = 0;
-	bool known = false;
-
-	(void)loop;
-	(void)revents;
-	len = recvfrom(s->fd, q, sizeof(q), 0, (struct sockaddr *)&from,
-	    &fromlen);
-	if (len < 12 + 5 || q[4] != 0 || q[5] != 1)
-		return;
-	s->queries++;
-	if (s->silent)
-		return;
-	for (i = 12; i < (size_t)len && q[i] != 0; i += q[i] + 1) {
-		if (q[i] > 63 || i + 1 + q[i] >= (size_t)len ||
-		    nlen + q[i] + 1 >= sizeof(name))
-			return;
-		if (nlen > 0)
-			name[nlen++] = '.';
-		memcpy(name + nlen, q + i + 1, q[i]);
-		nlen += q[i];
-	}
-	name[nlen] = '\0';
-	qend = i + 5;
-	if (qend > (size_t)len)
-		return;
-	qtype = q[i + 1] << 8 | q[i + 2];
-
-	memcpy(a, q, qend);
-	a[2] = 0x80 | (q[2] & 0x79);	/* QR, opcode and RD echoed */
-	a[3] = 0x80;			/* RA, rcode 0 */
-	memset(a + 6, 0, 6);		/* AN, NS, AR counts */
-	alen = qend;
-	for (i = 0; i < sizeof(recs) / sizeof(recs[0]); i++) {
-		int rdlen = recs[i].type == T_A ? 4 : 16;
-
-		if (strcasecmp(recs[i].name, name) != 0)
-			continue;
-		known = true;
-		if (recs[i].type != qtype)
-			continue;
-		a[alen++] = 0xc0;	/* the name: a pointer to the question */
-		a[alen++] = 12;
-		a[alen++] = 0;
-		a[alen++] = (unsigned char)qtype;
-		a[alen++] = 0;
-		a[alen++] = 1;		/* IN */
-		a[alen++] = (unsigned char)(recs[i].ttl >> 24);
-		a[alen++] = (unsigned char)(recs[i].ttl >> 16);
-		a[alen++] = (unsigned char)(recs[i].ttl >> 8);
-		a[alen++] = (unsigned char)recs[i].ttl;
-		a[alen++] = 0;
-		a[alen++] = (unsigned char)rdlen;
-		inet_pton(rdlen == 4 ? AF_INET : AF_INET6, recs[i].addr,
-		    a + alen);
-		alen += (size_t)rdlen;
-		an++;
-	}
-	if (!known)
-		a[3] |= 3;		/* NXDOMAIN */
-	a[7] = (unsigned char)an;
-	sendto(s->fd, a, alen, 0, (struct sockaddr *)&from, fromlen);
-}
-
-static void
-srv_start(EV_P_ struct dnssrv *s)
-{
-	struct sockaddr_in sin;
-	socklen_t slen = sizeof(sin);
-
-	memset(s, 0, sizeof(*s));
-	memset(&sin, 0, sizeof(sin));
-	sin.sin_family = AF_INET;
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if ((s->fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0)) < 0 ||
-	    bind(s->fd, (struct sockaddr *)&sin, sizeof(sin)) < 0 ||
-	    getsockname(s->fd, (struct sockaddr *)&sin, &slen) < 0)
-		abort();
-	snprintf(s->servers, sizeof(s->servers), "127.0.0.1:%u",
-	    ntohs(sin.sin_port));
-	ev_io_init(&s->io, srv_cb, s->fd, EV_READ);
-	s->io.data = s;
-	ev_io_start(EV_A_ &s->io);
-}
-
-static void
-srv_stop(EV_P_ struct dnssrv *s)
-{
-	ev_io_stop(EV_A_ &s->io);
-	close(s->fd);
-}
 
 struct result {
 	int		 calls;
@@ -176,31 +53,29 @@ got(void *arg, const struct sockaddr_any *addrs, size_t n, int ttl,
 	}
 }
 
-static void
-deadline_cb(EV_P_ ev_timer *w, int revents)
+struct results {
+	const struct result	*res;
+	int			 n;
+};
+
+static bool
+all_called(const void *arg)
 {
-	(void)w;
-	(void)revents;
-	ev_break(EV_A_ EVBREAK_ALL);
+	const struct results *rs = arg;
+
+	for (int i = 0; i < rs->n; i++)
+		if (rs->res[i].calls == 0)
+			return false;
+	return true;
 }
 
 /* Runs the loop until every result has its call, or `secs' pass. */
 static void
 run_until(EV_P_ struct result *res, int nres, double secs)
 {
-	ev_timer deadline;
-	int i;
+	struct results rs = { res, nres };
 
-	ev_timer_init(&deadline, deadline_cb, secs, 0.);
-	ev_timer_start(EV_A_ &deadline);
-	for (;;) {
-		for (i = 0; i < nres && res[i].calls > 0; i++)
-			;
-		if (i == nres || !ev_is_active(&deadline))
-			break;
-		ev_run(EV_A_ EVRUN_ONCE);
-	}
-	ev_timer_stop(EV_A_ &deadline);
+	unit_run_until(EV_A_ all_called, &rs, secs);
 }
 
 /* Whether res holds text (an address) with port `port'. */
@@ -235,12 +110,12 @@ static void
 test_answers(void)
 {
 	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
-	struct dnssrv srv;
+	struct dnsstub srv;
 	struct resolver *r;
 	struct result res[2];
 	char err[256] = "";
 
-	srv_start(loop, &srv);
+	dnsstub_start(loop, &srv, recs, sizeof(recs) / sizeof(recs[0]));
 	r = resolver_new(loop, srv.servers, err, sizeof(err));
 	CHECK(r != NULL);
 	if (r == NULL) {
@@ -296,7 +171,7 @@ test_answers(void)
 	CHECK(resolver_lookup(r, "", "25", got, &res[0]) == -1);
 	resolver_free(loop, r);
 out:
-	srv_stop(loop, &srv);
+	dnsstub_stop(loop, &srv);
 	ev_loop_destroy(loop);
 }
 
@@ -304,7 +179,7 @@ static void
 test_silent(void)
 {
 	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
-	struct dnssrv srv;
+	struct dnsstub srv;
 	struct resolver *r;
 	struct result res[1];
 	char err[256] = "";
@@ -312,7 +187,7 @@ test_silent(void)
 	int ticks = 0;
 	ev_tstamp t0;
 
-	srv_start(loop, &srv);
+	dnsstub_start(loop, &srv, recs, sizeof(recs) / sizeof(recs[0]));
 	srv.silent = true;
 	r = resolver_new(loop, srv.servers, err, sizeof(err));
 	CHECK(r != NULL);
@@ -348,7 +223,7 @@ test_silent(void)
 	CHECK(res[0].calls == 1 && res[0].errptr == RESOLVE_CANCELLED);
 	CHECK(res[0].n == 0 && res[0].ttl == -1);
 out:
-	srv_stop(loop, &srv);
+	dnsstub_stop(loop, &srv);
 	ev_loop_destroy(loop);
 }
 

@@ -5,10 +5,20 @@
 #ifndef MAILPROXY_UNIT_H
 #define MAILPROXY_UNIT_H
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
 extern int unit_passed, unit_failed;
+
+struct ev_loop;
+
+/*
+ * Runs loop until done(arg) is true or secs pass (done NULL: the whole
+ * secs), so that no test waits on its peers for ever.
+ */
+void unit_run_until(struct ev_loop *loop, bool (*done)(const void *),
+    const void *arg, double secs);
 
 #define CHECK(cond) do {						\
 	if (cond)							\
@@ -44,5 +54,6 @@ void test_proxyproto(void);
 void test_reason(void);
 void test_resolve(void);
 void test_oauth2(void);
+void test_https(void);
 
 #endif
