@@ -559,6 +559,10 @@ refresh(EV_P_ struct store *st)
 
 	if (st->req != NULL || !st->active)
 		return;
+	if (st->tok.refresh == NULL) {	/* an access token alone (re-read) */
+		start(EV_A_ st);
+		return;
+	}
 	if (!token_valid(&st->tok, time(NULL)) &&
 	    published_state(st) != OAUTH2_RETRYING)
 		publish(st, OAUTH2_FETCHING);

@@ -72,6 +72,37 @@ def smtp(box, greet=True):
     return handler
 
 
+def take_mail(conn, f, messages, lock):
+    """After a scripted login: MAIL, RCPT, DATA (each message appended to
+    messages under lock) until QUIT, which ends TLS with close_notify."""
+    while True:
+        line = f.readline()
+        verb = line[:4].upper()
+        if not line or verb == b"QUIT":
+            if line:
+                conn.sendall(b"221 2.0.0 bye\r\n")
+                try:
+                    conn.unwrap()
+                except (OSError, AttributeError):
+                    pass
+            return
+        if verb in (b"MAIL", b"RCPT"):
+            conn.sendall(b"250 2.1.0 OK\r\n")
+        elif verb == b"DATA":
+            conn.sendall(b"354 go ahead\r\n")
+            data = b""
+            while True:
+                l = f.readline()
+                if l in (b".\r\n", b""):
+                    break
+                data += l
+            with lock:
+                messages.append(data)
+            conn.sendall(b"250 2.0.0 queued\r\n")
+        else:
+            conn.sendall(b"502 5.5.2 not here\r\n")
+
+
 def pop3(box, greet=True):
     def handler(conn):
         if greet:

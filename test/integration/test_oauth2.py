@@ -21,6 +21,7 @@ import urllib.request
 
 import pytest
 
+from fakemail import take_mail
 from helpers import BIN, free_port, server_ctx, wait_for
 from oauth2server import OAuth2Server
 
@@ -68,32 +69,7 @@ def smtp_upstream(srv, mail):
         with mail.lock:
             mail.accepted.append((parts[1].decode(), token))
         conn.sendall(b"235 2.7.0 Accepted\r\n")
-        while True:
-            line = f.readline()
-            verb = line[:4].upper()
-            if not line or verb == b"QUIT":
-                if line:
-                    conn.sendall(b"221 2.0.0 bye\r\n")
-                    try:
-                        conn.unwrap()       # close_notify, as a server does
-                    except OSError:
-                        pass
-                return
-            if verb in (b"MAIL", b"RCPT"):
-                conn.sendall(b"250 2.1.0 OK\r\n")
-            elif verb == b"DATA":
-                conn.sendall(b"354 go ahead\r\n")
-                data = b""
-                while True:
-                    l = f.readline()
-                    if l in (b".\r\n", b""):
-                        break
-                    data += l
-                with mail.lock:
-                    mail.messages.append(data)
-                conn.sendall(b"250 2.0.0 queued\r\n")
-            else:
-                conn.sendall(b"502 5.5.2 not here\r\n")
+        take_mail(conn, f, mail.messages, mail.lock)
     return handler
 
 
@@ -134,6 +110,24 @@ def send(port, marker, timeout=20):
     s.quit()
 
 
+def devices(n, act):
+    """act(i) on n threads at once; the exceptions they raised."""
+    errors = []
+
+    def run(i):
+        try:
+            act(i)
+        except Exception as e:          # noqa: BLE001 - returned to the test
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return errors
+
+
 def secrets_in(text, oauth):
     """Tokens of the scripted server that appear in text."""
     with oauth.lock:
@@ -161,22 +155,13 @@ def test_many_devices_across_refreshes_every_message_delivered(proxies, oauth, m
     mport = free_port()
     proxy = proxies("log_level = debug\nmetrics = 127.0.0.1:%d\n" % mport +
                     config("o", mail, oauth, certs, store, mech))
-    errors = []
 
     def device(i):
-        try:
-            for k in range(6):
-                send(proxy.port("o"), "dev%d-%d" % (i, k))
-                time.sleep(1.0)
-        except Exception as e:          # noqa: BLE001 - reported below
-            errors.append(repr(e))
+        for k in range(6):
+            send(proxy.port("o"), "dev%d-%d" % (i, k))
+            time.sleep(1.0)
 
-    threads = [threading.Thread(target=device, args=(i,)) for i in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert errors == []
+    assert devices(6, device) == []
     assert len(mail.messages) == 36
     assert mail.refused == []
     # 4 s tokens over the run: refreshed several times, each token used is
@@ -205,20 +190,7 @@ def test_sessions_wait_for_the_one_refresh_in_flight(proxies, oauth, mail, certs
     write_store(store)
     oauth.delay = 1.5                   # the token endpoint is slow
     proxy = proxies(config("o", mail, oauth, certs, store))
-    errors = []
-
-    def device(i):
-        try:
-            send(proxy.port("o"), "wait%d" % i)
-        except Exception as e:          # noqa: BLE001
-            errors.append(repr(e))
-
-    threads = [threading.Thread(target=device, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert errors == []
+    assert devices(8, lambda i: send(proxy.port("o"), "wait%d" % i)) == []
     assert len(mail.messages) == 8
     assert oauth.refreshes() == 1       # no stampede
 

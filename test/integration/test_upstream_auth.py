@@ -22,7 +22,8 @@ import uuid
 
 import pytest
 
-from helpers import BIN, ROOT, Upstream, client_ctx, server_ctx, wait_for
+from fakemail import take_mail
+from helpers import BIN, ROOT, client_ctx, server_ctx, wait_for
 from test_real_servers import delivered
 
 pytestmark = pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1")
@@ -312,27 +313,7 @@ def xoauth2_upstream(box):
                 conn.sendall(b"535 5.7.8 Username and Password not accepted\r\n")
             return
         conn.sendall(b"235 2.7.0 Accepted\r\n")
-        while True:
-            line = f.readline()
-            verb = line[:4].upper()
-            if not line or verb == b"QUIT":
-                conn.sendall(b"221 2.0.0 bye\r\n") if line else None
-                return
-            if verb in (b"MAIL", b"RCPT"):
-                conn.sendall(b"250 2.1.0 OK\r\n")
-            elif verb == b"DATA":
-                conn.sendall(b"354 go ahead\r\n")
-                data = b""
-                while True:
-                    l = f.readline()
-                    if l in (b".\r\n", b""):
-                        break
-                    data += l
-                with box.lock:
-                    box.messages.append(data)
-                conn.sendall(b"250 2.0.0 queued\r\n")
-            else:
-                conn.sendall(b"502 5.5.2 not here\r\n")
+        take_mail(conn, f, box.messages, box.lock)
     return handler
 
 
