@@ -281,6 +281,12 @@ def monitored(proxies, upstreams, certs):
                    trust + "tls_min_version = 1.0\n")
     for name, (addr, mode, extra) in ups.items():
         cfg += service(name, "smtp", addr, certs, mode, extra)
+    # A token store nobody has authorized yet: its OAuth2 series, idle.
+    store = os.path.join(certs, "never-authorized.json")
+    cfg += service("oauth", "smtp", good.addr, certs, "implicit", trust + (
+        "upstream_auth = xoauth2\nupstream_user = alice\nallow = 127.0.0.1\n"
+        "oauth2_client_id = c\noauth2_token_url = https://127.0.0.1:1/t\n"
+        "oauth2_device_url = https://127.0.0.1:1/d\noauth2_token_store = %s\n" % store))
     proxy = proxies(cfg)
     proxy.wait_log("event=metrics-listen")
 
