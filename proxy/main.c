@@ -9,6 +9,7 @@
 #include <getopt.h>
 #include <grp.h>
 #include <signal.h>
+#include <termios.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <stdio.h>
@@ -17,7 +18,9 @@
 #include <unistd.h>
 
 #include <ev.h>
+#include <openssl/mem.h>
 
+#include "accounts.h"
 #include "clients.h"
 #include "config.h"
 #include "dns.h"
@@ -72,12 +75,14 @@ static void
 usage(FILE *fp)
 {
 	fprintf(fp,
-	    "usage: mailproxy [-c FILE] [-t] [-T] [-V] [-h]\n"
+	    "usage: mailproxy [-c FILE] [-t] [-T] [-H] [-V] [-h]\n"
 	    "  -c FILE  configuration file (default %s)\n"
 	    "  -t       check the configuration and exit\n"
 	    "  -T       -t, then dial each upstream (TLS/STARTTLS, certificate,\n"
 	    "           AUTH if configured);\n"
 	    "           one line per service, exit 1 if any failed\n"
+	    "  -H       read a password on stdin, print a password_hash line\n"
+	    "           for an [account:NAME] section\n"
 	    "  -V       print version and TLS library, exit\n"
 	    "  -h       this help\n", CONFIG_DEFAULT_FILE);
 }
@@ -117,6 +122,48 @@ log_config_errors(const char *what, char *errors)
 }
 
 static int run_worker(int index, int slot);
+
+/*
+ * mailproxy -H: one password line from stdin (not echoed when it is a
+ * terminal), printed as an account's password_hash line (yescrypt).
+ */
+static int
+make_hash(void)
+{
+	char pw[1024], hash[512];
+	struct termios old, quiet;
+	bool tty = isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &old) == 0;
+	size_t len;
+	int rc = 1;
+
+	if (tty) {
+		fprintf(stderr, "Password: ");
+		quiet = old;
+		quiet.c_lflag &= ~(tcflag_t)ECHO;
+		tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+	}
+	if (fgets(pw, sizeof(pw), stdin) == NULL)
+		pw[0] = '\0';
+	if (tty) {
+		tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
+		fprintf(stderr, "\n");
+	}
+	len = strcspn(pw, "\r\n");
+	if (len == 0 || len == sizeof(pw) - 1)
+		fprintf(stderr, "mailproxy: a password of 1 to %zu bytes "
+		    "expected on stdin\n", sizeof(pw) - 2);
+	else {
+		pw[len] = '\0';
+		if (account_make_hash(pw, hash, sizeof(hash)) < 0)
+			fprintf(stderr, "mailproxy: crypt failed\n");
+		else {
+			printf("password_hash = %s\n", hash);
+			rc = 0;
+		}
+	}
+	OPENSSL_cleanse(pw, sizeof(pw));
+	return rc;
+}
 
 /* ---- a worker ------------------------------------------------------------ */
 
@@ -443,6 +490,9 @@ reload(struct worker *ws, int n)
 	tickets_use(cf->ticket_keys, cf->ticket_keys_len);
 	config_unref(running);
 	running = cf;
+	/* Before the old workers drain: they end the sessions of accounts
+	 * this configuration no longer has. */
+	accounts_publish(cf);
 	apply_logging(cf);
 	warn_insecure(cf);
 	sockset_log(bound, cf);
@@ -480,6 +530,7 @@ supervise(void)
 		fatalx("out of memory");
 	if (metrics_init(nslots) < 0 || listeners_init_shared(nslots) < 0 ||
 	    clients_init(nslots, running->max_connections) < 0 ||
+	    accounts_shared_init() < 0 ||
 	    sesscache_init(running->tls_session_cache) < 0)
 		fatal("shared memory");
 	/* Its size is known only now: the first contexts join it here (those
@@ -500,6 +551,7 @@ supervise(void)
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGCHLD);
 	sigprocmask(SIG_BLOCK, &set, &parent_mask);
+	accounts_publish(running);
 	log_info("event=supervisor-start pid=%ld workers=%d", (long)getpid(), n);
 	sockset_log(bound, running);
 	tickets_use(running->ticket_keys, running->ticket_keys_len);
@@ -556,7 +608,7 @@ main(int argc, char *argv[])
 	bool check_only = false, dial = false;
 	int ch;
 
-	while ((ch = getopt(argc, argv, "c:tTVh")) != -1) {
+	while ((ch = getopt(argc, argv, "c:tTHVh")) != -1) {
 		switch (ch) {
 		case 'c':
 			config_file = optarg;
@@ -567,6 +619,8 @@ main(int argc, char *argv[])
 		case 'T':
 			check_only = dial = true;
 			break;
+		case 'H':
+			return make_hash();
 		case 'V':
 			printf("mailproxy %s (TLS library: %s)\n",
 			    MAILPROXY_VERSION, tls_library());
