@@ -21,6 +21,7 @@
 #include <openssl/mem.h>
 
 #include "accounts.h"
+#include "blocks.h"
 #include "clients.h"
 #include "config.h"
 #include "dns.h"
@@ -243,8 +244,12 @@ signal_cb(EV_P_ ev_signal *w, int revents)
 	if (w->signum == SIGHUP)
 		log_info("event=reload-ignored: the supervisor reloads (send "
 		    "SIGHUP to it)");
-	else
+	else {
 		stop(EV_A_ w->signum != SIGQUIT);
+		/* A reload: the sessions of accounts it removed end now. */
+		if (w->signum == SIGQUIT)
+			sess_close_stale_accounts(EV_A);
+	}
 }
 
 /* ---- the supervisor -------------------------------------------------------- */
@@ -530,7 +535,7 @@ supervise(void)
 		fatalx("out of memory");
 	if (metrics_init(nslots) < 0 || listeners_init_shared(nslots) < 0 ||
 	    clients_init(nslots, running->max_connections) < 0 ||
-	    accounts_shared_init() < 0 ||
+	    accounts_shared_init() < 0 || blocks_init() < 0 ||
 	    sesscache_init(running->tls_session_cache) < 0)
 		fatal("shared memory");
 	/* Its size is known only now: the first contexts join it here (those

@@ -54,76 +54,20 @@ smtp_finish(struct negotiator *n, struct neg_out *out)
 	return NEG_RELAY;
 }
 
-/*
- * Queues "<prefix><base64 of raw>" for the upstream.  The encoded copy is
- * wiped: it holds the secret.
- */
-static void
-send_sasl(struct neg_out *out, const char *prefix, const void *raw,
-    size_t len)
-{
-	size_t plen = strlen(prefix), cap = plen + (len + 2) / 3 * 4 + 3;
-	char *line;
-	size_t n;
-
-	if ((line = malloc(cap)) == NULL)
-		return;		/* the upstream times out: fails closed */
-	memcpy(line, prefix, plen);
-	n = EVP_EncodeBlock((uint8_t *)line + plen, raw, len);
-	memcpy(line + plen + n, "\r\n", 2);
-	(void)buf_append(out->to_upstream, line, plen + n + 2);
-	OPENSSL_cleanse(line, cap);
-	free(line);
-}
-
 /* The first AUTH command; the SASL strings carry no CRLF (checked at load). */
 static enum neg_verdict
 send_auth(struct negotiator *n, struct neg_out *out)
 {
-	size_t ul = strlen(n->auth_user), sl = n->auth_secret_len;
-	size_t cap = ul + sl + 32;
-	char *raw;
-	int len = 0;
-
 	if (n->auth == AUTH_LOGIN) {
 		neg_send(n, out, "AUTH LOGIN");
 		n->state = SMTP_AUTH_LOGIN_USER;
 		return NEG_CONTINUE;
 	}
-	if ((raw = malloc(cap)) == NULL)
+	if (neg_send_sasl(n, out, n->auth == AUTH_PLAIN ? "AUTH PLAIN " :
+	    "AUTH XOAUTH2 ") < 0)
 		return neg_fail(n, R_OUT_OF_MEMORY, "building AUTH");
-	if (n->auth == AUTH_PLAIN)	/* RFC 4616: authzid NUL authcid NUL pw */
-		len = snprintf(raw, cap, "%c%s%c", 0, n->auth_user, 0);
-	else				/* Google/Microsoft XOAUTH2 */
-		len = snprintf(raw, cap, "user=%s\001auth=Bearer ", n->auth_user);
-	memcpy(raw + len, n->auth_secret, sl);
-	len += (int)sl;
-	if (n->auth == AUTH_XOAUTH2) {
-		memcpy(raw + len, "\001\001", 2);
-		len += 2;
-	}
-	send_sasl(out, n->auth == AUTH_PLAIN ? "AUTH PLAIN " :
-	    "AUTH XOAUTH2 ", raw, (size_t)len);
-	OPENSSL_cleanse(raw, cap);
-	free(raw);
 	n->state = SMTP_AUTH;
 	return NEG_CONTINUE;
-}
-
-/* XOAUTH2 explains a refusal in a 334 with base64 JSON: keep it for the log. */
-static void
-note_xoauth2_error(struct negotiator *n, const char *line, size_t len)
-{
-	uint8_t json[300];
-	size_t jl = 0, i;
-
-	if (len <= 4 || !EVP_DecodeBase64(json, &jl, sizeof(json) - 1,
-	    (const uint8_t *)line + 4, len - 4))
-		jl = 0;
-	for (i = 0; i < jl; i++)
-		if (json[i] < 0x20 || json[i] >= 0x7f || json[i] == '"')
-			json[i] = '\'';
-	snprintf(n->detail, sizeof(n->detail), "%.*s", (int)jl, (char *)json);
 }
 
 /* One keyword line of the post-TLS EHLO reply (auth mode). */
@@ -203,10 +147,12 @@ smtp_reply(struct negotiator *n, int code, bool starttls_seen,
 			return neg_fail_line(n, R_UPSTREAM_AUTH_REFUSED, line,
 			    len);
 		if (n->state == SMTP_AUTH_LOGIN_USER) {
-			send_sasl(out, "", n->auth_user, strlen(n->auth_user));
+			neg_send_base64(out, "", n->auth_user,
+			    strlen(n->auth_user));
 			n->state = SMTP_AUTH_LOGIN_PASS;
 		} else {
-			send_sasl(out, "", n->auth_secret, n->auth_secret_len);
+			neg_send_base64(out, "", n->auth_secret,
+			    n->auth_secret_len);
 			n->state = SMTP_AUTH;
 		}
 		return NEG_CONTINUE;
@@ -216,22 +162,14 @@ smtp_reply(struct negotiator *n, int code, bool starttls_seen,
 		if (code == 334 && n->auth == AUTH_XOAUTH2) {
 			/* The error is in the challenge; an empty answer
 			 * ends the exchange (with a 5xx). */
-			note_xoauth2_error(n, line, len);
+			neg_note_xoauth2_error(n, line + 4, len > 4 ? len - 4 : 0);
 			neg_send(n, out, "%s", "");
 			n->state = SMTP_AUTH_XOAUTH2_ERROR;
 			return NEG_CONTINUE;
 		}
 		return neg_fail_line(n, R_UPSTREAM_AUTH_REFUSED, line, len);
-	case SMTP_AUTH_XOAUTH2_ERROR: {
-		char why[200];
-		snprintf(why, sizeof(why), "%s", n->detail);
-		neg_fail_line(n, R_UPSTREAM_AUTH_REFUSED, line, len);
-		/* The server's refusal, then what the 334 said. */
-		if (why[0] != '\0')
-			snprintf(n->detail + strlen(n->detail),
-			    sizeof(n->detail) - strlen(n->detail), "; %s", why);
-		return NEG_FAIL;
-	}
+	case SMTP_AUTH_XOAUTH2_ERROR:
+		return neg_fail_auth(n, line, len);
 	case SMTP_TLS:
 	case SMTP_DONE:
 		return neg_fail_line(n, R_UPSTREAM_UNSOLICITED, line, len);
@@ -340,6 +278,14 @@ const struct neg_ops smtp_ops = {
 	.tls_ready = smtp_tls_ready,
 };
 
+/* The device's login (accounts) is driven by front.c, line by line; the
+ * dialogue object keeps its credentials and gives its replies. */
+const struct login_ops smtp_login_ops = {
+	.literals = false,
+	.max_line = SMTP_MAX_LINE,
+	.command = NULL,
+};
+
 /* What the proxy says to an SMTP client (see negotiate.h). */
 const struct proto_text smtp_text = {
 	.greeting = "220 %s ESMTP mailproxy ready",
@@ -359,4 +305,13 @@ const struct proto_text smtp_text = {
 		[TELL_LOCAL] = "421 4.3.0 mailproxy: temporary local problem, "
 		    "try again later",
 	},
+	.login_greeting = "220 %s ESMTP mailproxy ready",
+	.sasl_go_on = "334 ",
+	.auth_ok = "235 2.7.0 Authentication successful",
+	.auth_failed = "535 5.7.8 Authentication credentials invalid",
+	.auth_unavailable = "454 4.7.0 mailproxy: the server refused the login, "
+	    "try again later",
+	.auth_cancelled = "501 5.7.0 Authentication aborted",
+	.auth_syntax = "501 5.5.2 Invalid SASL PLAIN or LOGIN response",
+	.auth_blocked = "421 4.7.0 Too many authentication failures",
 };

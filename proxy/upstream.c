@@ -18,6 +18,7 @@
 #include <openssl/mem.h>
 #include <openssl/x509.h>
 
+#include "accounts.h"
 #include "dns.h"
 #include "proxyproto.h"
 #include "tls.h"
@@ -103,16 +104,46 @@ needs_negotiator(const struct service *svc)
 	    svc->upstream_auth != AUTH_NONE;
 }
 
-/* Hands the negotiator the secret of upstream_auth (wiped here after). */
+/*
+ * Hands the negotiator the credential it logs in upstream with (the secret
+ * is wiped here after): the service's (upstream_auth = plain, login,
+ * xoauth2), or, with accounts, the account's the client logged in as.
+ * Every way a credential is fetched is here.
+ */
 static int
 set_credentials(struct session *s, char *why, size_t whylen)
 {
+	const struct account *a = s->account;
 	char secret[SECRET_MAX + 1];
-	int n, rc = -1;
+	int n = -1, rc = -1, mech = s->svc->upstream_auth;
+	const char *user = s->svc->upstream_user;
 
-	if ((n = config_auth_secret(s->svc, secret, sizeof(secret), why,
-	    whylen)) >= 0 && (rc = neg_set_auth(s->neg, s->svc->upstream_auth,
-	    s->svc->upstream_user, secret, (size_t)n)) < 0)
+	if (a == NULL)
+		n = config_auth_secret(s->svc, secret, sizeof(secret), why,
+		    whylen);
+	else {
+		user = a->upstream_user;
+		switch (a->cred) {
+		case ACCT_PASSWORD:
+			mech = AUTH_PLAIN;
+			n = (int)a->upstream_password_len;
+			memcpy(secret, a->upstream_password, (size_t)n + 1);
+			break;
+		case ACCT_TOKEN_FILE:
+			mech = AUTH_XOAUTH2;
+			n = secret_read(a->upstream_token_file, secret,
+			    sizeof(secret), why, whylen);
+			break;
+		case ACCT_TOKEN_STORE:
+			/* The token module (shared token table filled by the
+			 * supervisor) is not part of this build yet. */
+			mech = AUTH_XOAUTH2;
+			snprintf(why, whylen, "oauth2_token_store: not wired yet");
+			break;
+		}
+	}
+	if (n >= 0 && (rc = neg_set_auth(s->neg, mech, user, secret,
+	    (size_t)n)) < 0)
 		snprintf(why, whylen, "out of memory");
 	OPENSSL_cleanse(secret, sizeof(secret));
 	return rc;
@@ -186,7 +217,8 @@ connect_done(EV_P_ struct session *s)
 		 * proxy already greeted a STARTTLS client itself. */
 		s->neg = neg_new(s->svc->protocol, s->svc->ehlo_name,
 		    s->svc->upstream_tls == TLS_MODE_STARTTLS,
-		    s->svc->client_tls != TLS_MODE_STARTTLS);
+		    s->svc->client_tls != TLS_MODE_STARTTLS &&
+		    s->svc->upstream_auth != AUTH_ACCOUNTS);
 		if (s->neg == NULL) {
 			fail_upstream(EV_A_ s, R_OUT_OF_MEMORY, NULL);
 			return;
@@ -263,7 +295,9 @@ fail_upstream(EV_P_ struct session *s, enum close_reason reason,
 		metrics_upstream_connect(s->metrics, false);
 	ep_close(EV_A_ &s->upstream);
 	buf_release(&s->u2c);	/* nothing but our error reaches the client */
-	if (msg != NULL)
+	if (s->account != NULL && !s->accepted)
+		login_unavailable(sess_login(s), &s->u2c);	/* its login */
+	else if (msg != NULL)
 		proto_say(&s->u2c, "%s", msg);
 	close_after_reply(EV_A_ s, LOG_LVL_WARN, reason, detail);
 }
@@ -306,7 +340,9 @@ apply_verdict(EV_P_ struct session *s, enum neg_verdict v, struct neg_out *out)
 		    (unsigned long long)s->id, s->svc->name);
 		if (s->svc->upstream_tls == TLS_MODE_STARTTLS)
 			metrics_starttls(s->metrics, 0);
-		if (s->svc->upstream_auth != AUTH_NONE)
+		if (s->account != NULL)
+			account_logged_in(EV_A_ s);
+		else if (s->svc->upstream_auth != AUTH_NONE)
 			start_front(EV_A_ s);
 		else
 			start_relay(EV_A_ s);
