@@ -31,7 +31,7 @@ OBJS := $(SRCS:%=$(BUILD)/%.o)
 UNIT := $(wildcard test/unit/test_*.c)
 
 FUZZ_NEG     := smtp pop3 imap
-FUZZ_OWN     := config proxyproto guard
+FUZZ_OWN     := config proxyproto guard login
 FUZZ_SECONDS ?= 60
 PROTO_smtp := PROTO_SMTP
 PROTO_pop3 := PROTO_POP3
