@@ -134,6 +134,16 @@ sockaddr_text(const struct sockaddr *sa, char *buf, size_t len)
 		snprintf(buf, len, "?");
 }
 
+size_t
+addr_key_hash(const uint8_t key[ADDR_KEYLEN])
+{
+	uint32_t h = 2166136261u;
+
+	for (int i = 0; i < ADDR_KEYLEN; i++)
+		h = (h ^ key[i]) * 16777619u;
+	return h;
+}
+
 const uint8_t *
 addr_key(const struct sockaddr_any *a, uint8_t key[ADDR_KEYLEN])
 {

@@ -39,6 +39,9 @@ int	addr_resolve(const char *host, const char *port, bool passive,
 const uint8_t *addr_key(const struct sockaddr_any *a,
 	    uint8_t key[ADDR_KEYLEN]);
 
+/* Where a key starts its probe in an open-addressing table (FNV-1a). */
+size_t	addr_key_hash(const uint8_t key[ADDR_KEYLEN]);
+
 /* Formats an address as "1.2.3.4:5" or "[::1]:5". */
 void	sockaddr_text(const struct sockaddr *sa, char *buf, size_t len);
 

@@ -68,16 +68,6 @@ lock(void)
 		pthread_mutex_consistent(&table->lock);
 }
 
-static size_t
-hash(const uint8_t key[ADDR_KEYLEN])
-{
-	uint32_t h = 2166136261u;
-
-	for (int i = 0; i < ADDR_KEYLEN; i++)
-		h = (h ^ key[i]) * 16777619u;
-	return h;
-}
-
 /*
  * The key's live entry, or (for writing) the entry to use: a free or
  * expired one on the probe path, else the one that expires first there.
@@ -86,7 +76,7 @@ static struct entry *
 find(const uint8_t key[ADDR_KEYLEN], int64_t now, bool for_writing)
 {
 	struct entry *spare = NULL;
-	size_t at = hash(key);
+	size_t at = addr_key_hash(key);
 
 	for (size_t i = 0; i < PROBES; i++) {
 		struct entry *e = &table->e[(at + i) & (NENTRIES - 1)];

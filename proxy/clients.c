@@ -72,16 +72,6 @@ clients_clear_slot(int slot)
 		__atomic_store_n(&t[i].count, 0, __ATOMIC_RELEASE);
 }
 
-static size_t
-hash(const uint8_t key[KEYLEN])
-{
-	uint32_t h = 2166136261u;
-
-	for (int i = 0; i < KEYLEN; i++)
-		h = (h ^ key[i]) * 16777619u;
-	return h;
-}
-
 /*
  * The key's entry in t.  For reading: NULL if absent (a tombstone is
  * absent).  For writing: the key's entry, else the first tombstone on its
@@ -94,7 +84,7 @@ find(struct entry *t, const uint8_t key[KEYLEN], bool for_reading)
 	static const uint8_t empty[KEYLEN];
 	struct entry *tomb = NULL;
 
-	for (size_t i = 0, at = hash(key); i < cap; i++, at++) {
+	for (size_t i = 0, at = addr_key_hash(key); i < cap; i++, at++) {
 		struct entry *e = &t[at & (cap - 1)];
 		uint32_t n = __atomic_load_n(&e->count, __ATOMIC_ACQUIRE);
 		if (memcmp(e->key, key, KEYLEN) == 0)

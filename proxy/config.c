@@ -347,8 +347,8 @@ validate_auth(struct parser *p, struct service *svc)
 		return;	/* accounts: accounts_validate() */
 	}
 	if (svc->protocol != PROTO_SMTP)
-		cfg_error(p, line, "[%s]: upstream_auth is for smtp services",
-		    svc->name);
+		cfg_error(p, line, "[%s]: upstream_auth is for smtp services "
+		    "(but accounts: smtp, imap and pop3)", svc->name);
 	if (svc->upstream_tls == TLS_MODE_NONE)
 		cfg_error(p, line, "[%s]: upstream_auth needs upstream_tls = "
 		    "starttls or implicit (credentials never cross the network "

@@ -118,8 +118,7 @@ account_auth(struct front *f, const char *args, size_t len,
 			return account_sasl(f, args + 6, len - 6, to_client);
 		proto_say(to_client, "334 VXNlcm5hbWU6");	/* "Username:" */
 	} else
-		proto_say(to_client, "504 5.5.4 Unrecognized authentication "
-		    "type");
+		proto_say(to_client, "%s", proto_text(PROTO_SMTP)->auth_mechanism);
 	return FRONT_CONTINUE;
 }
 

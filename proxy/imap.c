@@ -491,26 +491,6 @@ imap_login(struct login *l, const char *args, const char *end,
 	return v;
 }
 
-/* AUTHENTICATE PLAIN [initial-response] (RFC 4959: "=" is empty). */
-static enum login_verdict
-imap_authenticate(struct login *l, const char *args, size_t len,
-    struct buf *to_client)
-{
-	bool ir;
-	size_t ml = line_verb(args, len, &ir);
-
-	if (ml != 5 || strncasecmp(args, "PLAIN", 5) != 0) {
-		proto_say(to_client, "%.*s NO Unsupported authentication "
-		    "mechanism", (int)l->taglen, l->tag);
-		return login_error(l);
-	}
-	if (ir)
-		return login_sasl_plain(l, args + 6, len - 6, to_client);
-	l->sasl = true;
-	proto_say(to_client, "%s", l->text->sasl_go_on);
-	return LOGIN_CONTINUE;
-}
-
 static enum login_verdict
 imap_login_command(struct login *l, const char *line, size_t len,
     struct buf *to_client)
@@ -544,7 +524,7 @@ imap_login_command(struct login *l, const char *line, size_t len,
 	} else if (IS("LOGIN") && more)
 		return imap_login(l, cmd + vl + 1, line + len, to_client);
 	else if (IS("AUTHENTICATE") && more)
-		return imap_authenticate(l, cmd + vl + 1, cl - vl - 1, to_client);
+		return login_sasl_start(l, cmd + vl + 1, cl - vl - 1, to_client);
 	else {
 		proto_say(to_client, "%.*s BAD %s", (int)tl, line,
 		    IS("STARTTLS") ? "TLS is already active" :
@@ -589,6 +569,7 @@ const struct proto_text imap_text = {
 	.auth_unavailable = "%.*s NO [UNAVAILABLE] mailproxy: the server "
 	    "refused the login, try again later",
 	.auth_cancelled = "%.*s BAD Authentication cancelled",
+	.auth_mechanism = "%.*s NO Unsupported authentication mechanism",
 	.auth_syntax = "%.*s BAD Invalid SASL PLAIN response or credentials",
 	.auth_blocked = "* BYE Too many authentication failures",
 };

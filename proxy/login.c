@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/base64.h>
 #include <openssl/mem.h>
@@ -136,6 +137,25 @@ login_sasl_plain(struct login *l, const char *b64, size_t len,
 	    (size_t)(end - pw - 1), to_client);
 	OPENSSL_cleanse(msg, sizeof(msg));
 	return v;
+}
+
+enum login_verdict
+login_sasl_start(struct login *l, const char *args, size_t len,
+    struct buf *to_client)
+{
+	bool ir;
+	size_t ml = line_verb(args, len, &ir);
+
+	if (ml != 5 || strncasecmp(args, "PLAIN", 5) != 0) {
+		proto_say(to_client, l->text->auth_mechanism, (int)l->taglen,
+		    l->tag);
+		return login_error(l);
+	}
+	if (ir)
+		return login_sasl_plain(l, args + 6, len - 6, to_client);
+	l->sasl = true;
+	proto_say(to_client, "%s", l->text->sasl_go_on);
+	return LOGIN_CONTINUE;
 }
 
 enum login_verdict

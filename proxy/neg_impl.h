@@ -130,6 +130,11 @@ enum login_verdict login_credentials(struct login *l, const char *user,
 enum login_verdict login_sasl_plain(struct login *l, const char *b64,
 	    size_t len, struct buf *to_client);
 
+/* "PLAIN [initial-response]" (RFC 4959: "=" is empty): the response's
+ * credentials, or the continuation; another mechanism is refused. */
+enum login_verdict login_sasl_start(struct login *l, const char *args,
+	    size_t len, struct buf *to_client);
+
 /* Base64 into out (at most cap bytes); false if it is not base64. */
 bool	login_base64(const char *b64, size_t len, char *out, size_t cap,
 	    size_t *outlen);

@@ -66,6 +66,7 @@ struct proto_text {
 	const char	*auth_failed;		/* wrong name or password */
 	const char	*auth_unavailable;	/* the upstream said no: later */
 	const char	*auth_cancelled;	/* "*" as a SASL response */
+	const char	*auth_mechanism;	/* a mechanism not offered */
 	const char	*auth_syntax;		/* bad base64 or PLAIN message */
 	const char	*auth_blocked;		/* too many failures: goodbye */
 };

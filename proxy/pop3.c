@@ -205,22 +205,11 @@ static enum login_verdict
 pop3_auth(struct login *l, const char *args, size_t len, bool given,
     struct buf *to_client)
 {
-	bool ir;
-	size_t ml = line_verb(args, len, &ir);
-
 	if (!given) {
 		proto_say(to_client, "+OK\r\nPLAIN\r\n.");
 		return LOGIN_CONTINUE;
 	}
-	if (ml != 5 || strncasecmp(args, "PLAIN", 5) != 0) {
-		proto_say(to_client, "-ERR Unsupported authentication mechanism");
-		return login_error(l);
-	}
-	if (ir)
-		return login_sasl_plain(l, args + 6, len - 6, to_client);
-	l->sasl = true;
-	proto_say(to_client, "%s", l->text->sasl_go_on);
-	return LOGIN_CONTINUE;
+	return login_sasl_start(l, args, len, to_client);
 }
 
 static enum login_verdict
@@ -292,6 +281,7 @@ const struct proto_text pop3_text = {
 	.auth_unavailable = "-ERR [SYS/TEMP] mailproxy: the server refused the "
 	    "login, try again later",
 	.auth_cancelled = "-ERR Authentication cancelled",
+	.auth_mechanism = "-ERR Unsupported authentication mechanism",
 	.auth_syntax = "-ERR Invalid SASL PLAIN response or credentials",
 	.auth_blocked = "-ERR [AUTH] Too many authentication failures",
 };

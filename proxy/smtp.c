@@ -312,6 +312,7 @@ const struct proto_text smtp_text = {
 	.auth_unavailable = "454 4.7.0 mailproxy: the server refused the login, "
 	    "try again later",
 	.auth_cancelled = "501 5.7.0 Authentication aborted",
+	.auth_mechanism = "504 5.5.4 Unrecognized authentication type",
 	.auth_syntax = "501 5.5.2 Invalid SASL PLAIN or LOGIN response",
 	.auth_blocked = "421 4.7.0 Too many authentication failures",
 };
