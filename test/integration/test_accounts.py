@@ -500,3 +500,112 @@ def test_xoauth2_account_with_token_file(proxies, upstreams, certs, hashes, tmp_
     c.logout()
     assert seen == [b"user=crm@example.com\x01auth=Bearer " + token.encode() + b"\x01\x01"]
     assert token not in p.log()
+
+
+# ---- real Dovecot validating the account's OAuth2 token -------------------
+
+
+@pytest.fixture
+def oauth_dovecot(servers):
+    """A Dovecot of its own whose passdb is oauth2: every XOAUTH2 login is
+    checked by a token-introspection endpoint (a small http.server on
+    127.0.0.1, scripted here, as an identity provider would answer)."""
+    import http.server
+    import json
+    import shutil
+    import signal
+    import sys
+    import tempfile
+    import threading
+    from helpers import ROOT
+    sys.path.insert(0, os.path.join(ROOT, "test", "mailsys"))
+    import mailsys
+
+    state = {"valid": set(), "seen": []}
+
+    class Introspect(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+            token = dict(kv.split("=", 1) for kv in body.split("&") if "=" in kv).get(
+                "token", "")
+            state["seen"].append(token)
+            answer = ({"active": True, "username": "alice"} if token in state["valid"]
+                      else {"active": False})
+            data = json.dumps(answer).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Introspect)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    run = tempfile.mkdtemp(prefix="mpo.", dir="/tmp")
+    os.chmod(run, 0o755)
+    shutil.copytree(os.path.join(servers["run"], "pki"), os.path.join(run, "pki"))
+    maildir = os.path.join(run, "mail", "alice", "Maildir")
+    for sub in ("new", "cur", "tmp"):
+        os.makedirs(os.path.join(maildir, sub))
+    with open(os.path.join(maildir, "new", "1.oauth.mail.test"), "wb") as f:
+        f.write(mailsys.SEED)
+    subprocess.run(["chown", "-R", "5000:5000", os.path.join(run, "mail")], check=True)
+    os.makedirs(os.path.join(run, "log"))
+    names = ["imap_starttls", "imaps", "imap_haproxy", "pop3_starttls", "pop3s"]
+    ports = dict(zip(names, mailsys.free_ports(len(names))))
+    conf = mailsys.dovecot_conf(run, "oauth", ports, True)
+    conf = re.sub(r"passdb \{.*?\n\}\n", "passdb {\n  driver = oauth2\n  mechanisms = "
+                  "xoauth2 oauthbearer\n  args = %s/oauth2.conf.ext\n}\n" % run, conf,
+                  flags=re.S)
+    conf = conf.replace("auth_mechanisms = plain login",
+                        "auth_mechanisms = xoauth2 oauthbearer")
+    conf += "protocol lmtp {\n}\n"
+    with open(os.path.join(run, "oauth2.conf.ext"), "w") as f:
+        f.write("introspection_mode = post\nintrospection_url = http://127.0.0.1:%d/"
+                "introspect\nforce_introspection = yes\nusername_attribute = username\n"
+                "active_attribute = active\nactive_value = true\n"
+                % httpd.server_address[1])
+    path = os.path.join(run, "dovecot.conf")
+    with open(path, "w") as f:
+        f.write(conf)
+    os.makedirs(os.path.join(run, "oauth", "state"))
+    subprocess.run(["doveconf", "-c", path, "-n"], check=True, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(["dovecot", "-F", "-c", path], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        mailsys.wait_ports([ports["imaps"]])
+        yield {"port": ports["imaps"], "state": state, "run": run}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+        httpd.shutdown()
+        shutil.rmtree(run, ignore_errors=True)
+
+
+def test_xoauth2_account_checked_by_real_dovecot(proxies, oauth_dovecot, certs, hashes,
+                                                 tmp_path):
+    token = "ya29.real-" + uuid.uuid4().hex
+    oauth_dovecot["state"]["valid"].add(token)
+    tok = private_file(tmp_path, "token", token + "\n")
+    p = proxies("log_level = debug\n"
+                + svc("imaps", "imap", oauth_dovecot["port"], "implicit", certs)
+                + account("crm", hashes["alice"], token_file=tok, user="alice"))
+    c = imaplib.IMAP4_SSL("127.0.0.1", p.port("imaps"), ssl_context=ctx(certs))
+    assert c.login("crm", LOCAL)[0] == "OK"
+    assert c.select("INBOX")[0] == "OK"
+    typ, data = c.fetch("1", "(RFC822)")
+    assert typ == "OK" and b"The first message in the box." in data[0][1]
+    c.logout()
+    assert oauth_dovecot["state"]["seen"] == [token]
+    # The token file is read for every session: a token the provider no
+    # longer takes is refused by Dovecot, and the client hears "later".
+    private_file(tmp_path, "token", "ya29.revoked\n")
+    c = imaplib.IMAP4_SSL("127.0.0.1", p.port("imaps"), ssl_context=ctx(certs))
+    with pytest.raises(imaplib.IMAP4.error) as e:
+        c.login("crm", LOCAL)
+    assert "[UNAVAILABLE]" in str(e.value)
+    assert oauth_dovecot["state"]["seen"] == [token, "ya29.revoked"]
+    p.wait_log(r"event=upstream-failed reason=upstream-auth-refused")
+    assert token not in p.log() and "ya29.revoked" not in p.log()
