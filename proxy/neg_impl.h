@@ -47,6 +47,8 @@ struct negotiator {
 	 * as the reply they come from, so that none is ever dropped */
 	char			 caps[NEG_MAX_REPLY + 1];
 	int			 auth;		/* enum upstream_auth */
+	bool			 auth_either;	/* a password: PLAIN or LOGIN,
+						   whichever the server offers */
 	char			*auth_user;
 	char			*auth_secret;	/* wiped by neg_free() */
 	size_t			 auth_secret_len;

@@ -58,6 +58,10 @@ neg_set_auth(struct negotiator *n, int mech, const char *user,
 	n->auth_secret[len] = '\0';
 	n->auth_secret_len = len;
 	n->auth = mech;
+	if (mech == AUTH_ACCOUNTS) {	/* an account's password */
+		n->auth = AUTH_PLAIN;
+		n->auth_either = true;
+	}
 	return 0;
 }
 

@@ -97,7 +97,9 @@ void	neg_free(struct negotiator *n);
  * upstream_auth (SMTP): once TLS is up the negotiator sends EHLO and logs
  * in as user with mech (enum upstream_auth); secret is the password or the
  * OAuth2 token, copied here and wiped by neg_free().  Call before the first
- * neg_feed().  Returns -1 when out of memory.
+ * neg_feed().  Returns -1 when out of memory.  An account's login (IMAP,
+ * POP3, SMTP): mech AUTH_XOAUTH2 for a token, AUTH_ACCOUNTS for a password
+ * (SMTP: AUTH PLAIN, or AUTH LOGIN when only that is offered).
  */
 int	neg_set_auth(struct negotiator *n, int mech, const char *user,
 	    const char *secret, size_t len);

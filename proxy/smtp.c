@@ -81,6 +81,11 @@ note_keyword(struct negotiator *n, const char *kw, size_t len)
 		if (line_has_word(kw + 5, len > 5 ? len - 5 : 0,
 		    mech_names[n->auth]))
 			n->keyword_seen = true;
+		else if (n->auth_either && !n->keyword_seen &&
+		    line_has_word(kw + 5, len > 5 ? len - 5 : 0, "LOGIN")) {
+			n->auth = AUTH_LOGIN;	/* smtp.office365.com */
+			n->keyword_seen = true;
+		}
 		return;		/* the device never sees AUTH */
 	}
 	if (line_starts_with_word(kw, len, "STARTTLS"))

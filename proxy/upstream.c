@@ -125,7 +125,7 @@ set_credentials(struct session *s, char *why, size_t whylen)
 		user = a->upstream_user;
 		switch (a->cred) {
 		case ACCT_PASSWORD:
-			mech = AUTH_PLAIN;
+			mech = AUTH_ACCOUNTS;	/* a password, see neg_set_auth() */
 			n = (int)a->upstream_password_len;
 			memcpy(secret, a->upstream_password, (size_t)n + 1);
 			break;

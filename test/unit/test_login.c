@@ -429,6 +429,29 @@ test_upstream_login(void)
 	    NEG_CONTINUE && strcmp(s, "\r\n") == 0);
 	CHECK(up(n, "-ERR no\r\n", &u, s, sizeof(s)) == NEG_FAIL);
 	neg_free(n);
+
+	/* SMTP, an account's password: PLAIN, or LOGIN when only that is
+	 * offered (as smtp.office365.com does). */
+	n = upstream_login(PROTO_SMTP, AUTH_ACCOUNTS, "pw");
+	CHECK(up(n, "220 hi\r\n", &u, s, sizeof(s)) == NEG_CONTINUE &&
+	    strcmp(s, "EHLO gw.test\r\n") == 0);
+	CHECK(up(n, "250-mx\r\n250-AUTH LOGIN XOAUTH2\r\n250 SIZE 1\r\n", &u, s,
+	    sizeof(s)) == NEG_CONTINUE && strcmp(s, "AUTH LOGIN\r\n") == 0);
+	neg_free(n);
+	n = upstream_login(PROTO_SMTP, AUTH_ACCOUNTS, "pw");
+	up(n, "220 hi\r\n", &u, s, sizeof(s));
+	CHECK(up(n, "250-mx\r\n250-AUTH LOGIN PLAIN\r\n250 SIZE 1\r\n", &u, s,
+	    sizeof(s)) == NEG_CONTINUE && strcmp(s, "AUTH PLAIN " AP "\r\n") == 0);
+	neg_free(n);
+	n = upstream_login(PROTO_SMTP, AUTH_ACCOUNTS, "pw");
+	up(n, "220 hi\r\n", &u, s, sizeof(s));
+	CHECK(up(n, "250-mx\r\n250 AUTH XOAUTH2\r\n", &u, s, sizeof(s)) == NEG_FAIL);
+	neg_free(n);
+	n = upstream_login(PROTO_IMAP, AUTH_ACCOUNTS, "pw");
+	up(n, "* OK hi\r\n", &u, s, sizeof(s));
+	CHECK(up(n, "* CAPABILITY IMAP4rev1\r\nmp1 OK\r\n", &u, s, sizeof(s)) ==
+	    NEG_CONTINUE && strcmp(s, "mp2 LOGIN \"alice\" \"pw\"\r\n") == 0);
+	neg_free(n);
 	buf_release(&u);
 }
 
