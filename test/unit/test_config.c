@@ -642,6 +642,26 @@ test_accounts(void)
 		CHECK(accounts_find(cf, "CRM") == NULL);
 		CHECK(cf->accounts[0].fingerprint != cf->accounts[1].fingerprint);
 	}
+	/* What old workers learn after a reload: which accounts still are. */
+	if (cf != NULL) {
+		struct config *next;
+		uint64_t fp0 = cf->accounts[0].fingerprint;
+		uint64_t fp1 = cf->accounts[1].fingerprint;
+		snprintf(text, sizeof(text), ACCT_SVC "[account:crm]\npassword_hash = "
+		    "%s\nupstream_user = crm.example.com\nupstream_token_file = %s\n",
+		    "$6$saltsalt$pn.eNCAqRIao3pxsOGdjVa9wVR7Rb/3WnbxOluoQKVZPzLuyetx3yF6VIZDfQnn/arrFVfrq3BqRb9gLqhI5z0",
+		    tok);
+		CHECK(accounts_current(fp0));		/* no table: all are */
+		CHECK(accounts_shared_init() == 0);
+		accounts_publish(cf);
+		CHECK(accounts_current(fp0) && accounts_current(fp1));
+		if ((next = expect_ok(text)) != NULL) {
+			accounts_publish(next);
+			CHECK(!accounts_current(fp0));	/* removed */
+			CHECK(accounts_current(fp1));	/* the same account */
+		}
+		config_unref(next);
+	}
 	config_unref(cf);
 
 	struct { const char *tail; const char *msg; } bad[] = {
