@@ -13,7 +13,7 @@ WARN   := -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes \
 CFLAGS ?= -O2 -g
 ALL_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) -fno-strict-aliasing -MMD -MP \
           -isystem $(BSSL_INC) $(SANITIZE) $(CFLAGS)
-LDLIBS := -L$(BSSL_LIB) -Wl,-rpath,$(BSSL_LIB) -lssl -lcrypto -lev -linih -lcares -ljansson
+LDLIBS := -L$(BSSL_LIB) -Wl,-rpath,$(BSSL_LIB) -lssl -lcrypto -lev -linih -lcares -ljansson -lcrypt -pthread
 LDFLAGS += $(SANITIZE)
 
 # Debian packages the build and the tests need (make deps installs them).
@@ -26,14 +26,14 @@ DEPS_TEST  := python3 python3-pytest openssl curl swaks libnet-ssleay-perl hapro
 # system services: see test/deps.sh).
 DEPS_MAIL  := postfix dovecot-imapd dovecot-pop3d dovecot-lmtpd
 
-SRCS := log buffer cidr addr secret reason clients config config_keys watch resolve https tokenstore oauth2 oauth2_device dns tickets sesscache tls endpoint listener session client upstream relay line negotiate smtp pop3 imap front guard probe proxyproto metrics
+SRCS := log buffer cidr addr secret reason clients blocks accounts pwcheck config config_keys watch resolve https tokenstore oauth2 oauth2_device dns tickets sesscache tls endpoint listener session client upstream relay line negotiate login smtp pop3 imap front guard probe proxyproto metrics
 OBJS := $(SRCS:%=$(BUILD)/%.o)
 UNIT := $(wildcard test/unit/test_*.c)
 # The runner and the peers the suites share.
 UNIT_LIB := test/unit/main.c test/unit/dnsstub.c
 
 FUZZ_NEG     := smtp pop3 imap
-FUZZ_OWN     := config proxyproto guard https
+FUZZ_OWN     := config proxyproto guard https login
 FUZZ_SECONDS ?= 60
 PROTO_smtp := PROTO_SMTP
 PROTO_pop3 := PROTO_POP3

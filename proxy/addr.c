@@ -133,3 +133,26 @@ sockaddr_text(const struct sockaddr *sa, char *buf, size_t len)
 	} else
 		snprintf(buf, len, "?");
 }
+
+size_t
+addr_key_hash(const uint8_t key[ADDR_KEYLEN])
+{
+	uint32_t h = 2166136261u;
+
+	for (int i = 0; i < ADDR_KEYLEN; i++)
+		h = (h ^ key[i]) * 16777619u;
+	return h;
+}
+
+const uint8_t *
+addr_key(const struct sockaddr_any *a, uint8_t key[ADDR_KEYLEN])
+{
+	memset(key, 0, ADDR_KEYLEN);
+	key[0] = (uint8_t)a->ss.ss_family;
+	if (a->ss.ss_family == AF_INET)
+		memcpy(key + 1, &((const struct sockaddr_in *)&a->ss)->sin_addr, 4);
+	else if (a->ss.ss_family == AF_INET6)
+		memcpy(key + 1, &((const struct sockaddr_in6 *)&a->ss)->sin6_addr,
+		    16);
+	return key;
+}

@@ -7,6 +7,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 struct sockaddr_any {
@@ -31,6 +32,15 @@ bool	addr_port_is_zero(const struct sockaddr_any *a);
  */
 int	addr_resolve(const char *host, const char *port, bool passive,
 	    bool numeric, struct sockaddr_any **out, const char **why);
+
+/* A host as a fixed-size key (family, then the address bytes; the port
+ * is not part of it): what the shared per-client tables are keyed by. */
+#define ADDR_KEYLEN	17
+const uint8_t *addr_key(const struct sockaddr_any *a,
+	    uint8_t key[ADDR_KEYLEN]);
+
+/* Where a key starts its probe in an open-addressing table (FNV-1a). */
+size_t	addr_key_hash(const uint8_t key[ADDR_KEYLEN]);
 
 /* Formats an address as "1.2.3.4:5" or "[::1]:5". */
 void	sockaddr_text(const struct sockaddr *sa, char *buf, size_t len);

@@ -1,8 +1,9 @@
 /*
  * client: the client's side of a session before the relay: the PROXY
  * header (exactly, by peeking), the STARTTLS dialogue the proxy answers
- * itself (client_tls = starttls) and, with upstream_auth, the device's
- * commands up to MAIL.
+ * itself (client_tls = starttls), the client's login to the proxy
+ * (upstream_auth = accounts) with its password checked off the loop, and,
+ * with upstream_auth, the device's commands up to MAIL.
  */
 #include "sess_impl.h"
 
@@ -15,7 +16,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "accounts.h"
+#include "blocks.h"
 #include "listener.h"
+#include "pwcheck.h"
 #include "proxyproto.h"
 #include "tls.h"
 
@@ -232,16 +236,214 @@ start_front(EV_P_ struct session *s)
 	set_deadline(EV_A_ s, s->svc->timeouts.negotiation);
 }
 
+/* What a session's log lines may say of a login name: printable, no
+ * blanks or quotes (fail2ban matches "user=NAME"), at most 64 bytes. */
+static void
+clean_name(const char *name, char *out, size_t cap)
+{
+	size_t i;
+
+	for (i = 0; name[i] != '\0' && i + 1 < cap && i < 64; i++)
+		out[i] = name[i] > 0x20 && name[i] < 0x7f && name[i] != '"' &&
+		    name[i] != '=' ? name[i] : '?';
+	out[i] = '\0';
+}
+
+struct login *
+sess_login(const struct session *s)
+{
+	return s->login != NULL ? s->login : s->front != NULL ?
+	    front_login(s->front) : NULL;
+}
+
+/* accounts: the proxy greets (implicit TLS; after STARTTLS it did) and
+ * answers the client's login itself. */
+static void
+start_login(EV_P_ struct session *s)
+{
+	const struct service *svc = s->svc;
+
+	if (svc->protocol == PROTO_SMTP) {
+		s->front = front_new_accounts(svc->ehlo_name, true);
+		s->state = SESS_FRONT;
+	} else {
+		s->login = login_new(svc->protocol, svc->ehlo_name);
+		s->state = SESS_LOGIN;
+	}
+	if (sess_login(s) == NULL) {
+		close_now(s, LOG_LVL_WARN, R_OUT_OF_MEMORY, NULL);
+		return;
+	}
+	if (!s->client_starttls)
+		proto_say(&s->u2c, proto_text(svc->protocol)->login_greeting,
+		    svc->ehlo_name);
+	set_deadline(EV_A_ s, svc->timeouts.negotiation);
+}
+
+void
+client_ready(EV_P_ struct session *s)
+{
+	if (s->svc->upstream_auth == AUTH_ACCOUNTS)
+		start_login(EV_A_ s);
+	else
+		start_connect(EV_A_ s);
+}
+
+/* The password check is over (on the loop again). */
+static void
+checked(EV_P_ void *arg, bool ok)
+{
+	struct session *s = arg;
+	struct login *l = sess_login(s);
+	struct logline ll;
+	enum login_verdict v;
+	char name[72], host[64];
+	bool blocked;
+
+	s->check = NULL;
+	if (s->state != SESS_LOGIN_CHECK || s->closing)
+		return;		/* timed out meanwhile: already answered */
+	clean_name(login_user(l), name, sizeof(name));
+	metrics_login(s->metrics, ok);
+	if (ok) {
+		s->account = s->checking;
+		log_info("sess=%llu svc=%s event=login client=%s user=%s",
+		    (unsigned long long)s->id, s->svc->name, s->peer, name);
+		/* What the client sent after its login is for the upstream,
+		 * once logged in there: c2u carries the dialogue until then. */
+		if (!buf_empty(&s->c2u)) {
+			size_t len;
+			const char *p = buf_peek(&s->c2u, &len);
+			(void)buf_append(&s->held, p, len);	/* same capacity */
+			buf_release(&s->c2u);
+		}
+		start_connect(EV_A_ s);
+		sess_run(EV_A_ s);
+		return;
+	}
+	sockaddr_host((const struct sockaddr *)&s->peer_addr.ss, host,
+	    sizeof(host));
+	logline_init(&ll);
+	logline_num(&ll, "sess", s->id);
+	logline_str(&ll, "svc", s->svc->name);
+	logline_str(&ll, "event", "auth-failed");
+	logline_str(&ll, "client", host);
+	logline_str(&ll, "user", name);
+	logline_emit(&ll, LOG_LVL_INFO);
+	blocked = blocks_fail(&s->peer_addr, s->svc->auth_failures_max,
+	    s->svc->auth_block_time);
+	v = login_refused(l, &s->u2c);
+	if (blocked) {
+		if (v != LOGIN_FAIL)
+			login_blocked(l, &s->u2c);
+		log_info("sess=%llu svc=%s event=auth-blocked client=%s "
+		    "seconds=%d", (unsigned long long)s->id, s->svc->name, host,
+		    s->svc->auth_block_time);
+		close_after_reply(EV_A_ s, LOG_LVL_INFO, R_AUTH_BLOCKED, NULL);
+	} else if (v == LOGIN_FAIL)
+		close_after_reply(EV_A_ s, LOG_LVL_INFO, login_reason(l), NULL);
+	else
+		s->state = s->login != NULL ? SESS_LOGIN : SESS_FRONT;
+	sess_run(EV_A_ s);
+}
+
 /*
- * The proxy answers the device (EHLO without AUTH, its AUTH accepted)
- * until MAIL; the MAIL line and what follows it stay in c2u for the relay.
- * The upstream is not read meanwhile: what it says waits in its socket.
+ * A complete login: its password goes to a checking thread (an unknown
+ * name is checked against another account's hash, so that it costs the
+ * same and answers the same); the client waits meanwhile.
+ */
+static void
+begin_check(EV_P_ struct session *s)
+{
+	struct login *l = sess_login(s);
+	const struct account *a = accounts_find(s->cf, login_user(l));
+	const char *pw;
+	size_t len;
+
+	/* An old worker after a reload: its accounts may be gone. */
+	if (a != NULL && !accounts_current(a->fingerprint))
+		a = NULL;
+	pw = login_password(l, &len);
+	s->checking = a;
+	s->check = pwcheck_start(EV_A_ a != NULL ? a->password_hash :
+	    s->cf->accounts[0].password_hash, pw, len, a == NULL, checked, s);
+	login_forget(l);
+	if (s->check == NULL) {
+		buf_release(&s->u2c);
+		proto_say(&s->u2c, "%s", proto_text(s->svc->protocol)->
+		    told[TELL_LOCAL]);
+		close_after_reply(EV_A_ s, LOG_LVL_WARN, R_OUT_OF_MEMORY,
+		    "cannot check the password");
+		return;
+	}
+	s->state = SESS_LOGIN_CHECK;
+}
+
+void
+account_logged_in(EV_P_ struct session *s)
+{
+	size_t len;
+	const char *p;
+	char name[72];
+
+	clean_name(s->account->name, name, sizeof(name));
+	log_info("sess=%llu svc=%s event=upstream-auth-ok account=%s "
+	    "upstream_user=%s", (unsigned long long)s->id, s->svc->name, name,
+	    s->account->upstream_user);
+	s->accepted = true;
+	login_accepted(sess_login(s), s->svc->protocol == PROTO_IMAP ?
+	    neg_caps(s->neg) : NULL, &s->u2c);
+	/* The upstream dialogue is over (c2u sent): the client's own bytes. */
+	if ((p = buf_peek(&s->held, &len)) != NULL) {
+		(void)buf_append(&s->c2u, p, len);
+		buf_release(&s->held);
+	}
+	if (s->front != NULL) {
+		if (front_set_caps(s->front, neg_caps(s->neg)) < 0) {
+			close_now(s, LOG_LVL_WARN, R_OUT_OF_MEMORY, NULL);
+			return;
+		}
+		s->state = SESS_FRONT;
+		set_deadline(EV_A_ s, s->svc->timeouts.negotiation);
+	} else
+		start_relay(EV_A_ s);
+}
+
+/* One feed of the dialogue the state holds, as a login verdict
+ * (FRONT_RELAY: start the relay here). */
+static enum login_verdict
+feed(EV_P_ struct session *s, const char *p, size_t len, size_t *consumed)
+{
+	if (s->state == SESS_LOGIN)
+		return login_feed(s->login, p, len, consumed, &s->u2c);
+	switch (front_feed(s->front, p, len, consumed, &s->u2c)) {
+	case FRONT_CONTINUE:
+		return LOGIN_CONTINUE;
+	case FRONT_CHECK:
+		return LOGIN_CHECK;
+	case FRONT_RELAY:
+		start_relay(EV_A_ s);
+		return LOGIN_CONTINUE;
+	case FRONT_CLOSE:
+		return LOGIN_CLOSE;
+	case FRONT_FAIL:
+		break;
+	}
+	return LOGIN_FAIL;
+}
+
+/*
+ * The proxy answers the client itself: its login (LOGIN; FRONT with
+ * accounts) and, with upstream_auth, the device's commands until MAIL,
+ * whose line and what follows stay in c2u for the relay.  The upstream is
+ * not read meanwhile: what it says waits in its socket.
  */
 void
-front_dialogue(EV_P_ struct session *s)
+client_dialogue(EV_P_ struct session *s)
 {
+	enum sess_state state = s->state;
 	enum ep_status st = EP_OK;
-	enum front_verdict v;
+	enum login_verdict v;
 	size_t len, consumed;
 	const char *p;
 
@@ -259,27 +461,31 @@ front_dialogue(EV_P_ struct session *s)
 		    EP_AGAIN;
 		consumed = 0;
 		if ((p = buf_peek(&s->c2u, &len)) != NULL) {
-			v = front_feed(s->front, p, len, &consumed, &s->u2c);
+			v = feed(EV_A_ s, p, len, &consumed);
 			buf_consume(&s->c2u, consumed);
+			if (s->state != state)
+				return;		/* the relay started */
 			switch (v) {
-			case FRONT_CONTINUE:
+			case LOGIN_CONTINUE:
 				break;
-			case FRONT_RELAY:
-				start_relay(EV_A_ s);
+			case LOGIN_CHECK:
+				begin_check(EV_A_ s);
 				return;
-			case FRONT_CLOSE:
+			case LOGIN_CLOSE:
 				close_after_reply(EV_A_ s, LOG_LVL_INFO, R_CLIENT_QUIT,
 				    NULL);
 				return;
-			case FRONT_FAIL:
+			case LOGIN_FAIL:
 				close_after_reply(EV_A_ s, LOG_LVL_INFO,
+				    s->login != NULL ? login_reason(s->login) :
 				    front_reason(s->front), NULL);
 				return;
 			}
 		}
 		if (st == EP_EOF || st == EP_ERROR) {
 			close_now(s, LOG_LVL_INFO, st == EP_EOF ? R_CLIENT_CLOSED :
-			    R_CLIENT_ERROR, "before MAIL");
+			    R_CLIENT_ERROR, state == SESS_LOGIN ? "before the login" :
+			    "before MAIL");
 			return;
 		}
 		if (st == EP_AGAIN && consumed == 0)

@@ -15,7 +15,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#define KEYLEN	17	/* family + 16 address bytes */
+#define KEYLEN	ADDR_KEYLEN
 
 struct entry {
 	uint8_t		 key[KEYLEN];
@@ -72,29 +72,6 @@ clients_clear_slot(int slot)
 		__atomic_store_n(&t[i].count, 0, __ATOMIC_RELEASE);
 }
 
-static const uint8_t *
-make_key(const struct sockaddr_any *a, uint8_t key[KEYLEN])
-{
-	memset(key, 0, KEYLEN);
-	key[0] = (uint8_t)a->ss.ss_family;
-	if (a->ss.ss_family == AF_INET)
-		memcpy(key + 1, &((const struct sockaddr_in *)&a->ss)->sin_addr, 4);
-	else if (a->ss.ss_family == AF_INET6)
-		memcpy(key + 1, &((const struct sockaddr_in6 *)&a->ss)->sin6_addr,
-		    16);
-	return key;
-}
-
-static size_t
-hash(const uint8_t key[KEYLEN])
-{
-	uint32_t h = 2166136261u;
-
-	for (int i = 0; i < KEYLEN; i++)
-		h = (h ^ key[i]) * 16777619u;
-	return h;
-}
-
 /*
  * The key's entry in t.  For reading: NULL if absent (a tombstone is
  * absent).  For writing: the key's entry, else the first tombstone on its
@@ -107,7 +84,7 @@ find(struct entry *t, const uint8_t key[KEYLEN], bool for_reading)
 	static const uint8_t empty[KEYLEN];
 	struct entry *tomb = NULL;
 
-	for (size_t i = 0, at = hash(key); i < cap; i++, at++) {
+	for (size_t i = 0, at = addr_key_hash(key); i < cap; i++, at++) {
 		struct entry *e = &t[at & (cap - 1)];
 		uint32_t n = __atomic_load_n(&e->count, __ATOMIC_ACQUIRE);
 		if (memcmp(e->key, key, KEYLEN) == 0)
@@ -156,7 +133,7 @@ clients_count(const struct sockaddr_any *addr)
 	uint8_t key[KEYLEN];
 	unsigned total = 0;
 
-	make_key(addr, key);
+	addr_key(addr, key);
 	for (int s = 0; s < nslots; s++) {
 		struct entry *e = find(table(s), key, true);
 		if (e != NULL)
@@ -169,7 +146,7 @@ bool
 clients_add(const struct sockaddr_any *addr)
 {
 	uint8_t key[KEYLEN];
-	struct entry *e = find(mine, make_key(addr, key), false);
+	struct entry *e = find(mine, addr_key(addr, key), false);
 
 	if (e == NULL)
 		return false;
@@ -188,7 +165,7 @@ void
 clients_remove(const struct sockaddr_any *addr)
 {
 	uint8_t key[KEYLEN];
-	struct entry *e = find(mine, make_key(addr, key), true);
+	struct entry *e = find(mine, addr_key(addr, key), true);
 
 	if (e == NULL ||
 	    __atomic_sub_fetch(&e->count, 1, __ATOMIC_RELEASE) != 0)

@@ -105,12 +105,17 @@ on_key(void *user, const char *section, const char *name,
 	const struct key_def *k = NULL;
 	int *seen;
 	size_t i;
-	void *field;
+	void *field = NULL;
 
-	p->svc = service_for(p, section);
 	p->key = name;
-	if (p->svc == NULL && *section != '\0' &&
-	    strcasecmp(section, "global") != 0)
+	p->acct = NULL;
+	if (strncmp(section, ACCOUNT_PREFIX, strlen(ACCOUNT_PREFIX)) == 0) {
+		p->svc = NULL;
+		if ((p->acct = account_for(p, section +
+		    strlen(ACCOUNT_PREFIX))) == NULL)
+			return 1;	/* reported */
+	} else if ((p->svc = service_for(p, section)) == NULL &&
+	    *section != '\0' && strcasecmp(section, "global") != 0)
 		return 1;	/* out of memory, reported */
 	for (i = 0; i < K_COUNT; i++)
 		if (strcmp(config_keys[i].name, name) == 0) {
@@ -121,25 +126,36 @@ on_key(void *user, const char *section, const char *name,
 		cfg_error(p, p->line, "unknown key \"%s\"", name);
 		return 1;
 	}
-	if (p->svc == NULL && !(k->scope & SCOPE_GLOBAL)) {
+	if (p->acct != NULL) {
+		if ((field = account_field(p->acct, (enum config_key)i)) == NULL) {
+			cfg_error(p, p->line, "%s cannot be set in an "
+			    "[account:NAME] section", name);
+			return 1;
+		}
+	} else if (k->scope == SCOPE_ACCOUNT) {
+		cfg_error(p, p->line, "%s belongs in an [account:NAME] section",
+		    name);
+		return 1;
+	} else if (p->svc == NULL && !(k->scope & SCOPE_GLOBAL)) {
 		cfg_error(p, p->line, "%s belongs in a service section, not "
 		    "in the global part", name);
 		return 1;
-	}
-	if (p->svc != NULL && !(k->scope & SCOPE_SERVICE)) {
+	} else if (p->svc != NULL && !(k->scope & SCOPE_SERVICE)) {
 		cfg_error(p, p->line, "%s is a global key; it cannot be set in "
 		    "[%s]", name, p->svc->name);
 		return 1;
 	}
-	seen = p->svc != NULL ? p->svc->seen : p->cf->seen;
+	seen = p->acct != NULL ? p->acct->seen : p->svc != NULL ?
+	    p->svc->seen : p->cf->seen;
 	if (seen[i] != 0 && !k->repeatable) {
 		cfg_error(p, p->line, "%s is given twice (first at line %d)",
 		    name, seen[i]);
 		return 1;
 	}
 	seen[i] = p->line;
-	field = p->svc != NULL ? (char *)p->svc + k->service_off :
-	    (char *)p->cf + k->global_off;
+	if (p->acct == NULL)
+		field = p->svc != NULL ? (char *)p->svc + k->service_off :
+		    (char *)p->cf + k->global_off;
 	k->set(p, field, value);
 	return 1;	/* errors are collected, parsing goes on */
 }
@@ -289,7 +305,7 @@ covers_everyone(const struct cidr *list, size_t n)
  * Can user (uid, primary gid gid) read path by its mode bits?  The loader
  * runs as root; files the workers read later must be theirs to read.
  */
-static bool
+bool
 readable_by(const char *path, const char *user, uid_t uid, gid_t gid)
 {
 	gid_t groups[64];
@@ -323,24 +339,24 @@ static const int oauth2_keys[] = { K_OAUTH2_PROVIDER, K_OAUTH2_CLIENT_ID,
 /*
  * A token store: the proxy refreshes its tokens itself, so it needs a
  * client id and endpoints (a preset's or given), and a directory where the
- * store can be replaced atomically.
+ * store can be replaced atomically.  what names the section in messages;
+ * proto is the service's protocol, or -1 for an account (any protocol).
  */
-static void
-validate_oauth2(struct parser *p, struct service *svc)
+void
+validate_oauth2(struct parser *p, struct oauth2_conf *c, int line,
+    const char *what, int proto)
 {
-	struct oauth2_conf *c = &svc->oauth2;
-	int line = svc->seen[K_OAUTH2_STORE];
 	char dir[PATH_MAX];
 	const char *slash;
 
-	oauth2_apply_preset(c, svc->protocol);
+	oauth2_apply_preset(c, proto);
 	if (c->client_id == NULL)
 		cfg_error(p, line, "[%s]: oauth2_token_store needs "
 		    "oauth2_client_id (the application id registered with the "
-		    "provider)", svc->name);
+		    "provider)", what);
 	if (c->token_url == NULL || c->device_url == NULL)
 		cfg_error(p, line, "[%s]: oauth2_provider = custom needs "
-		    "oauth2_token_url and oauth2_device_url", svc->name);
+		    "oauth2_token_url and oauth2_device_url", what);
 	slash = strrchr(c->store, '/');
 	snprintf(dir, sizeof(dir), "%.*s", slash == NULL ? 1 : slash == c->store ?
 	    1 : (int)(slash - c->store), slash == NULL ? "." : c->store);
@@ -358,30 +374,35 @@ validate_oauth2(struct parser *p, struct service *svc)
 static void
 validate_auth(struct parser *p, struct service *svc)
 {
+	static const int only[] = { K_UPSTREAM_USER, K_PASSWORD_FILE,
+	    K_TOKEN_FILE };
 	int line = svc->seen[K_UPSTREAM_AUTH];
 	bool token = svc->upstream_auth == AUTH_XOAUTH2 ||
 	    svc->upstream_auth == AUTH_OAUTHBEARER;
 	const char *mech = upstream_auth_names[svc->upstream_auth];
 
-	if (svc->upstream_auth == AUTH_NONE) {
-		static const int only[] = { K_UPSTREAM_USER, K_PASSWORD_FILE,
-		    K_TOKEN_FILE };
+	if (svc->upstream_auth == AUTH_NONE || svc->upstream_auth ==
+	    AUTH_ACCOUNTS) {
 		for (size_t i = 0; i < 3; i++)
 			if (svc->seen[only[i]] != 0)
 				cfg_error(p, svc->seen[only[i]], "%s is only used "
-				    "with upstream_auth", config_keys[only[i]].name);
+				    "with upstream_auth = plain, login, xoauth2 or "
+				    "oauthbearer (accounts: in each [account:NAME])",
+				    config_keys[only[i]].name);
 	}
 	if (!token)
 		for (size_t i = 0; i < sizeof(oauth2_keys) / sizeof(*oauth2_keys); i++)
 			if (svc->seen[oauth2_keys[i]] != 0)
 				cfg_error(p, svc->seen[oauth2_keys[i]], "%s is only "
 				    "used with upstream_auth = xoauth2 or "
-				    "oauthbearer", config_keys[oauth2_keys[i]].name);
-	if (svc->upstream_auth == AUTH_NONE)
-		return;
+				    "oauthbearer (accounts: in each [account:NAME])",
+				    config_keys[oauth2_keys[i]].name);
+	if (svc->upstream_auth == AUTH_NONE || svc->upstream_auth ==
+	    AUTH_ACCOUNTS)
+		return;	/* accounts: accounts_validate() */
 	if (svc->protocol != PROTO_SMTP)
-		cfg_error(p, line, "[%s]: upstream_auth is for smtp services",
-		    svc->name);
+		cfg_error(p, line, "[%s]: upstream_auth is for smtp services "
+		    "(but accounts: smtp, imap and pop3)", svc->name);
 	if (svc->upstream_tls == TLS_MODE_NONE)
 		cfg_error(p, line, "[%s]: upstream_auth needs upstream_tls = "
 		    "starttls or implicit (credentials never cross the network "
@@ -395,7 +416,8 @@ validate_auth(struct parser *p, struct service *svc)
 		    "of oauth2_token_store (the proxy refreshes the token) and "
 		    "upstream_token_file (something else does)", svc->name, mech);
 	if (token && svc->oauth2.store != NULL)
-		validate_oauth2(p, svc);
+		validate_oauth2(p, &svc->oauth2, svc->seen[K_OAUTH2_STORE],
+		    svc->name, (int)svc->protocol);
 	if (!token && svc->upstream_password_file == NULL)
 		cfg_error(p, line, "[%s]: upstream_auth = %s needs "
 		    "upstream_password_file", svc->name, mech);
@@ -463,6 +485,10 @@ validate_service(struct parser *p, struct service *svc)
 		    "only used with proxy_protocol_in = yes", svc->name);
 	if (svc->seen[K_MAX_PER_CLIENT] == 0)
 		svc->max_connections_per_client = cf->max_connections_per_client;
+	if (svc->seen[K_AUTH_FAILURES_MAX] == 0)
+		svc->auth_failures_max = cf->auth_failures_max;
+	if (svc->seen[K_AUTH_BLOCK_TIME] == 0)
+		svc->auth_block_time = cf->auth_block_time;
 
 	if (svc->client_tls == TLS_MODE_NONE &&
 	    svc->upstream_tls == TLS_MODE_NONE)
@@ -535,6 +561,7 @@ validate(struct parser *p)
 		    "with protocol, listen, client_tls, upstream, upstream_tls");
 	for (size_t i = 0; i < cf->nservices; i++)
 		validate_service(p, &cf->services[i]);
+	accounts_validate(p);
 	/* Workers share a port through SO_REUSEPORT; port 0 cannot be shared. */
 	for (size_t i = 0; cf->workers > 1 && i < cf->nservices; i++)
 		for (size_t a = 0; a < cf->services[i].nlisten; a++)
@@ -589,6 +616,8 @@ config_parse(const char *text, size_t len, const char *name, char **errors)
 	cf->watch_files = true;
 	cf->dns_refresh = 300;
 	cf->tls_session_cache = 20000;
+	cf->auth_failures_max = 5;
+	cf->auth_block_time = 900;
 
 	memset(&p, 0, sizeof(p));
 	p.name = name;
@@ -657,7 +686,7 @@ config_ref(struct config *cf)
 	return cf;
 }
 
-static void
+void
 oauth2_conf_free(struct oauth2_conf *c)
 {
 	free(c->client_id);
@@ -715,6 +744,9 @@ config_unref(struct config *cf)
 	for (size_t i = 0; i < cf->nservices; i++)
 		service_free(&cf->services[i]);
 	free(cf->services);
+	for (size_t i = 0; i < cf->naccounts; i++)
+		account_free(&cf->accounts[i]);
+	free(cf->accounts);
 	free(cf->user);
 	free(cf->file);
 	free(cf->tls_ticket_key_file);

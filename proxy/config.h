@@ -13,6 +13,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 
@@ -27,7 +28,7 @@
 #define CONFIG_DEFAULT_FILE	"/etc/mailproxy/mailproxy.ini"
 #define CONFIG_MAX_PAIRS	8	/* cert/key pairs per service */
 
-#define CONFIG_NKEYS		48	/* keys in the table (config_keys.c) */
+#define CONFIG_NKEYS		51	/* keys in the table (config_keys.c) */
 
 struct listen_addr {
 	struct sockaddr_any	 addr;
@@ -60,6 +61,28 @@ struct oauth2_conf {
 	char			*store;		/* oauth2_token_store */
 	int			 slot;		/* its token table entry, -1:
 						   none (oauth2_attach) */
+};
+
+/* An account's credential toward the upstream (exactly one is given). */
+enum acct_cred { ACCT_PASSWORD, ACCT_TOKEN_FILE, ACCT_TOKEN_STORE };
+
+/*
+ * [account:NAME] (upstream_auth = accounts): a login the proxy answers
+ * itself, and what it logs in to the upstream with for that client.
+ */
+struct account {
+	char			*name;		/* the login name clients use */
+	int			 line;		/* of the [account:NAME] header */
+	char			*password_hash;	/* crypt(3): $y$ or $6$ */
+	char			*upstream_user;	/* default: name */
+	enum acct_cred		 cred;
+	char			*upstream_password_file;
+	char			*upstream_password;	/* read at load */
+	size_t			 upstream_password_len;
+	char			*upstream_token_file;	/* read per session */
+	struct oauth2_conf	 oauth2;		/* .store: oauth2_token_store */
+	uint64_t		 fingerprint;	/* name, hash, credential */
+	int			 seen[CONFIG_NKEYS];
 };
 
 struct service {
@@ -105,6 +128,8 @@ struct service {
 	size_t			 upstream_password_len;
 	char			*upstream_token_file;	/* read per session */
 	struct oauth2_conf	 oauth2;
+	int			 auth_failures_max;	/* accounts: block after */
+	int			 auth_block_time;	/* seconds */
 	struct timeouts		 timeouts;
 	SSL_CTX			*client_ctx;	/* NULL unless client TLS */
 	SSL_CTX			*upstream_ctx;	/* NULL unless upstream TLS */
@@ -134,6 +159,10 @@ struct config {
 	int			 shutdown_timeout;
 	struct service		*services;
 	size_t			 nservices;
+	int			 auth_failures_max;
+	int			 auth_block_time;
+	struct account		*accounts;	/* upstream_auth = accounts */
+	size_t			 naccounts;
 	int			 seen[CONFIG_NKEYS];
 };
 

@@ -20,13 +20,16 @@ enum config_key {
 	K_TOKEN_FILE, K_READY_FAILURES, K_WATCH_FILES, K_DNS_REFRESH, K_TICKET_KEY_FILE, K_UPSTREAM_RESUMPTION, K_SESSION_CACHE, K_TLS_CIPHERS,
 	K_OAUTH2_PROVIDER, K_OAUTH2_CLIENT_ID, K_OAUTH2_SECRET_FILE, K_OAUTH2_SCOPE,
 	K_OAUTH2_TOKEN_URL, K_OAUTH2_DEVICE_URL, K_OAUTH2_CA, K_OAUTH2_STORE,
+	/* accounts (upstream_auth = accounts) */
+	K_AUTH_FAILURES_MAX, K_AUTH_BLOCK_TIME, K_PASSWORD_HASH,
 	K_COUNT
 };
 
 _Static_assert(K_COUNT == CONFIG_NKEYS, "CONFIG_NKEYS in config.h must "
     "count the keys of enum config_key");
 
-enum scope { SCOPE_GLOBAL = 1, SCOPE_SERVICE = 2, SCOPE_BOTH = 3 };
+enum scope { SCOPE_GLOBAL = 1, SCOPE_SERVICE = 2, SCOPE_BOTH = 3,
+    SCOPE_ACCOUNT = 4 };	/* which keys an account takes: account_field() */
 
 struct parser;
 typedef int (*setter_fn)(struct parser *, void *field, const char *value);
@@ -53,11 +56,36 @@ struct parser {
 	int		 nerrors;
 	struct config	*cf;
 	struct service	*svc;		/* current section, NULL = global */
+	struct account	*acct;		/* current [account:NAME], or NULL */
 	int		 svc_header_line;	/* header line svc came from */
 	const char	*key;		/* key being set, for messages */
 };
 
 extern const struct key_def config_keys[K_COUNT];
+
+/* Can user (uid, primary group gid) read path by its mode bits? */
+bool	readable_by(const char *path, const char *user, uid_t uid, gid_t gid);
+
+/* ---- accounts.c ---- */
+
+#define ACCOUNT_PREFIX	"account:"	/* [account:NAME] */
+
+/* The account of section "[account:NAME]" (made on first sight). */
+struct account *account_for(struct parser *p, const char *name);
+
+/* Where key k of an account is stored; NULL if accounts do not take it. */
+void	*account_field(struct account *a, enum config_key k);
+
+/* The rules of upstream_auth = accounts, once the whole file is read. */
+void	accounts_validate(struct parser *p);
+
+void	account_free(struct account *a);
+
+/* The oauth2_* keys of a service (proto: its protocol) or of an account
+ * (proto -1: any); freeing them. */
+void	validate_oauth2(struct parser *p, struct oauth2_conf *c, int line,
+	    const char *what, int proto);
+void	oauth2_conf_free(struct oauth2_conf *c);
 
 /* Records an error at line (the load fails; parsing goes on). */
 void	cfg_error(struct parser *p, int line, const char *fmt, ...)

@@ -17,13 +17,14 @@
 #include <openssl/err.h>
 #include <openssl/mem.h>
 
+#include "accounts.h"
 #include "secret.h"
 #include "tickets.h"
 
 const char *const proto_names[] = { "smtp", "pop3", "imap" };
 const char *const tls_mode_names[] = { "none", "implicit", "starttls" };
 const char *const upstream_auth_names[] = { "none", "plain", "login",
-    "xoauth2", "oauthbearer" };
+    "xoauth2", "oauthbearer", "accounts" };
 
 static int
 word_index(const char *value, const char *const *words, size_t n)
@@ -436,7 +437,7 @@ set_file(struct parser *p, void *f, const char *v)
 static int
 set_upstream_auth(struct parser *p, void *f, const char *v)
 {
-	return set_word(p, f, v, upstream_auth_names, 5);
+	return set_word(p, f, v, upstream_auth_names, 6);
 }
 
 /* A name that goes into a SASL string: no control bytes, no blanks. */
@@ -464,19 +465,27 @@ set_secret_file(struct parser *p, void *f, const char *v)
 		cfg_error(p, p->line, "%s: %s", p->key, err);
 		return -1;
 	}
-	if (f == &p->svc->oauth2.client_secret_file) {
-		free(p->svc->oauth2.client_secret);
-		if ((p->svc->oauth2.client_secret = strdup(secret)) == NULL) {
+	if (strcmp(p->key, "oauth2_client_secret_file") == 0) {
+		struct oauth2_conf *c = p->acct != NULL ? &p->acct->oauth2 :
+		    &p->svc->oauth2;
+		free(c->client_secret);
+		if ((c->client_secret = strdup(secret)) == NULL) {
 			OPENSSL_cleanse(secret, sizeof(secret));
 			cfg_error(p, p->line, "%s: out of memory", p->key);
 			return -1;
 		}
 	}
-	if (f == &p->svc->upstream_password_file) {
-		free(p->svc->upstream_password);
-		p->svc->upstream_password = strdup(secret);
-		p->svc->upstream_password_len = (size_t)n;
-		if (p->svc->upstream_password == NULL) {
+	if (strcmp(p->key, "upstream_password_file") == 0) {
+		/* A service's or an account's password: kept from now on. */
+		char **pw = p->acct != NULL ? &p->acct->upstream_password :
+		    &p->svc->upstream_password;
+		size_t *pwlen = p->acct != NULL ?
+		    &p->acct->upstream_password_len :
+		    &p->svc->upstream_password_len;
+		free(*pw);
+		*pw = strdup(secret);
+		*pwlen = (size_t)n;
+		if (*pw == NULL) {
 			OPENSSL_cleanse(secret, sizeof(secret));
 			cfg_error(p, p->line, "%s: out of memory", p->key);
 			return -1;
@@ -505,6 +514,33 @@ set_https_url(struct parser *p, void *f, const char *v)
 	    *host == '/' || *host == ':' || strpbrk(v, " \t\r\n") != NULL) {
 		cfg_error(p, p->line, "%s: an https:// URL expected, got \"%s\"",
 		    p->key, v);
+		return -1;
+	}
+	return set_string(p, f, v);
+}
+
+/* auth_failures_max: failed logins from an address before it is blocked. */
+static int
+set_auth_failures(struct parser *p, void *f, const char *v)
+{
+	return parse_int(p, v, 1, 1000, f);
+}
+
+/* auth_block_time: how long those failures count, and the block lasts. */
+static int
+set_block_time(struct parser *p, void *f, const char *v)
+{
+	return parse_int(p, v, 1, 7 * 86400, f);
+}
+
+/* password_hash: a crypt(3) hash this libcrypt computes (checked now). */
+static int
+set_password_hash(struct parser *p, void *f, const char *v)
+{
+	char why[200];
+
+	if (account_hash_check(v, why, sizeof(why)) < 0) {
+		cfg_error(p, p->line, "password_hash: %s", why);
 		return -1;
 	}
 	return set_string(p, f, v);
@@ -598,4 +634,10 @@ const struct key_def config_keys[K_COUNT] = {
 	[K_OAUTH2_CA] = { "oauth2_ca", SCOPE_SERVICE, false, NONE, S(oauth2.ca), set_file, NULL },
 	[K_OAUTH2_STORE] = { "oauth2_token_store", SCOPE_SERVICE, false, NONE, S(oauth2.store), set_string, NULL },
 	[K_TOKEN_FILE] = { "upstream_token_file", SCOPE_SERVICE, false, NONE, S(upstream_token_file), set_secret_file, NULL },
+	/* Accounts (upstream_auth = accounts).  An account takes the keys
+	 * account_field() gives a place: these two, and upstream_user,
+	 * upstream_password_file, upstream_token_file. */
+	[K_AUTH_FAILURES_MAX] = { "auth_failures_max", SCOPE_BOTH, false, G(auth_failures_max), S(auth_failures_max), set_auth_failures, NULL },
+	[K_AUTH_BLOCK_TIME] = { "auth_block_time", SCOPE_BOTH, false, G(auth_block_time), S(auth_block_time), set_block_time, NULL },
+	[K_PASSWORD_HASH] = { "password_hash", SCOPE_ACCOUNT, false, NONE, NONE, set_password_hash, NULL },
 };

@@ -8,8 +8,13 @@
 #include <string.h>
 #include <strings.h>
 
+#include <openssl/mem.h>
+
 #include "line.h"
 #include "neg_impl.h"
+
+/* accounts: the SASL response a continuation line carries. */
+enum sasl_step { STEP_NONE, STEP_PLAIN, STEP_LOGIN_USER, STEP_LOGIN_PASS };
 
 struct front {
 	char		 name[256];
@@ -20,7 +25,19 @@ struct front {
 	int		 sasl_steps;	/* continuation lines still expected */
 	int		 errors;
 	enum close_reason reason;
+	/* upstream_auth = accounts */
+	struct login	*account;	/* NULL: any AUTH is accepted */
+	enum sasl_step	 step;
+	char		 user[LOGIN_MAX_USER + 1];	/* AUTH LOGIN's */
+	size_t		 userlen;
 };
+
+static enum front_verdict account_sasl(struct front *f, const char *line,
+	    size_t len, struct buf *to_client);
+
+/* What the proxy offers a device before it logged in (accounts). */
+#define FRONT_LOGIN_CAPS	"PIPELINING\r\n8BITMIME\r\n" \
+	"ENHANCEDSTATUSCODES\r\nAUTH PLAIN LOGIN\r\n"
 
 struct front *
 front_new(const char *name, const char *caps, bool tls)
@@ -38,12 +55,112 @@ front_new(const char *name, const char *caps, bool tls)
 	return f;
 }
 
+struct front *
+front_new_accounts(const char *name, bool tls)
+{
+	struct front *f = front_new(name, FRONT_LOGIN_CAPS, tls);
+
+	if (f != NULL && (f->account = login_new(PROTO_SMTP, name)) == NULL) {
+		front_free(f);
+		return NULL;
+	}
+	return f;
+}
+
+struct login *
+front_login(struct front *f)
+{
+	return f->account;
+}
+
+int
+front_set_caps(struct front *f, const char *caps)
+{
+	char *copy = strdup(caps);
+
+	if (copy == NULL)
+		return -1;
+	free(f->caps);
+	f->caps = copy;
+	f->authed = true;
+	return 0;
+}
+
 void
 front_free(struct front *f)
 {
-	if (f != NULL)
+	if (f != NULL) {
 		free(f->caps);
+		login_free(f->account);
+		OPENSSL_cleanse(f->user, sizeof(f->user));
+	}
 	free(f);
+}
+
+/* accounts: AUTH PLAIN [ir] or AUTH LOGIN [ir] starts a login. */
+static enum front_verdict
+account_auth(struct front *f, const char *args, size_t len,
+    struct buf *to_client)
+{
+	bool ir;
+	size_t ml = line_verb(args, len, &ir);
+
+	if (ml == 5 && strncasecmp(args, "PLAIN", 5) == 0) {
+		if (ir)
+			return login_sasl_plain(f->account, args + 6, len - 6,
+			    to_client) == LOGIN_CHECK ? FRONT_CHECK :
+			    FRONT_CONTINUE;
+		f->step = STEP_PLAIN;
+		proto_say(to_client, "334 ");
+	} else if (ml == 5 && strncasecmp(args, "LOGIN", 5) == 0) {
+		f->step = STEP_LOGIN_USER;
+		if (ir)
+			return account_sasl(f, args + 6, len - 6, to_client);
+		proto_say(to_client, "334 VXNlcm5hbWU6");	/* "Username:" */
+	} else
+		proto_say(to_client, "%s", proto_text(PROTO_SMTP)->auth_mechanism);
+	return FRONT_CONTINUE;
+}
+
+/* accounts: a SASL response line of PLAIN or LOGIN. */
+static enum front_verdict
+account_sasl(struct front *f, const char *line, size_t len,
+    struct buf *to_client)
+{
+	char pw[LOGIN_MAX_PASSWORD + 1];
+	enum sasl_step step = f->step;
+	size_t pl = 0;
+	bool check;
+
+	f->step = STEP_NONE;
+	if (len == 1 && line[0] == '*') {
+		proto_say(to_client, "%s", proto_text(PROTO_SMTP)->auth_cancelled);
+		return FRONT_CONTINUE;
+	}
+	if (step == STEP_PLAIN)
+		return login_sasl_plain(f->account, line, len, to_client) ==
+		    LOGIN_CHECK ? FRONT_CHECK : FRONT_CONTINUE;
+	if (step == STEP_LOGIN_USER) {
+		if (!login_base64(line, len, f->user, sizeof(f->user) - 1,
+		    &f->userlen)) {
+			proto_say(to_client, "%s", proto_text(PROTO_SMTP)->
+			    auth_syntax);
+			return FRONT_CONTINUE;
+		}
+		f->step = STEP_LOGIN_PASS;
+		proto_say(to_client, "334 UGFzc3dvcmQ6");	/* "Password:" */
+		return FRONT_CONTINUE;
+	}
+	if (login_base64(line, len, pw, sizeof(pw) - 1, &pl))
+		check = login_credentials(f->account, f->user, f->userlen, pw,
+		    pl, to_client) == LOGIN_CHECK;
+	else {
+		check = false;
+		proto_say(to_client, "%s", proto_text(PROTO_SMTP)->auth_syntax);
+	}
+	OPENSSL_cleanse(pw, sizeof(pw));
+	OPENSSL_cleanse(f->user, sizeof(f->user));
+	return check ? FRONT_CHECK : FRONT_CONTINUE;
 }
 
 enum close_reason
@@ -135,12 +252,20 @@ device_command(struct front *f, const char *line, size_t len,
 	size_t vl = line_verb(line, len, &args);
 
 #define IS(word)	(vl == strlen(word) && strncasecmp(line, word, vl) == 0)
+	if ((IS("MAIL") || IS("RCPT") || IS("DATA") || IS("BDAT")) &&
+	    f->account != NULL && !f->authed) {
+		proto_say(to_client, "530 5.7.0 Authentication required");
+		return FRONT_CONTINUE;
+	}
 	if (IS("MAIL"))
 		return FRONT_RELAY;
 	if (IS("EHLO") && args)
 		reply_ehlo(f, to_client);
 	else if (IS("HELO") && args)
 		proto_say(to_client, "250 %s", f->name);
+	else if (IS("AUTH") && f->account != NULL && !f->authed)
+		return account_auth(f, args ? line + vl + 1 : "", args ?
+		    len - vl - 1 : 0, to_client);
 	else if (IS("AUTH"))
 		device_auth(f, args ? line + vl + 1 : "", args ? len - vl - 1 : 0,
 		    to_client);
@@ -204,7 +329,9 @@ front_feed(struct front *f, const char *data, size_t len, size_t *consumed,
 		}
 		if (n > 0 && data[off + n - 1] == '\r')
 			n--;
-		if (f->sasl_steps > 0) {
+		if (f->step != STEP_NONE)
+			v = account_sasl(f, data + off, n, to_client);
+		else if (f->sasl_steps > 0) {
 			device_sasl(f, data + off, n, to_client);
 			v = FRONT_CONTINUE;
 		} else

@@ -13,6 +13,18 @@
  *   STARTTLS        refused: TLS is already up, or not offered here
  *   RCPT DATA BDAT  503 (MAIL first);  anything else 502
  *
+ * With upstream_auth = accounts (front_new_accounts()) the device logs in
+ * first, before the upstream is dialled:
+ *
+ *   EHLO            the proxy's own keywords, AUTH PLAIN LOGIN among them
+ *   AUTH PLAIN      [ir] / AUTH LOGIN [ir]: the credentials, then
+ *                   FRONT_CHECK; the session checks them and answers
+ *                   through the dialogue of login.h (front_login())
+ *   MAIL RCPT DATA  530 until logged in
+ *
+ * and once the upstream took the account's credential (login_accepted()),
+ * it goes on as above, with the upstream's keywords (front_set_caps()).
+ *
  * MAIL ends the front: that line and every byte after it go to the
  * upstream untouched.  Pure: only complete lines are consumed, so what
  * follows MAIL stays with the caller for the relay.
@@ -34,6 +46,7 @@ struct front;
 /* The device dialogue's verdicts. */
 enum front_verdict {
 	FRONT_CONTINUE,		/* send the replies, feed more input */
+	FRONT_CHECK,		/* accounts: check the login (front_login()) */
 	FRONT_RELAY,		/* MAIL seen: relay from *consumed on */
 	FRONT_CLOSE,		/* QUIT answered: send, then close */
 	FRONT_FAIL		/* send the replies, if any, then close */
@@ -45,6 +58,17 @@ enum front_verdict {
  */
 struct front *front_new(const char *name, const char *caps, bool tls);
 void	front_free(struct front *f);
+
+/* upstream_auth = accounts: the device logs in to the proxy first.  tls:
+ * the device's side is in TLS (always, with accounts). */
+struct front *front_new_accounts(const char *name, bool tls);
+
+/* Its login dialogue: the credentials of FRONT_CHECK and the replies to
+ * it (login_refused(), login_accepted(), ...). */
+struct login *front_login(struct front *f);
+
+/* The upstream's keywords for EHLO once logged in (see front_new()). */
+int	front_set_caps(struct front *f, const char *caps);
 
 /*
  * Feeds what the device sent; *consumed is how many bytes were complete

@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "blocks.h"
 #include "clients.h"
 #include "log.h"
 #include "negotiate.h"
@@ -65,6 +66,10 @@ listeners_admit(const struct service *svc, int fd,
 	if (svc->nallow > 0 && !cidr_list_contains(svc->allow, svc->nallow,
 	    (const struct sockaddr *)&client->ss))
 		return R_NOT_ALLOWED;
+	/* Too many failed logins: refused before any greeting. */
+	if (svc->upstream_auth == AUTH_ACCOUNTS && blocks_blocked(client,
+	    svc->auth_failures_max, svc->auth_block_time))
+		return R_AUTH_BLOCKED;
 	if (svc->max_connections_per_client > 0 && clients_count(client) >=
 	    (unsigned)svc->max_connections_per_client) {
 		refuse_busy(svc, fd);

@@ -10,6 +10,7 @@
 #include <grp.h>
 #include <signal.h>
 #include <sys/signalfd.h>
+#include <termios.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <stdio.h>
@@ -18,7 +19,10 @@
 #include <unistd.h>
 
 #include <ev.h>
+#include <openssl/mem.h>
 
+#include "accounts.h"
+#include "blocks.h"
 #include "clients.h"
 #include "config.h"
 #include "dns.h"
@@ -76,15 +80,18 @@ static void
 usage(FILE *fp)
 {
 	fprintf(fp,
-	    "usage: mailproxy [-c FILE] [-t] [-T] [-A SERVICE] [-V] [-h]\n"
+	    "usage: mailproxy [-c FILE] [-t] [-T] [-A SERVICE[:ACCOUNT]] [-H] [-V] [-h]\n"
 	    "  -c FILE  configuration file (default %s)\n"
 	    "  -t       check the configuration and exit\n"
 	    "  -T       -t, then dial each upstream (TLS/STARTTLS, certificate,\n"
 	    "           AUTH if configured);\n"
 	    "           one line per service, exit 1 if any failed\n"
-	    "  -A SERVICE  authorize: the OAuth2 device grant for SERVICE's\n"
-	    "           oauth2_token_store (prints a URL and a code, waits for\n"
-	    "           the sign-in, writes the store)\n"
+	    "  -A SERVICE[:ACCOUNT]  authorize: the OAuth2 device grant for the\n"
+	    "           oauth2_token_store of SERVICE (or of that account):\n"
+	    "           prints a URL and a code, waits for the sign-in, writes\n"
+	    "           the store\n"
+	    "  -H       read a password on stdin, print a password_hash line\n"
+	    "           for an [account:NAME] section\n"
 	    "  -V       print version and TLS library, exit\n"
 	    "  -h       this help\n", CONFIG_DEFAULT_FILE);
 }
@@ -124,6 +131,48 @@ log_config_errors(const char *what, char *errors)
 }
 
 static int run_worker(int index, int slot);
+
+/*
+ * mailproxy -H: one password line from stdin (not echoed when it is a
+ * terminal), printed as an account's password_hash line (yescrypt).
+ */
+static int
+make_hash(void)
+{
+	char pw[1024], hash[512];
+	struct termios old, quiet;
+	bool tty = isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &old) == 0;
+	size_t len;
+	int rc = 1;
+
+	if (tty) {
+		fprintf(stderr, "Password: ");
+		quiet = old;
+		quiet.c_lflag &= ~(tcflag_t)ECHO;
+		tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+	}
+	if (fgets(pw, sizeof(pw), stdin) == NULL)
+		pw[0] = '\0';
+	if (tty) {
+		tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
+		fprintf(stderr, "\n");
+	}
+	len = strcspn(pw, "\r\n");
+	if (len == 0 || len == sizeof(pw) - 1)
+		fprintf(stderr, "mailproxy: a password of 1 to %zu bytes "
+		    "expected on stdin\n", sizeof(pw) - 2);
+	else {
+		pw[len] = '\0';
+		if (account_make_hash(pw, hash, sizeof(hash)) < 0)
+			fprintf(stderr, "mailproxy: crypt failed\n");
+		else {
+			printf("password_hash = %s\n", hash);
+			rc = 0;
+		}
+	}
+	OPENSSL_cleanse(pw, sizeof(pw));
+	return rc;
+}
 
 /* ---- a worker ------------------------------------------------------------ */
 
@@ -203,8 +252,12 @@ signal_cb(EV_P_ ev_signal *w, int revents)
 	if (w->signum == SIGHUP)
 		log_info("event=reload-ignored: the supervisor reloads (send "
 		    "SIGHUP to it)");
-	else
+	else {
 		stop(EV_A_ w->signum != SIGQUIT);
+		/* A reload: the sessions of accounts it removed end now. */
+		if (w->signum == SIGQUIT)
+			sess_close_stale_accounts(EV_A);
+	}
 }
 
 /* ---- the supervisor -------------------------------------------------------- */
@@ -463,6 +516,9 @@ reload(struct worker *ws, int n)
 	tickets_use(cf->ticket_keys, cf->ticket_keys_len);
 	config_unref(running);
 	running = cf;
+	/* Before the old workers drain: they end the sessions of accounts
+	 * this configuration no longer has. */
+	accounts_publish(cf);
 	apply_logging(cf);
 	warn_insecure(cf);
 	sockset_log(bound, cf);
@@ -520,6 +576,7 @@ supervise(void)
 	if (metrics_init(nslots) < 0 || listeners_init_shared(nslots) < 0 ||
 	    clients_init(nslots, running->max_connections) < 0 ||
 	    oauth2_init() < 0 ||
+	    accounts_shared_init() < 0 || blocks_init() < 0 ||
 	    sesscache_init(running->tls_session_cache) < 0)
 		fatal("shared memory");
 	/* Its size is known only now: the first contexts join it here (those
@@ -550,6 +607,7 @@ supervise(void)
 	ev_timer_start(suploop, &tick);
 	if (oauth2_attach(suploop, running, err, sizeof(err)) < 0)
 		fatalx("%s", err);
+	accounts_publish(running);
 	log_info("event=supervisor-start pid=%ld workers=%d", (long)getpid(), n);
 	sockset_log(bound, running);
 	tickets_use(running->ticket_keys, running->ticket_keys_len);
@@ -609,7 +667,7 @@ main(int argc, char *argv[])
 	const char *authorize = NULL;
 	int ch;
 
-	while ((ch = getopt(argc, argv, "c:tTVhA:")) != -1) {
+	while ((ch = getopt(argc, argv, "c:tTHVhA:")) != -1) {
 		switch (ch) {
 		case 'A':
 			authorize = optarg;
@@ -623,6 +681,8 @@ main(int argc, char *argv[])
 		case 'T':
 			check_only = dial = true;
 			break;
+		case 'H':
+			return make_hash();
 		case 'V':
 			printf("mailproxy %s (TLS library: %s)\n",
 			    MAILPROXY_VERSION, tls_library());
@@ -673,6 +733,21 @@ main(int argc, char *argv[])
 			printf("%s: %s%s\n", running->services[i].name,
 			    rc == 0 ? "" : "FAILED ", result);
 			failed += rc != 0;
+		}
+		for (size_t i = 0; dial && i < running->naccounts; i++) {
+			const struct account *a = &running->accounts[i];
+			char result[1536], arg[600];
+			const char *svc = "SERVICE";
+			if (a->oauth2.store == NULL)
+				continue;
+			for (size_t k = 0; k < running->nservices; k++)
+				if (running->services[k].upstream_auth ==
+				    AUTH_ACCOUNTS)
+					svc = running->services[k].name;
+			snprintf(arg, sizeof(arg), "%s:%s", svc, a->name);
+			oauth2_describe(&a->oauth2, arg, result,
+			    sizeof(result));
+			printf("account:%s: %s\n", a->name, result);
 		}
 		config_unref(running);
 		return failed ? 1 : 0;

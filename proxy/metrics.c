@@ -44,6 +44,7 @@ struct svc_metrics {
 	uint32_t	 connect_streak;
 	int64_t		 connect_tried;
 	uint64_t	 handshakes[2][2];	/* [client, upstream][full, resumed] */
+	uint64_t	 logins[2];		/* accounts: [failed, ok] */
 };
 
 /* Process-wide counters, written by the supervisor and by any worker. */
@@ -159,6 +160,13 @@ metrics_tls(struct svc_metrics *m, int version, const char *cipher)
 	if (cipher != NULL && (i = slot(m->cipher[0], sizeof(m->cipher[0]),
 	    MAX_CIPHERS, cipher, sizeof(m->cipher[0]))) >= 0)
 		m->cipher_count[i]++;
+}
+
+void
+metrics_login(struct svc_metrics *m, bool ok)
+{
+	if (m != NULL)
+		m->logins[ok]++;
 }
 
 void
@@ -330,8 +338,10 @@ sum_service(const char *name, struct svc_metrics *t)
 				t->ends[k] += m->ends[k];
 			for (int k = 0; k < 4; k++)
 				t->tls_version[k] += m->tls_version[k];
-			for (int k = 0; k < 2; k++)
+			for (int k = 0; k < 2; k++) {
 				t->starttls_ok[k] += m->starttls_ok[k];
+				t->logins[k] += m->logins[k];
+			}
 			for (int k = 0; k < 4; k++)
 				t->handshakes[k / 2][k % 2] += m->handshakes[k / 2][k % 2];
 			for (int k = 0, j; k < MAX_LEGACY && m->legacy_client[k][0]; k++)
@@ -398,6 +408,12 @@ render(const struct config *cf, struct out *o)
 	    "# TYPE mailproxy_tls_handshakes_total counter\n"
 	    "# HELP mailproxy_starttls_total STARTTLS upgrades done, by side.\n"
 	    "# TYPE mailproxy_starttls_total counter\n"
+	    "# HELP mailproxy_logins_total Clients' logins to the proxy "
+	    "(upstream_auth = accounts), by result.\n"
+	    "# TYPE mailproxy_logins_total counter\n"
+	    "# HELP mailproxy_auth_failures_total Failed logins to the proxy "
+	    "(wrong password or unknown account).\n"
+	    "# TYPE mailproxy_auth_failures_total counter\n"
 	    "# HELP mailproxy_certificate_expiry_seconds Seconds until each "
 	    "local certificate expires.\n"
 	    "# TYPE mailproxy_certificate_expiry_seconds gauge\n"
@@ -488,6 +504,13 @@ render(const struct config *cf, struct out *o)
 			    (unsigned long long)t.handshakes[k / 2][k % 2]);
 		put(o, "mailproxy_starttls_total{service=\"%s\",side=\"client\"} "
 		    "%llu\n", n, (unsigned long long)t.starttls_ok[1]);
+		if (svc->upstream_auth == AUTH_ACCOUNTS)
+			put(o, "mailproxy_logins_total{service=\"%s\",result=\"ok\"} "
+			    "%llu\nmailproxy_logins_total{service=\"%s\",result="
+			    "\"failed\"} %llu\nmailproxy_auth_failures_total{service="
+			    "\"%s\"} %llu\n", n, (unsigned long long)t.logins[1], n,
+			    (unsigned long long)t.logins[0], n,
+			    (unsigned long long)t.logins[0]);
 		for (size_t c = 0; c < svc->ncerts; c++) {
 			X509 *x = SSL_CTX_get0_certificate(svc->pair_ctx[c]);
 			int days, secs;
@@ -512,6 +535,16 @@ render(const struct config *cf, struct out *o)
 			    (long long)(t.up_not_after - time(NULL)));
 		if (svc->oauth2.slot >= 0)
 			render_oauth2(o, n, svc->oauth2.slot);
+	}
+	/* An account's token store, as service "account:NAME". */
+	for (size_t i = 0; i < cf->naccounts; i++) {
+		const struct account *a = &cf->accounts[i];
+		char name[300], n[2 * 300 + 1];
+		if (a->oauth2.slot < 0)
+			continue;
+		snprintf(name, sizeof(name), "account:%s", a->name);
+		label_value(name, strlen(name), n, sizeof(n));
+		render_oauth2(o, n, a->oauth2.slot);
 	}
 }
 

@@ -46,6 +46,9 @@ void	metrics_handshake(struct svc_metrics *m, int side_upstream,
 void	metrics_legacy_client(struct svc_metrics *m, const char *addr,
 	    int version);
 
+/* accounts: a client's login to the proxy worked or failed. */
+void	metrics_login(struct svc_metrics *m, bool ok);
+
 /* The upstream part of a session failed: counted by the log's reason
  * (upstream-verify-failed, upstream-no-starttls, ...; a fixed set). */
 void	metrics_upstream_failure(struct svc_metrics *m,

@@ -5,6 +5,8 @@
 #ifndef MAILPROXY_NEG_IMPL_H
 #define MAILPROXY_NEG_IMPL_H
 
+#include <stdint.h>
+
 #include "negotiate.h"
 #include "reason.h"
 
@@ -45,6 +47,8 @@ struct negotiator {
 	 * as the reply they come from, so that none is ever dropped */
 	char			 caps[NEG_MAX_REPLY + 1];
 	int			 auth;		/* enum upstream_auth */
+	bool			 auth_either;	/* a password: PLAIN or LOGIN,
+						   whichever the server offers */
 	char			*auth_user;
 	char			*auth_secret;	/* wiped by neg_free() */
 	size_t			 auth_secret_len;
@@ -81,6 +85,65 @@ bool	cneg_refused(struct cneg *c);
 
 extern const struct neg_ops smtp_ops, pop3_ops, imap_ops;
 
+/* ---- the client's login to the proxy (login.h) ---- */
+
+#include "login.h"
+
+/* A whole command, its literals included (IMAP), or a SASL response. */
+#define LOGIN_MAX_COMMAND	(4096 + 2 * LOGIN_MAX_PASSWORD)
+
+struct login_ops {
+	bool		 literals;	/* IMAP {n} / {n+} */
+	size_t		 max_line;	/* one line, CRLF included */
+	/* One complete command (the final CRLF stripped; literals inline as
+	 * "{n}\r\n" and their n bytes).  May reply and set credentials. */
+	enum login_verdict (*command)(struct login *, const char *, size_t,
+	    struct buf *);
+};
+
+struct login {
+	const struct login_ops	*ops;
+	const struct proto_text	*text;
+	char			 name[256];
+	char			 cmd[LOGIN_MAX_COMMAND];
+	size_t			 cmdlen;
+	size_t			 seg;		/* start of the current line */
+	uint64_t		 literal_left;	/* raw bytes still to come */
+	bool			 sasl;		/* a SASL response is expected */
+	char			 tag[64];	/* IMAP: of the login command */
+	size_t			 taglen;
+	char			 user[LOGIN_MAX_USER + 1];	/* POP3: USER */
+	char			 password[LOGIN_MAX_PASSWORD + 1];
+	size_t			 pwlen;
+	int			 failures;
+	int			 errors;
+	enum close_reason	 reason;
+};
+
+extern const struct login_ops imap_login_ops, pop3_login_ops, smtp_login_ops;
+
+/* Takes a name and password (copied); LOGIN_CHECK, or a syntax error
+ * (CONTINUE) when either is empty or too long. */
+enum login_verdict login_credentials(struct login *l, const char *user,
+	    size_t ulen, const char *pw, size_t pwlen, struct buf *to_client);
+
+/* A SASL PLAIN message in base64 (RFC 4616): its credentials, or the
+ * protocol's syntax error.  Also used by SMTP's front. */
+enum login_verdict login_sasl_plain(struct login *l, const char *b64,
+	    size_t len, struct buf *to_client);
+
+/* "PLAIN [initial-response]" (RFC 4959: "=" is empty): the response's
+ * credentials, or the continuation; another mechanism is refused. */
+enum login_verdict login_sasl_start(struct login *l, const char *args,
+	    size_t len, struct buf *to_client);
+
+/* Base64 into out (at most cap bytes); false if it is not base64. */
+bool	login_base64(const char *b64, size_t len, char *out, size_t cap,
+	    size_t *outlen);
+
+/* Counts a refused command; LOGIN_FAIL once there were too many. */
+enum login_verdict login_error(struct login *l);
+
 /*
  * Counts one more line of the reply being read; false when the reply grew
  * past NEG_MAX_REPLY.  neg_reply_done() starts the next reply.
@@ -99,6 +162,28 @@ enum neg_verdict neg_fail_line(struct negotiator *n, enum close_reason reason,
 /* Queues a command for the upstream (CRLF added). */
 void	neg_send(struct negotiator *n, struct neg_out *out, const char *fmt,
 	    ...) __attribute__((format(printf, 3, 4)));
+
+/* Queues "<prefix><base64 of raw>" (CRLF added); the copy is wiped. */
+void	neg_send_base64(struct neg_out *out, const char *prefix,
+	    const void *raw, size_t len);
+
+/* Queues prefix and the SASL message of the login (PLAIN, or XOAUTH2 with
+ * a token) in base64.  -1 when out of memory. */
+int	neg_send_sasl(struct negotiator *n, struct neg_out *out,
+	    const char *prefix);
+
+/* Queues prefix, the secret, suffix and CRLF; the copy is wiped. */
+void	neg_send_secret(struct neg_out *out, const char *prefix,
+	    const char *secret, size_t len, const char *suffix);
+
+/* XOAUTH2 explains a refusal in a challenge, base64 JSON: kept in detail
+ * (sanitised) for the log line of the refusal that follows. */
+void	neg_note_xoauth2_error(struct negotiator *n, const char *b64,
+	    size_t len);
+
+/* The login was refused (line): FAIL, quoting it and the noted error. */
+enum neg_verdict neg_fail_auth(struct negotiator *n, const char *line,
+	    size_t len);
 
 /* Queues text for the client (CRLF added). */
 void	neg_reply_client(struct neg_out *out, const char *fmt, ...)

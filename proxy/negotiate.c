@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/base64.h>
 #include <openssl/mem.h>
 
 #include "line.h"
@@ -57,6 +58,10 @@ neg_set_auth(struct negotiator *n, int mech, const char *user,
 	n->auth_secret[len] = '\0';
 	n->auth_secret_len = len;
 	n->auth = mech;
+	if (mech == AUTH_ACCOUNTS) {	/* an account's password */
+		n->auth = AUTH_PLAIN;
+		n->auth_either = true;
+	}
 	return 0;
 }
 
@@ -137,6 +142,115 @@ neg_reply_client(struct neg_out *out, const char *fmt, ...)
 	va_start(ap, fmt);
 	vqueue(out->to_client, fmt, ap);
 	va_end(ap);
+}
+
+void
+neg_send_base64(struct neg_out *out, const char *prefix, const void *raw,
+    size_t len)
+{
+	size_t plen = strlen(prefix), cap = plen + (len + 2) / 3 * 4 + 3;
+	char *line;
+	size_t n;
+
+	if ((line = malloc(cap)) == NULL)
+		return;		/* the upstream times out: fails closed */
+	memcpy(line, prefix, plen);
+	n = EVP_EncodeBlock((uint8_t *)line + plen, raw, len);
+	memcpy(line + plen + n, "\r\n", 2);
+	(void)buf_append(out->to_upstream, line, plen + n + 2);
+	OPENSSL_cleanse(line, cap);
+	free(line);
+}
+
+/*
+ * "n,a=USER,^Aauth=Bearer " (RFC 7628 3.1; RFC 5801 escapes "," and "=" in
+ * the name).  out has room for three bytes per name byte.
+ */
+static int
+gs2_header(char *out, const char *user)
+{
+	char *o = out;
+
+	o += sprintf(o, "n,a=");
+	for (const char *c = user; *c != '\0'; c++)
+		o += *c == ',' ? sprintf(o, "=2C") : *c == '=' ?
+		    sprintf(o, "=3D") : (*o = *c, 1);
+	return (int)(o - out) + sprintf(o, ",\001auth=Bearer ");
+}
+
+int
+neg_send_sasl(struct negotiator *n, struct neg_out *out, const char *prefix)
+{
+	size_t ul = strlen(n->auth_user), sl = n->auth_secret_len;
+	size_t cap = 3 * ul + sl + 32;	/* OAUTHBEARER escapes: 3 per byte */
+	char *raw;
+	int len;
+
+	if ((raw = malloc(cap)) == NULL)
+		return -1;
+	if (n->auth == AUTH_XOAUTH2)	/* Google/Microsoft XOAUTH2 */
+		len = snprintf(raw, cap, "user=%s\001auth=Bearer ", n->auth_user);
+	else if (n->auth == AUTH_OAUTHBEARER)	/* RFC 7628 */
+		len = gs2_header(raw, n->auth_user);
+	else				/* RFC 4616: authzid NUL authcid NUL pw */
+		len = snprintf(raw, cap, "%c%s%c", 0, n->auth_user, 0);
+	memcpy(raw + len, n->auth_secret, sl);
+	len += (int)sl;
+	if (n->auth == AUTH_XOAUTH2 || n->auth == AUTH_OAUTHBEARER) {
+		memcpy(raw + len, "\001\001", 2);
+		len += 2;
+	}
+	neg_send_base64(out, prefix, raw, (size_t)len);
+	OPENSSL_cleanse(raw, cap);
+	free(raw);
+	return 0;
+}
+
+void
+neg_send_secret(struct neg_out *out, const char *prefix, const char *secret,
+    size_t len, const char *suffix)
+{
+	size_t pl = strlen(prefix), xl = strlen(suffix), cap = pl + len + xl + 2;
+	char *line = malloc(cap);
+
+	if (line == NULL)
+		return;		/* the upstream times out: fails closed */
+	memcpy(line, prefix, pl);
+	memcpy(line + pl, secret, len);
+	memcpy(line + pl + len, suffix, xl);
+	memcpy(line + pl + len + xl, "\r\n", 2);
+	(void)buf_append(out->to_upstream, line, cap);
+	OPENSSL_cleanse(line, cap);
+	free(line);
+}
+
+void
+neg_note_xoauth2_error(struct negotiator *n, const char *b64, size_t len)
+{
+	uint8_t json[300];
+	size_t jl = 0, i;
+
+	if (!EVP_DecodeBase64(json, &jl, sizeof(json) - 1,
+	    (const uint8_t *)b64, len))
+		jl = 0;
+	for (i = 0; i < jl; i++)
+		if (json[i] < 0x20 || json[i] >= 0x7f || json[i] == '"')
+			json[i] = '\'';
+	snprintf(n->detail, sizeof(n->detail), "%.*s", (int)jl, (char *)json);
+}
+
+enum neg_verdict
+neg_fail_auth(struct negotiator *n, const char *line, size_t len)
+{
+	char why[200];
+
+	snprintf(why, sizeof(why), "%s", n->detail);
+	neg_fail_line(n, R_UPSTREAM_AUTH_REFUSED, line, len);
+	/* The server's refusal, then what its challenge said. */
+	if (why[0] != '\0')
+		snprintf(n->detail + strlen(n->detail), sizeof(n->detail) -
+		    strlen(n->detail), "; %s", why);
+	return NEG_FAIL;
 }
 
 bool

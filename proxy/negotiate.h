@@ -57,6 +57,18 @@ struct proto_text {
 	const char	*too_many;	/* max_connections_per_client */
 	const char	*tls_in_tls;	/* STARTTLS inside TLS (IMAP: %.*s tag) */
 	const char	*told[TELL_LOCAL + 1];	/* the upstream failed, by tell */
+	/* upstream_auth = accounts: the proxy's own login (login.h, front.h);
+	 * the IMAP lines take the client's tag as %.*s */
+	const char	*login_greeting;	/* implicit TLS; %s: our name */
+	const char	*sasl_go_on;		/* an empty SASL challenge */
+	const char	*auth_ok;		/* logged in (upstream too) */
+	const char	*auth_ok_caps;		/* the same; %s: capabilities */
+	const char	*auth_failed;		/* wrong name or password */
+	const char	*auth_unavailable;	/* the upstream said no: later */
+	const char	*auth_cancelled;	/* "*" as a SASL response */
+	const char	*auth_mechanism;	/* a mechanism not offered */
+	const char	*auth_syntax;		/* bad base64 or PLAIN message */
+	const char	*auth_blocked;		/* too many failures: goodbye */
 };
 
 const struct proto_text *proto_text(enum proto proto);
@@ -85,7 +97,9 @@ void	neg_free(struct negotiator *n);
  * upstream_auth (SMTP): once TLS is up the negotiator sends EHLO and logs
  * in as user with mech (enum upstream_auth); secret is the password or the
  * OAuth2 token, copied here and wiped by neg_free().  Call before the first
- * neg_feed().  Returns -1 when out of memory.
+ * neg_feed().  Returns -1 when out of memory.  An account's login (IMAP,
+ * POP3, SMTP): mech AUTH_XOAUTH2 for a token, AUTH_ACCOUNTS for a password
+ * (SMTP: AUTH PLAIN, or AUTH LOGIN when only that is offered).
  */
 int	neg_set_auth(struct negotiator *n, int mech, const char *user,
 	    const char *secret, size_t len);

@@ -35,6 +35,7 @@ static const struct preset {
 	const char	*token_url;
 	const char	*device_url;
 	const char	*scope[3];	/* by enum proto: smtp, pop3, imap */
+	const char	*any;		/* an account: every protocol */
 } presets[] = {
 	[OAUTH2_MICROSOFT] = {
 		"https://login.microsoftonline.com/common/oauth2/v2.0/token",
@@ -42,12 +43,16 @@ static const struct preset {
 		{ "https://outlook.office.com/SMTP.Send offline_access",
 		  "https://outlook.office.com/POP.AccessAsUser.All offline_access",
 		  "https://outlook.office.com/IMAP.AccessAsUser.All offline_access" },
+		"https://outlook.office.com/IMAP.AccessAsUser.All "
+		"https://outlook.office.com/POP.AccessAsUser.All "
+		"https://outlook.office.com/SMTP.Send offline_access",
 	},
 	[OAUTH2_GOOGLE] = {
 		"https://oauth2.googleapis.com/token",
 		"https://oauth2.googleapis.com/device/code",
 		{ "https://mail.google.com/", "https://mail.google.com/",
 		  "https://mail.google.com/" },
+		"https://mail.google.com/",
 	},
 };
 
@@ -60,7 +65,7 @@ default_to(char **field, const char *value)
 }
 
 void
-oauth2_apply_preset(struct oauth2_conf *c, enum proto proto)
+oauth2_apply_preset(struct oauth2_conf *c, int proto)
 {
 	const struct preset *p;
 
@@ -69,7 +74,8 @@ oauth2_apply_preset(struct oauth2_conf *c, enum proto proto)
 	p = &presets[c->provider];
 	default_to(&c->token_url, p->token_url);
 	default_to(&c->device_url, p->device_url);
-	default_to(&c->scope, p->scope[proto]);
+	default_to(&c->scope, proto >= 0 && proto < 3 ? p->scope[proto] :
+	    p->any);
 }
 
 /* ---- requests and answers ------------------------------------------------ */
@@ -307,7 +313,8 @@ struct store {
 	struct ev_loop		*loop;	/* the supervisor's */
 	struct config		*cf;	/* a reference: c and name live in it */
 	const struct oauth2_conf *c;
-	const char		*name;	/* the service, for logs and -A */
+	char			 name[300];	/* the service, or account:NAME */
+	char			 authorize[300];	/* -A's argument */
 	SSL_CTX			*ctx;
 	struct token		 tok;
 	struct file_id		 id;	/* of the file as we last saw it */
@@ -424,7 +431,7 @@ failed(EV_P_ struct store *st, const char *code, const char *why)
 		/* Retrying cannot help: a person must authorize again. */
 		log_errorx("event=oauth2-refresh-failed svc=%s store=%s "
 		    "error=\"%s\": the provider refused the grant; re-run "
-		    "mailproxy -A %s", st->name, st->path, why, st->name);
+		    "mailproxy -A %s", st->name, st->path, why, st->authorize);
 		publish(st, OAUTH2_REVOKED);
 		return;
 	}
@@ -499,7 +506,7 @@ reread(struct store *st)
 	if (token_read(st->path, &t, &st->id, &missing, err, sizeof(err)) < 0) {
 		if (missing)
 			log_warnx("event=oauth2-no-store svc=%s store=%s: run "
-			    "mailproxy -A %s", st->name, st->path, st->name);
+			    "mailproxy -A %s", st->name, st->path, st->authorize);
 		else
 			log_errorx("event=oauth2-store-unreadable svc=%s %s",
 			    st->name, err);
@@ -615,27 +622,32 @@ idle(EV_P_ struct store *st)
 	st->active = false;
 }
 
-/* A store (re)joins the running configuration through service svc. */
+/*
+ * A store (re)joins the running configuration through c, the oauth2 keys
+ * of a service or an account; name is how logs and /metrics call it and
+ * authorize what -A takes for it.
+ */
 static int
-adopt(EV_P_ struct store *st, struct config *cf, struct service *svc,
-    char *err, size_t errlen)
+adopt(EV_P_ struct store *st, struct config *cf, struct oauth2_conf *c,
+    const char *name, const char *authorize, char *err, size_t errlen)
 {
 	char why[256];
 	SSL_CTX *ctx;
 	bool fresh = st->cf == NULL;
 
-	if ((ctx = https_ctx_new(svc->oauth2.ca, why, sizeof(why))) == NULL) {
-		snprintf(err, errlen, "[%s] oauth2_ca: %s", svc->name, why);
+	if ((ctx = https_ctx_new(c->ca, why, sizeof(why))) == NULL) {
+		snprintf(err, errlen, "[%s] oauth2_ca: %s", name, why);
 		return -1;
 	}
 	SSL_CTX_free(st->ctx);
 	st->ctx = ctx;
 	config_unref(st->cf);
 	st->cf = config_ref(cf);
-	st->c = &svc->oauth2;
-	st->name = svc->name;
+	st->c = c;
+	snprintf(st->name, sizeof(st->name), "%s", name);
+	snprintf(st->authorize, sizeof(st->authorize), "%s", authorize);
 	st->loop = EV_A;
-	svc->oauth2.slot = store_index(st);
+	c->slot = store_index(st);
 	st->active = true;
 	if (fresh || token_file_changed(st->path, &st->id)) {
 		ev_timer_stop(EV_A_ &st->timer);
@@ -649,6 +661,32 @@ adopt(EV_P_ struct store *st, struct config *cf, struct service *svc,
 	return 0;
 }
 
+/* One store named by cf (a service's or an account's). */
+static int
+attach_one(EV_P_ struct config *cf, struct oauth2_conf *c, const char *name,
+    const char *authorize, char *err, size_t errlen)
+{
+	struct store *st;
+
+	if ((st = find_or_add(c->store, err, errlen)) == NULL)
+		return -1;
+	if (st->active && st->cf == cf) {	/* named twice in cf */
+		c->slot = store_index(st);
+		return 0;
+	}
+	return adopt(EV_A_ st, cf, c, name, authorize, err, errlen);
+}
+
+/* The accounts service that -A SERVICE:ACCOUNT names, for the hint. */
+static const char *
+accounts_service(const struct config *cf)
+{
+	for (size_t i = 0; i < cf->nservices; i++)
+		if (cf->services[i].upstream_auth == AUTH_ACCOUNTS)
+			return cf->services[i].name;
+	return "SERVICE";
+}
+
 int
 oauth2_attach(EV_P_ struct config *cf, char *err, size_t errlen)
 {
@@ -656,25 +694,34 @@ oauth2_attach(EV_P_ struct config *cf, char *err, size_t errlen)
 
 	if (resolver == NULL && (resolver = resolver_new(EV_A_
 	    getenv("MAILPROXY_DNS_SERVERS"), why, sizeof(why))) == NULL) {
+		bool any = false;
 		for (size_t i = 0; i < cf->nservices; i++)
-			if (cf->services[i].oauth2.store != NULL) {
-				snprintf(err, errlen, "resolver: %s", why);
-				return -1;
-			}
-		return 0;	/* not needed yet: tried again next time */
+			any |= cf->services[i].oauth2.store != NULL;
+		for (size_t i = 0; i < cf->naccounts; i++)
+			any |= cf->accounts[i].oauth2.store != NULL;
+		if (!any)
+			return 0;	/* not needed yet: tried next time */
+		snprintf(err, errlen, "resolver: %s", why);
+		return -1;
 	}
 	for (int i = 0; i < nstores; i++)
 		stores[i].active = false;
 	for (size_t i = 0; i < cf->nservices; i++) {
 		struct service *svc = &cf->services[i];
-		struct store *st;
-		if (svc->oauth2.store == NULL)
-			continue;
-		if ((st = find_or_add(svc->oauth2.store, err, errlen)) == NULL)
+		if (svc->oauth2.store != NULL && attach_one(EV_A_ cf,
+		    &svc->oauth2, svc->name, svc->name, err, errlen) < 0)
 			return -1;
-		if (st->active && st->cf == cf)
-			svc->oauth2.slot = store_index(st);	/* shared */
-		else if (adopt(EV_A_ st, cf, svc, err, errlen) < 0)
+	}
+	for (size_t i = 0; i < cf->naccounts; i++) {
+		struct account *a = &cf->accounts[i];
+		char name[300], authorize[300];
+		if (a->oauth2.store == NULL)
+			continue;
+		snprintf(name, sizeof(name), "account:%s", a->name);
+		snprintf(authorize, sizeof(authorize), "%s:%s",
+		    accounts_service(cf), a->name);
+		if (attach_one(EV_A_ cf, &a->oauth2, name, authorize, err,
+		    errlen) < 0)
 			return -1;
 	}
 	for (int i = 0; i < nstores; i++)

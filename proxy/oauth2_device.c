@@ -151,12 +151,47 @@ parse_grant(const struct exchange *x, struct grant *g, char *why,
 	return 0;
 }
 
-static const struct service *
-find_service(const struct config *cf, const char *name)
+/*
+ * The store -A names: "SERVICE" (its oauth2_token_store) or
+ * "SERVICE:ACCOUNT" (an account of that accounts service).  NULL with why.
+ */
+static const struct oauth2_conf *
+find_store(const struct config *cf, const char *arg, char *why, size_t len)
 {
-	for (size_t i = 0; i < cf->nservices; i++)
-		if (strcmp(cf->services[i].name, name) == 0)
-			return &cf->services[i];
+	const char *colon = strchr(arg, ':');
+	size_t sl = colon != NULL ? (size_t)(colon - arg) : strlen(arg);
+	const struct service *svc = NULL;
+
+	for (size_t i = 0; i < cf->nservices && svc == NULL; i++)
+		if (strlen(cf->services[i].name) == sl &&
+		    strncmp(cf->services[i].name, arg, sl) == 0)
+			svc = &cf->services[i];
+	if (svc == NULL) {
+		snprintf(why, len, "no service [%.*s] in the configuration",
+		    (int)sl, arg);
+		return NULL;
+	}
+	if (colon == NULL) {
+		if (svc->oauth2.store == NULL)
+			snprintf(why, len, "[%s] has no oauth2_token_store%s",
+			    svc->name, svc->upstream_auth == AUTH_ACCOUNTS ?
+			    " (an account's: -A SERVICE:ACCOUNT)" : "");
+		return svc->oauth2.store != NULL ? &svc->oauth2 : NULL;
+	}
+	if (svc->upstream_auth != AUTH_ACCOUNTS) {
+		snprintf(why, len, "[%s] is not an upstream_auth = accounts "
+		    "service", svc->name);
+		return NULL;
+	}
+	for (size_t i = 0; i < cf->naccounts; i++)
+		if (strcmp(cf->accounts[i].name, colon + 1) == 0) {
+			if (cf->accounts[i].oauth2.store == NULL)
+				snprintf(why, len, "[account:%s] has no "
+				    "oauth2_token_store", colon + 1);
+			return cf->accounts[i].oauth2.store != NULL ?
+			    &cf->accounts[i].oauth2 : NULL;
+		}
+	snprintf(why, len, "no [account:%s] in the configuration", colon + 1);
 	return NULL;
 }
 
@@ -177,9 +212,8 @@ save(const char *store, const struct token *t)
 /* Polls the token endpoint until the person acts or the code expires. */
 static int
 poll_token(struct ev_loop *loop, SSL_CTX *ctx, struct resolver *res,
-    const struct service *svc, struct grant *g)
+    const struct oauth2_conf *c, const char *name, struct grant *g)
 {
-	const struct oauth2_conf *c = &svc->oauth2;
 	time_t deadline = time(NULL) + g->expires_in;
 	struct exchange x = { 0 };
 	struct token t = { 0 };
@@ -192,7 +226,7 @@ poll_token(struct ev_loop *loop, SSL_CTX *ctx, struct resolver *res,
 		nanosleep(&wait, NULL);
 		if (time(NULL) >= deadline) {
 			fprintf(stderr, "mailproxy: the code expired before it was "
-			    "entered; run mailproxy -A %s again\n", svc->name);
+			    "entered; run mailproxy -A %s again\n", name);
 			break;
 		}
 		if (oauth2_form_add(&form, "grant_type", GRANT_DEVICE) < 0 ||
@@ -220,7 +254,7 @@ poll_token(struct ev_loop *loop, SSL_CTX *ctx, struct resolver *res,
 		}
 		if (strcmp(code, "expired_token") == 0)
 			fprintf(stderr, "mailproxy: the code expired before it was "
-			    "entered; run mailproxy -A %s again\n", svc->name);
+			    "entered; run mailproxy -A %s again\n", name);
 		else if (strcmp(code, "access_denied") == 0)
 			fprintf(stderr, "mailproxy: the sign-in was declined; "
 			    "nothing was written\n");
@@ -240,7 +274,6 @@ poll_token(struct ev_loop *loop, SSL_CTX *ctx, struct resolver *res,
 int
 oauth2_authorize(const struct config *cf, const char *name)
 {
-	const struct service *svc = find_service(cf, name);
 	const struct oauth2_conf *c;
 	struct ev_loop *loop = NULL;
 	struct resolver *res = NULL;
@@ -250,13 +283,10 @@ oauth2_authorize(const struct config *cf, const char *name)
 	char *form = NULL, why[300];
 	int rc = 1;
 
-	if (svc == NULL || svc->oauth2.store == NULL) {
-		fprintf(stderr, "mailproxy: -A %s: %s\n", name, svc == NULL ?
-		    "no such service in the configuration" :
-		    "the service has no oauth2_token_store");
+	if ((c = find_store(cf, name, why, sizeof(why))) == NULL) {
+		fprintf(stderr, "mailproxy: -A %s: %s\n", name, why);
 		return 1;
 	}
-	c = &svc->oauth2;
 	token_json_wipe_on_free();
 	if ((loop = ev_loop_new(EVFLAG_AUTO)) == NULL ||
 	    (res = resolver_new(loop, getenv("MAILPROXY_DNS_SERVERS"), why,
@@ -282,13 +312,13 @@ oauth2_authorize(const struct config *cf, const char *name)
 		goto out;
 	}
 	printf("To let mailproxy use the account of [%s], sign in at\n"
-	    "  %s\nand enter the code\n  %s\n", svc->name, g.uri, g.user_code);
+	    "  %s\nand enter the code\n  %s\n", name, g.uri, g.user_code);
 	if (g.uri_complete != NULL)
 		printf("(or open %s)\n", g.uri_complete);
 	printf("The code is valid for %ld minutes; waiting...\n",
 	    (g.expires_in + 59) / 60);
 	fflush(stdout);
-	rc = poll_token(loop, ctx, res, svc, &g) == 0 ? 0 : 1;
+	rc = poll_token(loop, ctx, res, c, name, &g) == 0 ? 0 : 1;
 out:
 	exchange_free(&x);
 	grant_free(&g);

@@ -4,21 +4,77 @@
  *   GREETING +OK -> CAPA (+OK, lines, ".": STLS listed) -> STLS +OK
  *   -> [TLS] -> the client gets "+OK ready".
  *   A server without CAPA (-ERR) is sent STLS all the same.
+ *
+ * With a login (upstream_auth = accounts), once TLS is up: USER, PASS
+ * (a password) or AUTH XOAUTH2 <ir> (a token; a "+" carries the error,
+ * answered with an empty line) -> +OK.
  */
 #include <stdlib.h>
+#include <string.h>
+#include <strings.h>
 
 #include "line.h"
 #include "neg_impl.h"
 
 enum pop3_state { POP3_GREETING, POP3_CAPA, POP3_CAPA_LIST, POP3_STLS,
-    POP3_TLS, POP3_DONE };
+    POP3_TLS, POP3_USER, POP3_PASS, POP3_AUTH, POP3_AUTH_ERROR, POP3_DONE };
 
 static const char *const pop3_state_names[] = {
-	"greeting", "capa", "capa-list", "stls", "tls-handshake", "done",
+	"greeting", "capa", "capa-list", "stls", "tls-handshake", "user",
+	"pass", "auth", "auth-error", "done",
 };
 
 /* RFC 2449: responses up to 512 octets with CRLF. */
 #define POP3_MAX_LINE	512
+
+/* TLS is up: log in, or hand over to the client. */
+static enum neg_verdict
+pop3_login(struct negotiator *n, struct neg_out *out)
+{
+	if (n->auth == AUTH_NONE) {
+		n->state = POP3_DONE;
+		if (n->greet)
+			neg_reply_client(out, "+OK ready");
+		return NEG_RELAY;
+	}
+	if (n->auth == AUTH_XOAUTH2) {
+		if (neg_send_sasl(n, out, "AUTH XOAUTH2 ") < 0)
+			return neg_fail(n, R_OUT_OF_MEMORY, "building AUTH");
+		n->state = POP3_AUTH;
+	} else {
+		neg_send(n, out, "USER %s", n->auth_user);
+		n->state = POP3_USER;
+	}
+	return NEG_CONTINUE;
+}
+
+/* A reply during the login. */
+static enum neg_verdict
+pop3_login_reply(struct negotiator *n, const char *line, size_t len,
+    struct neg_out *out)
+{
+	bool ok = line_starts_with_word(line, len, "+OK");
+
+	if (n->state == POP3_AUTH_ERROR || (!ok && !(n->state == POP3_AUTH &&
+	    len >= 1 && line[0] == '+')))
+		return neg_fail_auth(n, line, len);
+	if (n->state == POP3_AUTH && !ok) {
+		/* XOAUTH2's error challenge: an empty answer ends it. */
+		neg_note_xoauth2_error(n, line + (len > 1 ? 2 : 1),
+		    len > 1 ? len - 2 : 0);
+		neg_send(n, out, "%s", "");
+		n->state = POP3_AUTH_ERROR;
+		return NEG_CONTINUE;
+	}
+	if (n->state == POP3_USER) {
+		neg_send_secret(out, "PASS ", n->auth_secret,
+		    n->auth_secret_len, "");
+		n->state = POP3_PASS;
+		return NEG_CONTINUE;
+	}
+	n->state = POP3_DONE;
+	return NEG_RELAY;
+}
 
 static enum neg_verdict
 pop3_line(struct negotiator *n, const char *line, size_t len,
@@ -32,6 +88,8 @@ pop3_line(struct negotiator *n, const char *line, size_t len,
 		if (!ok)
 			return neg_fail_line(n, err ? R_UPSTREAM_REFUSED :
 			    R_UPSTREAM_BAD_GREETING, line, len);
+		if (!n->starttls && n->auth != AUTH_NONE)
+			return pop3_login(n, out);	/* implicit TLS */
 		if (!n->starttls) {
 			n->state = POP3_DONE;
 			return NEG_RELAY;
@@ -78,6 +136,11 @@ pop3_line(struct negotiator *n, const char *line, size_t len,
 			    R_UPSTREAM_PROTOCOL_ERROR, line, len);
 		n->state = POP3_TLS;
 		return NEG_START_TLS;
+	case POP3_USER:
+	case POP3_PASS:
+	case POP3_AUTH:
+	case POP3_AUTH_ERROR:
+		return pop3_login_reply(n, line, len, out);
 	case POP3_TLS:
 	case POP3_DONE:
 		return neg_fail_line(n, R_UPSTREAM_UNSOLICITED, line, len);
@@ -88,10 +151,7 @@ pop3_line(struct negotiator *n, const char *line, size_t len,
 static enum neg_verdict
 pop3_tls_ready(struct negotiator *n, struct neg_out *out)
 {
-	n->state = POP3_DONE;
-	if (n->greet)
-		neg_reply_client(out, "+OK ready");
-	return NEG_RELAY;
+	return pop3_login(n, out);
 }
 
 /* ---- client side: STLS offered to the client --------------------------- */
@@ -134,6 +194,68 @@ const struct neg_ops pop3_ops = {
 	.tls_ready = pop3_tls_ready,
 };
 
+/* ---- client side: the client's login to the proxy (login.h) ----------- */
+
+/* Commands are short (RFC 2449: 255 octets); AUTH's initial response is
+ * base64 of a name and a password. */
+#define POP3_LOGIN_MAX_LINE	2048
+
+/* AUTH PLAIN [initial-response]; AUTH alone lists the mechanisms. */
+static enum login_verdict
+pop3_auth(struct login *l, const char *args, size_t len, bool given,
+    struct buf *to_client)
+{
+	if (!given) {
+		proto_say(to_client, "+OK\r\nPLAIN\r\n.");
+		return LOGIN_CONTINUE;
+	}
+	return login_sasl_start(l, args, len, to_client);
+}
+
+static enum login_verdict
+pop3_login_command(struct login *l, const char *line, size_t len,
+    struct buf *to_client)
+{
+	bool args;
+	size_t vl = line_verb(line, len, &args), ul = strlen(l->user);
+
+#define IS(word)	(vl == strlen(word) && strncasecmp(line, word, vl) == 0)
+	if (IS("CAPA") && !args)
+		proto_say(to_client, "+OK Capability list follows\r\nUSER\r\n"
+		    "SASL PLAIN\r\nIMPLEMENTATION mailproxy\r\n.");
+	else if (IS("QUIT")) {
+		proto_say(to_client, "+OK Bye");
+		return LOGIN_CLOSE;
+	} else if (IS("USER") && args && len - 5 <= LOGIN_MAX_USER) {
+		memcpy(l->user, line + 5, len - 5);
+		l->user[len - 5] = '\0';
+		proto_say(to_client, "+OK");
+	} else if (IS("PASS") && args && ul > 0) {
+		/* The password is the rest of the line, blanks included. */
+		enum login_verdict v = login_credentials(l, l->user, ul,
+		    line + 5, len - 5, to_client);
+		if (v != LOGIN_CHECK)
+			l->user[0] = '\0';	/* USER again */
+		return v;
+	} else if (IS("AUTH"))
+		return pop3_auth(l, line + vl + (args ? 1 : 0), len - vl -
+		    (args ? 1 : 0), args, to_client);
+	else {
+		proto_say(to_client, "-ERR %s", IS("STLS") ? "TLS is already "
+		    "active" : IS("PASS") ? "[AUTH] USER first" :
+		    "Command not permitted before login");
+		return login_error(l);
+	}
+#undef IS
+	return LOGIN_CONTINUE;
+}
+
+const struct login_ops pop3_login_ops = {
+	.literals = false,
+	.max_line = POP3_LOGIN_MAX_LINE,
+	.command = pop3_login_command,
+};
+
 /* What the proxy says to an POP3 client (see negotiate.h). */
 const struct proto_text pop3_text = {
 	.greeting = "+OK %s POP3 mailproxy ready",
@@ -152,4 +274,14 @@ const struct proto_text pop3_text = {
 		[TELL_LOCAL] = "-ERR [SYS/TEMP] mailproxy: temporary local "
 		    "problem",
 	},
+	.login_greeting = "+OK %s POP3 mailproxy ready",
+	.sasl_go_on = "+ ",
+	.auth_ok = "+OK Logged in",
+	.auth_failed = "-ERR [AUTH] Authentication failed",
+	.auth_unavailable = "-ERR [SYS/TEMP] mailproxy: the server refused the "
+	    "login, try again later",
+	.auth_cancelled = "-ERR Authentication cancelled",
+	.auth_mechanism = "-ERR Unsupported authentication mechanism",
+	.auth_syntax = "-ERR Invalid SASL PLAIN response or credentials",
+	.auth_blocked = "-ERR [AUTH] Too many authentication failures",
 };

@@ -194,7 +194,9 @@ probe_service(const struct service *svc, char *out, size_t len)
 		snprintf(out, len, "out of memory");
 		goto done;
 	}
-	if (svc->upstream_auth != AUTH_NONE && set_auth(svc, n, out, len) < 0)
+	/* accounts: each client's own login; the dialogue is tried without. */
+	if (svc->upstream_auth != AUTH_NONE && svc->upstream_auth !=
+	    AUTH_ACCOUNTS && set_auth(svc, n, out, len) < 0)
 		goto done;
 	set_timeout(l.fd, svc->timeouts.negotiation);
 	while (v != NEG_RELAY && v != NEG_FAIL) {
@@ -220,7 +222,8 @@ probe_service(const struct service *svc, char *out, size_t len)
 		goto done;
 	}
 	/* What a client would learn: the post-TLS capabilities. */
-	if (svc->upstream_auth != AUTH_NONE) {
+	if (svc->upstream_auth != AUTH_NONE && svc->upstream_auth !=
+	    AUTH_ACCOUNTS) {
 		/* Logged in: the keywords the device will be shown. */
 		const char *c = neg_caps(n);
 		size_t o = 0;

@@ -68,7 +68,10 @@ enum tell {
 	X(PROXY_HEADER_INVALID, "proxy-header-invalid", END_REFUSED,	TELL_NOTHING) \
 	X(PROXY_HEADER_TIMEOUT, "proxy-header-timeout", END_REFUSED,	TELL_NOTHING) \
 	X(NOT_ALLOWED, "not-allowed",		END_REFUSED,		TELL_NOTHING) \
-	X(PER_CLIENT_LIMIT, "per-client-limit",	END_REFUSED,		TELL_NOTHING)
+	X(PER_CLIENT_LIMIT, "per-client-limit",	END_REFUSED,		TELL_NOTHING) \
+	X(CLIENT_AUTH_FAILED, "client-auth-failed", END_REFUSED,	TELL_NOTHING) \
+	X(AUTH_BLOCKED, "auth-blocked",		END_REFUSED,		TELL_NOTHING) \
+	X(ACCOUNT_REMOVED, "account-removed",	END_REFUSED,			TELL_NOTHING)
 
 enum close_reason {
 #define REASON_ENUM(id, name, outcome, tell)	R_##id,

@@ -18,6 +18,7 @@
 #include "front.h"
 #include "guard.h"
 #include "log.h"
+#include "login.h"
 #include "metrics.h"
 #include "negotiate.h"
 #include "reason.h"
@@ -30,6 +31,8 @@ enum sess_state {
 	SESS_CONNECT,
 	SESS_NEGOTIATE,		/* upstream greeting/STARTTLS dialogue */
 	SESS_UPSTREAM_HANDSHAKE,
+	SESS_LOGIN,		/* accounts: the client logs in to the proxy */
+	SESS_LOGIN_CHECK,	/* accounts: its password is being checked */
 	SESS_FRONT,		/* upstream_auth: answering the device */
 	SESS_RELAY,
 	SESS_FAREWELL,		/* sending the client an error, then closing */
@@ -47,7 +50,10 @@ enum sess_state {
  * c2u for the relay).  Otherwise c2u holds only commands the negotiator
  * wrote for the upstream, u2c only what the proxy itself says to the client
  * (its greeting or an error), and what the upstream says goes to neg_in,
- * never to the client.  From RELAY on, c2u holds client bytes and u2c
+ * never to the client.  With accounts the client logs in first (LOGIN,
+ * or FRONT for SMTP; the bytes after its login command wait in held while
+ * the upstream is dialled and logged in to, and go back to c2u for the
+ * relay).  From RELAY on, c2u holds client bytes and u2c
  * upstream bytes.  closing is set once, by close_now(), and the session is
  * freed by the callback wrapper that saw it.
  */
@@ -65,6 +71,13 @@ struct session {
 	bool			 client_starttls; /* STARTTLS accepted */
 	struct negotiator	*neg;		/* see needs_negotiator() */
 	struct front		*front;		/* upstream_auth, until MAIL */
+	struct login		*login;		/* accounts: IMAP, POP3 */
+	struct pwcheck		*check;		/* LOGIN_CHECK: the job */
+	const struct account	*checking;	/* its account (NULL: unknown) */
+	const struct account	*account;	/* logged in as (in cf) */
+	bool			 accepted;	/* the upstream took it too */
+	struct buf		 held;		/* client bytes after the login
+						   command, until the relay */
 	struct guard		*guard;		/* client in TLS: mid-command */
 	bool			 starttls_in_tls; /* the guard saw one */
 	struct buf		 neg_in;	/* upstream bytes for neg */
@@ -110,6 +123,9 @@ void	set_nodelay(int fd);
 /* Both endpoints' watchers: run the machine, free the session if closed. */
 void	sess_io_cb(EV_P_ ev_io *w, int revents);
 
+/* Runs the machine from outside a watcher (a finished password check). */
+void	sess_run(EV_P_ struct session *s);
+
 /* ---- client.c ---- */
 
 /* The client is known (socket or PROXY header): its first phase. */
@@ -118,7 +134,18 @@ void	read_proxy_header(EV_P_ struct session *s);
 void	client_pretls(EV_P_ struct session *s);
 void	note_legacy_tls(const struct session *s);
 void	start_front(EV_P_ struct session *s);
-void	front_dialogue(EV_P_ struct session *s);
+
+/* The proxy's own dialogue with the client: FRONT (SMTP) and LOGIN. */
+void	client_dialogue(EV_P_ struct session *s);
+
+/* The client's TLS is up: its login (accounts) or the upstream next. */
+void	client_ready(EV_P_ struct session *s);
+
+/* The login dialogue of the session (LOGIN's, or FRONT's with accounts). */
+struct login *sess_login(const struct session *s);
+
+/* accounts: the upstream took the account's credential. */
+void	account_logged_in(EV_P_ struct session *s);
 
 /* ---- upstream.c ---- */
 

@@ -13,14 +13,16 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "accounts.h"
 #include "clients.h"
 #include "listener.h"
+#include "pwcheck.h"
 #include "tls.h"
 
 static const char *const sess_state_names[] = {
 	"proxy-header", "client-pretls", "client-handshake", "token-wait",
-	"connect",
-	"negotiate", "upstream-handshake", "front", "relay", "farewell",
+	"connect", "negotiate", "upstream-handshake", "login", "login-check",
+	"front", "relay", "farewell",
 };
 
 static struct session	*sessions;
@@ -143,6 +145,9 @@ sess_free(EV_P_ struct session *s)
 	neg_free(s->neg);
 	cneg_free(s->cneg);
 	front_free(s->front);
+	login_free(s->login);
+	pwcheck_cancel(s->check);
+	buf_release(&s->held);
 	guard_free(s->guard);
 	free(s->pp_buf);
 	if (s->prev != NULL)
@@ -172,6 +177,20 @@ sess_close_all(EV_P_ enum close_reason reason)
 	while (sessions != NULL) {
 		close_now(sessions, LOG_LVL_INFO, reason, NULL);
 		sess_free(EV_A_ sessions);
+	}
+}
+
+void
+sess_close_stale_accounts(EV_P)
+{
+	struct session *s, *next;
+
+	for (s = sessions; s != NULL; s = next) {
+		next = s->next;
+		if (s->account == NULL || accounts_current(s->account->fingerprint))
+			continue;
+		close_now(s, LOG_LVL_INFO, R_ACCOUNT_REMOVED, s->account->name);
+		sess_free(EV_A_ s);
 	}
 }
 
@@ -222,7 +241,7 @@ run_state(EV_P_ struct session *s)
 				metrics_starttls(s->metrics, 1);
 			metrics_handshake(s->metrics, 0,
 			    SSL_session_reused(s->client.ssl));
-			start_connect(EV_A_ s);
+			client_ready(EV_A_ s);
 		}
 		else if (st == EP_ERROR)
 			close_now(s, LOG_LVL_INFO, R_CLIENT_HANDSHAKE_FAILED,
@@ -244,9 +263,12 @@ run_state(EV_P_ struct session *s)
 		else if (st == EP_ERROR)
 			upstream_handshake_failed(EV_A_ s);
 		break;
+	case SESS_LOGIN:
 	case SESS_FRONT:
-		front_dialogue(EV_A_ s);
+		client_dialogue(EV_A_ s);
 		break;
+	case SESS_LOGIN_CHECK:
+		break;		/* the check's callback moves on */
 	case SESS_RELAY:
 		relay(EV_A_ s);
 		break;
@@ -300,10 +322,14 @@ step(EV_P_ struct session *s)
 		ep_update(EV_A_ &s->client, false, false);
 		ep_update(EV_A_ &s->upstream, true, false);
 		break;
+	case SESS_LOGIN:
 	case SESS_FRONT:
 		ep_update(EV_A_ &s->client, buf_len(&s->u2c) <= BUF_CAPACITY / 2 &&
 		    buf_room(&s->c2u) > 0, !buf_empty(&s->u2c));
 		ep_update(EV_A_ &s->upstream, false, false);
+		break;
+	case SESS_LOGIN_CHECK:
+		ep_update(EV_A_ &s->client, false, false);
 		break;
 	case SESS_RELAY:
 		arm_relay(EV_A_ s);
@@ -312,6 +338,14 @@ step(EV_P_ struct session *s)
 		ep_update(EV_A_ &s->client, false, true);
 		break;
 	}
+}
+
+void
+sess_run(EV_P_ struct session *s)
+{
+	if (!s->closing)
+		step(EV_A_ s);
+	reap(EV_A_ s);
 }
 
 /* Both sides' watchers: note what fired, run the machine, free if closed. */
@@ -365,6 +399,13 @@ timer_cb(EV_P_ ev_timer *w, int revents)
 	case SESS_PROXY_HEADER:
 		close_now(s, LOG_LVL_INFO, R_PROXY_HEADER_TIMEOUT, NULL);
 		break;
+	case SESS_LOGIN:
+	case SESS_LOGIN_CHECK:
+		buf_release(&s->u2c);
+		login_timeout(sess_login(s), &s->u2c);
+		close_after_reply(EV_A_ s, LOG_LVL_INFO, R_CLIENT_NEGOTIATION_TIMEOUT,
+		    NULL);
+		break;
 	case SESS_FRONT:
 		buf_release(&s->u2c);
 		front_timeout(&s->u2c);
@@ -412,6 +453,7 @@ sess_new(EV_P_ struct config *cf, const struct service *svc, int fd,
 	buf_init(&s->c2u, BUF_CAPACITY);
 	buf_init(&s->u2c, BUF_CAPACITY);
 	buf_init(&s->neg_in, NEG_MAX_INPUT);
+	buf_init(&s->held, BUF_CAPACITY);
 	set_nodelay(fd);
 	ep_init(&s->client, fd, ssl, sess_io_cb, s);
 	s->upstream.fd = -1;

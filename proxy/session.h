@@ -1,11 +1,16 @@
 /*
  * session: one client connection and its upstream, walking
  *
- *   [PROXY_HEADER] -> [CLIENT_PRETLS] -> [CLIENT_HANDSHAKE] -> CONNECT
+ *   [PROXY_HEADER] -> [CLIENT_PRETLS] -> [CLIENT_HANDSHAKE]
+ *     -> [LOGIN <-> LOGIN_CHECK] -> CONNECT
  *     -> [UPSTREAM_HANDSHAKE] -> [NEGOTIATE <-> UPSTREAM_HANDSHAKE]
  *     -> [FRONT] -> RELAY
  *
- * FRONT (upstream_auth) answers the device itself until MAIL.  FAREWELL
+ * LOGIN (upstream_auth = accounts) answers the client's login itself and
+ * has its password checked off the loop (LOGIN_CHECK); only then is the
+ * upstream dialled, and logged in to with the account's credential.
+ * FRONT (upstream_auth; with accounts, SMTP's LOGIN too) answers the
+ * device itself until MAIL.  FAREWELL
  * sends the client the proxy's own last words, then closes: from the
  * states before RELAY (the upstream failed, or the client's dialogue ended)
  * and from RELAY when the client sends STARTTLS inside TLS.  One ev_timer
@@ -41,5 +46,9 @@ size_t	sess_count(void);
 
 /* Closes every open session now, logging reason (end of the grace period). */
 void	sess_close_all(EV_P_ enum close_reason reason);
+
+/* After a reload (this worker drains): closes the sessions logged in as an
+ * account the running configuration no longer has, or has changed. */
+void	sess_close_stale_accounts(EV_P);
 
 #endif

@@ -35,8 +35,9 @@ static const char *const smtp_state_names[] = {
 	"auth-login-user", "auth-login-password", "auth-xoauth2-error", "done",
 };
 
+/* By enum upstream_auth (an account's password arrives as PLAIN). */
 static const char *const mech_names[] = { "", "PLAIN", "LOGIN", "XOAUTH2",
-    "OAUTHBEARER" };
+    "OAUTHBEARER", "PLAIN" };
 
 /* RFC 5321 4.5.3.1.5: a reply line is at most 512 octets with CRLF. */
 #define SMTP_MAX_LINE	512
@@ -57,95 +58,20 @@ smtp_finish(struct negotiator *n, struct neg_out *out)
 	return NEG_RELAY;
 }
 
-/*
- * Queues "<prefix><base64 of raw>" for the upstream.  The encoded copy is
- * wiped: it holds the secret.
- */
-static void
-send_sasl(struct neg_out *out, const char *prefix, const void *raw,
-    size_t len)
-{
-	size_t plen = strlen(prefix), cap = plen + (len + 2) / 3 * 4 + 3;
-	char *line;
-	size_t n;
-
-	if ((line = malloc(cap)) == NULL)
-		return;		/* the upstream times out: fails closed */
-	memcpy(line, prefix, plen);
-	n = EVP_EncodeBlock((uint8_t *)line + plen, raw, len);
-	memcpy(line + plen + n, "\r\n", 2);
-	(void)buf_append(out->to_upstream, line, plen + n + 2);
-	OPENSSL_cleanse(line, cap);
-	free(line);
-}
-
-/*
- * "n,a=USER,^Aauth=Bearer " (RFC 7628 3.1; RFC 5801 escapes "," and "=" in
- * the name).  out has room for three bytes per name byte.
- */
-static int
-gs2_header(char *out, const char *user)
-{
-	char *o = out;
-
-	o += sprintf(o, "n,a=");
-	for (const char *c = user; *c != '\0'; c++)
-		o += *c == ',' ? sprintf(o, "=2C") : *c == '=' ?
-		    sprintf(o, "=3D") : (*o = *c, 1);
-	return (int)(o - out) + sprintf(o, ",\001auth=Bearer ");
-}
-
 /* The first AUTH command; the SASL strings carry no CRLF (checked at load). */
 static enum neg_verdict
 send_auth(struct negotiator *n, struct neg_out *out)
 {
-	size_t ul = strlen(n->auth_user), sl = n->auth_secret_len;
-	size_t cap = 3 * ul + sl + 32;	/* OAUTHBEARER escapes: 3 per byte */
-	char *raw;
-	int len = 0;
-
 	if (n->auth == AUTH_LOGIN) {
 		neg_send(n, out, "AUTH LOGIN");
 		n->state = SMTP_AUTH_LOGIN_USER;
 		return NEG_CONTINUE;
 	}
-	if ((raw = malloc(cap)) == NULL)
+	if (neg_send_sasl(n, out, n->auth == AUTH_PLAIN ? "AUTH PLAIN " :
+	    n->auth == AUTH_XOAUTH2 ? "AUTH XOAUTH2 " : "AUTH OAUTHBEARER ") < 0)
 		return neg_fail(n, R_OUT_OF_MEMORY, "building AUTH");
-	if (n->auth == AUTH_PLAIN)	/* RFC 4616: authzid NUL authcid NUL pw */
-		len = snprintf(raw, cap, "%c%s%c", 0, n->auth_user, 0);
-	else if (n->auth == AUTH_XOAUTH2)	/* Google/Microsoft XOAUTH2 */
-		len = snprintf(raw, cap, "user=%s\001auth=Bearer ", n->auth_user);
-	else				/* RFC 7628: GS2 header, then kvpairs */
-		len = gs2_header(raw, n->auth_user);
-	memcpy(raw + len, n->auth_secret, sl);
-	len += (int)sl;
-	if (n->auth != AUTH_PLAIN) {
-		memcpy(raw + len, "\001\001", 2);
-		len += 2;
-	}
-	send_sasl(out, n->auth == AUTH_PLAIN ? "AUTH PLAIN " :
-	    n->auth == AUTH_XOAUTH2 ? "AUTH XOAUTH2 " : "AUTH OAUTHBEARER ",
-	    raw, (size_t)len);
-	OPENSSL_cleanse(raw, cap);
-	free(raw);
 	n->state = SMTP_AUTH;
 	return NEG_CONTINUE;
-}
-
-/* XOAUTH2 explains a refusal in a 334 with base64 JSON: keep it for the log. */
-static void
-note_xoauth2_error(struct negotiator *n, const char *line, size_t len)
-{
-	uint8_t json[300];
-	size_t jl = 0, i;
-
-	if (len <= 4 || !EVP_DecodeBase64(json, &jl, sizeof(json) - 1,
-	    (const uint8_t *)line + 4, len - 4))
-		jl = 0;
-	for (i = 0; i < jl; i++)
-		if (json[i] < 0x20 || json[i] >= 0x7f || json[i] == '"')
-			json[i] = '\'';
-	snprintf(n->detail, sizeof(n->detail), "%.*s", (int)jl, (char *)json);
 }
 
 /* One keyword line of the post-TLS EHLO reply (auth mode). */
@@ -159,6 +85,11 @@ note_keyword(struct negotiator *n, const char *kw, size_t len)
 		if (line_has_word(kw + 5, len > 5 ? len - 5 : 0,
 		    mech_names[n->auth]))
 			n->keyword_seen = true;
+		else if (n->auth_either && !n->keyword_seen &&
+		    line_has_word(kw + 5, len > 5 ? len - 5 : 0, "LOGIN")) {
+			n->auth = AUTH_LOGIN;	/* smtp.office365.com */
+			n->keyword_seen = true;
+		}
 		return;		/* the device never sees AUTH */
 	}
 	if (line_starts_with_word(kw, len, "STARTTLS"))
@@ -225,10 +156,12 @@ smtp_reply(struct negotiator *n, int code, bool starttls_seen,
 			return neg_fail_line(n, R_UPSTREAM_AUTH_REFUSED, line,
 			    len);
 		if (n->state == SMTP_AUTH_LOGIN_USER) {
-			send_sasl(out, "", n->auth_user, strlen(n->auth_user));
+			neg_send_base64(out, "", n->auth_user,
+			    strlen(n->auth_user));
 			n->state = SMTP_AUTH_LOGIN_PASS;
 		} else {
-			send_sasl(out, "", n->auth_secret, n->auth_secret_len);
+			neg_send_base64(out, "", n->auth_secret,
+			    n->auth_secret_len);
 			n->state = SMTP_AUTH;
 		}
 		return NEG_CONTINUE;
@@ -240,23 +173,15 @@ smtp_reply(struct negotiator *n, int code, bool starttls_seen,
 			/* The error is in the challenge; the answer that ends
 			 * the exchange (with a 5xx) is empty for XOAUTH2, a
 			 * lone ^A for OAUTHBEARER (RFC 7628 3.2.3). */
-			note_xoauth2_error(n, line, len);
+			neg_note_xoauth2_error(n, line + 4, len > 4 ? len - 4 : 0);
 			neg_send(n, out, "%s", n->auth == AUTH_XOAUTH2 ? "" :
 			    "AQ==");
 			n->state = SMTP_AUTH_XOAUTH2_ERROR;
 			return NEG_CONTINUE;
 		}
 		return neg_fail_line(n, R_UPSTREAM_AUTH_REFUSED, line, len);
-	case SMTP_AUTH_XOAUTH2_ERROR: {
-		char why[200];
-		snprintf(why, sizeof(why), "%s", n->detail);
-		neg_fail_line(n, R_UPSTREAM_AUTH_REFUSED, line, len);
-		/* The server's refusal, then what the 334 said. */
-		if (why[0] != '\0')
-			snprintf(n->detail + strlen(n->detail),
-			    sizeof(n->detail) - strlen(n->detail), "; %s", why);
-		return NEG_FAIL;
-	}
+	case SMTP_AUTH_XOAUTH2_ERROR:
+		return neg_fail_auth(n, line, len);
 	case SMTP_TLS:
 	case SMTP_DONE:
 		return neg_fail_line(n, R_UPSTREAM_UNSOLICITED, line, len);
@@ -365,6 +290,14 @@ const struct neg_ops smtp_ops = {
 	.tls_ready = smtp_tls_ready,
 };
 
+/* The device's login (accounts) is driven by front.c, line by line; the
+ * dialogue object keeps its credentials and gives its replies. */
+const struct login_ops smtp_login_ops = {
+	.literals = false,
+	.max_line = SMTP_MAX_LINE,
+	.command = NULL,
+};
+
 /* What the proxy says to an SMTP client (see negotiate.h). */
 const struct proto_text smtp_text = {
 	.greeting = "220 %s ESMTP mailproxy ready",
@@ -384,4 +317,14 @@ const struct proto_text smtp_text = {
 		[TELL_LOCAL] = "421 4.3.0 mailproxy: temporary local problem, "
 		    "try again later",
 	},
+	.login_greeting = "220 %s ESMTP mailproxy ready",
+	.sasl_go_on = "334 ",
+	.auth_ok = "235 2.7.0 Authentication successful",
+	.auth_failed = "535 5.7.8 Authentication credentials invalid",
+	.auth_unavailable = "454 4.7.0 mailproxy: the server refused the login, "
+	    "try again later",
+	.auth_cancelled = "501 5.7.0 Authentication aborted",
+	.auth_mechanism = "504 5.5.4 Unrecognized authentication type",
+	.auth_syntax = "501 5.5.2 Invalid SASL PLAIN or LOGIN response",
+	.auth_blocked = "421 4.7.0 Too many authentication failures",
 };

@@ -18,11 +18,31 @@
 #include <openssl/mem.h>
 #include <openssl/x509.h>
 
+#include "accounts.h"
 #include "dns.h"
 #include "oauth2.h"
 #include "proxyproto.h"
 #include "tls.h"
 #include "tokenstore.h"
+
+/* The token table entry of the session's credential, or -1: the
+ * account's store with accounts, else the service's. */
+static int
+token_slot(const struct session *s)
+{
+	return s->account != NULL ? (s->account->cred == ACCT_TOKEN_STORE ?
+	    s->account->oauth2.slot : -1) : s->svc->oauth2.slot;
+}
+
+/* A token from the table: its length, or -1 with why. */
+static int
+stored_token(int slot, char *out, size_t cap, char *why, size_t whylen)
+{
+	size_t len;
+
+	return oauth2_take(slot, out, cap, &len, why, whylen) ==
+	    OAUTH2_TOKEN ? (int)len : -1;
+}
 
 /* How long a session waits for a token being refreshed, at most. */
 #define TOKEN_WAIT	10.
@@ -41,11 +61,11 @@ token_ready(EV_P_ struct session *s)
 	size_t len;
 	enum oauth2_take t;
 	double wait;
+	int slot = token_slot(s);
 
-	if (s->svc->oauth2.slot < 0)
+	if (slot < 0)
 		return true;
-	t = oauth2_take(s->svc->oauth2.slot, token, sizeof(token), &len, why,
-	    sizeof(why));
+	t = oauth2_take(slot, token, sizeof(token), &len, why, sizeof(why));
 	OPENSSL_cleanse(token, len);
 	if (t == OAUTH2_TOKEN)
 		return true;
@@ -154,29 +174,48 @@ needs_negotiator(const struct service *svc)
 	    svc->upstream_auth != AUTH_NONE;
 }
 
-/* The secret of upstream_auth: the store's token, a file's, a password. */
-static int
-auth_secret(const struct service *svc, char *out, size_t cap, char *why,
-    size_t whylen)
-{
-	size_t len;
-
-	if (svc->oauth2.slot < 0)
-		return config_auth_secret(svc, out, cap, why, whylen);
-	return oauth2_take(svc->oauth2.slot, out, cap, &len, why, whylen) ==
-	    OAUTH2_TOKEN ? (int)len : -1;
-}
-
-/* Hands the negotiator the secret of upstream_auth (wiped here after). */
+/*
+ * Hands the negotiator the credential it logs in upstream with (the secret
+ * is wiped here after): the service's (upstream_auth = plain, login,
+ * xoauth2), or, with accounts, the account's the client logged in as.
+ * Every way a credential is fetched is here.
+ */
 static int
 set_credentials(struct session *s, char *why, size_t whylen)
 {
+	const struct account *a = s->account;
 	char secret[SECRET_MAX + 1];
-	int n, rc = -1;
+	int n = -1, rc = -1, mech = s->svc->upstream_auth;
+	const char *user = s->svc->upstream_user;
 
-	if ((n = auth_secret(s->svc, secret, sizeof(secret), why,
-	    whylen)) >= 0 && (rc = neg_set_auth(s->neg, s->svc->upstream_auth,
-	    s->svc->upstream_user, secret, (size_t)n)) < 0)
+	if (a == NULL && s->svc->oauth2.slot >= 0)
+		n = stored_token(s->svc->oauth2.slot, secret, sizeof(secret),
+		    why, whylen);
+	else if (a == NULL)
+		n = config_auth_secret(s->svc, secret, sizeof(secret), why,
+		    whylen);
+	else {
+		user = a->upstream_user;
+		switch (a->cred) {
+		case ACCT_PASSWORD:
+			mech = AUTH_ACCOUNTS;	/* a password, see neg_set_auth() */
+			n = (int)a->upstream_password_len;
+			memcpy(secret, a->upstream_password, (size_t)n + 1);
+			break;
+		case ACCT_TOKEN_FILE:
+			mech = AUTH_XOAUTH2;
+			n = secret_read(a->upstream_token_file, secret,
+			    sizeof(secret), why, whylen);
+			break;
+		case ACCT_TOKEN_STORE:
+			mech = AUTH_XOAUTH2;
+			n = stored_token(a->oauth2.slot, secret, sizeof(secret),
+			    why, whylen);
+			break;
+		}
+	}
+	if (n >= 0 && (rc = neg_set_auth(s->neg, mech, user, secret,
+	    (size_t)n)) < 0)
 		snprintf(why, whylen, "out of memory");
 	OPENSSL_cleanse(secret, sizeof(secret));
 	return rc;
@@ -250,7 +289,8 @@ connect_done(EV_P_ struct session *s)
 		 * proxy already greeted a STARTTLS client itself. */
 		s->neg = neg_new(s->svc->protocol, s->svc->ehlo_name,
 		    s->svc->upstream_tls == TLS_MODE_STARTTLS,
-		    s->svc->client_tls != TLS_MODE_STARTTLS);
+		    s->svc->client_tls != TLS_MODE_STARTTLS &&
+		    s->svc->upstream_auth != AUTH_ACCOUNTS);
 		if (s->neg == NULL) {
 			fail_upstream(EV_A_ s, R_OUT_OF_MEMORY, NULL);
 			return;
@@ -327,7 +367,9 @@ fail_upstream(EV_P_ struct session *s, enum close_reason reason,
 		metrics_upstream_connect(s->metrics, false);
 	ep_close(EV_A_ &s->upstream);
 	buf_release(&s->u2c);	/* nothing but our error reaches the client */
-	if (msg != NULL)
+	if (s->account != NULL && !s->accepted)
+		login_unavailable(sess_login(s), &s->u2c);	/* its login */
+	else if (msg != NULL)
 		proto_say(&s->u2c, "%s", msg);
 	close_after_reply(EV_A_ s, LOG_LVL_WARN, reason, detail);
 }
@@ -370,7 +412,9 @@ apply_verdict(EV_P_ struct session *s, enum neg_verdict v, struct neg_out *out)
 		    (unsigned long long)s->id, s->svc->name);
 		if (s->svc->upstream_tls == TLS_MODE_STARTTLS)
 			metrics_starttls(s->metrics, 0);
-		if (s->svc->upstream_auth != AUTH_NONE)
+		if (s->account != NULL)
+			account_logged_in(EV_A_ s);
+		else if (s->svc->upstream_auth != AUTH_NONE)
 			start_front(EV_A_ s);
 		else
 			start_relay(EV_A_ s);

@@ -108,6 +108,10 @@ watch_start(const struct config *cf, const char *file, char *err,
 		rc |= add(w, svc->oauth2.ca, err, errlen);
 		rc |= add_store(w, svc->oauth2.store, err, errlen);
 	}
+	for (size_t i = 0; i < cf->naccounts && rc == 0; i++) {
+		rc |= add(w, cf->accounts[i].upstream_password_file, err, errlen);
+		rc |= add(w, cf->accounts[i].upstream_token_file, err, errlen);
+	}
 	if (rc != 0) {
 		watch_free(w);
 		return NULL;

@@ -39,6 +39,7 @@ main(void)
 	test_negotiate();
 	test_cneg();
 	test_front();
+	test_login();
 	test_guard();
 	test_cidr();
 	test_proxyproto();

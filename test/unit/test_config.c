@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "accounts.h"
 #include "config.h"
 #include "unit.h"
 
@@ -590,6 +591,130 @@ test_upstream_auth_rules(void)
 	unlink(crlf);
 }
 
+
+#define ACCT_SVC							\
+	"[imaps]\n"							\
+	"protocol = imap\n"						\
+	"listen = 127.0.0.1:0\n"					\
+	"client_tls = implicit\n"					\
+	"cert = @/server-ecdsa.crt\n"					\
+	"key = @/server-ecdsa.key\n"					\
+	"upstream = 127.0.0.1:993\n"					\
+	"upstream_name = mail.test\n"					\
+	"upstream_tls = implicit\n"					\
+	"upstream_auth = accounts\n"	/* line 10 */
+
+/* upstream_auth = accounts and [account:NAME]: hashes checked with
+ * libcrypt at load, exactly one credential, errors at FILE:LINE. */
+static void
+test_accounts(void)
+{
+	char pw[64], tok[64], hash[256], text[4096];
+	const struct account *a;
+	struct config *cf;
+
+	secret_file(pw, sizeof(pw), "upstream-secret\n", 0600);
+	secret_file(tok, sizeof(tok), "ya29.token\n", 0600);
+	CHECK(account_make_hash("local-pw", hash, sizeof(hash)) == 0);
+	CHECK(strncmp(hash, "$y$", 3) == 0);
+	CHECK(account_password_ok(hash, "local-pw", 8));
+	CHECK(!account_password_ok(hash, "local-pX", 8));
+	CHECK(!account_password_ok(hash, "local-pw\0", 9));
+
+	snprintf(text, sizeof(text), ACCT_SVC "auth_failures_max = 3\n"
+	    "[account:scanner.example.com]\npassword_hash = %s\n"
+	    "upstream_password_file = %s\n"
+	    "[account:crm]\npassword_hash = %s\nupstream_user = crm.example.com\n"
+	    "upstream_token_file = %s\n", hash, pw,
+	    "$6$saltsalt$pn.eNCAqRIao3pxsOGdjVa9wVR7Rb/3WnbxOluoQKVZPzLuyetx3yF6VIZDfQnn/arrFVfrq3BqRb9gLqhI5z0", tok);
+	if ((cf = expect_ok(text)) != NULL) {
+		CHECK(cf->naccounts == 2);
+		CHECK(cf->services[0].auth_failures_max == 3);
+		CHECK(cf->services[0].auth_block_time == 900);
+		a = accounts_find(cf, "scanner.example.com");
+		CHECK(a != NULL && a->cred == ACCT_PASSWORD &&
+		    strcmp(a->upstream_user, "scanner.example.com") == 0 &&
+		    a->upstream_password_len == 15);
+		a = accounts_find(cf, "crm");
+		CHECK(a != NULL && a->cred == ACCT_TOKEN_FILE &&
+		    strcmp(a->upstream_user, "crm.example.com") == 0);
+		CHECK(a != NULL && account_password_ok(a->password_hash, "Hello world!", 12));
+		CHECK(accounts_find(cf, "CRM") == NULL);
+		CHECK(cf->accounts[0].fingerprint != cf->accounts[1].fingerprint);
+	}
+	/* What old workers learn after a reload: which accounts still are. */
+	if (cf != NULL) {
+		struct config *next;
+		uint64_t fp0 = cf->accounts[0].fingerprint;
+		uint64_t fp1 = cf->accounts[1].fingerprint;
+		snprintf(text, sizeof(text), ACCT_SVC "[account:crm]\npassword_hash = "
+		    "%s\nupstream_user = crm.example.com\nupstream_token_file = %s\n",
+		    "$6$saltsalt$pn.eNCAqRIao3pxsOGdjVa9wVR7Rb/3WnbxOluoQKVZPzLuyetx3yF6VIZDfQnn/arrFVfrq3BqRb9gLqhI5z0",
+		    tok);
+		CHECK(accounts_current(fp0));		/* no table: all are */
+		CHECK(accounts_shared_init() == 0);
+		accounts_publish(cf);
+		CHECK(accounts_current(fp0) && accounts_current(fp1));
+		if ((next = expect_ok(text)) != NULL) {
+			accounts_publish(next);
+			CHECK(!accounts_current(fp0));	/* removed */
+			CHECK(accounts_current(fp1));	/* the same account */
+		}
+		config_unref(next);
+	}
+	config_unref(cf);
+
+	struct { const char *tail; const char *msg; } bad[] = {
+		{ "[account:a]\nupstream_password_file = %2$s\n",
+		    "test.ini:11: [account:a]: password_hash is required" },
+		{ "[account:a]\npassword_hash = $1$abc$def\nupstream_password_file = %2$s\n",
+		    "test.ini:12: password_hash: not a yescrypt" },
+		{ "[account:a]\npassword_hash = $y$j9T$abc\nupstream_password_file = %2$s\n",
+		    "test.ini:12: password_hash: not a complete hash" },
+		{ "[account:a]\npassword_hash = %1$s\n",
+		    "test.ini:11: [account:a]: needs an upstream credential" },
+		{ "[account:a]\npassword_hash = %1$s\nupstream_password_file = %2$s\n"
+		    "upstream_token_file = %2$s\n",
+		    "test.ini:14: [account:a]: one upstream credential only" },
+		{ "[account:a]\npassword_hash = %1$s\nprotocol = imap\n",
+		    "test.ini:13: protocol cannot be set in an [account:NAME] section" },
+		{ "password_hash = %1$s\n",
+		    "test.ini:11: password_hash belongs in an [account:NAME] section" },
+		{ "upstream_user = bob\n[account:a]\npassword_hash = %1$s\n"
+		    "upstream_password_file = %2$s\n",
+		    "test.ini:11: upstream_user is only used with upstream_auth = plain" },
+		{ "auth_failures_max = 0\n",
+		    "test.ini:11: auth_failures_max: \"0\" is not a number from 1 to 1000" },
+		{ "", "[imaps]: upstream_auth = accounts needs at least one [account:NAME]" },
+		{ "[account:a b]\npassword_hash = %1$s\n", "test.ini:11: [account:a b]: the name" },
+		{ "[account:a]\npassword_hash = %1$s\nupstream_password_file = %2$s\n"
+		    "[account:a]\nupstream_user = b\n",
+		    "test.ini:14: [account:a] is defined twice (first at line 11)" },
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+		char tail[1024];
+		snprintf(tail, sizeof(tail), bad[i].tail, hash, pw);
+		snprintf(text, sizeof(text), ACCT_SVC "%s", tail);
+		expect_error(text, bad[i].msg);
+	}
+	/* Logins only inside TLS, credentials only over TLS. */
+	snprintf(text, sizeof(text), ACCT_SVC "[account:a]\npassword_hash = %s\n"
+	    "upstream_password_file = %s\n", hash, pw);
+	{
+		char t2[4096];
+		snprintf(t2, sizeof(t2), "%s", text);
+		memcpy(strstr(t2, "upstream_tls = implicit"), "upstream_tls = none    ", 23);
+		strstr(t2, "upstream_name")[0] = '#';
+		expect_error(t2, "test.ini:10: [imaps]: upstream_auth = accounts needs upstream_tls");
+	}
+	/* Accounts nobody uses are a mistake. */
+	snprintf(text, sizeof(text), SERVICE_OK "[account:a]\npassword_hash = %s\n"
+	    "upstream_password_file = %s\n", hash, pw);
+	expect_error(text, "test.ini:9: [account:a]: no service has upstream_auth = accounts");
+	unlink(pw);
+	unlink(tok);
+}
+
 void
 test_config(void)
 {
@@ -605,4 +730,5 @@ test_config(void)
 	test_cross_key_rules();
 	test_bad_ca_file_is_reported();
 	test_upstream_auth_rules();
+	test_accounts();
 }

@@ -48,6 +48,7 @@ void test_log(void);
 void test_negotiate(void);
 void test_cneg(void);
 void test_front(void);
+void test_login(void);
 void test_guard(void);
 void test_cidr(void);
 void test_proxyproto(void);
