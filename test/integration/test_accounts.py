@@ -633,3 +633,60 @@ def test_xoauth2_account_checked_by_real_dovecot(proxies, oauth_dovecot, certs, 
     assert oauth_dovecot["state"]["seen"] == [token, "ya29.revoked"]
     p.wait_log(r"event=upstream-failed reason=upstream-auth-refused")
     assert token not in p.log() and "ya29.revoked" not in p.log()
+
+
+def test_account_token_store_refreshed_by_the_proxy_checked_by_real_dovecot(
+        proxies, oauth_dovecot, certs, hashes, tmp_path):
+    """The account's credential is an oauth2_token_store: the proxy refreshes
+    its 4-second tokens itself (scripted OAuth2 server), and a real Dovecot
+    checks every XOAUTH2 login against that server's live tokens."""
+    import json
+    import time
+    from oauth2server import OAuth2Server
+
+    srv = OAuth2Server(certs)
+
+    class Live:
+        def __contains__(self, token):
+            return srv.valid(token)
+
+    oauth_dovecot["state"]["valid"] = Live()
+    store = os.path.join(str(tmp_path), "crm.token.json")
+    with open(store, "w") as f:
+        json.dump({"refresh_token": "rt-0"}, f)
+    os.chmod(store, 0o600)
+    try:
+        p = proxies(svc("imaps", "imap", oauth_dovecot["port"], "implicit", certs)
+                    + "[account:crm]\npassword_hash = %s\nupstream_user = alice\n"
+                    "oauth2_client_id = test-client\noauth2_token_url = %s\n"
+                    "oauth2_device_url = %s\noauth2_ca = %s/ca.crt\n"
+                    "oauth2_token_store = %s\n"
+                    % (hashes["alice"], srv.token_url, srv.device_url, certs, store))
+        for _ in range(4):              # across refreshes of 4 s tokens
+            c = imaplib.IMAP4_SSL("127.0.0.1", p.port("imaps"), ssl_context=ctx(certs))
+            assert c.login("crm", LOCAL)[0] == "OK"
+            assert c.select("INBOX")[0] == "OK"
+            c.logout()
+            time.sleep(1.5)
+        seen = oauth_dovecot["state"]["seen"]
+        assert len(seen) == 4 and len(set(seen)) >= 2, seen
+        assert srv.refreshes() >= 2
+        p.wait_log(r"event=oauth2-refreshed svc=account:crm ")
+        with open(store) as f:
+            assert json.load(f)["refresh_token"] == srv.refresh
+        for t in seen:
+            assert t not in p.log()
+        # -A SERVICE:ACCOUNT writes an account's store.
+        other = os.path.join(str(tmp_path), "other.json")
+        cfg = os.path.join(str(tmp_path), "a.ini")
+        with open(cfg, "w") as f:
+            f.write(open(p.config).read().replace(store, other))
+        srv.pending = 0
+        r = subprocess.run([BIN, "-c", cfg, "-A", "imaps:crm"], capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert "account of [imaps:crm]" in r.stdout
+        with open(other) as f:
+            assert json.load(f)["refresh_token"] == srv.refresh
+    finally:
+        srv.close()
