@@ -491,18 +491,20 @@ reload(struct worker *ws, int n)
 		metrics_reload(0);
 		return;
 	}
-	if ((next = sockset_bind(cf, n, bound, err, sizeof(err))) == NULL) {
+	/* All or nothing, and before the sockets: a failed bind can still
+	 * hand the token stores back to the running configuration. */
+	if (oauth2_attach(suploop, cf, err, sizeof(err)) < 0) {
 		log_errorx("reload failed, keeping the running configuration: "
 		    "%s", err);
 		config_unref(cf);
 		metrics_reload(0);
 		return;
 	}
-	if (oauth2_attach(suploop, cf, err, sizeof(err)) < 0) {
+	if ((next = sockset_bind(cf, n, bound, err, sizeof(err))) == NULL) {
 		log_errorx("reload failed, keeping the running configuration: "
 		    "%s", err);
-		(void)oauth2_attach(suploop, running, err, sizeof(err));
-		sockset_free(next);
+		if (oauth2_attach(suploop, running, err, sizeof(err)) < 0)
+			log_errorx("token stores: %s", err);
 		config_unref(cf);
 		metrics_reload(0);
 		return;

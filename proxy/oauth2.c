@@ -587,19 +587,12 @@ refresh(EV_P_ struct store *st)
 		failed(EV_A_ st, "", err);
 }
 
+/* A new entry for path (the caller checked there is room). */
 static struct store *
-find_or_add(const char *path, char *err, size_t errlen)
+add_store(const char *path, char *err, size_t errlen)
 {
-	struct store *st;
+	struct store *st = &stores[nstores];
 
-	for (int i = 0; i < nstores; i++)
-		if (strcmp(stores[i].path, path) == 0)
-			return &stores[i];
-	if (nstores == OAUTH2_MAX_STORES) {
-		snprintf(err, errlen, "more than %d token stores", nstores);
-		return NULL;
-	}
-	st = &stores[nstores];
 	if ((st->path = strdup(path)) == NULL) {
 		snprintf(err, errlen, "out of memory");
 		return NULL;
@@ -627,18 +620,12 @@ idle(EV_P_ struct store *st)
  * of a service or an account; name is how logs and /metrics call it and
  * authorize what -A takes for it.
  */
-static int
+static void
 adopt(EV_P_ struct store *st, struct config *cf, struct oauth2_conf *c,
-    const char *name, const char *authorize, char *err, size_t errlen)
+    const char *name, const char *authorize, SSL_CTX *ctx)
 {
-	char why[256];
-	SSL_CTX *ctx;
 	bool fresh = st->cf == NULL;
 
-	if ((ctx = https_ctx_new(c->ca, why, sizeof(why))) == NULL) {
-		snprintf(err, errlen, "[%s] oauth2_ca: %s", name, why);
-		return -1;
-	}
 	SSL_CTX_free(st->ctx);
 	st->ctx = ctx;
 	config_unref(st->cf);
@@ -658,23 +645,26 @@ adopt(EV_P_ struct store *st, struct config *cf, struct oauth2_conf *c,
 		start(EV_A_ st);
 	} else if (!ev_is_active(&st->timer) && st->req == NULL)
 		start(EV_A_ st);	/* revoked: a reload tries once more */
-	return 0;
 }
 
-/* One store named by cf (a service's or an account's). */
-static int
-attach_one(EV_P_ struct config *cf, struct oauth2_conf *c, const char *name,
-    const char *authorize, char *err, size_t errlen)
-{
-	struct store *st;
+/* What one configuration names: each store, the keys it comes with, its
+ * names, and the context made for it in the first pass. */
+struct named {
+	struct oauth2_conf	*c;
+	char			 name[300];
+	char			 authorize[300];
+	SSL_CTX			*ctx;
+	struct store		*st;	/* NULL: a new path */
+	bool			 twice;	/* the path came earlier in cf */
+};
 
-	if ((st = find_or_add(c->store, err, errlen)) == NULL)
-		return -1;
-	if (st->active && st->cf == cf) {	/* named twice in cf */
-		c->slot = store_index(st);
-		return 0;
-	}
-	return adopt(EV_A_ st, cf, c, name, authorize, err, errlen);
+static struct store *
+find(const char *path)
+{
+	for (int i = 0; i < nstores; i++)
+		if (strcmp(stores[i].path, path) == 0)
+			return &stores[i];
+	return NULL;
 }
 
 /* The accounts service that -A SERVICE:ACCOUNT names, for the hint. */
@@ -687,51 +677,103 @@ accounts_service(const struct config *cf)
 	return "SERVICE";
 }
 
+/* The stores cf names, into list (cap entries); how many, or -1 with err. */
+static int
+list_stores(struct config *cf, struct named *list, int cap, char *err,
+    size_t errlen)
+{
+	int n = 0;
+
+	for (size_t i = 0; i < cf->nservices + cf->naccounts; i++) {
+		struct named *e = &list[n];
+		struct account *a = i >= cf->nservices ?
+		    &cf->accounts[i - cf->nservices] : NULL;
+		struct oauth2_conf *c = a != NULL ? &a->oauth2 :
+		    &cf->services[i].oauth2;
+		if (c->store == NULL)
+			continue;
+		if (n == cap) {
+			snprintf(err, errlen, "more than %d token stores", cap);
+			return -1;
+		}
+		memset(e, 0, sizeof(*e));
+		e->c = c;
+		if (a == NULL) {
+			snprintf(e->name, sizeof(e->name), "%s",
+			    cf->services[i].name);
+			snprintf(e->authorize, sizeof(e->authorize), "%s", e->name);
+		} else {
+			snprintf(e->name, sizeof(e->name), "account:%s", a->name);
+			snprintf(e->authorize, sizeof(e->authorize), "%s:%s",
+			    accounts_service(cf), a->name);
+		}
+		for (int k = 0; k < n; k++)
+			e->twice |= strcmp(list[k].c->store, c->store) == 0;
+		e->st = find(c->store);
+		n++;
+	}
+	return n;
+}
+
 int
 oauth2_attach(EV_P_ struct config *cf, char *err, size_t errlen)
 {
+	static struct named list[OAUTH2_MAX_STORES];
 	char why[256];
+	int n, fresh = 0, rc = -1;
 
-	if (resolver == NULL && (resolver = resolver_new(EV_A_
+	/* First everything that can fail, changing nothing in use. */
+	if ((n = list_stores(cf, list, OAUTH2_MAX_STORES, err, errlen)) < 0)
+		return -1;
+	for (int i = 0; i < n; i++)
+		fresh += list[i].st == NULL && !list[i].twice;
+	if (nstores + fresh > OAUTH2_MAX_STORES) {
+		snprintf(err, errlen, "more than %d token stores since the "
+		    "start (a restart clears the table)", OAUTH2_MAX_STORES);
+		return -1;
+	}
+	if (n > 0 && resolver == NULL && (resolver = resolver_new(EV_A_
 	    getenv("MAILPROXY_DNS_SERVERS"), why, sizeof(why))) == NULL) {
-		bool any = false;
-		for (size_t i = 0; i < cf->nservices; i++)
-			any |= cf->services[i].oauth2.store != NULL;
-		for (size_t i = 0; i < cf->naccounts; i++)
-			any |= cf->accounts[i].oauth2.store != NULL;
-		if (!any)
-			return 0;	/* not needed yet: tried next time */
 		snprintf(err, errlen, "resolver: %s", why);
 		return -1;
 	}
+	for (int i = 0; i < n; i++)
+		if (!list[i].twice && (list[i].ctx = https_ctx_new(list[i].c->ca,
+		    why, sizeof(why))) == NULL) {
+			snprintf(err, errlen, "[%s] oauth2_ca: %s", list[i].name,
+			    why);
+			goto out;
+		}
+	/* A new entry nobody refers to yet stays unused if this fails. */
+	for (int i = 0; i < n; i++)
+		if (list[i].st == NULL && !list[i].twice &&
+		    (list[i].st = add_store(list[i].c->store, err,
+		    errlen)) == NULL)
+			goto out;
+	/* Then the switch, which cannot fail. */
 	for (int i = 0; i < nstores; i++)
 		stores[i].active = false;
-	for (size_t i = 0; i < cf->nservices; i++) {
-		struct service *svc = &cf->services[i];
-		if (svc->oauth2.store != NULL && attach_one(EV_A_ cf,
-		    &svc->oauth2, svc->name, svc->name, err, errlen) < 0)
-			return -1;
-	}
-	for (size_t i = 0; i < cf->naccounts; i++) {
-		struct account *a = &cf->accounts[i];
-		char name[300], authorize[300];
-		if (a->oauth2.store == NULL)
+	for (int i = 0; i < n; i++) {
+		if (list[i].twice) {
+			list[i].c->slot = store_index(find(list[i].c->store));
 			continue;
-		snprintf(name, sizeof(name), "account:%s", a->name);
-		snprintf(authorize, sizeof(authorize), "%s:%s",
-		    accounts_service(cf), a->name);
-		if (attach_one(EV_A_ cf, &a->oauth2, name, authorize, err,
-		    errlen) < 0)
-			return -1;
+		}
+		adopt(EV_A_ list[i].st, cf, list[i].c, list[i].name,
+		    list[i].authorize, list[i].ctx);
+		list[i].ctx = NULL;
 	}
 	for (int i = 0; i < nstores; i++)
-		if (!stores[i].active) {
+		if (!stores[i].active && stores[i].cf != NULL) {
 			idle(EV_A_ &stores[i]);
 			config_unref(stores[i].cf);
 			stores[i].cf = NULL;
 			publish(&stores[i], OAUTH2_UNUSED);
 		}
-	return 0;
+	rc = 0;
+out:
+	for (int i = 0; i < n; i++)
+		SSL_CTX_free(list[i].ctx);
+	return rc;
 }
 
 bool

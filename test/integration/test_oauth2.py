@@ -495,3 +495,27 @@ def test_readme_recipe_m365_oauth2(proxies, oauth, mail, certs, tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert len(mail.messages) == 1 and b"Subject: test from the MFP" in mail.messages[0]
     assert secrets_in(proxy.log(), oauth) == []
+
+
+def test_failed_reload_keeps_listeners_and_refreshes(proxies, oauth, mail, certs, tmp_path):
+    """A reload refused by the token stores (a CA file that is no PEM) keeps
+    everything as it was: the same listening sockets, refreshes going on,
+    and the next good reload works."""
+    store = str(tmp_path / "store.json")
+    write_store(store)
+    good = config("o", mail, oauth, certs, store)
+    proxy = proxies(good)
+    proxy.wait_log(r"event=oauth2-refreshed svc=o")
+    bad_ca = tmp_path / "bad-ca.pem"
+    bad_ca.write_text("not a certificate\n")
+    proxy.rewrite(good.replace("oauth2_ca = %s/ca.crt" % certs, "oauth2_ca = %s" % bad_ca))
+    proxy.reload(expect="reload failed")
+    assert "oauth2_ca" in proxy.wait_log(r"reload failed[^\n]*")[-1]
+    before = len(re.findall("event=oauth2-refreshed", proxy.log()))
+    send(proxy.port("o"), "after-failed-reload")
+    proxy.wait_log(r"event=oauth2-refreshed svc=o", count=before + 1)
+    proxy.rewrite(good)
+    proxy.reload()
+    assert proxy.log().count("event=reload-ok") == 1
+    send(proxy.port("o"), "after-good-reload")
+    assert len(mail.messages) == 2
