@@ -1091,8 +1091,10 @@ https_post(EV_P_ SSL_CTX *ctx, struct resolver *res, const char *url,
 	}
 	if (proxy != NULL && *proxy != '\0' &&
 	    proxy_parse(proxy, &r->proxy_host, &r->proxy_port) < 0) {
-		snprintf(err, errlen, "not a valid proxy (http://HOST:PORT): %s",
-		    proxy);
+		/* Not quoted: a proxy URL may carry a password. */
+		snprintf(err, errlen, "the proxy (https_proxy) is not "
+		    "http://HOST:PORT (credentials and other schemes are not "
+		    "supported)");
 		goto fail;
 	}
 	if ((r->request = build_request(&r->url, form != NULL ? form : "",

@@ -78,6 +78,15 @@ add(struct watch *w, const char *path, char *err, size_t errlen)
 	return 0;
 }
 
+/* The files of a service's or an account's oauth2_* keys. */
+static int
+add_oauth2(struct watch *w, const struct oauth2_conf *c, char *err,
+    size_t errlen)
+{
+	return add(w, c->client_secret_file, err, errlen) |
+	    add(w, c->ca, err, errlen) | add_store(w, c->store, err, errlen);
+}
+
 struct watch *
 watch_start(const struct config *cf, const char *file, char *err,
     size_t errlen)
@@ -104,13 +113,12 @@ watch_start(const struct config *cf, const char *file, char *err,
 		rc |= add(w, svc->upstream_ca, err, errlen);
 		rc |= add(w, svc->upstream_password_file, err, errlen);
 		rc |= add(w, svc->upstream_token_file, err, errlen);
-		rc |= add(w, svc->oauth2.client_secret_file, err, errlen);
-		rc |= add(w, svc->oauth2.ca, err, errlen);
-		rc |= add_store(w, svc->oauth2.store, err, errlen);
+		rc |= add_oauth2(w, &svc->oauth2, err, errlen);
 	}
 	for (size_t i = 0; i < cf->naccounts && rc == 0; i++) {
 		rc |= add(w, cf->accounts[i].upstream_password_file, err, errlen);
 		rc |= add(w, cf->accounts[i].upstream_token_file, err, errlen);
+		rc |= add_oauth2(w, &cf->accounts[i].oauth2, err, errlen);
 	}
 	if (rc != 0) {
 		watch_free(w);

@@ -690,3 +690,28 @@ def test_account_token_store_refreshed_by_the_proxy_checked_by_real_dovecot(
             assert json.load(f)["refresh_token"] == srv.refresh
     finally:
         srv.close()
+
+
+def test_account_store_written_by_authorize_is_picked_up(proxies, certs, hashes, tmp_path):
+    """watch_files covers an account's token store: -A SERVICE:ACCOUNT on a
+    running proxy is enough, no SIGHUP."""
+    from oauth2server import OAuth2Server
+    srv = OAuth2Server(certs)
+    srv.pending = 0
+    store = os.path.join(str(tmp_path), "crm.json")
+    try:
+        p = proxies("watch_files = yes\n"
+                    + svc("imaps", "imap", 1, "implicit", certs)
+                    + "[account:crm]\npassword_hash = %s\nupstream_user = alice\n"
+                    "oauth2_client_id = test-client\noauth2_token_url = %s\n"
+                    "oauth2_device_url = %s\noauth2_ca = %s/ca.crt\n"
+                    "oauth2_token_store = %s\n"
+                    % (hashes["alice"], srv.token_url, srv.device_url, certs, store))
+        p.wait_log(r"event=oauth2-no-store svc=account:crm store=\S+: run "
+                   r"mailproxy -A imaps:crm")
+        r = subprocess.run([BIN, "-c", p.config, "-A", "imaps:crm"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        p.wait_log(r"event=oauth2-store-read svc=account:crm")
+    finally:
+        srv.close()

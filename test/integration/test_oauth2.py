@@ -439,6 +439,12 @@ def test_token_requests_go_through_https_proxy(proxies, oauth, mail, certs, tmp_
                            env=dict(os.environ, HTTPS_PROXY="127.0.0.1:%d" % tunnel.port))
         assert r.returncode == 0, r.stderr
         assert len(tunnel.targets) == 3      # the device request and one poll
+        # A proxy URL with credentials is refused, and never logged.
+        write_store(str(tmp_path / "b.json"))
+        bad = proxies(config("b", mail, oauth, certs, str(tmp_path / "b.json")),
+                      name="bad", env={"https_proxy": "http://alice:Pr0xyPa55@127.0.0.1:9"})
+        bad.wait_log(r"oauth2-refresh-failed svc=b [^\n]*is not http://HOST:PORT")
+        assert "Pr0xyPa55" not in bad.log()
     finally:
         tunnel.close()
 
