@@ -369,14 +369,33 @@ begin_check(EV_P_ struct session *s)
 	    s->cf->accounts[0].password_hash, pw, len, a == NULL, checked, s);
 	login_forget(l);
 	if (s->check == NULL) {
+		bool busy = errno == EBUSY;
 		buf_release(&s->u2c);
 		proto_say(&s->u2c, "%s", proto_text(s->svc->protocol)->
 		    told[TELL_LOCAL]);
-		close_after_reply(EV_A_ s, LOG_LVL_WARN, R_OUT_OF_MEMORY,
+		close_after_reply(EV_A_ s, LOG_LVL_WARN, R_OUT_OF_MEMORY, busy ?
+		    "too many password checks waiting (a login flood?)" :
 		    "cannot check the password");
 		return;
 	}
 	s->state = SESS_LOGIN_CHECK;
+}
+
+void
+login_abandoned(struct session *s)
+{
+	char host[64];
+
+	if (s->check == NULL)
+		return;
+	sockaddr_host((const struct sockaddr *)&s->peer_addr.ss, host,
+	    sizeof(host));
+	log_info("sess=%llu svc=%s event=auth-failed client=%s user=- "
+	    "detail=\"left before the answer\"", (unsigned long long)s->id,
+	    s->svc->name, host);
+	metrics_login(s->metrics, false);
+	(void)blocks_fail(&s->peer_addr, s->svc->auth_failures_max,
+	    s->svc->auth_block_time);
 }
 
 void

@@ -193,11 +193,14 @@ oauth2_parse_token(int status, const char *body, size_t len, int64_t now,
 		int64_t in = json_is_integer(exp) ? json_integer_value(exp) :
 		    json_is_string(exp) ? strtoll(json_string_value(exp), NULL,
 		    10) : 3600;
+		/* Bounded: no overflow below, and a token that lives at least
+		 * a few seconds (one is handed out with a second left). */
+		in = in < 3 ? 3 : in > 366 * 86400 ? 366 * 86400 : in;
 		t->access = strdup(access);
 		t->refresh = refresh != NULL && *refresh != '\0' ?
 		    strdup(refresh) : NULL;
 		t->obtained_at = now;
-		t->expires_at = now + (in > 0 ? in : 3600);
+		t->expires_at = now + in;
 		if (t->access == NULL || (refresh != NULL && *refresh != '\0' &&
 		    t->refresh == NULL)) {
 			token_clear(t);
@@ -530,10 +533,13 @@ start(EV_P_ struct store *st)
 	if (token_valid(&st->tok, now))
 		publish(st, OAUTH2_VALID);
 	if (st->tok.refresh == NULL) {
+		/* An access token alone: used until it ends, then said so. */
 		if (!token_valid(&st->tok, now))
 			publish(st, st->tok.access == NULL ? OAUTH2_MISSING :
 			    OAUTH2_REVOKED);
-		return;		/* an access token alone: used until it ends */
+		else
+			schedule(EV_A_ st, (double)(st->tok.expires_at - now));
+		return;
 	}
 	if (delay > 0)
 		schedule(EV_A_ st, delay);

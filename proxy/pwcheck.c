@@ -8,6 +8,7 @@
  */
 #include "pwcheck.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -39,11 +40,13 @@ static struct pwcheck	**todo_tail = &todo;
 static ev_async		 back;
 static struct ev_loop	*loop_of_back;
 static int		 nthreads;
+static int		 queued;	/* jobs in todo */
 
 static void *
 run(void *unused)
 {
 	struct pwcheck *j;
+	bool cancelled;
 
 	(void)unused;
 	for (;;) {
@@ -53,10 +56,16 @@ run(void *unused)
 		j = todo;
 		if ((todo = j->next) == NULL)
 			todo_tail = &todo;
+		queued--;
 		pthread_mutex_unlock(&lock);
 
-		j->ok = account_password_ok(j->hash, j->password, j->len) &&
-		    !j->dummy;
+		/* A client that left does not get its check computed: it
+		 * was counted as a failure when it left (see pwcheck.h). */
+		pthread_mutex_lock(&lock);
+		cancelled = j->cancelled;
+		pthread_mutex_unlock(&lock);
+		j->ok = !cancelled && account_password_ok(j->hash, j->password,
+		    j->len) && !j->dummy;
 		OPENSSL_cleanse(j->password, j->len);
 
 		pthread_mutex_lock(&lock);
@@ -145,8 +154,16 @@ pwcheck_start(EV_P_ const char *hash, const char *password, size_t len,
 	j->cb = cb;
 	j->arg = arg;
 	pthread_mutex_lock(&lock);
+	if (queued >= PWCHECK_QUEUE_MAX) {
+		pthread_mutex_unlock(&lock);
+		OPENSSL_cleanse(j->password, len);
+		job_free(j);
+		errno = EBUSY;
+		return NULL;
+	}
 	*todo_tail = j;
 	todo_tail = &j->next;
+	queued++;
 	pthread_cond_signal(&wake);
 	pthread_mutex_unlock(&lock);
 	return j;

@@ -17,16 +17,22 @@ struct pwcheck;
 /* Runs on the loop with the result, unless the job was cancelled. */
 typedef void (*pwcheck_cb)(EV_P_ void *arg, bool ok);
 
+/* Checks waiting for a thread, at most (per worker): a flood of logins
+ * gets temporary failures instead of an ever longer queue. */
+#define PWCHECK_QUEUE_MAX	64
+
 /*
  * Checks password (len bytes, copied and wiped after) against hash; with
  * dummy, hash is checked all the same and the answer is false (an unknown
- * name costs what a known one does).  NULL when out of memory or no
- * thread could be started.
+ * name costs what a known one does).  NULL when out of memory, no thread
+ * could be started, or (errno EBUSY) PWCHECK_QUEUE_MAX checks wait.
  */
 struct pwcheck *pwcheck_start(EV_P_ const char *hash, const char *password,
 	    size_t len, bool dummy, pwcheck_cb cb, void *arg);
 
-/* The caller is going away: its callback will not run. */
+/* The caller is going away: its callback will not run, and the check is
+ * not computed if no thread has taken it yet (the caller counts the
+ * attempt as a failed one: leaving must not be a free guess). */
 void	pwcheck_cancel(struct pwcheck *job);
 
 #endif

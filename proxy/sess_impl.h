@@ -144,6 +144,10 @@ void	client_ready(EV_P_ struct session *s);
 /* The login dialogue of the session (LOGIN's, or FRONT's with accounts). */
 struct login *sess_login(const struct session *s);
 
+/* The session ends while its password is being checked: a failed login
+ * (logged, counted, toward the block). */
+void	login_abandoned(struct session *s);
+
 /* accounts: the upstream took the account's credential. */
 void	account_logged_in(EV_P_ struct session *s);
 

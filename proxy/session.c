@@ -146,6 +146,7 @@ sess_free(EV_P_ struct session *s)
 	cneg_free(s->cneg);
 	front_free(s->front);
 	login_free(s->login);
+	login_abandoned(s);	/* counted before the check is dropped */
 	pwcheck_cancel(s->check);
 	buf_release(&s->held);
 	guard_free(s->guard);

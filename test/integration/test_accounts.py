@@ -715,3 +715,22 @@ def test_account_store_written_by_authorize_is_picked_up(proxies, certs, hashes,
         p.wait_log(r"event=oauth2-store-read svc=account:crm")
     finally:
         srv.close()
+
+
+def test_leaving_before_the_answer_counts_as_a_failure(proxies, servers, certs, hashes,
+                                                       tmp_path):
+    """A client that sends its login and hangs up at once still costs it one
+    attempt: leaving is not a free guess (and no check is computed for it
+    once it is gone)."""
+    good = private_file(tmp_path, "alice.pw", servers["password"] + "\n")
+    p = proxies("auth_failures_max = 3\nauth_block_time = 30\n"
+                + svc("imaps", "imap", servers["ports"]["imaps"], "implicit", certs)
+                + account("alice", hashes["alice"], good))
+    for i in range(3):
+        s, f = raw_imap(p.port("imaps"), certs)
+        s.sendall(b'a1 LOGIN alice "guess%d"\r\n' % i)
+        s.close()
+    p.wait_log(r"event=auth-failed client=127\.0\.0\.1", count=3)
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        raw_imap(p.port("imaps"), certs)
+    p.wait_log(r"event=refused svc=imaps client=127\.0\.0\.1:\d+ reason=auth-blocked")

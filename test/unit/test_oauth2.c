@@ -46,6 +46,17 @@ test_parse(void)
 	CHECK(oauth2_parse_token(200, norot, strlen(norot), 1000, &t, code,
 	    sizeof(code), why, sizeof(why)) == 0);
 	CHECK(t.refresh == NULL && t.expires_at == 1060);
+	{
+		const char *huge = "{\"access_token\":\"a\",\"expires_in\":"
+		    "99999999999999999}";
+		const char *neg = "{\"access_token\":\"a\",\"expires_in\":\"-5\"}";
+		CHECK(oauth2_parse_token(200, huge, strlen(huge), 1000, &t, code,
+		    sizeof(code), why, sizeof(why)) == 0);
+		CHECK(t.expires_at == 1000 + 366 * 86400);
+		CHECK(oauth2_parse_token(200, neg, strlen(neg), 1000, &t, code,
+		    sizeof(code), why, sizeof(why)) == 0);
+		CHECK(t.expires_at == 1003);
+	}
 	CHECK(oauth2_parse_token(400, grant, strlen(grant), 1000, &t, code,
 	    sizeof(code), why, sizeof(why)) == -1);
 	CHECK(strcmp(code, "invalid_grant") == 0);
