@@ -6,8 +6,10 @@
  *   A server without CAPA (-ERR) is sent STLS all the same.
  *
  * With a login (upstream_auth = accounts), once TLS is up: USER, PASS
- * (a password) or AUTH XOAUTH2 <ir> (a token; a "+" carries the error,
- * answered with an empty line) -> +OK.
+ * (a password) or AUTH XOAUTH2, "+", the token's SASL string (RFC 5034
+ * allows an initial response only within 255 octets, and tokens are
+ * kilobytes: Microsoft documents this form; a second "+" carries the
+ * error, answered with an empty line) -> +OK.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -17,11 +19,12 @@
 #include "neg_impl.h"
 
 enum pop3_state { POP3_GREETING, POP3_CAPA, POP3_CAPA_LIST, POP3_STLS,
-    POP3_TLS, POP3_USER, POP3_PASS, POP3_AUTH, POP3_AUTH_ERROR, POP3_DONE };
+    POP3_TLS, POP3_USER, POP3_PASS, POP3_AUTH_GO, POP3_AUTH, POP3_AUTH_ERROR,
+    POP3_DONE };
 
 static const char *const pop3_state_names[] = {
 	"greeting", "capa", "capa-list", "stls", "tls-handshake", "user",
-	"pass", "auth", "auth-error", "done",
+	"pass", "auth-go", "auth", "auth-error", "done",
 };
 
 /* RFC 2449: responses up to 512 octets with CRLF. */
@@ -38,9 +41,8 @@ pop3_login(struct negotiator *n, struct neg_out *out)
 		return NEG_RELAY;
 	}
 	if (n->auth == AUTH_XOAUTH2) {
-		if (neg_send_sasl(n, out, "AUTH XOAUTH2 ") < 0)
-			return neg_fail(n, R_OUT_OF_MEMORY, "building AUTH");
-		n->state = POP3_AUTH;
+		neg_send(n, out, "AUTH XOAUTH2");
+		n->state = POP3_AUTH_GO;
 	} else {
 		neg_send(n, out, "USER %s", n->auth_user);
 		n->state = POP3_USER;
@@ -54,10 +56,19 @@ pop3_login_reply(struct negotiator *n, const char *line, size_t len,
     struct neg_out *out)
 {
 	bool ok = line_starts_with_word(line, len, "+OK");
+	bool go_on = !ok && len >= 1 && line[0] == '+';
 
-	if (n->state == POP3_AUTH_ERROR || (!ok && !(n->state == POP3_AUTH &&
-	    len >= 1 && line[0] == '+')))
+	if (n->state == POP3_AUTH_ERROR || (!ok && !(go_on &&
+	    (n->state == POP3_AUTH || n->state == POP3_AUTH_GO))))
 		return neg_fail_auth(n, line, len);
+	if (n->state == POP3_AUTH_GO) {
+		if (ok)		/* +OK to a bare AUTH: not SASL */
+			return neg_fail_auth(n, line, len);
+		if (neg_send_sasl(n, out, "") < 0)
+			return neg_fail(n, R_OUT_OF_MEMORY, "building AUTH");
+		n->state = POP3_AUTH;
+		return NEG_CONTINUE;
+	}
 	if (n->state == POP3_AUTH && !ok) {
 		/* XOAUTH2's error challenge: an empty answer ends it. */
 		neg_note_xoauth2_error(n, line + (len > 1 ? 2 : 1),
@@ -138,6 +149,7 @@ pop3_line(struct negotiator *n, const char *line, size_t len,
 		return NEG_START_TLS;
 	case POP3_USER:
 	case POP3_PASS:
+	case POP3_AUTH_GO:
 	case POP3_AUTH:
 	case POP3_AUTH_ERROR:
 		return pop3_login_reply(n, line, len, out);

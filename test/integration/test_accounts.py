@@ -600,7 +600,8 @@ def oauth_dovecot(servers):
                             stderr=subprocess.DEVNULL)
     try:
         mailsys.wait_ports([ports["imaps"]])
-        yield {"port": ports["imaps"], "state": state, "run": run}
+        yield {"port": ports["imaps"], "pop3s": ports["pop3s"], "state": state,
+               "run": run}
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(10)
@@ -657,6 +658,7 @@ def test_account_token_store_refreshed_by_the_proxy_checked_by_real_dovecot(
     os.chmod(store, 0o600)
     try:
         p = proxies(svc("imaps", "imap", oauth_dovecot["port"], "implicit", certs)
+                    + svc("pop3s", "pop3", oauth_dovecot["pop3s"], "implicit", certs)
                     + "[account:crm]\npassword_hash = %s\nupstream_user = alice\n"
                     "oauth2_client_id = test-client\noauth2_token_url = %s\n"
                     "oauth2_device_url = %s\noauth2_ca = %s/ca.crt\n"
@@ -668,8 +670,14 @@ def test_account_token_store_refreshed_by_the_proxy_checked_by_real_dovecot(
             assert c.select("INBOX")[0] == "OK"
             c.logout()
             time.sleep(1.5)
+        # POP3 too: AUTH XOAUTH2, then the token after "+" (RFC 5034).
+        c = poplib.POP3_SSL("127.0.0.1", p.port("pop3s"), context=ctx(certs))
+        c.user("crm")
+        assert c.pass_(LOCAL).startswith(b"+OK")
+        assert c.stat()[0] >= 1
+        c.quit()
         seen = oauth_dovecot["state"]["seen"]
-        assert len(seen) == 4 and len(set(seen)) >= 2, seen
+        assert len(seen) == 5 and len(set(seen)) >= 2, seen
         assert srv.refreshes() >= 2
         p.wait_log(r"event=oauth2-refreshed svc=account:crm ")
         with open(store) as f:
