@@ -35,6 +35,17 @@ buf_release(struct buf *b)
 	b->head = b->tail = 0;
 }
 
+void
+buf_declassify(struct buf *b)
+{
+	/* What was consumed, and copies a slide left past the tail. */
+	if (b->secret && b->data != NULL) {
+		OPENSSL_cleanse(b->data, b->head);
+		OPENSSL_cleanse(b->data + b->tail, b->cap - b->tail);
+	}
+	b->secret = false;
+}
+
 size_t
 buf_len(const struct buf *b)
 {

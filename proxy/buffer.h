@@ -38,6 +38,10 @@ void	buf_init(struct buf *b, size_t cap);
  */
 void	buf_init_secret(struct buf *b, size_t cap);
 
+/* From now on ordinary bytes: what is no longer queued is wiped now (the
+ * queued bytes stay), and releases stop wiping. */
+void	buf_declassify(struct buf *b);
+
 /* Releases the storage; the buffer stays usable (empty). */
 void	buf_release(struct buf *b);
 

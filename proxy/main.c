@@ -324,6 +324,7 @@ spawn(struct worker *w, int index)
 		watch_free(watcher);	/* the supervisor's */
 		watcher = NULL;
 		close(sigfd);
+		oauth2_forget();
 		exit(run_worker(index, slot));
 	}
 	procs[slot] = (struct proc){ pid, index, false, time(NULL) };

@@ -792,6 +792,21 @@ oauth2_store_changed(const char *path)
 }
 
 void
+oauth2_forget(void)
+{
+	for (int i = 0; i < nstores; i++) {
+		struct store *st = &stores[i];
+		if (st->req != NULL)
+			https_cancel(st->loop, st->req);	/* our copy */
+		st->req = NULL;
+		token_clear(&st->tok);
+		if (st->c != NULL && st->c->client_secret != NULL)
+			OPENSSL_cleanse(st->c->client_secret,
+			    strlen(st->c->client_secret));
+	}
+}
+
+void
 oauth2_stop(EV_P)
 {
 	for (int i = 0; i < nstores; i++) {

@@ -72,6 +72,13 @@ int	oauth2_attach(EV_P_ struct config *cf, char *err, size_t errlen);
  */
 bool	oauth2_store_changed(const char *path);
 
+/*
+ * In a worker just forked: the supervisor's refresh tokens, client secrets
+ * and requests in flight (their sockets) are not the worker's business;
+ * wiped and closed in this copy only.
+ */
+void	oauth2_forget(void);
+
 /* Cancels requests and timers (the supervisor is stopping). */
 void	oauth2_stop(EV_P);
 

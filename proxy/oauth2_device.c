@@ -95,6 +95,8 @@ struct grant {
 static void
 grant_free(struct grant *g)
 {
+	if (g->device_code != NULL)	/* it could still fetch a token */
+		OPENSSL_cleanse(g->device_code, strlen(g->device_code));
 	free(g->device_code);
 	free(g->user_code);
 	free(g->uri);

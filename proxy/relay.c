@@ -50,6 +50,9 @@ start_relay(EV_P_ struct session *s)
 		const char *p = buf_peek(&s->c2u, &len);
 		guard_client_bytes(s, p, len);
 	}
+	/* The logins are over: wiped, and the relay pays no wiping. */
+	buf_declassify(&s->c2u);
+	buf_declassify(&s->held);
 	s->state = SESS_RELAY;
 	s->last_activity = ev_now(EV_A);
 	set_deadline(EV_A_ s, s->svc->timeouts.idle);

@@ -455,6 +455,10 @@ sess_new(EV_P_ struct config *cf, const struct service *svc, int fd,
 	buf_init(&s->u2c, BUF_CAPACITY);
 	buf_init(&s->neg_in, NEG_MAX_INPUT);
 	buf_init(&s->held, BUF_CAPACITY);
+	/* Before the relay, c2u (and held, its overflow) carry logins: the
+	 * client's to the proxy (accounts) and the proxy's to the upstream;
+	 * start_relay() declassifies them. */
+	s->c2u.secret = s->held.secret = svc->upstream_auth != AUTH_NONE;
 	set_nodelay(fd);
 	ep_init(&s->client, fd, ssl, sess_io_cb, s);
 	s->upstream.fd = -1;
