@@ -158,6 +158,13 @@ ep_read(struct endpoint *ep, struct buf *b)
 		}
 		buf_commit(b, (size_t)n);
 		ep->bytes_in += (uint64_t)n;
+		if (ep->ssl == NULL && (size_t)n < room) {
+			/* A short read emptied the socket: another read would
+			 * only say EAGAIN.  The (level-triggered) read event
+			 * tells when more, or EOF, has come. */
+			ep->rd_wait = EV_READ;
+			return EP_AGAIN;
+		}
 	}
 	return EP_OK;
 }
@@ -204,6 +211,12 @@ ep_write(struct endpoint *ep, struct buf *b)
 		ep->last_out = p[n - 1];
 		buf_consume(b, (size_t)n);
 		ep->bytes_out += (uint64_t)n;
+		if (ep->ssl == NULL && (size_t)n < len) {
+			/* A short send filled the socket buffer: wait for room
+			 * instead of a send that would say EAGAIN. */
+			ep->wr_wait = EV_WRITE;
+			return EP_AGAIN;
+		}
 	}
 	return EP_OK;
 }

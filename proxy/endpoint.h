@@ -63,11 +63,15 @@ enum ep_status	ep_handshake(struct endpoint *ep);
 
 /*
  * Reads into b until it is full, the peer would block, or EOF.  For TLS this
- * drains what BoringSSL already decrypted before it waits on the fd.
+ * drains what BoringSSL already decrypted before it waits on the fd.  A
+ * plain side takes a short read as "would block" (EP_AGAIN, rd_wait set).
  */
 enum ep_status	ep_read(struct endpoint *ep, struct buf *b);
 
-/* Writes from b until it is empty or the peer would block. */
+/*
+ * Writes from b until it is empty or the peer would block; a plain side
+ * takes a short send as "would block" (EP_AGAIN, wr_wait set).
+ */
 enum ep_status	ep_write(struct endpoint *ep, struct buf *b);
 
 /*

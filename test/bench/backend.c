@@ -36,9 +36,13 @@ struct bconn {
 	enum bstate	 state;
 	char		 line[512];
 	size_t		 linelen;
-	char		 pend[65536];	/* echo: bytes not yet written back */
+	char		*pend;		/* echo only: bytes not yet written back */
 	size_t		 plen;
 };
+
+/* The echo buffer; only echo connections have one, so that the other modes
+ * (the bare TLS server above all) pay no 64 KiB calloc per connection. */
+#define PEND_SIZE	65536
 
 static enum bmode	 bmode = B_GREET;
 static SSL_CTX		*ctx;
@@ -50,6 +54,7 @@ bclose(struct bconn *c)
 	ev_io_stop(loop, &c->io);
 	SSL_free(c->ssl);
 	close(c->fd);
+	free(c->pend);
 	free(c);
 }
 
@@ -114,7 +119,7 @@ bcb(EV_P_ ev_io *w, int revents)
 					return;
 				}
 			}
-			n = read(c->fd, c->pend, sizeof(c->pend));
+			n = read(c->fd, c->pend, PEND_SIZE);
 			if (n == 0 || (n < 0 && errno != EAGAIN)) {
 				bclose(c);
 				return;
@@ -203,6 +208,12 @@ accept_cb(EV_P_ ev_io *w, int revents)
 	(void)revents;
 	while ((fd = accept4(w->fd, NULL, NULL, SOCK_NONBLOCK)) >= 0) {
 		struct bconn *c = calloc(1, sizeof(*c));
+		if (c == NULL || (bmode == B_ECHO &&
+		    (c->pend = malloc(PEND_SIZE)) == NULL)) {
+			free(c);
+			close(fd);
+			continue;
+		}
 		c->fd = fd;
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		ev_io_init(&c->io, bcb, fd, EV_READ);
