@@ -10,6 +10,8 @@
 #include <sys/mman.h>
 #include <time.h>
 
+#include <openssl/rand.h>
+
 #define NENTRIES	4096	/* a power of two */
 #define PROBES		32
 
@@ -21,6 +23,7 @@ struct entry {
 
 struct table {
 	pthread_mutex_t	 lock;
+	uint32_t	 seed;		/* of the hash: positions unguessable */
 	struct entry	 e[NENTRIES];
 };
 
@@ -46,7 +49,41 @@ blocks_init(void)
 		return -1;
 	}
 	pthread_mutexattr_destroy(&attr);
+	RAND_bytes((uint8_t *)&table->seed, sizeof(table->seed));
 	return 0;
+}
+
+/*
+ * Whom a block covers: an IPv4 address (also written v4-mapped), or an
+ * IPv6 /64 — one host usually has a whole /64 to take addresses from, so
+ * a per-address count would never add up.
+ */
+static void
+block_key(const struct sockaddr_any *a, uint8_t key[ADDR_KEYLEN])
+{
+	static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+	    0xff, 0xff };
+
+	addr_key(a, key);
+	if (key[0] != AF_INET6)
+		return;
+	if (memcmp(key + 1, mapped, sizeof(mapped)) == 0) {
+		key[0] = AF_INET;
+		memmove(key + 1, key + 13, 4);
+		memset(key + 5, 0, ADDR_KEYLEN - 5);
+	} else
+		memset(key + 9, 0, ADDR_KEYLEN - 9);
+}
+
+/* FNV-1a from a secret start: where an address lands cannot be aimed at. */
+static size_t
+slot_of(const uint8_t key[ADDR_KEYLEN])
+{
+	uint32_t h = 2166136261u ^ table->seed;
+
+	for (int i = 0; i < ADDR_KEYLEN; i++)
+		h = (h ^ key[i]) * 16777619u;
+	return h;
 }
 
 /* Monotonic milliseconds: the same clock in every process. */
@@ -70,23 +107,30 @@ lock(void)
 
 /*
  * The key's live entry, or (for writing) the entry to use: a free or
- * expired one on the probe path, else the one that expires first there.
+ * expired one on the probe path, else the one that expires first among
+ * those not blocking — a block is never pushed out by others' failures.
+ * NULL when every entry on the path is blocking (the failure then goes
+ * uncounted; it takes 32 blocked addresses on one path).
  */
 static struct entry *
-find(const uint8_t key[ADDR_KEYLEN], int64_t now, bool for_writing)
+find(const uint8_t key[ADDR_KEYLEN], int64_t now, uint32_t max,
+    bool for_writing)
 {
 	struct entry *spare = NULL;
-	size_t at = addr_key_hash(key);
+	size_t at = slot_of(key);
 
 	for (size_t i = 0; i < PROBES; i++) {
 		struct entry *e = &table->e[(at + i) & (NENTRIES - 1)];
-		if (e->expires > now && memcmp(e->key, key, ADDR_KEYLEN) == 0)
+		bool live = e->expires > now;
+		if (live && memcmp(e->key, key, ADDR_KEYLEN) == 0)
 			return e;
+		if (live && e->count >= max)
+			continue;
 		if (spare == NULL || (spare->expires > now &&
 		    e->expires < spare->expires))
 			spare = e;
 	}
-	if (!for_writing)
+	if (!for_writing || spare == NULL)
 		return NULL;
 	memcpy(spare->key, key, ADDR_KEYLEN);
 	spare->count = 0;
@@ -104,9 +148,9 @@ blocks_blocked(const struct sockaddr_any *addr, int max, int window)
 	(void)window;	/* the entry's expiry says it */
 	if (table == NULL)
 		return false;
-	addr_key(addr, key);
+	block_key(addr, key);
 	lock();
-	e = find(key, now_ms(), false);
+	e = find(key, now_ms(), (uint32_t)max, false);
 	blocked = e != NULL && e->count >= (uint32_t)max;
 	pthread_mutex_unlock(&table->lock);
 	return blocked;
@@ -122,12 +166,15 @@ blocks_fail(const struct sockaddr_any *addr, int max, int window)
 
 	if (table == NULL)
 		return false;
-	addr_key(addr, key);
+	block_key(addr, key);
 	lock();
-	e = find(key, now, true);
-	e->count++;
-	e->expires = now + (int64_t)window * 1000;
-	blocked = e->count >= (uint32_t)max;
+	if ((e = find(key, now, (uint32_t)max, true)) == NULL)
+		blocked = false;
+	else {
+		e->count++;
+		e->expires = now + (int64_t)window * 1000;
+		blocked = e->count >= (uint32_t)max;
+	}
 	pthread_mutex_unlock(&table->lock);
 	return blocked;
 }

@@ -1,15 +1,16 @@
 /*
- * blocks: failed logins per client address (upstream_auth = accounts),
+ * blocks: failed logins per client (upstream_auth = accounts): an IPv4
+ * address, or an IPv6 /64 (a host picks addresses from its whole /64),
  * counted across every worker in one fixed-size table the supervisor maps
- * before forking.  An address that failed auth_failures_max times, each
+ * before forking.  A client that failed auth_failures_max times, each
  * within auth_block_time of the one before, is refused at connect until
  * auth_block_time has passed since its last failure.
  *
  * Writers take a process-shared mutex for a few dozen instructions (never
- * across I/O).  When the table is full, the entry that expires first on
- * the key's probe path gives way: an attacker with very many addresses
- * can push others out, never get itself unblocked earlier.  Blocks are
- * per instance: several instances behind a balancer do not share them.
+ * across I/O).  Positions come from a hash with a secret seed.  When a
+ * probe path is full, the entry that expires first among those not
+ * blocking gives way: a block is never pushed out early.  Blocks are per
+ * instance: several instances behind a balancer do not share them.
  */
 #ifndef MAILPROXY_BLOCKS_H
 #define MAILPROXY_BLOCKS_H

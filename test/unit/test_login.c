@@ -481,12 +481,37 @@ test_blocks(void)
 	CHECK(blocks_fail(&a, 3, 1));
 	CHECK(blocks_blocked(&a, 3, 1));
 	CHECK(!blocks_blocked(&b, 3, 1));	/* another address */
-	/* Many addresses: the table keeps its size and stays consistent. */
+	/* IPv6: one /64 is one client, whichever addresses it takes. */
+	{
+		struct sockaddr_any c = b;
+		uint8_t *x = ((struct sockaddr_in6 *)&c.ss)->sin6_addr.s6_addr;
+		x[0] = 0x20, x[1] = 0x01, x[2] = 0x0d, x[3] = 0xb8;
+		for (int i = 0; i < 3; i++) {
+			x[15] = (uint8_t)(i + 1);	/* a new address each time */
+			(void)blocks_fail(&c, 3, 1);
+		}
+		x[15] = 99;
+		CHECK(blocks_blocked(&c, 3, 1));
+		x[7] = 1;				/* the next /64 */
+		CHECK(!blocks_blocked(&c, 3, 1));
+	}
+	/* An IPv4 address written v4-mapped is that address. */
+	{
+		struct sockaddr_any m = b;
+		uint8_t *x = ((struct sockaddr_in6 *)&m.ss)->sin6_addr.s6_addr;
+		memset(x, 0, 16);
+		x[10] = x[11] = 0xff;
+		x[12] = 192, x[13] = 0, x[14] = 2, x[15] = 1;
+		CHECK(blocks_blocked(&m, 3, 1));
+	}
+	/* Many clients: the table keeps its size, and a block already made
+	 * is never pushed out by their failures. */
 	for (int i = 0; i < 10000; i++) {
-		((struct sockaddr_in6 *)&b.ss)->sin6_addr.s6_addr[15] = (uint8_t)i;
-		((struct sockaddr_in6 *)&b.ss)->sin6_addr.s6_addr[14] = (uint8_t)(i >> 8);
+		((struct sockaddr_in6 *)&b.ss)->sin6_addr.s6_addr[7] = (uint8_t)i;
+		((struct sockaddr_in6 *)&b.ss)->sin6_addr.s6_addr[6] = (uint8_t)(i >> 8);
 		(void)blocks_fail(&b, 3, 1);
 	}
+	CHECK(blocks_blocked(&a, 3, 1));
 	usleep(1100 * 1000);
 	CHECK(!blocks_blocked(&a, 3, 1));
 }
