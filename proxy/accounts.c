@@ -178,6 +178,8 @@ validate_account(struct parser *p, struct account *a)
 	a->fingerprint = fingerprint(a);
 }
 
+static void	check_one_cost(struct parser *p);
+
 void
 accounts_validate(struct parser *p)
 {
@@ -208,6 +210,58 @@ accounts_validate(struct parser *p)
 			cfg_error(p, cf->accounts[i].line, "[account:%s]: no "
 			    "service has upstream_auth = accounts",
 			    cf->accounts[i].name);
+	}
+	check_one_cost(p);
+}
+
+/*
+ * What a hash's cost depends on: "$y$PARAMS" for yescrypt, "$6$rounds=N"
+ * for sha512crypt (5000 when not written).
+ */
+static void
+hash_setting(const char *hash, char *out, size_t cap)
+{
+	const char *end;
+
+	if (strncmp(hash, "$6$", 3) == 0) {
+		if (strncmp(hash + 3, "rounds=", 7) == 0 &&
+		    (end = strchr(hash + 3, '$')) != NULL)
+			snprintf(out, cap, "%.*s", (int)(end - hash), hash);
+		else
+			snprintf(out, cap, "$6$rounds=5000");
+	} else if ((end = strchr(hash + 3, '$')) != NULL)
+		snprintf(out, cap, "%.*s", (int)(end - hash), hash);
+	else
+		snprintf(out, cap, "%s", hash);
+}
+
+/*
+ * An unknown name is checked against the first account's hash, so that
+ * it costs what a wrong password costs: only if every hash costs the same
+ * (one method, one cost) can the time of an answer not tell names apart.
+ */
+static void
+check_one_cost(struct parser *p)
+{
+	struct config *cf = p->cf;
+	char first[64], other[64];
+
+	if (cf->naccounts == 0 || cf->accounts[0].password_hash == NULL)
+		return;
+	hash_setting(cf->accounts[0].password_hash, first, sizeof(first));
+	for (size_t i = 1; i < cf->naccounts; i++) {
+		if (cf->accounts[i].password_hash == NULL)
+			continue;
+		hash_setting(cf->accounts[i].password_hash, other,
+		    sizeof(other));
+		if (strcmp(first, other) != 0)
+			cfg_error(p, cf->accounts[i].seen[K_PASSWORD_HASH],
+			    "[account:%s]: password_hash is %s..., [account:%s]'s "
+			    "%s...: all accounts need one method and cost, or the "
+			    "time of a refusal tells an unknown name from a wrong "
+			    "password (make them all with mailproxy -H)",
+			    cf->accounts[i].name, other, cf->accounts[0].name,
+			    first);
 	}
 }
 

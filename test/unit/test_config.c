@@ -627,6 +627,13 @@ test_accounts(void)
 	    "[account:crm]\npassword_hash = %s\nupstream_user = crm.example.com\n"
 	    "upstream_token_file = %s\n", hash, pw,
 	    "$6$saltsalt$pn.eNCAqRIao3pxsOGdjVa9wVR7Rb/3WnbxOluoQKVZPzLuyetx3yF6VIZDfQnn/arrFVfrq3BqRb9gLqhI5z0", tok);
+	/* One method and cost for all, or timing tells names apart. */
+	expect_error(text, "all accounts need one method and cost");
+	snprintf(text, sizeof(text), ACCT_SVC "auth_failures_max = 3\n"
+	    "[account:scanner.example.com]\npassword_hash = %s\n"
+	    "upstream_password_file = %s\n"
+	    "[account:crm]\npassword_hash = %s\nupstream_user = crm.example.com\n"
+	    "upstream_token_file = %s\n", "$6$saltsalt$pn.eNCAqRIao3pxsOGdjVa9wVR7Rb/3WnbxOluoQKVZPzLuyetx3yF6VIZDfQnn/arrFVfrq3BqRb9gLqhI5z0", pw, "$6$saltsalt$pn.eNCAqRIao3pxsOGdjVa9wVR7Rb/3WnbxOluoQKVZPzLuyetx3yF6VIZDfQnn/arrFVfrq3BqRb9gLqhI5z0", tok);
 	if ((cf = expect_ok(text)) != NULL) {
 		CHECK(cf->naccounts == 2);
 		CHECK(cf->services[0].auth_failures_max == 3);

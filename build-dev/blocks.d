@@ -1,0 +1,3 @@
+build-dev/blocks.o: proxy/blocks.c proxy/blocks.h proxy/addr.h
+proxy/blocks.h:
+proxy/addr.h:

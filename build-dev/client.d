@@ -1,0 +1,28 @@
+build-dev/client.o: proxy/client.c proxy/sess_impl.h proxy/session.h \
+ proxy/config.h proxy/addr.h proxy/cidr.h proxy/log.h proxy/proto.h \
+ proxy/secret.h proxy/reason.h proxy/buffer.h proxy/endpoint.h \
+ proxy/front.h proxy/negotiate.h proxy/guard.h proxy/login.h \
+ proxy/metrics.h proxy/accounts.h proxy/blocks.h proxy/listener.h \
+ proxy/pwcheck.h proxy/proxyproto.h proxy/tls.h
+proxy/sess_impl.h:
+proxy/session.h:
+proxy/config.h:
+proxy/addr.h:
+proxy/cidr.h:
+proxy/log.h:
+proxy/proto.h:
+proxy/secret.h:
+proxy/reason.h:
+proxy/buffer.h:
+proxy/endpoint.h:
+proxy/front.h:
+proxy/negotiate.h:
+proxy/guard.h:
+proxy/login.h:
+proxy/metrics.h:
+proxy/accounts.h:
+proxy/blocks.h:
+proxy/listener.h:
+proxy/pwcheck.h:
+proxy/proxyproto.h:
+proxy/tls.h:

@@ -1,0 +1,2 @@
+build-dev/log.o: proxy/log.c proxy/log.h
+proxy/log.h:

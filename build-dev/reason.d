@@ -1,0 +1,2 @@
+build-dev/reason.o: proxy/reason.c proxy/reason.h
+proxy/reason.h:

@@ -1,0 +1,4 @@
+build-dev/sesscache.o: proxy/sesscache.c proxy/sesscache.h \
+ proxy/seqlock.h
+proxy/sesscache.h:
+proxy/seqlock.h:
