@@ -2,12 +2,11 @@
 
 import socket
 import ssl
-import time
 
 import pytest
 
 import fakemail
-from helpers import client_ctx, recv_exact, service, tls_connect, wait_for
+from helpers import client_ctx, recv_exact, service, tls_connect
 
 
 def greeter(conn):

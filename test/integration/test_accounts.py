@@ -15,7 +15,6 @@ import os
 import poplib
 import re
 import smtplib
-import socket
 import ssl
 import subprocess
 import time
@@ -23,8 +22,8 @@ import uuid
 
 import pytest
 
-from helpers import (BIN, Proxy, Upstream, client_ctx, free_port, server_ctx,
-                     tls_connect, wait_for)
+from helpers import (BIN, Proxy, client_ctx, free_port, server_ctx, tls_connect,
+                     wait_for)
 from test_real_servers import delivered
 
 LOCAL = "local-pw-4b1d"          # the proxy's password for alice

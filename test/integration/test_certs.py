@@ -5,9 +5,8 @@ use it, RSA for the rest."""
 import ssl
 import subprocess
 
-import pytest
 
-from helpers import client_ctx, recv_exact, tls_connect
+from helpers import tls_connect
 
 
 def greeter(conn):

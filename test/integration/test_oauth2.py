@@ -453,7 +453,7 @@ def test_readme_recipe_m365_oauth2(proxies, oauth, mail, certs, tmp_path):
     """config/m365-oauth2.ini followed as the README says, up to where the
     real provider is needed: the provider's endpoints and the mailbox are
     the scripted ones, everything else is the sample's."""
-    from helpers import ROOT
+    from helpers import ROOT, site_config
     with open(os.path.join(ROOT, "config", "m365-oauth2.ini")) as f:
         text = f.read()
     store_dir = tmp_path / "lib"
@@ -471,16 +471,8 @@ def test_readme_recipe_m365_oauth2(proxies, oauth, mail, certs, tmp_path):
         "oauth2_client_id": "test-client",
         "oauth2_token_store": str(store_dir / "scanner.token.json"),
     }
-    out = []
-    for line in text.splitlines():
-        m = re.match(r"(\w+)\s*=", line)
-        if m and m.group(1) == "user":
-            continue                # no mailproxy account on test machines
-        if m and m.group(1) in site:
-            line = "%s = %s" % (m.group(1), site[m.group(1)])
-        out.append(line)
     cfg = tmp_path / "m365-oauth2.ini"
-    cfg.write_text("\n".join(out) + "\n")
+    cfg.write_text(site_config(text, site))
     oauth.pending = 1
     r = subprocess.run([BIN, "-c", str(cfg), "-A", "scan-to-m365"],   # step 3
                        capture_output=True, text=True, timeout=60)

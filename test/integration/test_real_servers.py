@@ -17,8 +17,6 @@ import smtplib
 import ssl
 import subprocess
 import sys
-import tempfile
-import time
 import uuid
 
 import pytest

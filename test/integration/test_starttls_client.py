@@ -7,7 +7,6 @@ import imaplib
 import poplib
 import smtplib
 import socket
-import ssl
 import subprocess
 import time
 

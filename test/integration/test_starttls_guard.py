@@ -16,7 +16,6 @@ import imaplib
 import re
 import smtplib
 import socket
-import time
 import uuid
 
 import pytest

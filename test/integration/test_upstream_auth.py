@@ -23,7 +23,7 @@ import uuid
 import pytest
 
 from fakemail import take_mail
-from helpers import BIN, ROOT, client_ctx, server_ctx, wait_for
+from helpers import BIN, ROOT, client_ctx, server_ctx, site_config, wait_for
 from test_real_servers import delivered
 
 pytestmark = pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1")
@@ -407,15 +407,7 @@ def recipe_config(servers, certs, pw):
         "cert": certs + "/server-ecdsa.crt",
         "key": certs + "/server-ecdsa.key",
     }
-    out = []
-    for line in text.splitlines():
-        m = re.match(r"(\w+)\s*=", line)
-        if m and m.group(1) == "user":
-            continue                # no mailproxy account on test machines
-        if m and m.group(1) in site:
-            line = "%s = %s" % (m.group(1), site[m.group(1)])
-        out.append(line)
-    return "\n".join(out) + "\n"
+    return site_config(text, site)
 
 
 def test_readme_recipe_scan_to_email(proxies, servers, certs, tmp_path):

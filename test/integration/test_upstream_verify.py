@@ -3,12 +3,11 @@ RFC 6125 name checks on by default, the reason named in the log, the client
 told with a protocol-correct temporary error, no byte relayed."""
 
 import imaplib
-import poplib
 import smtplib
 
 import pytest
 
-from helpers import client_ctx, free_port, recv_exact, server_ctx, service, tls_connect
+from helpers import client_ctx, free_port, server_ctx, service, tls_connect
 
 
 def greeter(conn):

@@ -1,2 +1,0 @@
-build-dev/addr.o: proxy/addr.c proxy/addr.h
-proxy/addr.h:

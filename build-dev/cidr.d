@@ -1,2 +1,0 @@
-build-dev/cidr.o: proxy/cidr.c proxy/cidr.h
-proxy/cidr.h:

@@ -1,2 +1,0 @@
-build-dev/line.o: proxy/line.c proxy/line.h
-proxy/line.h:

@@ -1,2 +1,0 @@
-build-dev/reason.o: proxy/reason.c proxy/reason.h
-proxy/reason.h:

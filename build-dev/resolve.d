@@ -1,3 +1,0 @@
-build-dev/resolve.o: proxy/resolve.c proxy/resolve.h proxy/addr.h
-proxy/resolve.h:
-proxy/addr.h:

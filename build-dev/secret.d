@@ -1,2 +1,0 @@
-build-dev/secret.o: proxy/secret.c proxy/secret.h
-proxy/secret.h:
