@@ -122,6 +122,25 @@ account_auth(struct front *f, const char *args, size_t len,
 	return FRONT_CONTINUE;
 }
 
+/* One more error from the device; past CNEG_MAX_ERRORS the session ends
+ * (the same count as the commands' errors). */
+static enum front_verdict
+front_error(struct front *f, struct buf *to_client)
+{
+	if (++f->errors < CNEG_MAX_ERRORS)
+		return FRONT_CONTINUE;
+	proto_say(to_client, "421 4.7.0 Too many errors");
+	return FRONT_FAIL;
+}
+
+/* What the login dialogue said of a credential, for the front: anything
+ * but "check it" was an error it has answered. */
+static enum front_verdict
+login_to_front(struct front *f, enum login_verdict v, struct buf *to_client)
+{
+	return v == LOGIN_CHECK ? FRONT_CHECK : front_error(f, to_client);
+}
+
 /* accounts: a SASL response line of PLAIN or LOGIN. */
 static enum front_verdict
 account_sasl(struct front *f, const char *line, size_t len,
@@ -129,8 +148,8 @@ account_sasl(struct front *f, const char *line, size_t len,
 {
 	char pw[LOGIN_MAX_PASSWORD + 1];
 	enum sasl_step step = f->step;
+	enum front_verdict v;
 	size_t pl = 0;
-	bool check;
 
 	f->step = STEP_NONE;
 	if (len == 1 && line[0] == '*') {
@@ -138,29 +157,29 @@ account_sasl(struct front *f, const char *line, size_t len,
 		return FRONT_CONTINUE;
 	}
 	if (step == STEP_PLAIN)
-		return login_sasl_plain(f->account, line, len, to_client) ==
-		    LOGIN_CHECK ? FRONT_CHECK : FRONT_CONTINUE;
+		return login_to_front(f, login_sasl_plain(f->account, line,
+		    len, to_client), to_client);
 	if (step == STEP_LOGIN_USER) {
 		if (!login_base64(line, len, f->user, sizeof(f->user) - 1,
 		    &f->userlen)) {
 			proto_say(to_client, "%s", proto_text(PROTO_SMTP)->
 			    auth_syntax);
-			return FRONT_CONTINUE;
+			return front_error(f, to_client);
 		}
 		f->step = STEP_LOGIN_PASS;
 		proto_say(to_client, "334 UGFzc3dvcmQ6");	/* "Password:" */
 		return FRONT_CONTINUE;
 	}
 	if (login_base64(line, len, pw, sizeof(pw) - 1, &pl))
-		check = login_credentials(f->account, f->user, f->userlen, pw,
-		    pl, to_client) == LOGIN_CHECK;
+		v = login_to_front(f, login_credentials(f->account, f->user,
+		    f->userlen, pw, pl, to_client), to_client);
 	else {
-		check = false;
 		proto_say(to_client, "%s", proto_text(PROTO_SMTP)->auth_syntax);
+		v = front_error(f, to_client);
 	}
 	OPENSSL_cleanse(pw, sizeof(pw));
 	OPENSSL_cleanse(f->user, sizeof(f->user));
-	return check ? FRONT_CHECK : FRONT_CONTINUE;
+	return v;
 }
 
 enum close_reason
@@ -288,10 +307,7 @@ device_command(struct front *f, const char *line, size_t len,
 		else
 			proto_say(to_client, "502 5.5.2 Error: command not "
 			    "recognized");
-		if (++f->errors >= CNEG_MAX_ERRORS) {
-			proto_say(to_client, "421 4.7.0 Too many errors");
-			return FRONT_FAIL;
-		}
+		return front_error(f, to_client);
 	}
 #undef IS
 	return FRONT_CONTINUE;

@@ -13,6 +13,7 @@
 #include "blocks.h"
 #include "front.h"
 #include "login.h"
+#include "neg_impl.h"
 #include "negotiate.h"
 #include "unit.h"
 
@@ -283,6 +284,24 @@ test_outcomes(void)
 	    &cl) == FRONT_RELAY && c == 33);
 	CHECK(strcmp(drain(&cl), "250-gw.test\r\n250 SIZE 10\r\n"
 	    "503 5.5.1 Error: already authenticated\r\n") == 0);
+	front_free(f);
+
+	/* SMTP SASL garbage counts as errors, as commands do: the device is
+	 * cut after CNEG_MAX_ERRORS of them (AUTH LOGIN and AUTH PLAIN). */
+	f = front_new_accounts("gw.test", true);
+	{
+		enum front_verdict v = FRONT_CONTINUE;
+		int n = 0;
+		while (v == FRONT_CONTINUE && n < 100) {
+			v = front_feed(f, n % 2 ? "AUTH PLAIN\r\n" :
+			    "AUTH LOGIN\r\n", 12, &c, &cl);
+			if (v == FRONT_CONTINUE)
+				v = front_feed(f, "!!!\r\n", 5, &c, &cl);
+			n++;
+		}
+		CHECK(v == FRONT_FAIL && n == CNEG_MAX_ERRORS);
+		CHECK_STR_CONTAINS(drain(&cl), "421 4.7.0 Too many errors");
+	}
 	front_free(f);
 	buf_release(&cl);
 }
