@@ -741,3 +741,15 @@ def test_leaving_before_the_answer_counts_as_a_failure(proxies, servers, certs, 
     with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
         raw_imap(p.port("imaps"), certs)
     p.wait_log(r"event=refused svc=imaps client=127\.0\.0\.1:\d+ reason=auth-blocked")
+
+
+def test_commands_pipelined_after_a_refused_login_are_answered(accounts_proxy, certs):
+    """A client that sends its next command with its login (IMAP) gets both
+    answers without sending anything more."""
+    s, f = raw_imap(accounts_proxy.port("imaps"), certs)
+    s.sendall(b'a1 LOGIN alice "not-it"\r\na2 NOOP\r\na3 CAPABILITY\r\n')
+    s.settimeout(10)
+    assert read_tagged(f, b"a1")[-1].startswith(b"a1 NO [AUTHENTICATIONFAILED]")
+    assert read_tagged(f, b"a2")[-1].startswith(b"a2 OK")
+    assert read_tagged(f, b"a3")[-1].startswith(b"a3 OK")
+    s.close()
