@@ -1,5 +1,5 @@
 /*
- * libFuzzer harness for the HTTP response parser (https_impl.h), with
+ * libFuzzer harness for the HTTP response parser (http.h), with
  * itself as the oracle: the response fed whole, cut in two and one byte at
  * a time must end the same way (progress, status, body, bytes taken, error),
  * and the body stays within HTTPS_MAX_BODY and NUL-terminated.
@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "https.h"
-#include "https_impl.h"
+#include "http.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

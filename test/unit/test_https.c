@@ -17,7 +17,7 @@
 
 #include "dnsstub.h"
 #include "https.h"
-#include "https_impl.h"
+#include "http.h"
 #include "resolve.h"
 #include "unit.h"
 

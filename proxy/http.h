@@ -1,10 +1,10 @@
 /*
- * https internals shared with the unit tests and the fuzz harness: the
- * HTTP/1.1 response parser.  It is pure: bytes in, progress out, in pieces
- * split anywhere; it never touches a socket.
+ * http: the HTTP/1.1 response parser of the HTTPS client (https.c), also
+ * used by the unit tests and the fuzz harness.  It is pure: bytes in,
+ * progress out, in pieces split anywhere; it never touches a socket.
  */
-#ifndef MAILPROXY_HTTPS_IMPL_H
-#define MAILPROXY_HTTPS_IMPL_H
+#ifndef MAILPROXY_HTTP_H
+#define MAILPROXY_HTTP_H
 
 #include <stdbool.h>
 #include <stddef.h>
