@@ -58,30 +58,38 @@ pop3_login_reply(struct negotiator *n, const char *line, size_t len,
 	bool ok = line_starts_with_word(line, len, "+OK");
 	bool go_on = !ok && len >= 1 && line[0] == '+';
 
-	if (n->state == POP3_AUTH_ERROR || (!ok && !(go_on &&
-	    (n->state == POP3_AUTH || n->state == POP3_AUTH_GO))))
-		return neg_fail_auth(n, line, len);
-	if (n->state == POP3_AUTH_GO) {
-		if (ok)		/* +OK to a bare AUTH: not SASL */
+	switch ((enum pop3_state)n->state) {
+	case POP3_AUTH_GO:		/* "+": now the token */
+		if (!go_on)
 			return neg_fail_auth(n, line, len);
 		if (neg_send_sasl(n, out, "") < 0)
 			return neg_fail(n, R_OUT_OF_MEMORY, "building AUTH");
 		n->state = POP3_AUTH;
 		return NEG_CONTINUE;
-	}
-	if (n->state == POP3_AUTH && !ok) {
+	case POP3_AUTH:
+		if (ok)
+			break;
+		if (!go_on)
+			return neg_fail_auth(n, line, len);
 		/* XOAUTH2's error challenge: an empty answer ends it. */
 		neg_note_xoauth2_error(n, line + (len > 1 ? 2 : 1),
 		    len > 1 ? len - 2 : 0);
 		neg_send(n, out, "%s", "");
 		n->state = POP3_AUTH_ERROR;
 		return NEG_CONTINUE;
-	}
-	if (n->state == POP3_USER) {
+	case POP3_USER:
+		if (!ok)
+			return neg_fail_auth(n, line, len);
 		neg_send_secret(out, "PASS ", n->auth_secret,
 		    n->auth_secret_len, "");
 		n->state = POP3_PASS;
 		return NEG_CONTINUE;
+	case POP3_PASS:
+		if (!ok)
+			return neg_fail_auth(n, line, len);
+		break;
+	default:			/* AUTH_ERROR: the refusal */
+		return neg_fail_auth(n, line, len);
 	}
 	n->state = POP3_DONE;
 	return NEG_RELAY;
