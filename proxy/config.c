@@ -756,6 +756,15 @@ config_unref(struct config *cf)
 	free(cf);
 }
 
+const char *
+config_accounts_service(const struct config *cf)
+{
+	for (size_t i = 0; i < cf->nservices; i++)
+		if (cf->services[i].upstream_auth == AUTH_ACCOUNTS)
+			return cf->services[i].name;
+	return "SERVICE";
+}
+
 int
 config_auth_secret(const struct service *svc, char *out, size_t cap,
     char *err, size_t errlen)

@@ -181,6 +181,10 @@ struct config *config_parse(const char *text, size_t len, const char *name,
 struct config *config_ref(struct config *cf);
 void config_unref(struct config *cf);
 
+/* The first upstream_auth = accounts service, as -A SERVICE:ACCOUNT names
+ * accounts in hints ("SERVICE" when there is none). */
+const char *config_accounts_service(const struct config *cf);
+
 /*
  * The secret of svc's upstream_auth into out: the password read at load,
  * or the token file read now (so a refresher can rotate it).  Returns its

@@ -740,14 +740,10 @@ main(int argc, char *argv[])
 		for (size_t i = 0; dial && i < running->naccounts; i++) {
 			const struct account *a = &running->accounts[i];
 			char result[1536], arg[600];
-			const char *svc = "SERVICE";
 			if (a->oauth2.store == NULL)
 				continue;
-			for (size_t k = 0; k < running->nservices; k++)
-				if (running->services[k].upstream_auth ==
-				    AUTH_ACCOUNTS)
-					svc = running->services[k].name;
-			snprintf(arg, sizeof(arg), "%s:%s", svc, a->name);
+			snprintf(arg, sizeof(arg), "%s:%s",
+			    config_accounts_service(running), a->name);
 			oauth2_describe(&a->oauth2, arg, result,
 			    sizeof(result));
 			printf("account:%s: %s\n", a->name, result);

@@ -246,8 +246,12 @@ oauth2_init(void)
 	return 0;
 }
 
-enum oauth2_take
-oauth2_take(int slot, char *out, size_t cap, size_t *len, char *why,
+/*
+ * Reads entry slot: the token into out when out is not NULL (cap bytes),
+ * else only whether there is one.  What a reader is told, see oauth2.h.
+ */
+static enum oauth2_take
+read_slot(int slot, char *out, size_t cap, size_t *len, char *why,
     size_t whylen)
 {
 	struct tslot *t;
@@ -256,6 +260,7 @@ oauth2_take(int slot, char *out, size_t cap, size_t *len, char *why,
 	int64_t expires;
 	size_t n;
 
+	*len = 0;
 	if (table == NULL || slot < 0 || slot >= OAUTH2_MAX_STORES) {
 		snprintf(why, whylen, "no token store");
 		return OAUTH2_UNAVAILABLE;
@@ -266,16 +271,19 @@ oauth2_take(int slot, char *out, size_t cap, size_t *len, char *why,
 		state = __atomic_load_n(&t->state, __ATOMIC_RELAXED);
 		expires = __atomic_load_n(&t->expires_at, __ATOMIC_RELAXED);
 		n = __atomic_load_n(&t->len, __ATOMIC_RELAXED);
-		if (n >= cap || n >= TOKEN_MAX)
+		if (n >= TOKEN_MAX || (out != NULL && n >= cap))
 			n = 0;
-		memcpy(out, t->token, n);
+		if (out != NULL)
+			memcpy(out, t->token, n);
 	} while (!seq_read_ok(&t->seq, seq));
-	out[n] = '\0';
-	*len = n;
-	if (n > 0 && expires > (int64_t)time(NULL) + 1)
+	if (n > 0 && expires > (int64_t)time(NULL) + 1) {
+		if (out != NULL)
+			out[n] = '\0';
+		*len = n;
 		return OAUTH2_TOKEN;
-	OPENSSL_cleanse(out, n);
-	*len = 0;
+	}
+	if (out != NULL)
+		OPENSSL_cleanse(out, n);
 	switch (state) {
 	case OAUTH2_FETCHING:
 	case OAUTH2_VALID:	/* expired this very second: the refresh runs */
@@ -290,6 +298,21 @@ oauth2_take(int slot, char *out, size_t cap, size_t *len, char *why,
 		snprintf(why, whylen, "no usable token store: run mailproxy -A");
 		return OAUTH2_UNAVAILABLE;
 	}
+}
+
+enum oauth2_take
+oauth2_take(int slot, char *out, size_t cap, size_t *len, char *why,
+    size_t whylen)
+{
+	return read_slot(slot, out, cap, len, why, whylen);
+}
+
+enum oauth2_take
+oauth2_ready(int slot, char *why, size_t whylen)
+{
+	size_t len;
+
+	return read_slot(slot, NULL, 0, &len, why, whylen);
 }
 
 void
@@ -673,16 +696,6 @@ find(const char *path)
 	return NULL;
 }
 
-/* The accounts service that -A SERVICE:ACCOUNT names, for the hint. */
-static const char *
-accounts_service(const struct config *cf)
-{
-	for (size_t i = 0; i < cf->nservices; i++)
-		if (cf->services[i].upstream_auth == AUTH_ACCOUNTS)
-			return cf->services[i].name;
-	return "SERVICE";
-}
-
 /* The stores cf names, into list (cap entries); how many, or -1 with err. */
 static int
 list_stores(struct config *cf, struct named *list, int cap, char *err,
@@ -711,7 +724,7 @@ list_stores(struct config *cf, struct named *list, int cap, char *err,
 		} else {
 			snprintf(e->name, sizeof(e->name), "account:%s", a->name);
 			snprintf(e->authorize, sizeof(e->authorize), "%s:%s",
-			    accounts_service(cf), a->name);
+			    config_accounts_service(cf), a->name);
 		}
 		for (int k = 0; k < n; k++)
 			e->twice |= strcmp(list[k].c->store, c->store) == 0;
@@ -785,10 +798,9 @@ out:
 bool
 oauth2_store_changed(const char *path)
 {
-	for (int i = 0; i < nstores; i++)
-		if (strcmp(stores[i].path, path) == 0)
-			return token_file_changed(path, &stores[i].id);
-	return true;
+	const struct store *st = find(path);
+
+	return st == NULL || token_file_changed(path, &st->id);
 }
 
 void

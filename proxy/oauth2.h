@@ -97,6 +97,9 @@ enum oauth2_take {
 enum oauth2_take oauth2_take(int slot, char *out, size_t cap, size_t *len,
 	    char *why, size_t whylen);
 
+/* The same verdict without copying the token (a session about to dial). */
+enum oauth2_take oauth2_ready(int slot, char *why, size_t whylen);
+
 /* For /metrics: the entry's counters and its token's remaining seconds
  * (negative when expired or none). */
 struct oauth2_stats {

@@ -24,7 +24,6 @@
 #include "oauth2.h"
 #include "proxyproto.h"
 #include "tls.h"
-#include "tokenstore.h"
 
 /* The token table entry of the session's credential, or -1: the
  * account's store with accounts, else the service's. */
@@ -58,17 +57,14 @@ stored_token(int slot, char *out, size_t cap, char *why, size_t whylen)
 static bool
 token_ready(EV_P_ struct session *s)
 {
-	char token[TOKEN_MAX], why[160];
-	size_t len;
+	char why[160];
 	enum oauth2_take t;
 	double wait;
 	int slot = token_slot(s);
 
 	if (slot < 0)
 		return true;
-	t = oauth2_take(slot, token, sizeof(token), &len, why, sizeof(why));
-	OPENSSL_cleanse(token, len);
-	if (t == OAUTH2_TOKEN)
+	if ((t = oauth2_ready(slot, why, sizeof(why))) == OAUTH2_TOKEN)
 		return true;
 	if (t == OAUTH2_PENDING && s->state != SESS_TOKEN_WAIT) {
 		wait = s->svc->timeouts.negotiation < TOKEN_WAIT ?
@@ -85,8 +81,8 @@ token_ready(EV_P_ struct session *s)
 		return false;
 	}
 	if (t == OAUTH2_PENDING)
-		snprintf(why, sizeof(why), "no valid access token within %.0f s "
-		    "(the refresh is still failing or slow)", TOKEN_WAIT);
+		snprintf(why, sizeof(why), "no valid access token in time (the "
+		    "refresh is still failing or slow)");
 	fail_upstream(EV_A_ s, R_UPSTREAM_AUTH_NO_TOKEN, why);
 	return false;
 }
