@@ -18,8 +18,21 @@
 #include "negotiate.h"
 #include "session.h"
 
-/* Accepts per callback before other work gets a turn. */
-#define ACCEPT_BURST	64
+/*
+ * One new session per loop turn.  A new TLS session starts with its most
+ * expensive step (the server's handshake flight, 0.3-1 ms of signing), while
+ * sessions already under way wait for cheap ones (the client's Finished, the
+ * upstream greeting).  Accepting a burst ran a burst of handshakes ahead of
+ * them, so the sessions in flight paid for every newcomer.  With one accept
+ * per turn, at the same rate, the handshake bench's p99 went from 56.5 to
+ * 43.7 ms (ECDSA) and from 133.8 to 75.4 ms (RSA) in one side-by-side run.  The listener, still readable, is
+ * reported again at the next poll, after the sessions that were ready
+ * before it.  Connections refused at once (blocked, over a per-client cap)
+ * cost nothing and do not use up the turn.
+ */
+#define ACCEPTS_PER_TURN	1
+/* Bound on refused connections handled in one callback. */
+#define REFUSALS_PER_TURN	64
 /* Pause after EMFILE/ENFILE/ENOBUFS/ENOMEM: no busy loop, no lost accept. */
 #define PAUSE_SECONDS	0.5
 
@@ -129,7 +142,8 @@ accept_cb(EV_P_ ev_io *w, int revents)
 	int fd;
 
 	(void)revents;
-	for (int i = 0; i < ACCEPT_BURST; i++) {
+	for (int started = 0, refused = 0; started < ACCEPTS_PER_TURN &&
+	    refused < REFUSALS_PER_TURN;) {
 		if (sess_count() >= (size_t)l->cf->max_connections) {
 			paused_for_cap = true;
 			log_warnx("event=accept-paused reason=max-connections "
@@ -172,11 +186,13 @@ accept_cb(EV_P_ ev_io *w, int revents)
 			log_info("event=refused svc=%s client=%s reason=%s",
 			    l->svc->name, text, reason_name(why));
 			close(fd);
+			refused++;
 			continue;
 		}
 		if (!sess_new(EV_A_ l->cf, l->svc, fd, &peer) &&
 		    !l->svc->proxy_protocol_in)
 			clients_remove(&peer);
+		started++;
 	}
 }
 
