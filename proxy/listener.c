@@ -25,10 +25,10 @@
  * upstream greeting).  Accepting a burst ran a burst of handshakes ahead of
  * them, so the sessions in flight paid for every newcomer.  With one accept
  * per turn, at the same rate, the handshake bench's p99 went from 56.5 to
- * 43.7 ms (ECDSA) and from 133.8 to 75.4 ms (RSA) in one side-by-side run.  The listener, still readable, is
- * reported again at the next poll, after the sessions that were ready
- * before it.  Connections refused at once (blocked, over a per-client cap)
- * cost nothing and do not use up the turn.
+ * 43.7 ms (ECDSA) and from 133.8 to 75.4 ms (RSA) in one side-by-side run.
+ * The listener, still readable, is reported again at the next poll, after
+ * the sessions that were ready before it.  Connections refused at once
+ * (blocked, over a per-client cap) cost nothing and do not use the turn.
  */
 #define ACCEPTS_PER_TURN	1
 /* Bound on refused connections handled in one callback. */
