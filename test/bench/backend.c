@@ -1,7 +1,7 @@
 /*
  * backend: the benchmark's upstream server (libev + BoringSSL).
  *
- *   backend -m greet|echo|starttls -l PORT [-c CERT -k KEY]
+ *   backend -m MODE -l PORT [-c CERT -k KEY] [-u UPSTREAM_PORT]
  *
  *   greet     sends "* OK bench ready\r\n", then reads and discards until EOF
  *   echo      sends back every byte it receives
@@ -10,6 +10,11 @@
  *   smtp      a plaintext SMTP server: 220, then "250 ok" to every line
  *   tls       a bare BoringSSL TLS server: handshake, greeting, wait for EOF
  *             (the library floor: what a handshake costs with no proxying)
+ *   tlsecho   the same TLS server, echoing every byte (the relay's floor)
+ *   tlsdial   the least a TLS proxy can do: handshake, then dial 127.0.0.1:
+ *             UPSTREAM_PORT, pass its greeting on, close both at the first
+ *             EOF (no half-close, no close_notify, no protocol): the floor of
+ *             any design that opens an upstream connection per session
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -26,7 +31,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
-enum bmode { B_GREET, B_ECHO, B_STARTTLS, B_TLS, B_SMTP };
+enum bmode { B_GREET, B_ECHO, B_STARTTLS, B_TLS, B_SMTP, B_TLSECHO, B_TLSDIAL };
 enum bstate { S_EHLO, S_STARTTLS, S_HANDSHAKE, S_WAIT };
 
 struct bconn {
@@ -38,6 +43,8 @@ struct bconn {
 	size_t		 linelen;
 	char		*pend;		/* echo only: bytes not yet written back */
 	size_t		 plen;
+	int		 ufd;		/* tlsdial: the upstream, -1 before */
+	ev_io		 uio;
 };
 
 /* The echo buffer; only echo connections have one, so that the other modes
@@ -47,11 +54,16 @@ struct bconn {
 static enum bmode	 bmode = B_GREET;
 static SSL_CTX		*ctx;
 static struct ev_loop	*loop;
+static struct sockaddr_in upstream = { .sin_family = AF_INET };
 
 static void
 bclose(struct bconn *c)
 {
 	ev_io_stop(loop, &c->io);
+	if (c->ufd >= 0) {
+		ev_io_stop(loop, &c->uio);
+		close(c->ufd);
+	}
 	SSL_free(c->ssl);
 	close(c->fd);
 	free(c->pend);
@@ -92,6 +104,69 @@ bline(struct bconn *c)
 	return n < 0 && errno == EAGAIN ? 0 : -1;
 }
 
+/* tlsecho: what the client sends comes back, one buffer at a time. */
+static void
+tls_echo(struct bconn *c)
+{
+	int n;
+
+	for (;;) {
+		if (c->plen > 0) {
+			n = SSL_write(c->ssl, c->pend, (int)c->plen);
+			if (n <= 0) {
+				if (SSL_get_error(c->ssl, n) == SSL_ERROR_WANT_WRITE)
+					bwant(c, EV_WRITE);
+				else
+					bclose(c);
+				return;
+			}
+			c->plen = 0;
+		}
+		n = SSL_read(c->ssl, c->pend, PEND_SIZE);
+		if (n <= 0) {
+			if (SSL_get_error(c->ssl, n) == SSL_ERROR_WANT_READ)
+				bwant(c, EV_READ);
+			else
+				bclose(c);
+			return;
+		}
+		c->plen = (size_t)n;
+	}
+}
+
+/* tlsdial: the upstream's bytes go to the client; its EOF ends both. */
+static void
+ucb(EV_P_ ev_io *w, int revents)
+{
+	struct bconn *c = w->data;
+	char buf[4096];
+	ssize_t n;
+
+	(void)loop;
+	(void)revents;
+	while ((n = read(c->ufd, buf, sizeof(buf))) > 0)
+		SSL_write(c->ssl, buf, (int)n);
+	if (n == 0 || errno != EAGAIN)
+		bclose(c);
+}
+
+static int
+dial(struct bconn *c)
+{
+	int one = 1;
+
+	if ((c->ufd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0)) < 0)
+		return -1;
+	setsockopt(c->ufd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (connect(c->ufd, (struct sockaddr *)&upstream, sizeof(upstream)) < 0 &&
+	    errno != EINPROGRESS)
+		return -1;
+	ev_io_init(&c->uio, ucb, c->ufd, EV_READ);
+	c->uio.data = c;
+	ev_io_start(loop, &c->uio);
+	return 0;
+}
+
 static void
 bcb(EV_P_ ev_io *w, int revents)
 {
@@ -130,6 +205,10 @@ bcb(EV_P_ ev_io *w, int revents)
 			}
 			c->plen = (size_t)n;
 		}
+	}
+	if (bmode == B_TLSECHO && c->state == S_WAIT) {
+		tls_echo(c);
+		return;
 	}
 	if (bmode == B_SMTP) {
 		while ((r = bline(c)) == 1)
@@ -182,6 +261,10 @@ bcb(EV_P_ ev_io *w, int revents)
 			c->state = S_WAIT;
 			if (bmode == B_TLS)
 				SSL_write(c->ssl, "* OK bench ready\r\n", 18);
+			if (bmode == B_TLSDIAL && dial(c) < 0) {
+				bclose(c);
+				return;
+			}
 			bwant(c, EV_READ);
 			return;
 		}
@@ -208,13 +291,14 @@ accept_cb(EV_P_ ev_io *w, int revents)
 	(void)revents;
 	while ((fd = accept4(w->fd, NULL, NULL, SOCK_NONBLOCK)) >= 0) {
 		struct bconn *c = calloc(1, sizeof(*c));
-		if (c == NULL || (bmode == B_ECHO &&
+		if (c == NULL || ((bmode == B_ECHO || bmode == B_TLSECHO) &&
 		    (c->pend = malloc(PEND_SIZE)) == NULL)) {
 			free(c);
 			close(fd);
 			continue;
 		}
 		c->fd = fd;
+		c->ufd = -1;
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		ev_io_init(&c->io, bcb, fd, EV_READ);
 		c->io.data = c;
@@ -223,7 +307,7 @@ accept_cb(EV_P_ ev_io *w, int revents)
 			say(c, "* OK bench ready\r\n");
 		else if (bmode == B_STARTTLS || bmode == B_SMTP)
 			say(c, "220 bench ESMTP\r\n");
-		else if (bmode == B_TLS) {
+		else if (bmode == B_TLS || bmode == B_TLSECHO || bmode == B_TLSDIAL) {
 			c->ssl = SSL_new(ctx);
 			SSL_set_fd(c->ssl, fd);
 			SSL_set_accept_state(c->ssl);
@@ -241,21 +325,28 @@ main(int argc, char *argv[])
 	ev_io lio;
 
 	signal(SIGPIPE, SIG_IGN);
-	while ((ch = getopt(argc, argv, "m:l:c:k:")) != -1) {
+	while ((ch = getopt(argc, argv, "m:l:c:k:u:")) != -1) {
 		switch (ch) {
 		case 'm':
 			bmode = strcmp(optarg, "echo") == 0 ? B_ECHO :
 			    strcmp(optarg, "starttls") == 0 ? B_STARTTLS :
 			    strcmp(optarg, "tls") == 0 ? B_TLS :
+			    strcmp(optarg, "tlsecho") == 0 ? B_TLSECHO :
+			    strcmp(optarg, "tlsdial") == 0 ? B_TLSDIAL :
 			    strcmp(optarg, "smtp") == 0 ? B_SMTP : B_GREET;
 			break;
 		case 'l': port = atoi(optarg); break;
 		case 'c': cert = optarg; break;
 		case 'k': key = optarg; break;
+		case 'u':
+			upstream.sin_port = htons((uint16_t)atoi(optarg));
+			upstream.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+			break;
 		default: return 1;
 		}
 	}
-	if (bmode == B_STARTTLS || bmode == B_TLS) {
+	if (bmode == B_STARTTLS || bmode == B_TLS || bmode == B_TLSECHO ||
+	    bmode == B_TLSDIAL) {
 		ctx = SSL_CTX_new(TLS_server_method());
 		if (!SSL_CTX_use_certificate_chain_file(ctx, cert) ||
 		    !SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM))

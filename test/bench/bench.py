@@ -106,11 +106,13 @@ class Server:
         self.log.close()
 
 
-def backend(mode, cert="server-ecdsa"):
+def backend(mode, cert="server-ecdsa", upstream=None):
     port = free_port()
     argv = [os.path.join(BUILD, "backend"), "-m", mode, "-l", str(port)]
-    if mode in ("starttls", "tls"):
+    if mode in ("starttls", "tls", "tlsecho", "tlsdial"):
         argv += ["-c", "%s/%s.crt" % (CERTS, cert), "-k", "%s/%s.key" % (CERTS, cert)]
+    if upstream is not None:
+        argv += ["-u", str(upstream)]
     return Server(argv, port, "backend-" + mode), port
 
 
@@ -212,15 +214,31 @@ def start_nginx(kind, bport, cert, proto="smtp", workers=1, extra=""):
 
 
 def start_floor(kind, bport, cert, proto="smtp"):
-    """A bare BoringSSL TLS server: the library's own cost, no proxying."""
+    """A bare BoringSSL TLS server: the library's own cost, no proxying (it
+    answers itself: the greeting, or the echo of the throughput runs)."""
+    if kind not in ("tls", "tls-echo"):
+        return None, None
+    return backend("tlsecho" if kind == "tls-echo" else "tls", cert)
+
+
+def start_dial_floor(kind, bport, cert, proto="smtp"):
+    """The same server dialling the backend for each session and passing its
+    greeting on, with nothing else: the floor of a per-session upstream."""
     if kind != "tls":
         return None, None
-    srv, port = backend("tls", cert)
-    return srv, port
+    return backend("tlsdial", cert, upstream=bport)
 
 
 PEERS = {"mailproxy": start_mailproxy, "nginx": start_nginx, "haproxy": start_haproxy,
-         "stunnel": start_stunnel, "boringssl-floor": start_floor}
+         "stunnel": start_stunnel, "boringssl-floor": start_floor,
+         "boringssl-dial-floor": start_dial_floor}
+FLOORS = ("boringssl-floor", "boringssl-dial-floor")
+ONLY = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))
+
+
+def section(name):
+    """BENCH_ONLY=handshake,throughput,... runs those sections alone."""
+    return not ONLY or name in ONLY
 
 
 def loadgen(args, env=None):
@@ -254,7 +272,8 @@ def run_rate(peer, kind, cert, bmode, args, env=None, proto="smtp", **peer_kw):
 
 def run_throughput(peer, conc):
     bsrv, bport = backend("echo")
-    srv, port = PEERS[peer]("tls", bport, "server-ecdsa")
+    srv, port = PEERS[peer]("tls-echo" if peer == "boringssl-floor" else "tls", bport,
+                            "server-ecdsa")
     if srv is None:
         bsrv.stop()
         return None
@@ -404,33 +423,33 @@ def fmt(x, nd=0):
 
 
 def rate_rows(title, res, peers):
-    """Table rows for a sessions/s test: medians and the ratio to mailproxy."""
-    mine = med(res["mailproxy"], 0)
+    """Table rows for a sessions/s test: medians, and mailproxy's rate and
+    CPU per session over each peer's."""
+    mine, mine_cpu = med(res["mailproxy"], 0), med(res["mailproxy"], 2)
     rows = []
     for p in peers:
         rate, p99, cpu = med(res[p], 0), med(res[p], 1), med(res[p], 2)
         ratio = "" if p == "mailproxy" or not rate else "%.2f" % (mine / rate)
-        rows.append("| %s | %s | %s | %s | %s | %s |" % (title, p, fmt(rate),
-                    fmt(p99, 1), fmt(cpu), ratio))
+        cpu_ratio = "" if p == "mailproxy" or not cpu or not mine_cpu else \
+            "%.2f" % (mine_cpu / cpu)
+        rows.append("| %s | %s | %s | %s | %s | %s | %s |" % (title, p, fmt(rate),
+                    fmt(p99, 1), fmt(cpu), ratio, cpu_ratio))
     return rows
 
 
-def main():
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (200000, 200000))
-    except (ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    rows = []
-    hs_peers = ["mailproxy", "nginx", "haproxy", "stunnel", "boringssl-floor"]
+def handshake_rows():
+    """Full handshakes against every peer and both floors; STARTTLS rows."""
+    hs_peers = ["mailproxy", "nginx", "haproxy", "stunnel", "boringssl-floor",
+                "boringssl-dial-floor"]
     scen = [
         ("handshake ECDSA P-256, TLS 1.3, C=50", "server-ecdsa", {}),
         ("handshake RSA-2048, TLS 1.3, C=50", "server-rsa", {}),
         ("handshake ECDSA P-256, TLS 1.2, C=50", "server-ecdsa", {"LOADGEN_TLS12": "1"}),
         ("handshake RSA-2048, TLS 1.2, C=50", "server-rsa", {"LOADGEN_TLS12": "1"}),
     ]
-    lines = ["| test | peer | sessions/s | p99 ms | proxy CPU µs/session | mailproxy/peer |",
-             "| --- | --- | ---: | ---: | ---: | ---: |"]
+    lines = ["", "| test | peer | sessions/s | p99 ms | proxy CPU µs/session | "
+             "mailproxy/peer | CPU mailproxy/peer |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for title, cert, env in scen:
         res = median_runs(lambda p: run_rate(p, "tls", cert,
                                              "tls" if p == "boringssl-floor" else "greet",
@@ -445,10 +464,15 @@ def main():
         res = median_runs(lambda p: run_rate(p, kind, "server-ecdsa", bmode, args,
                                              proto=proto), peers)
         lines += rate_rows(title, res, peers)
+    return lines
+
+
+def resumption_rows():
+    """Resumed handshakes with 2 workers; upstream resumption on and off."""
     # Resumption: 2 workers each; the share of attempted resumptions that
     # resumed (the loader offers the first session's ticket or ID again).
-    lines += ["", "| test | peer | sessions/s | p99 ms | proxy CPU µs/session | "
-              "resumed share | mailproxy/peer |", "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["", "| test | peer | sessions/s | p99 ms | proxy CPU µs/session | "
+             "resumed share | mailproxy/peer |", "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for title, env in (("resumed handshakes ECDSA, TLS 1.3, 2 workers, C=50", {}),
                        ("resumed handshakes ECDSA, TLS 1.2, 2 workers, C=50",
                         {"LOADGEN_TLS12": "1"})):
@@ -472,18 +496,29 @@ def main():
         lines.append("| legacy upgrade (smtp), %s | mailproxy | %s | %s | %s | | |" % (
             label, fmt(med(res["mailproxy"], 0)), fmt(med(res["mailproxy"], 1), 1),
             fmt(med(res["mailproxy"], 2))))
-    lines += ["", "| test | peer | MB/s each way | proxy CPU s/GB | mailproxy/peer |",
-              "| --- | --- | ---: | ---: | ---: |"]
+    return lines
+
+
+def throughput_rows():
+    """Bytes relayed both ways at C=1 and C=16."""
+    lines = ["", "| test | peer | MB/s each way | proxy CPU s/GB | mailproxy/peer | "
+             "CPU mailproxy/peer |", "| --- | --- | ---: | ---: | ---: | ---: |"]
     for conc in (1, 16):
-        peers = ["mailproxy", "nginx", "haproxy", "stunnel"]
+        peers = ["mailproxy", "nginx", "haproxy", "stunnel", "boringssl-floor"]
         res = median_runs(run_throughput, peers, conc)
-        mine = med(res["mailproxy"], 0)
+        mine, mine_cpu = med(res["mailproxy"], 0), med(res["mailproxy"], 1)
         for p in peers:
             mb, cpu = med(res[p], 0), med(res[p], 1)
             ratio = "" if p == "mailproxy" or not mb else "%.2f" % (mine / mb)
-            lines.append("| throughput ECDSA TLS 1.3, C=%d | %s | %s | %s | %s |" % (
-                conc, p, fmt(mb), fmt(cpu, 2), ratio))
-    lines += ["", "| test | peer | KiB per idle TLS session | sessions held |",
+            cpu_ratio = "" if p == "mailproxy" or not cpu else "%.2f" % (mine_cpu / cpu)
+            lines.append("| throughput ECDSA TLS 1.3, C=%d | %s | %s | %s | %s | %s |" % (
+                conc, p, fmt(mb), fmt(cpu, 2), ratio, cpu_ratio))
+    return lines
+
+
+def idle_rows():
+    """Memory per idle TLS session."""
+    lines = ["", "| test | peer | KiB per idle TLS session | sessions held |",
               "| --- | --- | ---: | ---: |"]
     for p in ["mailproxy", "nginx", "haproxy", "stunnel"]:
         vals = [run_idle(p) for _ in range(1 if IDLE_N > 20000 else REPS)]
@@ -492,7 +527,12 @@ def main():
         held = min(v[1] for v in vals) if vals else 0
         lines.append("| idle, %d sessions through the proxy | %s | %s | %d |" % (
             IDLE_N, p, fmt(kib, 1), held))
-    lines += ["", "| test | binary | workers | longest pause ms | median round trip ms |",
+    return lines
+
+
+def reload_rows():
+    """The longest pause sessions see while reloads run."""
+    lines = ["", "| test | binary | workers | longest pause ms | median round trip ms |",
               "| --- | --- | ---: | ---: | ---: |"]
     binaries = [("this build", os.path.join(BUILD, "mailproxy"))]
     if os.environ.get("BENCH_BASELINE_BIN"):
@@ -503,12 +543,35 @@ def main():
             lines.append("| echo sessions while 10 reloads run under load | %s | %d | %s | %s |"
                          % (label, workers, fmt(max(r[0] for r in runs), 1),
                             fmt(statistics.median(r[1] for r in runs), 2)))
+    return lines
+
+
+def main():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (200000, 200000))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    lines = []
+    if section("handshake"):
+        lines += handshake_rows()
+    if section("resumption"):
+        lines += resumption_rows()
+    if section("throughput"):
+        lines += throughput_rows()
+    if section("idle"):
+        lines += idle_rows()
+    if section("reload"):
+        lines += reload_rows()
     head = ["# mailproxy benchmark", "",
             "%s, %d cores, loader and proxies on the same machine; %d s per run, "
             "median of %d runs, peers alternated; one worker/thread each. "
-            "CPU from /proc (utime+stime of the proxy process)." % (
+            "CPU from /proc (utime+stime of the proxy process). "
+            "boringssl-floor: a bare BoringSSL server answering itself; "
+            "boringssl-dial-floor: the same, dialling the backend per session and "
+            "passing its greeting on (no half-close, no close_notify)%s." % (
                 time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), os.cpu_count(),
-                SECONDS, REPS), ""]
+                SECONDS, REPS, "; sections: " + ", ".join(sorted(ONLY)) if ONLY else "")]
     table = "\n".join(head + lines) + "\n"
     outdir = os.path.join(ROOT, "test", "bench", "results")
     os.makedirs(outdir, exist_ok=True)
