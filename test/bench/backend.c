@@ -1,7 +1,10 @@
 /*
  * backend: the benchmark's upstream server (libev + BoringSSL).
  *
- *   backend -m MODE -l PORT [-c CERT -k KEY] [-u UPSTREAM_PORT]
+ *   backend -m MODE -l PORT [-c CERT -k KEY] [-u UPSTREAM_PORT] [-f N]
+ *
+ *   -f N      N processes, each with its own SO_REUSEPORT socket on PORT: more
+ *             connections than one process's descriptor limit allows
  *
  *   greet     sends "* OK bench ready\r\n", then reads and discards until EOF
  *   echo      sends back every byte it receives
@@ -24,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -321,11 +325,11 @@ main(int argc, char *argv[])
 {
 	const char *cert = NULL, *key = NULL;
 	struct sockaddr_in sin = { .sin_family = AF_INET };
-	int ch, port = 0, fd, one = 1;
+	int ch, port = 0, fd, one = 1, procs = 1;
 	ev_io lio;
 
 	signal(SIGPIPE, SIG_IGN);
-	while ((ch = getopt(argc, argv, "m:l:c:k:u:")) != -1) {
+	while ((ch = getopt(argc, argv, "m:l:c:k:u:f:")) != -1) {
 		switch (ch) {
 		case 'm':
 			bmode = strcmp(optarg, "echo") == 0 ? B_ECHO :
@@ -338,6 +342,7 @@ main(int argc, char *argv[])
 		case 'l': port = atoi(optarg); break;
 		case 'c': cert = optarg; break;
 		case 'k': key = optarg; break;
+		case 'f': procs = atoi(optarg); break;
 		case 'u':
 			upstream.sin_port = htons((uint16_t)atoi(optarg));
 			upstream.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -352,8 +357,18 @@ main(int argc, char *argv[])
 		    !SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM))
 			return 1;
 	}
+	/* The children die with the parent (the bench stops it by PID). */
+	for (int i = 1; i < procs; i++) {
+		pid_t pid = fork();
+		if (pid == 0) {
+			prctl(PR_SET_PDEATHSIG, SIGTERM);
+			break;
+		}
+	}
 	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (procs > 1)
+		setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
 	sin.sin_port = htons((uint16_t)port);
 	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	if (bind(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0 || listen(fd, 4096) < 0) {

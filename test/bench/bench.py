@@ -25,6 +25,7 @@ CERTS = os.path.join(ROOT, "certs", "dev")
 SECONDS = int(os.environ.get("BENCH_SECONDS", "3"))
 REPS = int(os.environ.get("BENCH_REPS", "3"))
 IDLE_N = int(os.environ.get("BENCH_IDLE", "9000"))
+BIG_IDLE_N = int(os.environ.get("BENCH_IDLE_BIG", "50000"))
 HZ = os.sysconf("SC_CLK_TCK")
 WORK = tempfile.mkdtemp(prefix="mpbench.")
 
@@ -106,9 +107,9 @@ class Server:
         self.log.close()
 
 
-def backend(mode, cert="server-ecdsa", upstream=None):
+def backend(mode, cert="server-ecdsa", upstream=None, procs=1):
     port = free_port()
-    argv = [os.path.join(BUILD, "backend"), "-m", mode, "-l", str(port)]
+    argv = [os.path.join(BUILD, "backend"), "-m", mode, "-l", str(port), "-f", str(procs)]
     if mode in ("starttls", "tls", "tlsecho", "tlsdial"):
         argv += ["-c", "%s/%s.crt" % (CERTS, cert), "-k", "%s/%s.key" % (CERTS, cert)]
     if upstream is not None:
@@ -312,6 +313,53 @@ def run_idle(peer):
     finally:
         srv.stop()
         bsrv.stop()
+    return ((r1 - r0) / ok if ok else None, ok)
+
+
+def run_idle_sharded(n, workers=8, per_loader=8000):
+    """n idle TLS sessions through one mailproxy, spread so that no process
+    needs more descriptors than a container's hard RLIMIT_NOFILE (20,000
+    here; raising it needs CAP_SYS_RESOURCE): 8 workers, loaders of 8,000
+    sessions, backends of 4 processes, and two services on two backend ports
+    (one 127.0.0.1 destination has 28,232 source ports).  Returns (KiB per
+    session, sessions held)."""
+    backs = [backend("greet", procs=4) for _ in range(2)]
+    ports = [free_port(), free_port()]
+    text = "log_level = warn\nmax_connections = 200000\nworkers = %d\nwatch_files = no\n" % workers
+    for i, (port, (_, bport)) in enumerate(zip(ports, backs)):
+        text += ("[idle%d]\nprotocol = imap\nlisten = 127.0.0.1:%d\nclient_tls = implicit\n"
+                 "upstream_tls = none\nupstream = 127.0.0.1:%d\ncert = %s/server-ecdsa.crt\n"
+                 "key = %s/server-ecdsa.key\n" % (i, port, bport, CERTS, CERTS))
+    path = os.path.join(WORK, "idle-big.ini")
+    with open(path, "w") as f:
+        f.write(text)
+    srv = Server([os.path.join(BUILD, "mailproxy"), "-c", path], ports[0], "mailproxy-idle")
+    loaders = []
+    try:
+        wait_listen(ports[1])
+        time.sleep(0.5)
+        r0 = rss_kib(srv.proc.pid)
+        left = n
+        while left > 0:
+            k = min(per_loader, left)
+            loaders.append(subprocess.Popen(
+                [os.path.join(BUILD, "loadgen"), "-m", "idle", "-a",
+                 "127.0.0.1:%d" % ports[len(loaders) % 2], "-n", str(k), "-d", "600",
+                 "-S", "8"], stdout=subprocess.PIPE, text=True))
+            left -= k
+        ok = 0
+        for lg in loaders:
+            line = lg.stdout.readline()
+            ok += int(line.split("sessions=")[1].split()[0]) if "sessions=" in line else 0
+        time.sleep(2.0)
+        r1 = rss_kib(srv.proc.pid)
+    finally:
+        for lg in loaders:
+            lg.send_signal(signal.SIGKILL)
+            lg.wait()
+        srv.stop()
+        for b, _ in backs:
+            b.stop()
     return ((r1 - r0) / ok if ok else None, ok)
 
 
@@ -527,6 +575,10 @@ def idle_rows():
         held = min(v[1] for v in vals) if vals else 0
         lines.append("| idle, %d sessions through the proxy | %s | %s | %d |" % (
             IDLE_N, p, fmt(kib, 1), held))
+    if BIG_IDLE_N:
+        kib, held = run_idle_sharded(BIG_IDLE_N)
+        lines.append("| idle, %d sessions through the proxy (8 workers) | mailproxy | %s | %d |"
+                     % (BIG_IDLE_N, fmt(kib, 1), held))
     return lines
 
 

@@ -18,7 +18,10 @@
  *               backend for SECONDS; MB/s each way.
  *   idle        open N TLS sessions, read each greeting, print "ready", hold
  *               them for SECONDS.
- * -S spreads source addresses over 127.0.0.1 .. 127.0.0.S (50k+ sockets).
+ * -S spreads source addresses over 127.0.0.2 .. 127.0.0.S+1 (50k+ sockets),
+ * the port chosen at connect (IP_BIND_ADDRESS_NO_PORT): a port chosen at
+ * bind would be taken from every address, the proxy's upstream connections
+ * from 127.0.0.1 included.
  * Certificates are not verified: every peer is measured the same way.
  * Output: one line of key=value.
  */
@@ -383,9 +386,10 @@ conn_start(void)
 	c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
 	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (sources > 1) {
-		src.sin_addr.s_addr = htonl(0x7f000001 + (uint32_t)(next_source++ %
+		src.sin_addr.s_addr = htonl(0x7f000002 + (uint32_t)(next_source++ %
 		    sources));
-		setsockopt(c->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		setsockopt(c->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one,
+		    sizeof(one));
 		bind(c->fd, (struct sockaddr *)&src, sizeof(src));
 	}
 	c->started = ev_now(loop);
