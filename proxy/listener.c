@@ -132,6 +132,20 @@ listeners_session_ended(EV_P_ const struct sockaddr_any *counted)
 	}
 }
 
+/* At max_connections: stop accepting (the kernel's backlog holds the
+ * next ones) until a session ends. */
+static bool
+pause_at_cap(EV_P_ const struct listener *l)
+{
+	if (sess_count() < (size_t)l->cf->max_connections)
+		return false;
+	paused_for_cap = true;
+	log_warnx("event=accept-paused reason=max-connections sessions=%zu",
+	    sess_count());
+	listeners_arm(EV_A_ false);
+	return true;
+}
+
 static void
 accept_cb(EV_P_ ev_io *w, int revents)
 {
@@ -144,13 +158,8 @@ accept_cb(EV_P_ ev_io *w, int revents)
 	(void)revents;
 	for (int started = 0, refused = 0; started < ACCEPTS_PER_TURN &&
 	    refused < REFUSALS_PER_TURN;) {
-		if (sess_count() >= (size_t)l->cf->max_connections) {
-			paused_for_cap = true;
-			log_warnx("event=accept-paused reason=max-connections "
-			    "sessions=%zu", sess_count());
-			listeners_arm(EV_A_ false);
+		if (pause_at_cap(EV_A_ l))
 			return;
-		}
 		peer.len = sizeof(peer.ss);
 		fd = accept4(l->fd, (struct sockaddr *)&peer.ss, &peer.len,
 		    SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -194,6 +203,8 @@ accept_cb(EV_P_ ev_io *w, int revents)
 			clients_remove(&peer);
 		started++;
 	}
+	/* The cap reached: paused now, not when the next client knocks. */
+	pause_at_cap(EV_A_ l);
 }
 
 /* ---- the supervisor's sockets ----------------------------------------- */

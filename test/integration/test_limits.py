@@ -89,6 +89,28 @@ def test_connection_cap_stops_accepting_and_resumes(proxies, upstreams, certs):
     c.close()
 
 
+def test_a_burst_of_connections_is_all_served(proxies, upstreams, certs):
+    """The listener takes one new session per loop turn (sessions under way
+    go first): a burst larger than any accept batch still gets every
+    session through, while sessions already open keep being answered."""
+    up = upstreams(greeter)
+    proxy = proxies(service("t", "imap", up.addr, certs))
+    port = proxy.port("t")
+    # Plain TCP first, all at once: the whole burst waits in the backlog.
+    raws = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(150)]
+    ctx = client_ctx(certs)
+    done = []
+    for raw in raws:
+        c = ctx.wrap_socket(raw, server_hostname="localhost")
+        assert recv_exact(c, 12) == b"* OK hello\r\n"
+        done.append(c)
+    for c in done:
+        c.close()
+    assert len(done) == 150
+    assert proxy.proc.poll() is None
+    assert "accept-paused" not in proxy.log()
+
+
 @pytest.mark.parametrize("alpn,ok", [
     (["http/1.1"], False),          # ALPACA: a web client on a mail port
     (["h2", "http/1.1"], False),
