@@ -12,6 +12,16 @@
 #include <openssl/err.h>
 
 #include "log.h"
+#include "sockbio.h"
+
+/* The socket under ssl: read-ahead, or BoringSSL's plain one without
+ * memory for it. */
+static void
+attach(SSL *ssl, int fd)
+{
+	if (!sockbio_attach(ssl, fd))
+		SSL_set_fd(ssl, fd);
+}
 
 void
 ep_init(struct endpoint *ep, int fd, SSL *ssl, void (*cb)(EV_P_ ev_io *, int),
@@ -24,14 +34,14 @@ ep_init(struct endpoint *ep, int fd, SSL *ssl, void (*cb)(EV_P_ ev_io *, int),
 	ev_io_init(&ep->io, cb, fd, 0);
 	ep->io.data = data;
 	if (ssl != NULL)
-		SSL_set_fd(ssl, fd);
+		attach(ssl, fd);
 }
 
 void
 ep_start_tls(struct endpoint *ep, SSL *ssl)
 {
 	ep->ssl = ssl;
-	SSL_set_fd(ssl, ep->fd);
+	attach(ssl, ep->fd);
 	ep->rd_wait = ep->wr_wait = 0;
 }
 
@@ -100,6 +110,13 @@ ssl_status(struct endpoint *ep, int ret, int *wait)
 	}
 }
 
+bool
+ep_has_pending(const struct endpoint *ep)
+{
+	return ep->ssl != NULL && (SSL_has_pending(ep->ssl) ||
+	    sockbio_pending(ep->ssl) > 0);
+}
+
 enum ep_status
 ep_handshake(struct endpoint *ep)
 {
@@ -107,6 +124,7 @@ ep_handshake(struct endpoint *ep)
 
 	ERR_clear_error();
 	errno = 0;
+	sockbio_new_call(ep->ssl);
 	if ((ret = SSL_do_handshake(ep->ssl)) == 1)
 		return EP_OK;
 	switch (ssl_status(ep, ret, &ep->rd_wait)) {
@@ -130,6 +148,8 @@ ep_read(struct endpoint *ep, struct buf *b)
 	int ret;
 
 	ep->rd_wait = 0;
+	if (ep->ssl != NULL)
+		sockbio_new_call(ep->ssl);
 	while ((p = buf_reserve(b, &room)) != NULL) {
 		if (room > INT32_MAX)
 			room = INT32_MAX;

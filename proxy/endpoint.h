@@ -58,6 +58,13 @@ void	ep_events(struct endpoint *ep, int revents);
  */
 void	ep_start_tls(struct endpoint *ep, SSL *ssl);
 
+/*
+ * Does TLS hold bytes from the peer that the socket's read event will not
+ * announce (decrypted, or read ahead from the socket)?  Then a read must
+ * be tried without waiting for that event.
+ */
+bool	ep_has_pending(const struct endpoint *ep);
+
 /* Runs the TLS handshake; EP_OK once it is complete. */
 enum ep_status	ep_handshake(struct endpoint *ep);
 

@@ -242,12 +242,12 @@ run_state(EV_P_ struct session *s)
 				metrics_starttls(s->metrics, 1);
 			metrics_handshake(s->metrics, 0,
 			    SSL_session_reused(s->client.ssl));
-			/* BoringSSL reads record by record: unless it holds
-			 * bytes, what the client sends next is still in the
-			 * socket and its read event will say so.  A read now
-			 * would find nothing (mail clients wait for the
-			 * greeting). */
-			if (!SSL_has_pending(s->client.ssl))
+			/* Unless TLS holds bytes already (decrypted or read
+			 * ahead with the Finished), what the client sends next
+			 * is still to come and the read event will say so.  A
+			 * read now would find nothing (mail clients wait for
+			 * the greeting). */
+			if (!ep_has_pending(&s->client))
 				s->client.rd_wait = EV_READ;
 			client_ready(EV_A_ s);
 		}

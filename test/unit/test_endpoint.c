@@ -5,7 +5,9 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -239,6 +241,96 @@ test_tls_truncation_is_visible(void)
 	tls_pair_free(&tp);
 }
 
+/*
+ * Bytes the client sends right behind its Finished are read ahead with it:
+ * the socket's read event will not announce them, so the endpoint must
+ * say it holds them (the session reads at once instead of waiting).
+ */
+static void
+test_tls_bytes_behind_finished(void)
+{
+	struct tls_pair tp;
+	struct buf b, out;
+	enum ep_status a = EP_AGAIN, st = EP_AGAIN;
+	struct pollfd pfd;
+	size_t len;
+	const char *p;
+
+	if (tls_pair_new(&tp, NULL, 0) < 0) {
+		CHECK(!"tls pair");
+		return;
+	}
+	buf_init(&out, 64);
+	CHECK(ep_handshake(&tp.cli) == EP_AGAIN);		/* ClientHello */
+	CHECK(ep_handshake(&tp.srv) == EP_AGAIN);		/* its flight */
+	a = ep_handshake(&tp.cli);				/* Finished */
+	CHECK(a == EP_OK);
+	CHECK(buf_append(&out, "a1 NOOP\r\n", 9) == 0);
+	CHECK(ep_write(&tp.cli, &out) == EP_OK);
+	for (int i = 0; i < 4 && st == EP_AGAIN; i++)
+		st = ep_handshake(&tp.srv);
+	CHECK(st == EP_OK);
+	pfd.fd = tp.srv.fd;
+	pfd.events = POLLIN;
+	CHECK(ep_has_pending(&tp.srv) || poll(&pfd, 1, 0) == 1);
+	buf_init(&b, 64);
+	CHECK(ep_read(&tp.srv, &b) == EP_AGAIN);
+	p = buf_peek(&b, &len);
+	CHECK(len == 9 && p != NULL && memcmp(p, "a1 NOOP\r\n", 9) == 0);
+	CHECK(!ep_has_pending(&tp.srv));
+	buf_release(&b);
+	buf_release(&out);
+	tls_pair_free(&tp);
+}
+
+/*
+ * Many records of every size in one segment, read through a buffer smaller
+ * than some of them, then the end (clean or cut) right behind the data:
+ * every byte in order, then the right EOF.
+ */
+static void
+test_tls_records_read_ahead(bool clean)
+{
+	struct tls_pair tp;
+	struct buf b, out;
+	static char sent[200000], got[200000];
+	size_t nsent = 0, ngot = 0, len;
+	const char *p;
+	enum ep_status st = EP_AGAIN;
+
+	if (tls_pair_new(&tp, NULL, 0) < 0) {
+		CHECK(!"tls pair");
+		return;
+	}
+	CHECK(tls_pair_handshake(&tp) == 0);
+	buf_init(&out, 40000);
+	for (size_t size = 1; nsent + size < 60000; size = size * 3 + 1) {
+		for (size_t i = 0; i < size; i++)
+			sent[nsent + i] = (char)(nsent + i * 13);
+		CHECK(buf_append(&out, sent + nsent, size) == 0);
+		CHECK(ep_write(&tp.cli, &out) == EP_OK);	/* one record */
+		nsent += size;
+	}
+	CHECK(ep_shutdown(&tp.cli, clean) == EP_OK);
+	buf_init(&b, 1000);
+	for (int i = 0; i < 1000 && st != EP_EOF && st != EP_ERROR; i++) {
+		st = ep_read(&tp.srv, &b);
+		while ((p = buf_peek(&b, &len)) != NULL) {
+			if (ngot + len <= sizeof(got))
+				memcpy(got + ngot, p, len);
+			ngot += len;
+			buf_consume(&b, len);
+		}
+	}
+	CHECK(st == EP_EOF);
+	CHECK(tp.srv.eof && tp.srv.eof_clean == clean);
+	CHECK(ngot == nsent && memcmp(got, sent, nsent) == 0);
+	CHECK(!ep_has_pending(&tp.srv));
+	buf_release(&b);
+	buf_release(&out);
+	tls_pair_free(&tp);
+}
+
 static void
 test_alpn_policy(void)
 {
@@ -338,6 +430,9 @@ test_endpoint(void)
 	test_plain_short_send();
 	test_tls_data_and_clean_close();
 	test_tls_truncation_is_visible();
+	test_tls_bytes_behind_finished();
+	test_tls_records_read_ahead(true);
+	test_tls_records_read_ahead(false);
 	test_alpn_policy();
 	test_legacy_3des();
 }
