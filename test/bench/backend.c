@@ -15,15 +15,17 @@
  *             (the library floor: what a handshake costs with no proxying)
  *   tlsecho   the same TLS server, echoing every byte (the relay's floor)
  *   tlsdial   the least a TLS proxy can do: handshake, then dial 127.0.0.1:
- *             UPSTREAM_PORT, pass its greeting on, close both at the first
- *             EOF (no half-close, no close_notify, no protocol): the floor of
- *             any design that opens an upstream connection per session
+ *             UPSTREAM_PORT and relay both ways (one 64 KiB buffer each
+ *             way), close both at the first EOF (no half-close, no
+ *             close_notify, no protocol): the floor of any design that opens
+ *             an upstream connection per session
  */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +51,9 @@ struct bconn {
 	size_t		 plen;
 	int		 ufd;		/* tlsdial: the upstream, -1 before */
 	ev_io		 uio;
+	size_t		 poff;		/* tlsdial: pend's bytes sent so far */
+	char		*ubuf;		/* tlsdial: upstream bytes for the client */
+	size_t		 ulen;
 };
 
 /* The echo buffer; only echo connections have one, so that the other modes
@@ -71,6 +76,7 @@ bclose(struct bconn *c)
 	SSL_free(c->ssl);
 	close(c->fd);
 	free(c->pend);
+	free(c->ubuf);
 	free(c);
 }
 
@@ -138,20 +144,79 @@ tls_echo(struct bconn *c)
 	}
 }
 
-/* tlsdial: the upstream's bytes go to the client; its EOF ends both. */
+/* Arms w for ev only when that changes (no epoll_ctl per pass). */
+static void
+arm(ev_io *w, int fd, int ev)
+{
+	if (ev == (w->events & (EV_READ | EV_WRITE)) && ev_is_active(w))
+		return;
+	ev_io_stop(loop, w);
+	ev_io_set(w, fd, ev);
+	if (ev != 0)
+		ev_io_start(loop, w);
+}
+
+/* tlsdial: moves bytes both ways until nothing moves; any EOF ends both. */
+static void
+relay(struct bconn *c)
+{
+	bool moved = true;
+	ssize_t n;
+	int r;
+
+	while (moved) {
+		moved = false;
+		if (c->plen == 0) {
+			r = SSL_read(c->ssl, c->pend, PEND_SIZE);
+			if (r > 0) {
+				c->plen = (size_t)r;
+				c->poff = 0;
+				moved = true;
+			} else if (SSL_get_error(c->ssl, r) != SSL_ERROR_WANT_READ)
+				goto done;
+		}
+		if (c->plen > 0) {
+			n = write(c->ufd, c->pend + c->poff, c->plen);
+			if (n > 0) {
+				c->poff += (size_t)n;
+				c->plen -= (size_t)n;
+				moved = true;
+			} else if (n < 0 && errno != EAGAIN)
+				goto done;
+		}
+		if (c->ulen == 0) {
+			n = read(c->ufd, c->ubuf, PEND_SIZE);
+			if (n > 0) {
+				c->ulen = (size_t)n;
+				moved = true;
+			} else if (n == 0 || errno != EAGAIN)
+				goto done;
+		}
+		if (c->ulen > 0) {
+			r = SSL_write(c->ssl, c->ubuf, (int)c->ulen);
+			if (r > 0) {
+				c->ulen = 0;
+				moved = true;
+			} else if (SSL_get_error(c->ssl, r) != SSL_ERROR_WANT_WRITE)
+				goto done;
+		}
+	}
+	arm(&c->io, c->fd, (c->plen == 0 ? EV_READ : 0) |
+	    (c->ulen > 0 ? EV_WRITE : 0));
+	arm(&c->uio, c->ufd, (c->ulen == 0 ? EV_READ : 0) |
+	    (c->plen > 0 ? EV_WRITE : 0));
+	return;
+done:
+	ERR_clear_error();
+	bclose(c);
+}
+
 static void
 ucb(EV_P_ ev_io *w, int revents)
 {
-	struct bconn *c = w->data;
-	char buf[4096];
-	ssize_t n;
-
 	(void)loop;
 	(void)revents;
-	while ((n = read(c->ufd, buf, sizeof(buf))) > 0)
-		SSL_write(c->ssl, buf, (int)n);
-	if (n == 0 || errno != EAGAIN)
-		bclose(c);
+	relay(w->data);
 }
 
 static int
@@ -159,7 +224,9 @@ dial(struct bconn *c)
 {
 	int one = 1;
 
-	if ((c->ufd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0)) < 0)
+	if ((c->pend = malloc(PEND_SIZE)) == NULL ||
+	    (c->ubuf = malloc(PEND_SIZE)) == NULL ||
+	    (c->ufd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0)) < 0)
 		return -1;
 	setsockopt(c->ufd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (connect(c->ufd, (struct sockaddr *)&upstream, sizeof(upstream)) < 0 &&
@@ -212,6 +279,10 @@ bcb(EV_P_ ev_io *w, int revents)
 	}
 	if (bmode == B_TLSECHO && c->state == S_WAIT) {
 		tls_echo(c);
+		return;
+	}
+	if (bmode == B_TLSDIAL && c->state == S_WAIT) {
+		relay(c);
 		return;
 	}
 	if (bmode == B_SMTP) {

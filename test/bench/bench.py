@@ -223,8 +223,8 @@ def start_floor(kind, bport, cert, proto="smtp"):
 
 
 def start_dial_floor(kind, bport, cert, proto="smtp"):
-    """The same server dialling the backend for each session and passing its
-    greeting on, with nothing else: the floor of a per-session upstream."""
+    """The same server dialling the backend for each session and relaying
+    both ways, with nothing else: the floor of a per-session upstream."""
     if kind != "tls":
         return None, None
     return backend("tlsdial", cert, upstream=bport)
@@ -552,7 +552,8 @@ def throughput_rows():
     lines = ["", "| test | peer | MB/s each way | proxy CPU s/GB | mailproxy/peer | "
              "CPU mailproxy/peer |", "| --- | --- | ---: | ---: | ---: | ---: |"]
     for conc in (1, 16):
-        peers = ["mailproxy", "nginx", "haproxy", "stunnel", "boringssl-floor"]
+        peers = ["mailproxy", "nginx", "haproxy", "stunnel", "boringssl-floor",
+                 "boringssl-dial-floor"]
         res = median_runs(run_throughput, peers, conc)
         mine, mine_cpu = med(res["mailproxy"], 0), med(res["mailproxy"], 1)
         for p in peers:
@@ -621,7 +622,7 @@ def main():
             "CPU from /proc (utime+stime of the proxy process). "
             "boringssl-floor: a bare BoringSSL server answering itself; "
             "boringssl-dial-floor: the same, dialling the backend per session and "
-            "passing its greeting on (no half-close, no close_notify)%s." % (
+            "relaying both ways (no half-close, no close_notify)%s." % (
                 time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), os.cpu_count(),
                 SECONDS, REPS, "; sections: " + ", ".join(sorted(ONLY)) if ONLY else "")]
     table = "\n".join(head + lines) + "\n"
