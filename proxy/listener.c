@@ -56,6 +56,9 @@ static volatile uint8_t	*accepting_slots;
 static int		 my_slot = -1;
 
 #define METRICS_BACKLOG	64
+/* A burst of clients waits here while a worker takes one per loop turn
+ * (the kernel caps it at net.core.somaxconn). */
+#define LISTEN_BACKLOG	4096
 
 /* The protocol's "too many connections, try later" line, sent where the
  * client speaks plaintext first. */
@@ -365,7 +368,7 @@ sockset_bind(const struct config *cf, int nfds, struct sockset *old,
 			}
 			for (int k = 0; k < nfds; k++)
 				if ((b->fds[k] = bind_one(&la->addr, la->text,
-				    nfds > 1, 1024, err, len)) < 0) {
+				    nfds > 1, LISTEN_BACKLOG, err, len)) < 0) {
 					sockset_rollback(s, old);
 					return NULL;
 				}

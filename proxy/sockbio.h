@@ -13,9 +13,12 @@
  * by forgetting that (sockbio_new_call): the socket may have filled since.
  *
  * The read-ahead buffer exists only while it holds bytes (an idle session
- * keeps none); bytes in it are invisible to the socket's read event, so
- * whoever waits for that event first asks sockbio_pending() (see
- * ep_has_pending()).
+ * keeps none).  A session whose reader has stopped (its buffer toward the
+ * other side full) can hold up to 18 KiB here, on top of what
+ * waits in the socket's receive queue.  Bytes in it are invisible to the
+ * socket's read event, so whoever waits for that event first asks
+ * sockbio_pending() (see ep_has_pending()), and a loop that stops reading
+ * while data may remain feeds itself an event instead.
  */
 #ifndef MAILPROXY_SOCKBIO_H
 #define MAILPROXY_SOCKBIO_H

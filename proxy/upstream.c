@@ -474,6 +474,12 @@ negotiate(EV_P_ struct session *s)
 		    "negotiation");
 	else if (st == EP_ERROR)
 		fail_upstream(EV_A_ s, R_UPSTREAM_ERROR, s->upstream.err);
+	else if (st == EP_OK) {
+		/* Out of rounds with more to read: the rest may already sit in
+		 * TLS (decrypted, or read ahead), where no socket event will
+		 * announce it.  Come back on the next loop iteration. */
+		ev_feed_event(EV_A_ &s->upstream.io, EV_READ);
+	}
 }
 
 /* The upstream handshake (implicit TLS or after STARTTLS) is complete. */
