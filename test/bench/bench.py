@@ -249,19 +249,29 @@ def loadgen(args, env=None):
     return out
 
 
-def run_rate(peer, kind, cert, bmode, args, env=None, proto="smtp", **peer_kw):
+def run_rate(peer, kind, cert, bmode, args, env=None, proto="smtp", reload_at=None,
+             **peer_kw):
     """One run: returns (rate, p99, cpu_us_per_session, errors, resumed
-    share) or None."""
+    share) or None.  reload_at: seconds into the run when the peer gets a
+    SIGHUP (a reload)."""
+    import threading
     bsrv, bport = backend(bmode)
     srv, port = PEERS[peer](kind, bport, cert, proto, **peer_kw)
     if srv is None:
         bsrv.stop()
         return None
+    timer = None
+    if reload_at is not None:
+        timer = threading.Timer(reload_at, srv.proc.send_signal, (signal.SIGHUP,))
     try:
         c0 = cpu_seconds(srv.proc.pid)
+        if timer is not None:
+            timer.start()
         out = loadgen(["-a", "127.0.0.1:%d" % port, "-d", str(SECONDS)] + args, env)
         c1 = cpu_seconds(srv.proc.pid)
     finally:
+        if timer is not None:
+            timer.cancel()
         srv.stop()
         bsrv.stop()
     sessions = int(out.get("sessions", 0))
@@ -521,13 +531,19 @@ def resumption_rows():
     # resumed (the loader offers the first session's ticket or ID again).
     lines = ["", "| test | peer | sessions/s | p99 ms | proxy CPU µs/session | "
              "resumed share | mailproxy/peer |", "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
-    for title, env in (("resumed handshakes ECDSA, TLS 1.3, 2 workers, C=50", {}),
-                       ("resumed handshakes ECDSA, TLS 1.2, 2 workers, C=50",
-                        {"LOADGEN_TLS12": "1"})):
+    # The loader keeps offering its first session: a reload one second in
+    # shows whether sessions from before it still resume after it.
+    for title, env, reload_at in (
+            ("resumed handshakes ECDSA, TLS 1.3, 2 workers, C=50", {}, None),
+            ("resumed handshakes ECDSA, TLS 1.2, 2 workers, C=50",
+             {"LOADGEN_TLS12": "1"}, None),
+            ("resumed, TLS 1.3, 2 workers, C=50, a reload 1 s in", {}, 1.0),
+            ("resumed, TLS 1.2, 2 workers, C=50, a reload 1 s in",
+             {"LOADGEN_TLS12": "1"}, 1.0)):
         peers = ["mailproxy", "nginx"]
         res = median_runs(lambda p: run_rate(p, "tls", "server-ecdsa", "greet",
                                              ["-m", "handshake", "-r", "-c", "50"], env,
-                                             workers=2), peers)
+                                             reload_at=reload_at, workers=2), peers)
         mine = med(res["mailproxy"], 0)
         for p in peers:
             rate = med(res[p], 0)
