@@ -277,12 +277,18 @@ ep_update(EV_P_ struct endpoint *ep, bool want_read, bool want_write)
 		mask |= ep->rd_wait != 0 ? ep->rd_wait : EV_READ;
 	if (want_write)
 		mask |= ep->wr_wait != 0 ? ep->wr_wait : EV_WRITE;
-
-	if (mask == ep->mask || ep->fd < 0)
+	if (ep->fd < 0)
 		return;
-	ev_io_stop(EV_A_ &ep->io);
-	ev_io_set(&ep->io, ep->fd, mask);
-	if (mask != 0)
-		ev_io_start(EV_A_ &ep->io);
-	ep->mask = mask;
+	if (mask != ep->mask) {
+		ev_io_stop(EV_A_ &ep->io);
+		ev_io_set(&ep->io, ep->fd, mask);
+		if (mask != 0)
+			ev_io_start(EV_A_ &ep->io);
+		ep->mask = mask;
+	}
+	/* Bytes TLS already holds (decrypted, or read ahead) have no socket
+	 * event to announce them: the read runs on the next loop turn.  (After
+	 * the restart above, which would drop a fed event.) */
+	if (want_read && ep->rd_wait == 0 && ep_has_pending(ep))
+		ev_feed_event(EV_A_ &ep->io, EV_READ);
 }

@@ -87,7 +87,11 @@ enum ep_status	ep_write(struct endpoint *ep, struct buf *b);
  */
 enum ep_status	ep_shutdown(struct endpoint *ep, bool clean);
 
-/* Arms io for want_read / want_write, restarting it only on a change. */
+/*
+ * Arms io for want_read / want_write, restarting it only on a change; a
+ * read wanted while TLS already holds bytes gets its event fed (no socket
+ * event would come for them).
+ */
 void	ep_update(EV_P_ struct endpoint *ep, bool want_read, bool want_write);
 
 #endif

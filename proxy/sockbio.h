@@ -17,8 +17,8 @@
  * other side full) can hold up to 18 KiB here, on top of what
  * waits in the socket's receive queue.  Bytes in it are invisible to the
  * socket's read event, so whoever waits for that event first asks
- * sockbio_pending() (see ep_has_pending()), and a loop that stops reading
- * while data may remain feeds itself an event instead.
+ * sockbio_pending(): ep_has_pending(), which ep_update() uses to feed the
+ * read event itself.
  */
 #ifndef MAILPROXY_SOCKBIO_H
 #define MAILPROXY_SOCKBIO_H

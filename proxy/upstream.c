@@ -108,7 +108,7 @@ start_connect(EV_P_ struct session *s)
 	char why[160] = "no address";
 	size_t naddrs;
 	const struct sockaddr_any *addrs;
-	int fd;
+	int fd, rc;
 
 	if (s->next_addr == 0 && !token_ready(EV_A_ s))
 		return;
@@ -125,10 +125,11 @@ start_connect(EV_P_ struct session *s)
 			continue;
 		}
 		set_nodelay(fd);
-		if (connect(fd, (const struct sockaddr *)&a->ss, a->len) == 0 ||
-		    errno == EINPROGRESS) {
+		if ((rc = connect(fd, (const struct sockaddr *)&a->ss,
+		    a->len)) == 0 || errno == EINPROGRESS) {
 			ep_init(&s->upstream, fd, NULL, sess_io_cb, s);
-			s->upstream.wr_wait = connected_now(fd) ? 0 : EV_WRITE;
+			s->upstream.wr_wait = rc == 0 || connected_now(fd) ? 0 :
+			    EV_WRITE;
 			s->state = SESS_CONNECT;
 			set_deadline(EV_A_ s, svc->timeouts.connect);
 			return;
@@ -474,12 +475,6 @@ negotiate(EV_P_ struct session *s)
 		    "negotiation");
 	else if (st == EP_ERROR)
 		fail_upstream(EV_A_ s, R_UPSTREAM_ERROR, s->upstream.err);
-	else if (st == EP_OK) {
-		/* Out of rounds with more to read: the rest may already sit in
-		 * TLS (decrypted, or read ahead), where no socket event will
-		 * announce it.  Come back on the next loop iteration. */
-		ev_feed_event(EV_A_ &s->upstream.io, EV_READ);
-	}
 }
 
 /* The upstream handshake (implicit TLS or after STARTTLS) is complete. */

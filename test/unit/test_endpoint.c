@@ -283,6 +283,57 @@ test_tls_bytes_behind_finished(void)
 	tls_pair_free(&tp);
 }
 
+static int	fed_reads;
+
+static void
+count_cb(EV_P_ ev_io *w, int revents)
+{
+	(void)w;
+#if EV_MULTIPLICITY
+	(void)loop;
+#endif
+	if (revents & EV_READ)
+		fed_reads++;
+}
+
+/*
+ * A reader that stopped with bytes left in TLS (a full buffer) and now
+ * wants to read again: the socket is empty, so only ep_update() can say
+ * there is something to read.
+ */
+static void
+test_tls_pending_read_is_announced(void)
+{
+	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+	struct tls_pair tp;
+	struct buf b, out;
+	struct pollfd pfd;
+
+	if (loop == NULL || tls_pair_new(&tp, NULL, 0) < 0) {
+		CHECK(!"loop and tls pair");
+		return;
+	}
+	CHECK(tls_pair_handshake(&tp) == 0);
+	buf_init(&out, 64);
+	CHECK(buf_append(&out, "a1 NOOP\r\n", 9) == 0);
+	CHECK(ep_write(&tp.cli, &out) == EP_OK);
+	buf_init(&b, 4);
+	CHECK(ep_read(&tp.srv, &b) == EP_OK);		/* full after 4 */
+	pfd.fd = tp.srv.fd;
+	pfd.events = POLLIN;
+	CHECK(ep_has_pending(&tp.srv) && poll(&pfd, 1, 0) == 0);
+	ev_set_cb(&tp.srv.io, count_cb);
+	fed_reads = 0;
+	ep_update(loop, &tp.srv, true, false);
+	ev_run(loop, EVRUN_NOWAIT);
+	CHECK(fed_reads == 1);
+	ep_update(loop, &tp.srv, false, false);
+	buf_release(&b);
+	buf_release(&out);
+	tls_pair_free(&tp);
+	ev_loop_destroy(loop);
+}
+
 /*
  * Many records of every size in one segment, read through a buffer smaller
  * than some of them, then the end (clean or cut) right behind the data:
@@ -431,6 +482,7 @@ test_endpoint(void)
 	test_tls_data_and_clean_close();
 	test_tls_truncation_is_visible();
 	test_tls_bytes_behind_finished();
+	test_tls_pending_read_is_announced();
 	test_tls_records_read_ahead(true);
 	test_tls_records_read_ahead(false);
 	test_alpn_policy();
