@@ -57,11 +57,8 @@ run(void *unused)
 		if ((todo = j->next) == NULL)
 			todo_tail = &todo;
 		queued--;
-		pthread_mutex_unlock(&lock);
-
 		/* A client that left does not get its check computed: it
 		 * was counted as a failure when it left (see pwcheck.h). */
-		pthread_mutex_lock(&lock);
 		cancelled = j->cancelled;
 		pthread_mutex_unlock(&lock);
 		j->ok = !cancelled && account_password_ok(j->hash, j->password,
