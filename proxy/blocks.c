@@ -12,22 +12,46 @@
 
 #include <openssl/rand.h>
 
-#define NENTRIES	4096	/* a power of two */
 #define PROBES		32
 
+/* Each level: its entries (a power of two), and the prefix it counts. */
+static const struct level {
+	size_t		 first;		/* index of its first entry */
+	size_t		 size;
+	int		 v4_bits, v6_bits;
+} levels[BLOCKS_LEVELS] = {
+	{ 0, 4096, 32, 64 },
+	{ 4096, 1024, 24, 48 },
+	{ 5120, 256, 16, 32 },
+};
+#define NENTRIES	5376
+_Static_assert(NENTRIES == 4096 + 1024 + 256, "levels and NENTRIES agree");
+
+/*
+ * An entry is live while expires is ahead; it may give way to another key
+ * only when it blocks nobody and has no check under way (pending), so a
+ * block is never pushed out early and an attempt is never lost.
+ */
 struct entry {
 	uint8_t		 key[ADDR_KEYLEN];
-	uint32_t	 count;
-	int64_t		 expires;	/* ms, CLOCK_MONOTONIC; 0: free */
+	uint32_t	 failures;
+	uint32_t	 pending;	/* checks begun, not ended */
+	uint32_t	 limit;		/* the max of its last failure */
+	int64_t		 expires;	/* ms; 0: free */
 };
 
 struct table {
 	pthread_mutex_t	 lock;
 	uint32_t	 seed;		/* of the hash: positions unguessable */
+	int64_t		 cap_second;	/* the second the cap counts */
+	uint32_t	 cap_used;	/* uncounted checks begun in it */
+	uint64_t	 counted[BLOCKS_LEVELS];
+	uint64_t	 uncounted, capped;
 	struct entry	 e[NENTRIES];
 };
 
 static struct table	*table;
+static int64_t		(*clock_fn)(void);
 
 int
 blocks_init(void)
@@ -54,25 +78,33 @@ blocks_init(void)
 }
 
 /*
- * Whom a block covers: an IPv4 address (also written v4-mapped), or an
- * IPv6 /64 — one host usually has a whole /64 to take addresses from, so
- * a per-address count would never add up.
+ * Whom a block covers at a level: the client (an IPv4 address, also
+ * written v4-mapped, or an IPv6 /64: one host usually has a whole /64 to
+ * take addresses from, so a per-address count would never add up), then
+ * its wider networks.
  */
 static void
-block_key(const struct sockaddr_any *a, uint8_t key[ADDR_KEYLEN])
+block_key(const struct sockaddr_any *a, int level, uint8_t key[ADDR_KEYLEN])
 {
 	static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
 	    0xff, 0xff };
+	int bits;
 
 	addr_key(a, key);
-	if (key[0] != AF_INET6)
-		return;
-	if (memcmp(key + 1, mapped, sizeof(mapped)) == 0) {
+	if (key[0] == AF_INET6 && memcmp(key + 1, mapped, sizeof(mapped)) == 0) {
 		key[0] = AF_INET;
 		memmove(key + 1, key + 13, 4);
 		memset(key + 5, 0, ADDR_KEYLEN - 5);
-	} else
-		memset(key + 9, 0, ADDR_KEYLEN - 9);
+	}
+	bits = key[0] == AF_INET6 ? levels[level].v6_bits :
+	    levels[level].v4_bits;
+	for (int i = 0; i < ADDR_KEYLEN - 1; i++) {
+		int keep = bits - 8 * i;
+		if (keep <= 0)
+			key[1 + i] = 0;
+		else if (keep < 8)
+			key[1 + i] &= (uint8_t)(0xff << (8 - keep));
+	}
 }
 
 /* FNV-1a from a secret start: where an address lands cannot be aimed at. */
@@ -92,6 +124,8 @@ now_ms(void)
 {
 	struct timespec ts;
 
+	if (clock_fn != NULL)
+		return clock_fn();
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
@@ -105,26 +139,32 @@ lock(void)
 		pthread_mutex_consistent(&table->lock);
 }
 
+static void
+unlock(void)
+{
+	pthread_mutex_unlock(&table->lock);
+}
+
 /*
- * The key's live entry, or (for writing) the entry to use: a free or
- * expired one on the probe path, else the one that expires first among
- * those not blocking — a block is never pushed out by others' failures.
- * NULL when every entry on the path is blocking (the failure then goes
- * uncounted; it takes 32 blocked addresses on one path).
+ * The key's live entry at a level, or (for writing) the entry to use: a
+ * free or expired one on the probe path, else the one that expires first
+ * among those that may give way.  NULL when every entry on the path is
+ * blocking or has a check under way.
  */
 static struct entry *
-find(const uint8_t key[ADDR_KEYLEN], int64_t now, uint32_t max,
+find(int level, const uint8_t key[ADDR_KEYLEN], int64_t now, uint32_t max,
     bool for_writing)
 {
+	const struct level *l = &levels[level];
 	struct entry *spare = NULL;
 	size_t at = slot_of(key);
 
 	for (size_t i = 0; i < PROBES; i++) {
-		struct entry *e = &table->e[(at + i) & (NENTRIES - 1)];
+		struct entry *e = &table->e[l->first + ((at + i) & (l->size - 1))];
 		bool live = e->expires > now;
 		if (live && memcmp(e->key, key, ADDR_KEYLEN) == 0)
 			return e;
-		if (live && e->count >= max)
+		if (live && (e->failures >= max || e->pending > 0))
 			continue;
 		if (spare == NULL || (spare->expires > now &&
 		    e->expires < spare->expires))
@@ -133,48 +173,194 @@ find(const uint8_t key[ADDR_KEYLEN], int64_t now, uint32_t max,
 	if (!for_writing || spare == NULL)
 		return NULL;
 	memcpy(spare->key, key, ADDR_KEYLEN);
-	spare->count = 0;
+	spare->failures = 0;
+	spare->pending = 0;
 	spare->expires = 0;
 	return spare;
+}
+
+/* Blocked at any level?  Under the lock. */
+static bool
+blocked_locked(const struct sockaddr_any *addr, uint32_t max, int64_t now)
+{
+	uint8_t key[ADDR_KEYLEN];
+
+	for (int level = 0; level < BLOCKS_LEVELS; level++) {
+		struct entry *e;
+		block_key(addr, level, key);
+		if ((e = find(level, key, now, max, false)) != NULL &&
+		    e->failures >= max)
+			return true;
+	}
+	return false;
 }
 
 bool
 blocks_blocked(const struct sockaddr_any *addr, int max, int window)
 {
-	uint8_t key[ADDR_KEYLEN];
-	struct entry *e;
 	bool blocked;
 
 	(void)window;	/* the entry's expiry says it */
 	if (table == NULL)
 		return false;
-	block_key(addr, key);
 	lock();
-	e = find(key, now_ms(), (uint32_t)max, false);
-	blocked = e != NULL && e->count >= (uint32_t)max;
-	pthread_mutex_unlock(&table->lock);
+	blocked = blocked_locked(addr, (uint32_t)max, now_ms());
+	unlock();
 	return blocked;
 }
 
-bool
-blocks_fail(const struct sockaddr_any *addr, int max, int window)
+/* No level can count the attempt: is it within the instance's cap? */
+static bool
+uncounted_allowed(int64_t now)
 {
-	uint8_t key[ADDR_KEYLEN];
-	int64_t now = now_ms();
-	struct entry *e;
-	bool blocked;
-
-	if (table == NULL)
-		return false;
-	block_key(addr, key);
-	lock();
-	if ((e = find(key, now, (uint32_t)max, true)) == NULL)
-		blocked = false;
-	else {
-		e->count++;
-		e->expires = now + (int64_t)window * 1000;
-		blocked = e->count >= (uint32_t)max;
+	table->uncounted++;
+	if (table->cap_second != now / 1000) {
+		table->cap_second = now / 1000;
+		table->cap_used = 0;
 	}
-	pthread_mutex_unlock(&table->lock);
-	return blocked;
+	if (table->cap_used >= BLOCKS_UNCOUNTED_PER_SECOND) {
+		table->capped++;
+		return false;
+	}
+	table->cap_used++;
+	return true;
+}
+
+enum blocks_verdict
+blocks_begin(const struct sockaddr_any *addr, int max, int window,
+    struct blocks_attempt *at, bool *widened)
+{
+	int64_t now;
+	uint32_t m = (uint32_t)max;
+	enum blocks_verdict v = BLOCKS_GO;
+
+	memset(at, 0, sizeof(*at));
+	at->level = -1;
+	*widened = false;
+	if (table == NULL) {
+		at->open = true;
+		return BLOCKS_GO;
+	}
+	lock();
+	now = now_ms();
+	if (blocked_locked(addr, m, now)) {
+		unlock();
+		return BLOCKS_BLOCKED;
+	}
+	for (int level = 0; level < BLOCKS_LEVELS; level++) {
+		struct entry *e;
+		block_key(addr, level, at->key);
+		if ((e = find(level, at->key, now, m, true)) == NULL)
+			continue;
+		if (e->failures + e->pending >= m)
+			v = BLOCKS_BLOCKED;
+		else {
+			e->pending++;
+			if (e->expires < now + (int64_t)window * 1000)
+				e->expires = now + (int64_t)window * 1000;
+			at->level = (int8_t)level;
+		}
+		*widened = level > 0;
+		break;
+	}
+	if (at->level < 0 && v == BLOCKS_GO) {
+		*widened = true;
+		if (!uncounted_allowed(now))
+			v = BLOCKS_BUSY;
+	}
+	at->open = v == BLOCKS_GO;
+	unlock();
+	return v;
+}
+
+enum blocks_verdict
+blocks_end(struct blocks_attempt *at, const struct sockaddr_any *addr,
+    bool failed, int max, int window)
+{
+	uint32_t m = (uint32_t)max;
+	enum blocks_verdict v = BLOCKS_GO;
+	struct entry *e = NULL;
+	int64_t now;
+
+	if (!at->open)
+		return BLOCKS_GO;
+	at->open = false;
+	if (table == NULL)
+		return BLOCKS_GO;
+	lock();
+	now = now_ms();
+	if (at->level >= 0) {
+		e = find(at->level, at->key, now, m, false);
+		if (e != NULL && e->pending > 0)
+			e->pending--;
+		/* Expired meanwhile (a check longer than the window): the
+		 * failure is counted anew. */
+		if (failed && e == NULL)
+			e = find(at->level, at->key, now, m, true);
+		if (failed && e != NULL) {
+			e->failures++;
+			e->limit = m;
+			e->expires = now + (int64_t)window * 1000;
+			table->counted[at->level]++;
+		}
+	}
+	if (!failed || e != NULL)
+		v = blocked_locked(addr, m, now) ? BLOCKS_BLOCKED : BLOCKS_GO;
+	unlock();
+	return v;
+}
+
+int
+blocks_prefix(const struct blocks_attempt *at)
+{
+	if (at->level < 0)
+		return -1;
+	return at->key[0] == AF_INET6 ? levels[at->level].v6_bits :
+	    levels[at->level].v4_bits;
+}
+
+void
+blocks_stats(struct blocks_stats *out)
+{
+	int64_t now;
+
+	memset(out, 0, sizeof(*out));
+	for (int level = 0; level < BLOCKS_LEVELS; level++)
+		out->size[level] = (uint32_t)levels[level].size;
+	if (table == NULL)
+		return;
+	lock();
+	now = now_ms();
+	memcpy(out->counted, table->counted, sizeof(out->counted));
+	out->uncounted = table->uncounted;
+	out->capped = table->capped;
+	for (int level = 0; level < BLOCKS_LEVELS; level++)
+		for (size_t i = 0; i < levels[level].size; i++) {
+			const struct entry *e = &table->e[levels[level].first + i];
+			if (e->expires <= now)
+				continue;
+			out->used[level]++;
+			if (e->failures > 0 && e->failures >= e->limit)
+				out->blocking[level]++;
+		}
+	unlock();
+}
+
+void
+blocks_set_clock(int64_t (*now)(void))
+{
+	clock_fn = now;
+}
+
+void
+blocks_reset(void)
+{
+	if (table == NULL)
+		return;
+	lock();
+	memset(table->e, 0, sizeof(table->e));
+	memset(table->counted, 0, sizeof(table->counted));
+	table->uncounted = table->capped = 0;
+	table->cap_second = table->cap_used = 0;
+	unlock();
 }

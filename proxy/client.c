@@ -289,6 +289,70 @@ client_ready(EV_P_ struct session *s)
 		start_connect(EV_A_ s);
 }
 
+/* The client's host, as the auth lines and fail2ban name it. */
+static void
+client_host(const struct session *s, char *host, size_t len)
+{
+	sockaddr_host((const struct sockaddr *)&s->peer_addr.ss, host, len);
+}
+
+/*
+ * The client is blocked (before its check, or while it ran): the refusal,
+ * the blocked line, and the end of the session.  No login goes upstream.
+ */
+static void
+refuse_blocked(EV_P_ struct session *s, const char *when)
+{
+	struct login *l = sess_login(s);
+	char host[64];
+
+	client_host(s, host, sizeof(host));
+	if (login_refused(l, &s->u2c) != LOGIN_FAIL)
+		login_blocked(l, &s->u2c);
+	log_info("sess=%llu svc=%s event=auth-blocked client=%s seconds=%d "
+	    "detail=\"%s\"", (unsigned long long)s->id, s->svc->name, host,
+	    s->svc->auth_block_time, when);
+	close_after_reply(EV_A_ s, LOG_LVL_INFO, R_AUTH_BLOCKED, NULL);
+}
+
+/* The attempt is over: blocks_end() with the service's limits. */
+static enum blocks_verdict
+end_attempt(struct session *s, bool failed)
+{
+	return blocks_end(&s->attempt, &s->peer_addr, failed,
+	    s->svc->auth_failures_max, s->svc->auth_block_time);
+}
+
+/*
+ * The block table is full at the client's own level (an attack from many
+ * networks): the attempt is counted for a wider network, or not at all.
+ * Said in the log at most every 10 s per worker; /metrics counts each.
+ */
+static void
+note_widened(const struct session *s)
+{
+	static ev_tstamp last;
+	ev_tstamp now = ev_time();
+	int prefix = blocks_prefix(&s->attempt);
+	char host[64];
+
+	if (now - last < 10)
+		return;
+	last = now;
+	client_host(s, host, sizeof(host));
+	if (prefix < 0)
+		log_warnx("sess=%llu svc=%s event=auth-table-full client=%s "
+		    "counted=no detail=\"every level of the block table is "
+		    "full: uncounted checks are capped at %d/s\"",
+		    (unsigned long long)s->id, s->svc->name, host,
+		    BLOCKS_UNCOUNTED_PER_SECOND);
+	else
+		log_warnx("sess=%llu svc=%s event=auth-table-full client=%s "
+		    "counted=/%d detail=\"the block table is full at the "
+		    "client's level: failures count for its network\"",
+		    (unsigned long long)s->id, s->svc->name, host, prefix);
+}
+
 /* The password check is over (on the loop again). */
 static void
 checked(EV_P_ void *arg, bool ok)
@@ -297,13 +361,33 @@ checked(EV_P_ void *arg, bool ok)
 	struct login *l = sess_login(s);
 	struct logline ll;
 	enum login_verdict v;
+	enum blocks_verdict bv;
 	char name[72], host[64];
-	bool blocked;
+	bool removed = false;
 
 	s->check = NULL;
-	if (s->state != SESS_LOGIN_CHECK || s->closing)
-		return;		/* timed out meanwhile: already answered */
+	if (s->state != SESS_LOGIN_CHECK || s->closing) {
+		/* Timed out meanwhile (already answered): a guess used. */
+		(void)end_attempt(s, true);
+		return;
+	}
+	/* A reload removed (or changed) the account while it was checked:
+	 * its old password, or its old credential, must not log in. */
+	if (ok && s->checking != NULL &&
+	    !accounts_current(s->checking->fingerprint)) {
+		ok = false;
+		removed = true;
+	}
+	bv = end_attempt(s, !ok);
 	clean_name(login_user(l), name, sizeof(name));
+	if (ok && bv == BLOCKS_BLOCKED) {
+		/* Blocked while it was checked (by another session's
+		 * failures): the right password does not open it. */
+		metrics_login(s->metrics, false);
+		refuse_blocked(EV_A_ s, "blocked during the check");
+		sess_run(EV_A_ s);
+		return;
+	}
 	metrics_login(s->metrics, ok);
 	if (ok) {
 		s->account = s->checking;
@@ -321,48 +405,78 @@ checked(EV_P_ void *arg, bool ok)
 		sess_run(EV_A_ s);
 		return;
 	}
-	sockaddr_host((const struct sockaddr *)&s->peer_addr.ss, host,
-	    sizeof(host));
+	client_host(s, host, sizeof(host));
 	logline_init(&ll);
 	logline_num(&ll, "sess", s->id);
 	logline_str(&ll, "svc", s->svc->name);
 	logline_str(&ll, "event", "auth-failed");
 	logline_str(&ll, "client", host);
 	logline_str(&ll, "user", name);
+	if (removed)
+		logline_str(&ll, "detail", "account removed by a reload");
 	logline_emit(&ll, LOG_LVL_INFO);
-	blocked = blocks_fail(&s->peer_addr, s->svc->auth_failures_max,
-	    s->svc->auth_block_time);
 	v = login_refused(l, &s->u2c);
-	if (blocked) {
+	if (bv == BLOCKS_BLOCKED) {
 		if (v != LOGIN_FAIL)
 			login_blocked(l, &s->u2c);
 		log_info("sess=%llu svc=%s event=auth-blocked client=%s "
 		    "seconds=%d", (unsigned long long)s->id, s->svc->name, host,
 		    s->svc->auth_block_time);
 		close_after_reply(EV_A_ s, LOG_LVL_INFO, R_AUTH_BLOCKED, NULL);
-	} else if (v == LOGIN_FAIL)
+	} else if (removed)
+		close_after_reply(EV_A_ s, LOG_LVL_INFO, R_ACCOUNT_REMOVED,
+		    name);
+	else if (v == LOGIN_FAIL)
 		close_after_reply(EV_A_ s, LOG_LVL_INFO, login_reason(l), NULL);
 	else
 		s->state = s->login != NULL ? SESS_LOGIN : SESS_FRONT;
 	sess_run(EV_A_ s);
 }
 
+/* The check cannot be made now (a login flood, no memory): a temporary
+ * failure, and the session ends. */
+static void
+refuse_for_now(EV_P_ struct session *s, const char *why)
+{
+	buf_release(&s->u2c);
+	proto_say(&s->u2c, "%s", proto_text(s->svc->protocol)->
+	    told[TELL_LOCAL]);
+	close_after_reply(EV_A_ s, LOG_LVL_WARN, R_OUT_OF_MEMORY, why);
+}
+
 /*
  * A complete login: its password goes to a checking thread (an unknown
  * name is checked against another account's hash, so that it costs the
- * same and answers the same); the client waits meanwhile.
+ * same and answers the same); the client waits meanwhile.  The attempt is
+ * counted before the check starts: a blocked client gets no check at all,
+ * whichever session it sends its login on.
  */
 static void
 begin_check(EV_P_ struct session *s)
 {
 	struct login *l = sess_login(s);
 	const struct account *a = accounts_find(s->cf, login_user(l));
+	enum blocks_verdict bv;
 	const char *pw;
+	bool widened;
 	size_t len;
 
 	/* An old worker after a reload: its accounts may be gone. */
 	if (a != NULL && !accounts_current(a->fingerprint))
 		a = NULL;
+	bv = blocks_begin(&s->peer_addr, s->svc->auth_failures_max,
+	    s->svc->auth_block_time, &s->attempt, &widened);
+	if (widened)
+		note_widened(s);
+	if (bv != BLOCKS_GO) {
+		login_forget(l);
+		if (bv == BLOCKS_BLOCKED)
+			refuse_blocked(EV_A_ s, "blocked before the check");
+		else
+			refuse_for_now(EV_A_ s, "the block table is full and "
+			    "uncounted checks are over their cap");
+		return;
+	}
 	pw = login_password(l, &len);
 	s->checking = a;
 	s->check = pwcheck_start(EV_A_ a != NULL ? a->password_hash :
@@ -370,12 +484,9 @@ begin_check(EV_P_ struct session *s)
 	login_forget(l);
 	if (s->check == NULL) {
 		bool busy = errno == EBUSY;
-		buf_release(&s->u2c);
-		proto_say(&s->u2c, "%s", proto_text(s->svc->protocol)->
-		    told[TELL_LOCAL]);
-		close_after_reply(EV_A_ s, LOG_LVL_WARN, R_OUT_OF_MEMORY, busy ?
-		    "too many password checks waiting (a login flood?)" :
-		    "cannot check the password");
+		(void)end_attempt(s, false);	/* not checked: not a guess */
+		refuse_for_now(EV_A_ s, busy ? "too many password checks "
+		    "waiting (a login flood?)" : "cannot check the password");
 		return;
 	}
 	s->state = SESS_LOGIN_CHECK;
@@ -386,16 +497,14 @@ login_abandoned(struct session *s)
 {
 	char host[64];
 
-	if (s->check == NULL)
+	if (!s->attempt.open)
 		return;
-	sockaddr_host((const struct sockaddr *)&s->peer_addr.ss, host,
-	    sizeof(host));
+	client_host(s, host, sizeof(host));
 	log_info("sess=%llu svc=%s event=auth-failed client=%s user=- "
 	    "detail=\"left before the answer\"", (unsigned long long)s->id,
 	    s->svc->name, host);
 	metrics_login(s->metrics, false);
-	(void)blocks_fail(&s->peer_addr, s->svc->auth_failures_max,
-	    s->svc->auth_block_time);
+	(void)end_attempt(s, true);
 }
 
 void

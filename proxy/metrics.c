@@ -16,6 +16,7 @@
 #include <openssl/asn1.h>
 #include <openssl/x509.h>
 
+#include "blocks.h"
 #include "log.h"
 #include "oauth2.h"
 
@@ -380,6 +381,49 @@ render_oauth2(struct out *o, const char *n, int slot)
 		    (enum oauth2_state)k);
 }
 
+/*
+ * The block table of failed logins (accounts), instance-wide: how full each
+ * level is, the blocks in force, and the failures counted at a wider level
+ * or not at all (an attack from many networks: see blocks.h).
+ */
+static void
+render_blocks(struct out *o)
+{
+	static const char *const level[BLOCKS_LEVELS] = { "client", "net",
+	    "widenet" };
+	struct blocks_stats st;
+
+	blocks_stats(&st);
+	put(o, "# HELP mailproxy_auth_block_table_entries Entries of the "
+	    "failed-login table in use, by level (client: IPv4 address or IPv6 "
+	    "/64; net: /24 or /48; widenet: /16 or /32).\n"
+	    "# TYPE mailproxy_auth_block_table_entries gauge\n"
+	    "# HELP mailproxy_auth_block_table_size Entries of each level.\n"
+	    "# TYPE mailproxy_auth_block_table_size gauge\n"
+	    "# HELP mailproxy_auth_blocked Blocks in force, by level.\n"
+	    "# TYPE mailproxy_auth_blocked gauge\n"
+	    "# HELP mailproxy_auth_failures_counted_total Failed logins counted, "
+	    "by the level that counted them (net, widenet: the client level "
+	    "was full).\n"
+	    "# TYPE mailproxy_auth_failures_counted_total counter\n"
+	    "# HELP mailproxy_auth_checks_uncounted_total Login checks no level "
+	    "could count (every level full).\n"
+	    "# TYPE mailproxy_auth_checks_uncounted_total counter\n"
+	    "# HELP mailproxy_auth_checks_capped_total Of those, refused with a "
+	    "temporary failure by the cap on uncounted checks.\n"
+	    "# TYPE mailproxy_auth_checks_capped_total counter\n");
+	for (int i = 0; i < BLOCKS_LEVELS; i++)
+		put(o, "mailproxy_auth_block_table_entries{level=\"%s\"} %u\n"
+		    "mailproxy_auth_block_table_size{level=\"%s\"} %u\n"
+		    "mailproxy_auth_blocked{level=\"%s\"} %u\n"
+		    "mailproxy_auth_failures_counted_total{level=\"%s\"} %llu\n",
+		    level[i], st.used[i], level[i], st.size[i], level[i],
+		    st.blocking[i], level[i], (unsigned long long)st.counted[i]);
+	put(o, "mailproxy_auth_checks_uncounted_total %llu\n"
+	    "mailproxy_auth_checks_capped_total %llu\n",
+	    (unsigned long long)st.uncounted, (unsigned long long)st.capped);
+}
+
 static void
 render(const struct config *cf, struct out *o)
 {
@@ -457,6 +501,8 @@ render(const struct config *cf, struct out *o)
 		    (unsigned long long)proc->worker_restarts,
 		    (unsigned long long)proc->reload_failures, proc->reload_ok,
 		    (long long)proc->reload_ok_time);
+	if (config_accounts_service(cf) != NULL)
+		render_blocks(o);
 	for (size_t i = 0; i < cf->nservices; i++) {
 		const struct service *svc = &cf->services[i];
 		char n[2 * 256 + 1], v[2 * 4096 + 1];

@@ -13,6 +13,7 @@
 
 #include "session.h"
 
+#include "blocks.h"
 #include "buffer.h"
 #include "endpoint.h"
 #include "front.h"
@@ -74,6 +75,7 @@ struct session {
 	struct login		*login;		/* accounts: IMAP, POP3 */
 	struct pwcheck		*check;		/* LOGIN_CHECK: the job */
 	const struct account	*checking;	/* its account (NULL: unknown) */
+	struct blocks_attempt	 attempt;	/* the check, as blocks counts it */
 	const struct account	*account;	/* logged in as (in cf) */
 	bool			 accepted;	/* the upstream took it too */
 	struct buf		 held;		/* client bytes after the login

@@ -306,6 +306,14 @@ connect_done(EV_P_ struct session *s)
 			fail_upstream(EV_A_ s, R_OUT_OF_MEMORY, NULL);
 			return;
 		}
+		/* A reload removed or changed the account since its login
+		 * was checked: its credential is not the proxy's to use. */
+		if (s->account != NULL &&
+		    !accounts_current(s->account->fingerprint)) {
+			fail_upstream(EV_A_ s, R_ACCOUNT_REMOVED,
+			    s->account->name);
+			return;
+		}
 		if (s->svc->upstream_auth != AUTH_NONE &&
 		    set_credentials(s, why, sizeof(why)) < 0) {
 			fail_upstream(EV_A_ s, R_UPSTREAM_AUTH_NO_TOKEN, why);

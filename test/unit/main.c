@@ -40,6 +40,7 @@ main(void)
 	test_cneg();
 	test_front();
 	test_login();
+	test_blocks();
 	test_guard();
 	test_cidr();
 	test_proxyproto();

@@ -3,14 +3,13 @@
  * POP3 dialogues and SMTP's front, fed whole, one byte at a time and split
  * in two at every byte; literals, SASL-IR, bad base64, overlong lines; the
  * replies to a check's outcome; the upstream login negotiators of IMAP and
- * POP3; the shared block table.
+ * POP3.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "blocks.h"
 #include "front.h"
 #include "login.h"
 #include "neg_impl.h"
@@ -483,58 +482,6 @@ test_upstream_login(void)
 	buf_release(&u);
 }
 
-/* The block table: max failures, then blocked, until the window passes. */
-static void
-test_blocks(void)
-{
-	struct sockaddr_any a = { .len = sizeof(struct sockaddr_in) };
-	struct sockaddr_any b = { .len = sizeof(struct sockaddr_in6) };
-
-	a.ss.ss_family = AF_INET;
-	((struct sockaddr_in *)&a.ss)->sin_addr.s_addr = htonl(0xc0000201);
-	b.ss.ss_family = AF_INET6;
-	CHECK(blocks_init() == 0);
-	CHECK(!blocks_fail(&a, 3, 1));
-	CHECK(!blocks_fail(&a, 3, 1));
-	CHECK(!blocks_blocked(&a, 3, 1));
-	CHECK(blocks_fail(&a, 3, 1));
-	CHECK(blocks_blocked(&a, 3, 1));
-	CHECK(!blocks_blocked(&b, 3, 1));	/* another address */
-	/* IPv6: one /64 is one client, whichever addresses it takes. */
-	{
-		struct sockaddr_any c = b;
-		uint8_t *x = ((struct sockaddr_in6 *)&c.ss)->sin6_addr.s6_addr;
-		x[0] = 0x20, x[1] = 0x01, x[2] = 0x0d, x[3] = 0xb8;
-		for (int i = 0; i < 3; i++) {
-			x[15] = (uint8_t)(i + 1);	/* a new address each time */
-			(void)blocks_fail(&c, 3, 1);
-		}
-		x[15] = 99;
-		CHECK(blocks_blocked(&c, 3, 1));
-		x[7] = 1;				/* the next /64 */
-		CHECK(!blocks_blocked(&c, 3, 1));
-	}
-	/* An IPv4 address written v4-mapped is that address. */
-	{
-		struct sockaddr_any m = b;
-		uint8_t *x = ((struct sockaddr_in6 *)&m.ss)->sin6_addr.s6_addr;
-		memset(x, 0, 16);
-		x[10] = x[11] = 0xff;
-		x[12] = 192, x[13] = 0, x[14] = 2, x[15] = 1;
-		CHECK(blocks_blocked(&m, 3, 1));
-	}
-	/* Many clients: the table keeps its size, and a block already made
-	 * is never pushed out by their failures. */
-	for (int i = 0; i < 10000; i++) {
-		((struct sockaddr_in6 *)&b.ss)->sin6_addr.s6_addr[7] = (uint8_t)i;
-		((struct sockaddr_in6 *)&b.ss)->sin6_addr.s6_addr[6] = (uint8_t)(i >> 8);
-		(void)blocks_fail(&b, 3, 1);
-	}
-	CHECK(blocks_blocked(&a, 3, 1));
-	usleep(1100 * 1000);
-	CHECK(!blocks_blocked(&a, 3, 1));
-}
-
 void
 test_login(void)
 {
@@ -549,5 +496,4 @@ test_login(void)
 	test_outcomes();
 	test_limits();
 	test_upstream_login();
-	test_blocks();
 }

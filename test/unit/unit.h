@@ -49,6 +49,7 @@ void test_negotiate(void);
 void test_cneg(void);
 void test_front(void);
 void test_login(void);
+void test_blocks(void);
 void test_guard(void);
 void test_cidr(void);
 void test_proxyproto(void);
