@@ -397,6 +397,16 @@ validate_auth(struct parser *p, struct service *svc)
 				    "used with upstream_auth = xoauth2 or "
 				    "oauthbearer (accounts: in each [account:NAME])",
 				    config_keys[oauth2_keys[i]].name);
+	/* Credentials go only to a server the proxy authenticated: without
+	 * verification, whoever answers at the address (a hijacked route, a
+	 * spoofed DNS answer) gets every password and token. */
+	if (svc->upstream_auth != AUTH_NONE && !svc->upstream_verify &&
+	    svc->upstream_tls != TLS_MODE_NONE)
+		cfg_error(p, svc->seen[K_UPSTREAM_VERIFY], "[%s]: upstream_verify "
+		    "= no with upstream_auth = %s would send the credentials to "
+		    "whoever answers at %s: verify the server (a self-signed "
+		    "certificate can be its own upstream_ca; an IP address "
+		    "needs upstream_name)", svc->name, mech, svc->upstream);
 	if (svc->upstream_auth == AUTH_NONE || svc->upstream_auth ==
 	    AUTH_ACCOUNTS)
 		return;	/* accounts: accounts_validate() */

@@ -558,6 +558,15 @@ test_upstream_auth_rules(void)
 			    "[scan]: upstream_auth = plain needs upstream_password_file" },
 			{ "sha1", "upstream_password_file", pw, "allow = 10.0.0.0/8",
 			    "test.ini:8: upstream_auth: unknown value \"sha1\"" },
+			/* Credentials only to a verified server. */
+			{ "plain", "upstream_password_file", pw,
+			    "allow = 10.0.0.0/8\nupstream_verify = no",
+			    "test.ini:12: [scan]: upstream_verify = no with "
+			    "upstream_auth = plain would send the credentials" },
+			{ "xoauth2", "upstream_token_file", crlf,
+			    "allow = 10.0.0.0/8\nupstream_verify = no",
+			    "test.ini:12: [scan]: upstream_verify = no with "
+			    "upstream_auth = xoauth2" },
 		};
 		for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++)
 			auth_case(bad[i].mech, bad[i].key, bad[i].file, bad[i].extra,
@@ -690,6 +699,10 @@ test_accounts(void)
 		{ "upstream_user = bob\n[account:a]\npassword_hash = %1$s\n"
 		    "upstream_password_file = %2$s\n",
 		    "test.ini:11: upstream_user is only used with upstream_auth = plain" },
+		{ "upstream_verify = no\n[account:a]\npassword_hash = %1$s\n"
+		    "upstream_password_file = %2$s\n",
+		    "test.ini:11: [imaps]: upstream_verify = no with upstream_auth = "
+		    "accounts would send the credentials" },
 		{ "auth_failures_max = 0\n",
 		    "test.ini:11: auth_failures_max: \"0\" is not a number from 1 to 1000" },
 		{ "", "[imaps]: upstream_auth = accounts needs at least one [account:NAME]" },
