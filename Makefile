@@ -33,7 +33,7 @@ UNIT := $(wildcard test/unit/test_*.c)
 UNIT_LIB := test/unit/main.c test/unit/dnsstub.c
 
 FUZZ_NEG     := smtp pop3 imap
-FUZZ_OWN     := config proxyproto guard https login
+FUZZ_OWN     := config proxyproto guard https login blocks
 FUZZ_SECONDS ?= 60
 PROTO_smtp := PROTO_SMTP
 PROTO_pop3 := PROTO_POP3

@@ -350,6 +350,20 @@ account_make_hash(const char *password, char *out, size_t cap)
 	return crypt_with(password, setting, out, cap) != NULL ? 0 : -1;
 }
 
+enum login_gate
+accounts_gate(bool password_ok, const struct account *a,
+    struct blocks_attempt *at, const struct sockaddr_any *addr, int max,
+    int window)
+{
+	bool removed = password_ok && a != NULL &&
+	    !accounts_current(a->fingerprint);
+	bool ok = password_ok && a != NULL && !removed;
+
+	if (blocks_end(at, addr, !ok, max, window) == BLOCKS_BLOCKED)
+		return GATE_BLOCKED;
+	return removed ? GATE_REMOVED : ok ? GATE_ACCEPT : GATE_REFUSED;
+}
+
 /* ---- the running configuration's accounts, shared -------------------- */
 
 struct live_table {

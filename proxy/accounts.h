@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "blocks.h"
 #include "config.h"
 
 /* At most this many accounts in one configuration. */
@@ -32,6 +33,27 @@ bool	account_password_ok(const char *hash, const char *password,
 
 /* A new yescrypt hash of password (mailproxy -H) into out.  0 or -1. */
 int	account_make_hash(const char *password, char *out, size_t cap);
+
+/* What becomes of a login once its password was checked. */
+enum login_gate {
+	GATE_ACCEPT,		/* logged in: the upstream may be dialled */
+	GATE_REFUSED,		/* wrong password, or an unknown name */
+	GATE_REMOVED,		/* a reload removed (or changed) the account
+				 * while it was checked: refused */
+	GATE_BLOCKED		/* the client is blocked: now (this failure
+				 * was its last), or since its check began */
+};
+
+/*
+ * The one decision after a check: password_ok for account a (NULL: an
+ * unknown name, checked against a dummy) whose attempt *at blocks_begin()
+ * opened for addr.  Ends the attempt (a failure counts, a success gives
+ * its place back).  GATE_ACCEPT only when the password matched, a is
+ * still in the running configuration and addr is not blocked.
+ */
+enum login_gate accounts_gate(bool password_ok, const struct account *a,
+	    struct blocks_attempt *at, const struct sockaddr_any *addr,
+	    int max, int window);
 
 /* The account a client logs in as (exact name), or NULL. */
 const struct account *accounts_find(const struct config *cf,

@@ -37,12 +37,15 @@ struct entry {
 	uint32_t	 failures;
 	uint32_t	 pending;	/* checks begun, not ended */
 	uint32_t	 limit;		/* the max of its last failure */
+	uint32_t	 epoch;		/* which life of the key (pending is
+					 * only given back to the same one) */
 	int64_t		 expires;	/* ms; 0: free */
 };
 
 struct table {
 	pthread_mutex_t	 lock;
 	uint32_t	 seed;		/* of the hash: positions unguessable */
+	uint32_t	 epochs;	/* entries made so far */
 	int64_t		 cap_second;	/* the second the cap counts */
 	uint32_t	 cap_used;	/* uncounted checks begun in it */
 	uint64_t	 counted[BLOCKS_LEVELS];
@@ -175,6 +178,8 @@ find(int level, const uint8_t key[ADDR_KEYLEN], int64_t now, uint32_t max,
 	memcpy(spare->key, key, ADDR_KEYLEN);
 	spare->failures = 0;
 	spare->pending = 0;
+	spare->limit = 0;
+	spare->epoch = ++table->epochs;
 	spare->expires = 0;
 	return spare;
 }
@@ -259,6 +264,7 @@ blocks_begin(const struct sockaddr_any *addr, int max, int window,
 			if (e->expires < now + (int64_t)window * 1000)
 				e->expires = now + (int64_t)window * 1000;
 			at->level = (int8_t)level;
+			at->epoch = e->epoch;
 		}
 		*widened = level > 0;
 		break;
@@ -291,7 +297,9 @@ blocks_end(struct blocks_attempt *at, const struct sockaddr_any *addr,
 	now = now_ms();
 	if (at->level >= 0) {
 		e = find(at->level, at->key, now, m, false);
-		if (e != NULL && e->pending > 0)
+		/* An entry that expired while the check ran and was made
+		 * anew does not hold this attempt. */
+		if (e != NULL && e->epoch == at->epoch && e->pending > 0)
 			e->pending--;
 		/* Expired meanwhile (a check longer than the window): the
 		 * failure is counted anew. */

@@ -43,6 +43,7 @@
 struct blocks_attempt {
 	uint8_t		 key[ADDR_KEYLEN];
 	int8_t		 level;		/* -1: not counted (or none open) */
+	uint32_t	 epoch;		/* of the entry that counts it */
 	bool		 open;		/* begun, not ended */
 };
 

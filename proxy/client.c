@@ -361,9 +361,8 @@ checked(EV_P_ void *arg, bool ok)
 	struct login *l = sess_login(s);
 	struct logline ll;
 	enum login_verdict v;
-	enum blocks_verdict bv;
+	enum login_gate gate;
 	char name[72], host[64];
-	bool removed = false;
 
 	s->check = NULL;
 	if (s->state != SESS_LOGIN_CHECK || s->closing) {
@@ -371,25 +370,11 @@ checked(EV_P_ void *arg, bool ok)
 		(void)end_attempt(s, true);
 		return;
 	}
-	/* A reload removed (or changed) the account while it was checked:
-	 * its old password, or its old credential, must not log in. */
-	if (ok && s->checking != NULL &&
-	    !accounts_current(s->checking->fingerprint)) {
-		ok = false;
-		removed = true;
-	}
-	bv = end_attempt(s, !ok);
+	gate = accounts_gate(ok, s->checking, &s->attempt, &s->peer_addr,
+	    s->svc->auth_failures_max, s->svc->auth_block_time);
 	clean_name(login_user(l), name, sizeof(name));
-	if (ok && bv == BLOCKS_BLOCKED) {
-		/* Blocked while it was checked (by another session's
-		 * failures): the right password does not open it. */
-		metrics_login(s->metrics, false);
-		refuse_blocked(EV_A_ s, "blocked during the check");
-		sess_run(EV_A_ s);
-		return;
-	}
-	metrics_login(s->metrics, ok);
-	if (ok) {
+	metrics_login(s->metrics, gate == GATE_ACCEPT);
+	if (gate == GATE_ACCEPT) {
 		s->account = s->checking;
 		log_info("sess=%llu svc=%s event=login client=%s user=%s",
 		    (unsigned long long)s->id, s->svc->name, s->peer, name);
@@ -405,6 +390,13 @@ checked(EV_P_ void *arg, bool ok)
 		sess_run(EV_A_ s);
 		return;
 	}
+	if (gate == GATE_BLOCKED && ok) {
+		/* Blocked while it was checked (by another session's
+		 * failures): the right password does not open it. */
+		refuse_blocked(EV_A_ s, "blocked during the check");
+		sess_run(EV_A_ s);
+		return;
+	}
 	client_host(s, host, sizeof(host));
 	logline_init(&ll);
 	logline_num(&ll, "sess", s->id);
@@ -412,18 +404,18 @@ checked(EV_P_ void *arg, bool ok)
 	logline_str(&ll, "event", "auth-failed");
 	logline_str(&ll, "client", host);
 	logline_str(&ll, "user", name);
-	if (removed)
+	if (gate == GATE_REMOVED)
 		logline_str(&ll, "detail", "account removed by a reload");
 	logline_emit(&ll, LOG_LVL_INFO);
 	v = login_refused(l, &s->u2c);
-	if (bv == BLOCKS_BLOCKED) {
+	if (gate == GATE_BLOCKED) {
 		if (v != LOGIN_FAIL)
 			login_blocked(l, &s->u2c);
 		log_info("sess=%llu svc=%s event=auth-blocked client=%s "
 		    "seconds=%d", (unsigned long long)s->id, s->svc->name, host,
 		    s->svc->auth_block_time);
 		close_after_reply(EV_A_ s, LOG_LVL_INFO, R_AUTH_BLOCKED, NULL);
-	} else if (removed)
+	} else if (gate == GATE_REMOVED)
 		close_after_reply(EV_A_ s, LOG_LVL_INFO, R_ACCOUNT_REMOVED,
 		    name);
 	else if (v == LOGIN_FAIL)
