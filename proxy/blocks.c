@@ -49,7 +49,7 @@ struct table {
 	int64_t		 cap_second;	/* the second the cap counts */
 	uint32_t	 cap_used;	/* uncounted checks begun in it */
 	uint64_t	 counted[BLOCKS_LEVELS];
-	uint64_t	 uncounted, capped;
+	uint64_t	 uncounted, capped, forgotten;
 	struct entry	 e[NENTRIES];
 };
 
@@ -87,20 +87,11 @@ blocks_init(void)
  * its wider networks.
  */
 static void
-block_key(const struct sockaddr_any *a, int level, uint8_t key[ADDR_KEYLEN])
+mask_key(uint8_t key[ADDR_KEYLEN], int level)
 {
-	static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-	    0xff, 0xff };
-	int bits;
-
-	addr_key(a, key);
-	if (key[0] == AF_INET6 && memcmp(key + 1, mapped, sizeof(mapped)) == 0) {
-		key[0] = AF_INET;
-		memmove(key + 1, key + 13, 4);
-		memset(key + 5, 0, ADDR_KEYLEN - 5);
-	}
-	bits = key[0] == AF_INET6 ? levels[level].v6_bits :
+	int bits = key[0] == AF_INET6 ? levels[level].v6_bits :
 	    levels[level].v4_bits;
+
 	for (int i = 0; i < ADDR_KEYLEN - 1; i++) {
 		int keep = bits - 8 * i;
 		if (keep <= 0)
@@ -108,6 +99,21 @@ block_key(const struct sockaddr_any *a, int level, uint8_t key[ADDR_KEYLEN])
 		else if (keep < 8)
 			key[1 + i] &= (uint8_t)(0xff << (8 - keep));
 	}
+}
+
+static void
+block_key(const struct sockaddr_any *a, int level, uint8_t key[ADDR_KEYLEN])
+{
+	static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+	    0xff, 0xff };
+
+	addr_key(a, key);
+	if (key[0] == AF_INET6 && memcmp(key + 1, mapped, sizeof(mapped)) == 0) {
+		key[0] = AF_INET;
+		memmove(key + 1, key + 13, 4);
+		memset(key + 5, 0, ADDR_KEYLEN - 5);
+	}
+	mask_key(key, level);
 }
 
 /* FNV-1a from a secret start: where an address lands cannot be aimed at. */
@@ -148,11 +154,44 @@ unlock(void)
 	pthread_mutex_unlock(&table->lock);
 }
 
+static struct entry *find(int, const uint8_t [ADDR_KEYLEN], int64_t, uint32_t,
+	    bool);
+
+/*
+ * A live entry with failures gives way to another client: its failures
+ * are not forgotten but added to its network's entry a level up (so an
+ * attacker who cycles through more clients than the level holds, each
+ * staying under the limit, is counted by network all the same).  Past the
+ * last level they are forgotten, and counted as such.
+ */
+static void
+fold(int level, const struct entry *e, int64_t now, uint32_t max)
+{
+	uint8_t wider[ADDR_KEYLEN];
+	struct entry *w;
+
+	if (level + 1 >= BLOCKS_LEVELS) {
+		table->forgotten += e->failures;
+		return;
+	}
+	memcpy(wider, e->key, ADDR_KEYLEN);
+	mask_key(wider, level + 1);
+	if ((w = find(level + 1, wider, now, max, true)) == NULL) {
+		table->forgotten += e->failures;
+		return;
+	}
+	w->failures += e->failures;
+	w->limit = e->limit;
+	if (w->expires < e->expires)
+		w->expires = e->expires;
+	table->counted[level + 1] += e->failures;
+}
+
 /*
  * The key's live entry at a level, or (for writing) the entry to use: a
  * free or expired one on the probe path, else the one that expires first
- * among those that may give way.  NULL when every entry on the path is
- * blocking or has a check under way.
+ * among those that may give way (its failures go to its network: fold()).
+ * NULL when every entry on the path is blocking or has a check under way.
  */
 static struct entry *
 find(int level, const uint8_t key[ADDR_KEYLEN], int64_t now, uint32_t max,
@@ -175,6 +214,8 @@ find(int level, const uint8_t key[ADDR_KEYLEN], int64_t now, uint32_t max,
 	}
 	if (!for_writing || spare == NULL)
 		return NULL;
+	if (spare->expires > now && spare->failures > 0)
+		fold(level, spare, now, max);
 	memcpy(spare->key, key, ADDR_KEYLEN);
 	spare->failures = 0;
 	spare->pending = 0;
@@ -342,6 +383,7 @@ blocks_stats(struct blocks_stats *out)
 	memcpy(out->counted, table->counted, sizeof(out->counted));
 	out->uncounted = table->uncounted;
 	out->capped = table->capped;
+	out->forgotten = table->forgotten;
 	for (int level = 0; level < BLOCKS_LEVELS; level++)
 		for (size_t i = 0; i < levels[level].size; i++) {
 			const struct entry *e = &table->e[levels[level].first + i];
@@ -368,7 +410,7 @@ blocks_reset(void)
 	lock();
 	memset(table->e, 0, sizeof(table->e));
 	memset(table->counted, 0, sizeof(table->counted));
-	table->uncounted = table->capped = 0;
+	table->uncounted = table->capped = table->forgotten = 0;
 	table->cap_second = table->cap_used = 0;
 	unlock();
 }

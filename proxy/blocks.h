@@ -18,10 +18,13 @@
  * IPv4 /16; 256).  A failure is counted at the first level with room on its
  * probe path, so an attacker who filled the first level with blocks (4096
  * /64s are one /52) is counted, and blocked, by its /48; the levels are
- * separate, so filling one does not fill the next.  When no level has room
- * (hundreds of /32s blocked), uncounted checks are capped for the whole
- * instance (BLOCKS_UNCOUNTED_PER_SECOND) instead of being free.  A block is
- * never pushed out early.  Writers take a process-shared mutex for a few
+ * separate, so filling one does not fill the next.  An entry that gives way
+ * to another client hands its failures to its network's entry a level up,
+ * so cycling through more clients than a level holds, each under the
+ * limit, is counted by network too.  When no level has room (hundreds of
+ * /32s blocked), uncounted checks are capped for the whole instance
+ * (BLOCKS_UNCOUNTED_PER_SECOND) instead of being free.  A block is never
+ * pushed out early.  Writers take a process-shared mutex for a few
  * dozen instructions (never across I/O); positions come from a hash with a
  * secret seed.  Blocks are per instance: several instances behind a
  * balancer do not share them.
@@ -58,6 +61,7 @@ struct blocks_stats {
 	uint64_t	 counted[BLOCKS_LEVELS];	/* failures, by level */
 	uint64_t	 uncounted;	/* checks no level could count */
 	uint64_t	 capped;	/* of those, refused by the cap */
+	uint64_t	 forgotten;	/* failures pushed out of the last level */
 	uint32_t	 blocking[BLOCKS_LEVELS];	/* blocks in force */
 	uint32_t	 used[BLOCKS_LEVELS];	/* live entries */
 	uint32_t	 size[BLOCKS_LEVELS];	/* entries */

@@ -411,7 +411,11 @@ render_blocks(struct out *o)
 	    "# TYPE mailproxy_auth_checks_uncounted_total counter\n"
 	    "# HELP mailproxy_auth_checks_capped_total Of those, refused with a "
 	    "temporary failure by the cap on uncounted checks.\n"
-	    "# TYPE mailproxy_auth_checks_capped_total counter\n");
+	    "# TYPE mailproxy_auth_checks_capped_total counter\n"
+	    "# HELP mailproxy_auth_failures_forgotten_total Failed logins "
+	    "pushed out of the widest level by other clients' (under attack "
+	    "from very many networks).\n"
+	    "# TYPE mailproxy_auth_failures_forgotten_total counter\n");
 	for (int i = 0; i < BLOCKS_LEVELS; i++)
 		put(o, "mailproxy_auth_block_table_entries{level=\"%s\"} %u\n"
 		    "mailproxy_auth_block_table_size{level=\"%s\"} %u\n"
@@ -420,8 +424,10 @@ render_blocks(struct out *o)
 		    level[i], st.used[i], level[i], st.size[i], level[i],
 		    st.blocking[i], level[i], (unsigned long long)st.counted[i]);
 	put(o, "mailproxy_auth_checks_uncounted_total %llu\n"
-	    "mailproxy_auth_checks_capped_total %llu\n",
-	    (unsigned long long)st.uncounted, (unsigned long long)st.capped);
+	    "mailproxy_auth_checks_capped_total %llu\n"
+	    "mailproxy_auth_failures_forgotten_total %llu\n",
+	    (unsigned long long)st.uncounted, (unsigned long long)st.capped,
+	    (unsigned long long)st.forgotten);
 }
 
 static void

@@ -181,6 +181,33 @@ test_full_table_counts_wider(void)
 	}
 }
 
+/*
+ * An attacker who cycles through more /64s than the first level holds,
+ * each one failure under the limit: the entries that give way hand their
+ * failures to the /48, which is blocked; another /48 is not.
+ */
+static void
+test_cycling_under_the_limit_is_counted_by_network(void)
+{
+	struct blocks_stats st;
+	int max = 3;
+
+	blocks_reset();
+	for (uint16_t n = 0; n < 12000; n++) {
+		struct sockaddr_any c = v6(9, n, 1);
+		for (int k = 0; k < max - 1; k++)
+			(void)fail_once(&c, max);
+	}
+	blocks_stats(&st);
+	CHECK(st.blocking[0] == 0);		/* nobody alone reached max */
+	CHECK(st.blocking[1] == 1);		/* their /48 did */
+	{
+		struct sockaddr_any fresh = v6(9, 65000, 1), other = v6(10, 1, 1);
+		CHECK(blocks_blocked(&fresh, max, 60));
+		CHECK(!blocks_blocked(&other, max, 60));
+	}
+}
+
 /* Every level full: uncounted checks at most BLOCKS_UNCOUNTED_PER_SECOND
  * a second for the instance, then BUSY. */
 static void
@@ -226,6 +253,7 @@ test_blocks(void)
 	test_counts_and_expiry();
 	test_attempts_count_when_they_start();
 	test_full_table_counts_wider();
+	test_cycling_under_the_limit_is_counted_by_network();
 	test_uncounted_checks_are_capped();
 	blocks_set_clock(NULL);
 	blocks_reset();
