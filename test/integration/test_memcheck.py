@@ -77,8 +77,11 @@ def leaks(text):
 def symbolized(reports):
     """The reports with the proxy's frames named (addr2line)."""
     def name(m):
-        r = subprocess.run(["addr2line", "-f", "-i", "-p", "-e", m.group(1),
-                            m.group(2)], capture_output=True, text=True)
+        try:
+            r = subprocess.run(["addr2line", "-f", "-i", "-p", "-e", m.group(1),
+                                m.group(2)], capture_output=True, text=True)
+        except OSError:                 # no binutils: the raw frame
+            return m.group(0)
         return "%s %s" % (m.group(0), r.stdout.strip().replace("\n", " / "))
     return "".join(re.sub(r"^(\S*mailproxy)\((\+0x[0-9a-f]+)\)\S*$", name, rep,
                           flags=re.M) for rep in reports)
