@@ -175,6 +175,10 @@ def mail(oauth, upstreams, certs):
 def send(port, subject):
     s = smtplib.SMTP("127.0.0.1", port, timeout=20)
     s.ehlo("mc.test")
+    # A device's own AUTH, answered by the proxy and dropped.
+    code, _ = s.docmd("AUTH", "PLAIN " + base64.b64encode(
+        b"\0dev\0" + (MARK + "dev").encode()).decode())
+    assert code == 235
     s.sendmail("mc@site.test", ["alice@mail.test"],
                "Subject: %s\r\n\r\nbody\r\n" % subject)
     s.quit()
@@ -182,7 +186,8 @@ def send(port, subject):
 
 def test_oauth2_refresh_and_xoauth2_login(proxies, oauth, mail, certs, tmp_path):
     """Refresh token, client secret, access tokens: in the form, the POST,
-    the JSON answer, the store written, the SASL string of each session."""
+    the JSON answer, the store written, the SASL string of each session;
+    and the device's own AUTH, answered locally."""
     log, env = preload(tmp_path, "refresh")
     store = str(tmp_path / "store.json")
     write_store(store, refresh=oauth.refresh)
