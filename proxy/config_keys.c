@@ -462,6 +462,8 @@ set_secret_file(struct parser *p, void *f, const char *v)
 
 	if ((n = secret_read(v, secret, sizeof(secret), err,
 	    sizeof(err))) < 0) {
+		/* A refused file (too large, two lines) was read all the same. */
+		OPENSSL_cleanse(secret, sizeof(secret));
 		cfg_error(p, p->line, "%s: %s", p->key, err);
 		return -1;
 	}

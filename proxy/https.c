@@ -687,28 +687,44 @@ resolved(void *arg, const struct sockaddr_any *addrs, size_t n, int ttl,
 	dial(r);
 }
 
-/* The POST, whole: request line, headers, form. */
-static char *
-build_request(const struct url *u, const char *form, size_t *len)
+/* The request line and headers of a POST of flen bytes, snprintf's way. */
+static int
+format_head(char *out, size_t cap, const struct url *u, size_t flen)
 {
 	bool v6 = strchr(u->host, ':') != NULL;
 	bool default_port = strcmp(u->port, HTTPS_PORT) == 0;
-	size_t flen = strlen(form);
-	char *text;
-	int n;
 
-	n = asprintf(&text, "POST %s HTTP/1.1\r\n"
+	return snprintf(out, cap, "POST %s HTTP/1.1\r\n"
 	    "Host: %s%s%s%s%s\r\n"
 	    "Content-Type: application/x-www-form-urlencoded\r\n"
 	    "Content-Length: %zu\r\n"
 	    "Accept: application/json\r\n"
 	    "User-Agent: mailproxy\r\n"
 	    "Connection: close\r\n"
-	    "\r\n%s", u->path, v6 ? "[" : "", u->host, v6 ? "]" : "",
-	    default_port ? "" : ":", default_port ? "" : u->port, flen, form);
-	if (n < 0)
+	    "\r\n", u->path, v6 ? "[" : "", u->host, v6 ? "]" : "",
+	    default_port ? "" : ":", default_port ? "" : u->port, flen);
+}
+
+/*
+ * The POST, whole: headers, then the form.  Sized first and written once
+ * into a buffer that forget_request() wipes: asprintf grows its buffer by
+ * copying and frees the smaller ones as they are, and the form holds the
+ * refresh token, the client secret or the device code.  The form is
+ * copied, never formatted.
+ */
+static char *
+build_request(const struct url *u, const char *form, size_t *len)
+{
+	size_t flen = strlen(form);
+	char *text;
+	int n;
+
+	if ((n = format_head(NULL, 0, u, flen)) < 0 ||
+	    (text = malloc((size_t)n + flen + 1)) == NULL)
 		return NULL;
-	*len = (size_t)n;
+	format_head(text, (size_t)n + 1, u, flen);
+	memcpy(text + n, form, flen + 1);
+	*len = (size_t)n + flen;
 	return text;
 }
 

@@ -803,6 +803,24 @@ oauth2_store_changed(const char *path)
 	return st == NULL || token_file_changed(path, &st->id);
 }
 
+static void
+wipe_secret(char *s)
+{
+	if (s != NULL)
+		OPENSSL_cleanse(s, strlen(s));
+}
+
+/* Every client secret cf holds: each service and account has its own
+ * copy, also those that name a store another one names first. */
+static void
+wipe_client_secrets(struct config *cf)
+{
+	for (size_t i = 0; i < cf->nservices; i++)
+		wipe_secret(cf->services[i].oauth2.client_secret);
+	for (size_t i = 0; i < cf->naccounts; i++)
+		wipe_secret(cf->accounts[i].oauth2.client_secret);
+}
+
 void
 oauth2_forget(void)
 {
@@ -812,9 +830,8 @@ oauth2_forget(void)
 			https_cancel(st->loop, st->req);	/* our copy */
 		st->req = NULL;
 		token_clear(&st->tok);
-		if (st->c != NULL && st->c->client_secret != NULL)
-			OPENSSL_cleanse(st->c->client_secret,
-			    strlen(st->c->client_secret));
+		if (st->cf != NULL)
+			wipe_client_secrets(st->cf);
 	}
 }
 

@@ -179,7 +179,8 @@ probe_service(const struct service *svc, char *out, size_t len)
 	ssize_t got;
 	int rc = -1;
 
-	buf_init(&up, 4096);
+	/* What goes upstream carries the login (AUTH PLAIN/LOGIN, LOGIN). */
+	buf_init_secret(&up, 4096);
 	buf_init(&cl, 4096);
 	if ((l.fd = dial(svc, out, len)) < 0)
 		goto done;

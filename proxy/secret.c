@@ -10,6 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/mem.h>
+
 ssize_t
 secret_read_raw(const char *path, void *out, size_t cap, char *err,
     size_t errlen)
@@ -42,6 +44,8 @@ secret_read_raw(const char *path, void *out, size_t cap, char *err,
 		return -1;
 	}
 	if ((size_t)n == cap) {
+		/* Refused, but read: the caller frees or reuses out as it is. */
+		OPENSSL_cleanse(out, cap);
 		snprintf(err, errlen, "%s is larger than %zu bytes", path,
 		    cap - 1);
 		return -1;
@@ -64,6 +68,7 @@ secret_read(const char *path, char *out, size_t cap, char *err,
 	    memchr(out, '\n', (size_t)n) != NULL) {
 		snprintf(err, errlen, "%s: %s", path, n == 0 ? "empty" :
 		    "one line expected (no NUL or line break inside)");
+		OPENSSL_cleanse(out, cap);
 		return -1;
 	}
 	return (int)n;

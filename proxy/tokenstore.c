@@ -142,6 +142,8 @@ token_read(const char *path, struct token *t, struct file_id *id,
 	}
 	if ((n = secret_read_raw(path, text, STORE_MAX, why, sizeof(why))) < 0) {
 		snprintf(err, errlen, "%s", why);
+		/* A store too large was read all the same. */
+		OPENSSL_cleanse(text, STORE_MAX);
 		free(text);
 		return -1;
 	}

@@ -19,8 +19,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class OAuth2Server:
-    def __init__(self, certs_dir, lifetime=4, rotate=True):
+    def __init__(self, certs_dir, lifetime=4, rotate=True, prefix=""):
         self.lifetime = lifetime
+        # Put before every token and code issued (a marker for memcheck).
+        self.prefix = prefix
         self.rotate = rotate
         self.fail_next = 0
         self.revoked = False
@@ -31,7 +33,7 @@ class OAuth2Server:
         self.interval = 1
         self.lock = threading.Lock()
         self.n = 0
-        self.refresh = "rt-0"               # the one valid refresh token
+        self.refresh = prefix + "rt-0"      # the one valid refresh token
         self.issued = {}                    # access token -> expiry (monotonic)
         self.requests = []                  # (path, form) in order
         self.polls = []                     # monotonic times of device polls
@@ -69,12 +71,12 @@ class OAuth2Server:
     def _issue(self):
         """A new access token (and rotated refresh token); lock held."""
         self.n += 1
-        access = "at-%d-%s" % (self.n, "x" * 40)
+        access = "%sat-%d-%s" % (self.prefix, self.n, "x" * 40)
         self.issued[access] = time.monotonic() + self.lifetime
         body = {"access_token": access, "token_type": "Bearer",
                 "expires_in": self.lifetime}
         if self.rotate or self.n == 1:
-            self.refresh = "rt-%d" % self.n
+            self.refresh = "%srt-%d" % (self.prefix, self.n)
             body["refresh_token"] = self.refresh
         return 200, body
 
@@ -93,7 +95,7 @@ class OAuth2Server:
             return self._issue()
         if grant == "urn:ietf:params:oauth:grant-type:device_code":
             self.polls.append(time.monotonic())
-            if form.get("device_code") != "dc-secret":
+            if form.get("device_code") != self.prefix + "dc-secret":
                 return 400, {"error": "invalid_grant"}
             if self.slow_down:
                 self.slow_down = False
@@ -109,7 +111,7 @@ class OAuth2Server:
     def _device(self, form):
         if form.get("client_id") != "test-client":
             return 401, {"error": "invalid_client"}
-        return 200, {"device_code": "dc-secret", "user_code": "WDJB-MJHT",
+        return 200, {"device_code": self.prefix + "dc-secret", "user_code": "WDJB-MJHT",
                      "verification_uri": "https://127.0.0.1/devicelogin",
                      "expires_in": 30, "interval": self.interval}
 

@@ -57,5 +57,6 @@ void test_reason(void);
 void test_resolve(void);
 void test_oauth2(void);
 void test_https(void);
+void test_secret(void);
 
 #endif
