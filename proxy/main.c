@@ -9,6 +9,7 @@
 #include <getopt.h>
 #include <grp.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <termios.h>
 #include <sys/wait.h>
@@ -286,6 +287,7 @@ struct worker {
 };
 
 static sigset_t		 parent_mask;
+static pid_t		 supervisor_pid;
 static struct sockset	*bound;		/* the current configuration's */
 static struct watch	*watcher;	/* watch_files = yes */
 /* The supervisor's own loop: signals (a signalfd), the tick, c-ares for
@@ -319,7 +321,8 @@ spawn(struct worker *w, int index)
 		return;
 	}
 	if (pid == 0) {
-		sigprocmask(SIG_SETMASK, &parent_mask, NULL);
+		/* Signals stay blocked until run_worker has its watchers: a
+		 * SIGHUP or SIGTERM meanwhile waits instead of killing it. */
 		sockset_keep_only(bound, index);
 		watch_free(watcher);	/* the supervisor's */
 		watcher = NULL;
@@ -572,6 +575,7 @@ supervise(void)
 	sigset_t set;
 	char err[256];
 
+	supervisor_pid = getpid();
 	nslots = n * SLOTS_PER_WORKER;
 	procs = calloc((size_t)nslots, sizeof(*procs));
 	if (ws == NULL || procs == NULL)
@@ -598,6 +602,7 @@ supervise(void)
 	sigaddset(&set, SIGHUP);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGQUIT);
 	sigaddset(&set, SIGCHLD);
 	sigprocmask(SIG_BLOCK, &set, &parent_mask);
 	/* Signals wake the loop through a signalfd; they are taken with
@@ -630,10 +635,12 @@ supervise(void)
 			log_info("event=files-changed: reloading");
 			reload(ws, n);
 		}
-		else if (sig == SIGTERM || sig == SIGINT) {
-			/* A second signal makes the workers stop at once. */
+		else if (sig == SIGTERM || sig == SIGINT || sig == SIGQUIT) {
+			/* SIGQUIT: a graceful stop as nginx's, the sessions end
+			 * when they end; SIGTERM then sets the deadline, a
+			 * second one makes the workers stop at once. */
 			stopping = true;
-			signal_procs(SIGTERM, false);
+			signal_procs(sig == SIGQUIT ? SIGQUIT : SIGTERM, false);
 			/* Refused from now on: the kernel queue is not ours. */
 			sockset_free(bound);
 			bound = NULL;
@@ -757,6 +764,21 @@ main(int argc, char *argv[])
 	return supervise();
 }
 
+/*
+ * A worker whose supervisor died stops as on SIGTERM: nobody would restart
+ * it, reload it or publish tokens and keys for it any more.  After the
+ * privilege drop, which clears the setting; the supervisor may have died
+ * before it was made, hence the check of the parent.
+ */
+static void
+watch_supervisor(void)
+{
+	if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0)
+		log_warn("prctl PR_SET_PDEATHSIG");
+	if (getppid() != supervisor_pid)
+		raise(SIGTERM);
+}
+
 /* One worker: its inherited sockets, its own libev loop, the snapshot it
  * was forked with; it drains on the signals the supervisor forwards. */
 static int
@@ -785,6 +807,10 @@ run_worker(int index, int slot)
 	ev_signal_start(loop, &sig_term);
 	ev_signal_start(loop, &sig_int);
 	ev_signal_start(loop, &sig_quit);
+	/* Only now: a signal that came since the fork was kept pending and
+	 * reaches its watcher. */
+	sigprocmask(SIG_SETMASK, &parent_mask, NULL);
+	watch_supervisor();
 	log_info("event=start version=%s tls=\"%s\" pid=%ld worker=%d config=%s",
 	    MAILPROXY_VERSION, tls_library(), (long)getpid(), index, config_file);
 
