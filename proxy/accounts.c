@@ -385,11 +385,17 @@ accounts_publish(const struct config *cf)
 	seq_write_end(&live->seq);
 }
 
+/*
+ * Unreadable (the supervisor stuck or dead mid-publish) counts as not
+ * current: the caller refuses the login or ends the session, which a
+ * client can retry, rather than let an account a reload removed in.
+ */
 bool
 accounts_current(uint64_t fingerprint)
 {
 	uint32_t begin, n;
 	bool found;
+	int tries = 0;
 
 	if (live == NULL)
 		return true;
@@ -400,6 +406,8 @@ accounts_current(uint64_t fingerprint)
 		for (uint32_t i = 0; i < n && i < ACCOUNTS_MAX && !found; i++)
 			found = __atomic_load_n(&live->fp[i], __ATOMIC_RELAXED) ==
 			    fingerprint;
-	} while (!seq_read_ok(&live->seq, begin));
-	return found;
+		if (seq_read_ok(&live->seq, begin))
+			return found;
+	} while (seq_read_again(&tries));
+	return false;
 }

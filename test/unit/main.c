@@ -47,6 +47,7 @@ main(void)
 	test_resolve();
 	test_oauth2();
 	test_https();
+	test_shared();
 	printf("%d passed, %d failed\n", unit_passed, unit_failed);
 	return unit_failed == 0 ? 0 : 1;
 }

@@ -56,5 +56,6 @@ void test_reason(void);
 void test_resolve(void);
 void test_oauth2(void);
 void test_https(void);
+void test_shared(void);
 
 #endif
