@@ -306,6 +306,12 @@ spawn(struct worker *w, int index)
 	int slot = -1;
 	pid_t pid;
 
+	/* A slot whose per-client table holds this generation's
+	 * max_connections; a dead worker's own always does. */
+	for (int i = 0; i < nslots && slot < 0; i++)
+		if (procs[i].pid == 0 &&
+		    clients_slot_fits(i, running->max_connections))
+			slot = i;
 	for (int i = 0; i < nslots && slot < 0; i++)
 		if (procs[i].pid == 0)
 			slot = i;
@@ -488,6 +494,18 @@ reload(struct worker *ws, int n)
 		metrics_reload(0);
 		return;
 	}
+	/* The new generation's slots are among the free ones: their
+	 * per-client tables grow now, before any of it is forked. */
+	for (int i = 0; i < nslots; i++)
+		if (procs[i].pid == 0 &&
+		    clients_fit_slot(i, cf->max_connections) < 0) {
+			log_errorx("reload failed, keeping the running "
+			    "configuration: out of memory for the per-client "
+			    "table of max_connections = %d", cf->max_connections);
+			config_unref(cf);
+			metrics_reload(0);
+			return;
+		}
 	if (dns_share(cf) < 0) {
 		log_errorx("reload failed, keeping the running configuration: "
 		    "out of memory");

@@ -282,3 +282,29 @@ def test_workers_stop_when_the_supervisor_dies(proxies, upstreams, certs):
             except ProcessLookupError:
                 pass
     assert refused(wport)
+
+
+def test_reload_raising_max_connections_grows_the_client_table(proxies, upstreams, certs):
+    """Started with max_connections = 2 (a per-client table of 64 entries),
+    reloaded with 200: 100 sessions from 100 distinct addresses are all
+    served (the start-up table refused those past it: out-of-memory)."""
+    up = upstreams(echo)
+    proxy = proxies(config(certs, up, extra_global="[global]\nmax_connections = 2\n"))
+    proxy.rewrite(config(certs, up, extra_global="[global]\nmax_connections = 200\n"))
+    proxy.reload("event=reload-ok")
+    port = proxy.port("e")
+    held = []
+    try:
+        for i in range(100):
+            s = socket.socket()
+            s.bind(("127.0.%d.%d" % (1 + i // 200, 2 + i % 200), 0))
+            s.settimeout(10)
+            s.connect(("127.0.0.1", port))
+            held.append(s)
+        # Accepted after the 100 (one queue, in order): they were judged.
+        last = roundtrip(port, certs)
+        last.close()
+        assert "out-of-memory" not in proxy.log()
+    finally:
+        for s in held:
+            s.close()
