@@ -564,6 +564,41 @@ reload(struct worker *ws, int n)
 	log_info("event=reload-ok services=%zu", cf->nservices);
 }
 
+/*
+ * The supervisor's loop also refreshes OAuth2 tokens: the time from one
+ * poll's return to the next poll (callbacks, and a reload between two
+ * turns) is how late a refresh can be.  Stalls longer than 5 ms are
+ * logged (debug), over a second as a warning.
+ */
+static double		 stall_from;
+
+static void
+stall_check_cb(EV_P_ ev_check *w, int revents)
+{
+	(void)loop;
+	(void)w;
+	(void)revents;
+	stall_from = mono_now();
+}
+
+static void
+stall_prepare_cb(EV_P_ ev_prepare *w, int revents)
+{
+	double ms;
+
+	(void)loop;
+	(void)w;
+	(void)revents;
+	if (stall_from == 0)
+		return;
+	ms = (mono_now() - stall_from) * 1000;
+	if (ms > 1000)
+		log_warnx("event=supervisor-stall ms=%.0f: token refreshes "
+		    "waited that long", ms);
+	else if (ms > 5)
+		log_debug("event=supervisor-stall ms=%.0f", ms);
+}
+
 /* The loop returns on a signal: sigtimedwait then takes it. */
 static void
 wake_cb(EV_P_ ev_io *w, int revents)
@@ -590,6 +625,8 @@ supervise(void)
 	struct timespec now = { 0, 0 };
 	ev_timer tick;
 	ev_io sigio;
+	ev_prepare stall_prepare;
+	ev_check stall_check;
 	sigset_t set;
 	char err[256];
 
@@ -631,6 +668,10 @@ supervise(void)
 	ev_io_start(suploop, &sigio);
 	ev_timer_init(&tick, tick_cb, 0.2, 0.2);
 	ev_timer_start(suploop, &tick);
+	ev_prepare_init(&stall_prepare, stall_prepare_cb);
+	ev_prepare_start(suploop, &stall_prepare);
+	ev_check_init(&stall_check, stall_check_cb);
+	ev_check_start(suploop, &stall_check);
 	if (oauth2_attach(suploop, running, err, sizeof(err)) < 0)
 		fatalx("%s", err);
 	accounts_publish(running);

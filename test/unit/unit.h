@@ -57,5 +57,6 @@ void test_resolve(void);
 void test_oauth2(void);
 void test_https(void);
 void test_shared(void);
+void test_reload(void);
 
 #endif
