@@ -296,11 +296,48 @@ crypt_with(const char *phrase, const char *setting, char *out, size_t cap)
 	return rc;
 }
 
+/*
+ * Hashes found good, by SHA-256 of the string: a reload of a file with
+ * thousands of accounts would compute every hash again (tens of ms each)
+ * on the supervisor's loop, which also refreshes tokens.  A string that
+ * this libcrypt computed once it computes again; only good ones are
+ * remembered, and at most CHECKED_MAX (then it starts over).
+ */
+#define CHECKED_MAX	(2 * ACCOUNTS_MAX)
+
+static uint8_t		(*checked)[SHA256_DIGEST_LENGTH];
+static size_t		 nchecked;
+
+static bool
+hash_checked(const uint8_t digest[SHA256_DIGEST_LENGTH])
+{
+	for (size_t i = 0; i < nchecked; i++)
+		if (memcmp(checked[i], digest, SHA256_DIGEST_LENGTH) == 0)
+			return true;
+	return false;
+}
+
+static void
+hash_remember(const uint8_t digest[SHA256_DIGEST_LENGTH])
+{
+	if (checked == NULL && (checked = calloc(CHECKED_MAX,
+	    sizeof(*checked))) == NULL)
+		return;
+	if (nchecked == CHECKED_MAX)
+		nchecked = 0;
+	memcpy(checked[nchecked++], digest, SHA256_DIGEST_LENGTH);
+}
+
 int
 account_hash_check(const char *hash, char *why, size_t len)
 {
 	char out[CRYPT_OUTPUT_SIZE];
 	const char *last = strrchr(hash, '$');
+	uint8_t digest[SHA256_DIGEST_LENGTH];
+
+	SHA256((const uint8_t *)hash, strlen(hash), digest);
+	if (hash_checked(digest))
+		return 0;
 
 	if (strncmp(hash, "$y$", 3) != 0 && strncmp(hash, "$6$", 3) != 0) {
 		snprintf(why, len, "not a yescrypt ($y$...) or sha512crypt "
@@ -316,6 +353,7 @@ account_hash_check(const char *hash, char *why, size_t len)
 		    "check (truncated, or bad parameters)");
 		return -1;
 	}
+	hash_remember(digest);
 	return 0;
 }
 
@@ -399,11 +437,17 @@ accounts_publish(const struct config *cf)
 	seq_write_end(&live->seq);
 }
 
+/*
+ * Unreadable (the supervisor stuck or dead mid-publish) counts as not
+ * current: the caller refuses the login or ends the session, which a
+ * client can retry, rather than let an account a reload removed in.
+ */
 bool
 accounts_current(uint64_t fingerprint)
 {
 	uint32_t begin, n;
 	bool found;
+	int tries = 0;
 
 	if (live == NULL)
 		return true;
@@ -414,6 +458,8 @@ accounts_current(uint64_t fingerprint)
 		for (uint32_t i = 0; i < n && i < ACCOUNTS_MAX && !found; i++)
 			found = __atomic_load_n(&live->fp[i], __ATOMIC_RELAXED) ==
 			    fingerprint;
-	} while (!seq_read_ok(&live->seq, begin));
-	return found;
+		if (seq_read_ok(&live->seq, begin))
+			return found;
+	} while (seq_read_again(&tries));
+	return false;
 }

@@ -68,7 +68,8 @@ int	accounts_shared_init(void);
 void	accounts_publish(const struct config *cf);
 
 /* Is an account with this fingerprint in the running configuration?
- * (True when no table was made, as in the unit tests.) */
+ * (True when no table was made, as in the unit tests; false when the
+ * table cannot be read, its writer stuck or dead mid-publish.) */
 bool	accounts_current(uint64_t fingerprint);
 
 #endif

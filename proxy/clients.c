@@ -6,6 +6,13 @@
  * processes read the count (acquire) before comparing the key; an entry
  * whose count fell to zero keeps its key (a tombstone the same client
  * reuses) until the table is rebuilt when the process starts.
+ *
+ * Each slot has its own mapping, sized for the max_connections of the
+ * generation that first uses it: the supervisor grows the tables of the
+ * free slots before it forks a new generation, so every worker of that
+ * generation (and one restarted later) inherits every table it reads.
+ * Tables only grow (a smaller one would not fit a generation still
+ * running), and a worker is given a slot whose table fits.
  */
 #include "clients.h"
 
@@ -22,54 +29,87 @@ struct entry {
 	uint32_t	 count;		/* atomic */
 };
 
-static struct entry	*tables;	/* [slots][capacity] */
+struct table {
+	struct entry	*e;
+	size_t		 cap;		/* entries, a power of two */
+};
+
+static struct table	*tables;	/* [nslots], this process's mappings */
 static int		 nslots;
-static size_t		 cap;		/* entries per slot, a power of two */
-static struct entry	*mine;
+static struct table	*mine;
 static size_t		 tombstones;	/* in mine */
+
+/* Twice the sessions a process may hold, so probes stay short. */
+static size_t
+cap_for(int capacity)
+{
+	size_t cap;
+
+	for (cap = 64; cap < (size_t)capacity * 2; cap *= 2)
+		;
+	return cap;
+}
+
+/* A table of cap entries for slot (the old one, if any, unmapped). */
+static int
+map_slot(int slot, size_t cap)
+{
+	struct table *t = &tables[slot];
+	/* Touched only where used: a quiet slot costs no resident memory. */
+	void *p = mmap(NULL, cap * sizeof(struct entry), PROT_READ |
+	    PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+	if (p == MAP_FAILED)
+		return -1;
+	if (t->e != NULL)
+		munmap(t->e, t->cap * sizeof(struct entry));
+	t->e = p;
+	t->cap = cap;
+	return 0;
+}
 
 int
 clients_init(int slots, int capacity)
 {
-	size_t len;
-	void *p;
-
-	/* Twice the sessions a process may hold, so probes stay short. */
-	for (cap = 64; cap < (size_t)capacity * 2; cap *= 2)
-		;
-	len = (size_t)slots * cap * sizeof(struct entry);
-	/* Touched only where used: a quiet slot costs no resident memory. */
-	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS |
-	    MAP_NORESERVE, -1, 0);
-	if (p == MAP_FAILED)
+	if ((tables = calloc((size_t)slots, sizeof(*tables))) == NULL)
 		return -1;
-	tables = p;
 	nslots = slots;
-	mine = tables;
+	for (int i = 0; i < slots; i++)
+		if (map_slot(i, cap_for(capacity)) < 0)
+			return -1;
+	mine = &tables[0];
 	return 0;
 }
 
-static struct entry *
-table(int slot)
+int
+clients_fit_slot(int slot, int capacity)
 {
-	return tables + (size_t)slot * cap;
+	size_t cap = cap_for(capacity);
+
+	return tables[slot].cap >= cap ? 0 : map_slot(slot, cap);
+}
+
+bool
+clients_slot_fits(int slot, int capacity)
+{
+	return tables[slot].cap >= cap_for(capacity);
 }
 
 void
 clients_set_slot(int slot)
 {
-	mine = table(slot);
-	memset(mine, 0, cap * sizeof(*mine));
+	mine = &tables[slot];
+	memset(mine->e, 0, mine->cap * sizeof(*mine->e));
 	tombstones = 0;
 }
 
 void
 clients_clear_slot(int slot)
 {
-	struct entry *t = table(slot);
+	struct table *t = &tables[slot];
 
-	for (size_t i = 0; i < cap; i++)
-		__atomic_store_n(&t[i].count, 0, __ATOMIC_RELEASE);
+	for (size_t i = 0; i < t->cap; i++)
+		__atomic_store_n(&t->e[i].count, 0, __ATOMIC_RELEASE);
 }
 
 /*
@@ -79,13 +119,13 @@ clients_clear_slot(int slot)
  * table is full.
  */
 static struct entry *
-find(struct entry *t, const uint8_t key[KEYLEN], bool for_reading)
+find(const struct table *t, const uint8_t key[KEYLEN], bool for_reading)
 {
 	static const uint8_t empty[KEYLEN];
 	struct entry *tomb = NULL;
 
-	for (size_t i = 0, at = addr_key_hash(key); i < cap; i++, at++) {
-		struct entry *e = &t[at & (cap - 1)];
+	for (size_t i = 0, at = addr_key_hash(key); i < t->cap; i++, at++) {
+		struct entry *e = &t->e[at & (t->cap - 1)];
 		uint32_t n = __atomic_load_n(&e->count, __ATOMIC_ACQUIRE);
 		if (memcmp(e->key, key, KEYLEN) == 0)
 			return for_reading && n == 0 ? NULL : e;
@@ -109,14 +149,14 @@ rebuild(void)
 	struct entry *live;
 	size_t n = 0;
 
-	if ((live = calloc(cap, sizeof(*live))) == NULL)
+	if ((live = calloc(mine->cap, sizeof(*live))) == NULL)
 		return;
-	for (size_t i = 0; i < cap; i++)
-		if (mine[i].count > 0)
-			live[n++] = mine[i];
-	for (size_t i = 0; i < cap; i++) {
-		__atomic_store_n(&mine[i].count, 0, __ATOMIC_RELEASE);
-		memcpy(mine[i].key, empty, KEYLEN);
+	for (size_t i = 0; i < mine->cap; i++)
+		if (mine->e[i].count > 0)
+			live[n++] = mine->e[i];
+	for (size_t i = 0; i < mine->cap; i++) {
+		__atomic_store_n(&mine->e[i].count, 0, __ATOMIC_RELEASE);
+		memcpy(mine->e[i].key, empty, KEYLEN);
 	}
 	for (size_t i = 0; i < n; i++) {
 		struct entry *e = find(mine, live[i].key, false);
@@ -135,7 +175,7 @@ clients_count(const struct sockaddr_any *addr)
 
 	addr_key(addr, key);
 	for (int s = 0; s < nslots; s++) {
-		struct entry *e = find(table(s), key, true);
+		struct entry *e = find(&tables[s], key, true);
 		if (e != NULL)
 			total += __atomic_load_n(&e->count, __ATOMIC_ACQUIRE);
 	}
@@ -170,6 +210,6 @@ clients_remove(const struct sockaddr_any *addr)
 	if (e == NULL ||
 	    __atomic_sub_fetch(&e->count, 1, __ATOMIC_RELEASE) != 0)
 		return;
-	if (++tombstones > cap / 4)
+	if (++tombstones > mine->cap / 4)
 		rebuild();
 }

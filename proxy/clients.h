@@ -19,6 +19,16 @@
 /* Before forking: slots tables of capacity entries each.  0 or -1. */
 int	clients_init(int slots, int capacity);
 
+/*
+ * Supervisor, before forking a generation: grows the table of a free slot
+ * to hold capacity (max_connections) sessions; 0 or -1 (out of memory:
+ * the table stays as it was).
+ */
+int	clients_fit_slot(int slot, int capacity);
+
+/* Supervisor: does slot's table hold capacity sessions? */
+bool	clients_slot_fits(int slot, int capacity);
+
 /* In a process: the slot it writes. */
 void	clients_set_slot(int slot);
 

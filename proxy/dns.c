@@ -292,17 +292,23 @@ dns_addrs(const struct service *svc, size_t *n)
 		*n = svc->nupstream_addrs;
 		return svc->upstream_addrs;
 	}
-	/* Copied again only when the supervisor published a new list. */
-	for (int tries = 0; tries < 100 &&
-	    (begin = seq_read_begin(&v->shared->seq)) != v->seq; tries++) {
-		if ((count = v->shared->n) > DNS_MAX_ADDRS)
-			continue;
-		memcpy(fresh, v->shared->addrs, count * sizeof(*fresh));
-		if (seq_read_ok(&v->shared->seq, begin)) {
-			memcpy(v->copy, fresh, count * sizeof(*fresh));
-			v->n = count;
-			v->seq = begin;
+	/* Copied again only when the supervisor published a new list; a
+	 * list that cannot be read (its writer stuck or dead) leaves the
+	 * copy this process has. */
+	for (int tries = 0;
+	    (begin = seq_read_begin(&v->shared->seq)) != v->seq;) {
+		count = v->shared->n;
+		if (count <= DNS_MAX_ADDRS) {
+			memcpy(fresh, v->shared->addrs, count * sizeof(*fresh));
+			if (seq_read_ok(&v->shared->seq, begin)) {
+				memcpy(v->copy, fresh, count * sizeof(*fresh));
+				v->n = count;
+				v->seq = begin;
+				break;
+			}
 		}
+		if (!seq_read_again(&tries))
+			break;
 	}
 	*n = v->n;
 	return v->copy;

@@ -97,31 +97,6 @@ front_free(struct front *f)
 	free(f);
 }
 
-/* accounts: AUTH PLAIN [ir] or AUTH LOGIN [ir] starts a login. */
-static enum front_verdict
-account_auth(struct front *f, const char *args, size_t len,
-    struct buf *to_client)
-{
-	bool ir;
-	size_t ml = line_verb(args, len, &ir);
-
-	if (ml == 5 && strncasecmp(args, "PLAIN", 5) == 0) {
-		if (ir)
-			return login_sasl_plain(f->account, args + 6, len - 6,
-			    to_client) == LOGIN_CHECK ? FRONT_CHECK :
-			    FRONT_CONTINUE;
-		f->step = STEP_PLAIN;
-		proto_say(to_client, "334 ");
-	} else if (ml == 5 && strncasecmp(args, "LOGIN", 5) == 0) {
-		f->step = STEP_LOGIN_USER;
-		if (ir)
-			return account_sasl(f, args + 6, len - 6, to_client);
-		proto_say(to_client, "334 VXNlcm5hbWU6");	/* "Username:" */
-	} else
-		proto_say(to_client, "%s", proto_text(PROTO_SMTP)->auth_mechanism);
-	return FRONT_CONTINUE;
-}
-
 /* One more error from the device; past CNEG_MAX_ERRORS the session ends
  * (the same count as the commands' errors). */
 static enum front_verdict
@@ -139,6 +114,34 @@ static enum front_verdict
 login_to_front(struct front *f, enum login_verdict v, struct buf *to_client)
 {
 	return v == LOGIN_CHECK ? FRONT_CHECK : front_error(f, to_client);
+}
+
+/* accounts: AUTH PLAIN [ir] or AUTH LOGIN [ir] starts a login. */
+static enum front_verdict
+account_auth(struct front *f, const char *args, size_t len,
+    struct buf *to_client)
+{
+	bool ir;
+	size_t ml = line_verb(args, len, &ir);
+
+	if (ml == 5 && strncasecmp(args, "PLAIN", 5) == 0) {
+		if (ir)
+			return login_to_front(f, login_sasl_plain(f->account,
+			    args + 6, len - 6, to_client), to_client);
+		f->step = STEP_PLAIN;
+		proto_say(to_client, "334 ");
+	} else if (ml == 5 && strncasecmp(args, "LOGIN", 5) == 0) {
+		f->step = STEP_LOGIN_USER;
+		if (ir)
+			return account_sasl(f, args + 6, len - 6, to_client);
+		proto_say(to_client, "334 VXNlcm5hbWU6");	/* "Username:" */
+	} else {
+		/* A mechanism we do not offer (or none): an error, as a
+		 * command we do not know is. */
+		proto_say(to_client, "%s", proto_text(PROTO_SMTP)->auth_mechanism);
+		return front_error(f, to_client);
+	}
+	return FRONT_CONTINUE;
 }
 
 /* accounts: a SASL response line of PLAIN or LOGIN. */

@@ -9,6 +9,7 @@
 #include <getopt.h>
 #include <grp.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <termios.h>
 #include <sys/wait.h>
@@ -286,6 +287,7 @@ struct worker {
 };
 
 static sigset_t		 parent_mask;
+static pid_t		 supervisor_pid;
 static struct sockset	*bound;		/* the current configuration's */
 static struct watch	*watcher;	/* watch_files = yes */
 /* The supervisor's own loop: signals (a signalfd), the tick, c-ares for
@@ -304,6 +306,12 @@ spawn(struct worker *w, int index)
 	int slot = -1;
 	pid_t pid;
 
+	/* A slot whose per-client table holds this generation's
+	 * max_connections; a dead worker's own always does. */
+	for (int i = 0; i < nslots && slot < 0; i++)
+		if (procs[i].pid == 0 &&
+		    clients_slot_fits(i, running->max_connections))
+			slot = i;
 	for (int i = 0; i < nslots && slot < 0; i++)
 		if (procs[i].pid == 0)
 			slot = i;
@@ -319,7 +327,8 @@ spawn(struct worker *w, int index)
 		return;
 	}
 	if (pid == 0) {
-		sigprocmask(SIG_SETMASK, &parent_mask, NULL);
+		/* Signals stay blocked until run_worker has its watchers: a
+		 * SIGHUP or SIGTERM meanwhile waits instead of killing it. */
 		sockset_keep_only(bound, index);
 		watch_free(watcher);	/* the supervisor's */
 		watcher = NULL;
@@ -485,6 +494,18 @@ reload(struct worker *ws, int n)
 		metrics_reload(0);
 		return;
 	}
+	/* The new generation's slots are among the free ones: their
+	 * per-client tables grow now, before any of it is forked. */
+	for (int i = 0; i < nslots; i++)
+		if (procs[i].pid == 0 &&
+		    clients_fit_slot(i, cf->max_connections) < 0) {
+			log_errorx("reload failed, keeping the running "
+			    "configuration: out of memory for the per-client "
+			    "table of max_connections = %d", cf->max_connections);
+			config_unref(cf);
+			metrics_reload(0);
+			return;
+		}
 	if (dns_share(cf) < 0) {
 		log_errorx("reload failed, keeping the running configuration: "
 		    "out of memory");
@@ -543,6 +564,41 @@ reload(struct worker *ws, int n)
 	log_info("event=reload-ok services=%zu", cf->nservices);
 }
 
+/*
+ * The supervisor's loop also refreshes OAuth2 tokens: the time from one
+ * poll's return to the next poll (callbacks, and a reload between two
+ * turns) is how late a refresh can be.  Stalls longer than 5 ms are
+ * logged (debug), over a second as a warning.
+ */
+static double		 stall_from;
+
+static void
+stall_check_cb(EV_P_ ev_check *w, int revents)
+{
+	(void)loop;
+	(void)w;
+	(void)revents;
+	stall_from = mono_now();
+}
+
+static void
+stall_prepare_cb(EV_P_ ev_prepare *w, int revents)
+{
+	double ms;
+
+	(void)loop;
+	(void)w;
+	(void)revents;
+	if (stall_from == 0)
+		return;
+	ms = (mono_now() - stall_from) * 1000;
+	if (ms > 1000)
+		log_warnx("event=supervisor-stall ms=%.0f: token refreshes "
+		    "waited that long", ms);
+	else if (ms > 5)
+		log_debug("event=supervisor-stall ms=%.0f", ms);
+}
+
 /* The loop returns on a signal: sigtimedwait then takes it. */
 static void
 wake_cb(EV_P_ ev_io *w, int revents)
@@ -569,9 +625,12 @@ supervise(void)
 	struct timespec now = { 0, 0 };
 	ev_timer tick;
 	ev_io sigio;
+	ev_prepare stall_prepare;
+	ev_check stall_check;
 	sigset_t set;
 	char err[256];
 
+	supervisor_pid = getpid();
 	nslots = n * SLOTS_PER_WORKER;
 	procs = calloc((size_t)nslots, sizeof(*procs));
 	if (ws == NULL || procs == NULL)
@@ -598,6 +657,7 @@ supervise(void)
 	sigaddset(&set, SIGHUP);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGQUIT);
 	sigaddset(&set, SIGCHLD);
 	sigprocmask(SIG_BLOCK, &set, &parent_mask);
 	/* Signals wake the loop through a signalfd; they are taken with
@@ -608,6 +668,10 @@ supervise(void)
 	ev_io_start(suploop, &sigio);
 	ev_timer_init(&tick, tick_cb, 0.2, 0.2);
 	ev_timer_start(suploop, &tick);
+	ev_prepare_init(&stall_prepare, stall_prepare_cb);
+	ev_prepare_start(suploop, &stall_prepare);
+	ev_check_init(&stall_check, stall_check_cb);
+	ev_check_start(suploop, &stall_check);
 	if (oauth2_attach(suploop, running, err, sizeof(err)) < 0)
 		fatalx("%s", err);
 	accounts_publish(running);
@@ -630,10 +694,12 @@ supervise(void)
 			log_info("event=files-changed: reloading");
 			reload(ws, n);
 		}
-		else if (sig == SIGTERM || sig == SIGINT) {
-			/* A second signal makes the workers stop at once. */
+		else if (sig == SIGTERM || sig == SIGINT || sig == SIGQUIT) {
+			/* SIGQUIT: a graceful stop as nginx's, the sessions end
+			 * when they end; SIGTERM then sets the deadline, a
+			 * second one makes the workers stop at once. */
 			stopping = true;
-			signal_procs(SIGTERM, false);
+			signal_procs(sig == SIGQUIT ? SIGQUIT : SIGTERM, false);
 			/* Refused from now on: the kernel queue is not ours. */
 			sockset_free(bound);
 			bound = NULL;
@@ -757,6 +823,21 @@ main(int argc, char *argv[])
 	return supervise();
 }
 
+/*
+ * A worker whose supervisor died stops as on SIGTERM: nobody would restart
+ * it, reload it or publish tokens and keys for it any more.  After the
+ * privilege drop, which clears the setting; the supervisor may have died
+ * before it was made, hence the check of the parent.
+ */
+static void
+watch_supervisor(void)
+{
+	if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0)
+		log_warn("prctl PR_SET_PDEATHSIG");
+	if (getppid() != supervisor_pid)
+		raise(SIGTERM);
+}
+
 /* One worker: its inherited sockets, its own libev loop, the snapshot it
  * was forked with; it drains on the signals the supervisor forwards. */
 static int
@@ -785,6 +866,10 @@ run_worker(int index, int slot)
 	ev_signal_start(loop, &sig_term);
 	ev_signal_start(loop, &sig_int);
 	ev_signal_start(loop, &sig_quit);
+	/* Only now: a signal that came since the fork was kept pending and
+	 * reaches its watcher. */
+	sigprocmask(SIG_SETMASK, &parent_mask, NULL);
+	watch_supervisor();
 	log_info("event=start version=%s tls=\"%s\" pid=%ld worker=%d config=%s",
 	    MAILPROXY_VERSION, tls_library(), (long)getpid(), index, config_file);
 

@@ -259,6 +259,8 @@ read_slot(int slot, char *out, size_t cap, size_t *len, char *why,
 	int32_t state;
 	int64_t expires;
 	size_t n;
+	int tries = 0;
+	bool ok;
 
 	*len = 0;
 	if (table == NULL || slot < 0 || slot >= OAUTH2_MAX_STORES) {
@@ -275,7 +277,15 @@ read_slot(int slot, char *out, size_t cap, size_t *len, char *why,
 			n = 0;
 		if (out != NULL)
 			memcpy(out, t->token, n);
-	} while (!seq_read_ok(&t->seq, seq));
+	} while (!(ok = seq_read_ok(&t->seq, seq)) && seq_read_again(&tries));
+	if (!ok) {
+		/* The supervisor is stuck or died mid-write: no token yet,
+		 * as while a refresh runs. */
+		if (out != NULL)
+			OPENSSL_cleanse(out, n);
+		snprintf(why, whylen, "the token table is being written");
+		return OAUTH2_PENDING;
+	}
 	if (n > 0 && expires > (int64_t)time(NULL) + 1) {
 		if (out != NULL)
 			out[n] = '\0';

@@ -12,6 +12,7 @@
  */
 #include "oauth2_device.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,6 +84,15 @@ post(struct ev_loop *loop, SSL_CTX *ctx, struct resolver *res, const char *url,
 	return x->status == 0 ? -1 : 0;
 }
 
+/*
+ * What a device endpoint may ask for, within reason: its numbers come from
+ * the network and feed time arithmetic (a huge one overflowed it).  A code
+ * lives minutes (RFC 8628 suggests 1800 s); a day is plenty.  Checks more
+ * than a minute apart would only make the person wait for nothing.
+ */
+#define DEVICE_EXPIRES_MAX	86400
+#define DEVICE_INTERVAL_MAX	60
+
 struct grant {
 	char	*device_code;
 	char	*user_code;
@@ -112,14 +122,16 @@ dup_member(json_t *o, const char *key)
 	return json_is_string(v) ? strdup(json_string_value(v)) : NULL;
 }
 
+/* A positive number member (some servers send strings), else dflt;
+ * never above max. */
 static long
-int_member(json_t *o, const char *key, long dflt)
+int_member(json_t *o, const char *key, long dflt, long max)
 {
 	json_t *v = json_object_get(o, key);
-	long n = json_is_integer(v) ? (long)json_integer_value(v) :
-	    json_is_string(v) ? strtol(json_string_value(v), NULL, 10) : 0;
+	long long n = json_is_integer(v) ? (long long)json_integer_value(v) :
+	    json_is_string(v) ? strtoll(json_string_value(v), NULL, 10) : 0;
 
-	return n > 0 ? n : dflt;
+	return n <= 0 ? dflt : n > max ? max : (long)n;
 }
 
 /* The device endpoint's answer (Google names it verification_url). */
@@ -142,8 +154,14 @@ parse_grant(const struct exchange *x, struct grant *g, char *why,
 	if ((g->uri = dup_member(o, "verification_uri")) == NULL)
 		g->uri = dup_member(o, "verification_url");
 	g->uri_complete = dup_member(o, "verification_uri_complete");
-	g->expires_in = int_member(o, "expires_in", 900);
-	g->interval = int_member(o, "interval", 5);
+	g->expires_in = int_member(o, "expires_in", 900, DEVICE_EXPIRES_MAX);
+	g->interval = int_member(o, "interval", 5, LONG_MAX);
+	if (g->interval > DEVICE_INTERVAL_MAX) {
+		fprintf(stderr, "mailproxy: the device endpoint asks for a "
+		    "check every %ld s; checking every %d s\n", g->interval,
+		    DEVICE_INTERVAL_MAX);
+		g->interval = DEVICE_INTERVAL_MAX;
+	}
 	json_decref(o);
 	if (g->device_code == NULL || g->user_code == NULL || g->uri == NULL) {
 		snprintf(why, whylen, "the device endpoint's answer lacks "
@@ -251,7 +269,8 @@ poll_token(struct ev_loop *loop, SSL_CTX *ctx, struct resolver *res,
 		if (strcmp(code, "authorization_pending") == 0)
 			continue;
 		if (strcmp(code, "slow_down") == 0) {
-			g->interval += 5;
+			if (g->interval < DEVICE_INTERVAL_MAX)
+				g->interval += 5;
 			continue;
 		}
 		if (strcmp(code, "expired_token") == 0)

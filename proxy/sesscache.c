@@ -3,11 +3,14 @@
  */
 #include "sesscache.h"
 
+#include <errno.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/mem.h>
 
@@ -17,7 +20,7 @@
 
 struct slot {
 	uint32_t	 seq;		/* odd while written */
-	uint32_t	 busy;		/* a writer holds the slot */
+	uint32_t	 busy;		/* the PID of the writer holding it, 0 */
 	uint8_t		 id[32];
 	uint8_t		 idlen;
 	int64_t		 expires;	/* Unix time, 0: empty */
@@ -54,12 +57,23 @@ bucket(const uint8_t *id, size_t len)
 	return &slots[(h % (nslots / 2)) * 2];
 }
 
+/*
+ * Takes the slot for this process.  A slot held by a process that no
+ * longer exists (a worker killed mid-write) is taken over: it would stay
+ * locked for the life of the region otherwise.  A live holder, even a
+ * stopped one, keeps it (the cache skips the slot).
+ */
 static bool
 lock(struct slot *s)
 {
-	uint32_t free_ = 0;
+	uint32_t holder = 0, me = (uint32_t)getpid();
 
-	return __atomic_compare_exchange_n(&s->busy, &free_, 1, false,
+	if (__atomic_compare_exchange_n(&s->busy, &holder, me, false,
+	    __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+		return true;
+	if (kill((pid_t)holder, 0) == 0 || errno != ESRCH)
+		return false;
+	return __atomic_compare_exchange_n(&s->busy, &holder, me, false,
 	    __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
 }
 

@@ -37,6 +37,12 @@ struct tshared {
 };
 
 static struct tshared	*shared;
+/* The keys as last read (or, in the supervisor, published; a worker
+ * inherits them): what the ticket callback uses when the table cannot be
+ * read, its writer stuck or dead mid-publish, instead of failing the
+ * client's handshake. */
+static struct tkey	 last[TICKET_KEYS_MAX];
+static size_t		 nlast;
 static bool		 from_file;	/* supervisor: the keys are a file's */
 static time_t		 made_at;	/* supervisor: the newest own key */
 
@@ -85,21 +91,32 @@ publish(const struct tkey *keys, size_t n)
 	memcpy(shared->k, keys, n * sizeof(*keys));
 	shared->n = (uint32_t)n;
 	seq_write_end(&shared->seq);
+	OPENSSL_cleanse(last, sizeof(last));
+	memcpy(last, keys, n * sizeof(*keys));
+	nlast = n;
 }
 
-/* A copy of the current keys; their number (0 if none or not settled). */
+/* A copy of the current keys (or of the last ones read); their number. */
 static size_t
 snapshot(struct tkey *keys)
 {
-	for (int tries = 0; shared != NULL && tries < 100; tries++) {
+	int tries = 0;
+
+	if (shared == NULL)
+		return 0;
+	do {
 		uint32_t begin = seq_read_begin(&shared->seq), n = shared->n;
 		if (n > TICKET_KEYS_MAX)
 			continue;
 		memcpy(keys, shared->k, n * sizeof(*keys));
-		if (seq_read_ok(&shared->seq, begin))
+		if (seq_read_ok(&shared->seq, begin)) {
+			memcpy(last, keys, n * sizeof(*keys));
+			nlast = n;
 			return n;
-	}
-	return 0;
+		}
+	} while (seq_read_again(&tries));
+	memcpy(keys, last, nlast * sizeof(*keys));
+	return nlast;
 }
 
 /* A new own key in front; the two before it still decrypt. */

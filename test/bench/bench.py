@@ -9,6 +9,7 @@ BENCH_IDLE (sessions for the idle test, default 9000: the proxy needs two
 fds per session and the hard RLIMIT_NOFILE here is 20000)."""
 
 import os
+import re
 import resource
 import shutil
 import signal
@@ -460,6 +461,84 @@ def run_reload_pause(binary, workers, reloads=10, sessions=20):
     return worst[0], statistics.median(rtts) if rtts else None
 
 
+def stall_config(bport, nservices=20, naccounts=200):
+    """A file of nservices services (one of them logging in with accounts)
+    and naccounts accounts, each with its own hash (mailproxy -H)."""
+    import concurrent.futures
+    pw = os.path.join(WORK, "upstream.pw")
+    with open(pw, "w") as f:
+        f.write("secret\n")
+    os.chmod(pw, 0o600)
+
+    def make_hash(i):
+        r = subprocess.run([os.path.join(BUILD, "mailproxy"), "-H"], input="pw%d\n" % i,
+                           capture_output=True, text=True, timeout=60)
+        return r.stdout.strip().split(" = ", 1)[1]
+    with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 2) as ex:
+        hashes = list(ex.map(make_hash, range(naccounts)))
+    text = "log_level = debug\nworkers = 1\nwatch_files = no\n"
+    for i in range(nservices):
+        text += ("[s%d]\nprotocol = imap\nlisten = 127.0.0.1:%d\nclient_tls = implicit\n"
+                 "cert = %s/server-ecdsa.crt\nkey = %s/server-ecdsa.key\n"
+                 "upstream = localhost:%d\nupstream_tls = implicit\n"
+                 "upstream_name = localhost\nupstream_ca = %s/ca.crt\n"
+                 % (i, free_port(), CERTS, CERTS, bport, CERTS))
+        if i == 0:
+            text += "upstream_auth = accounts\n"
+    for i, h in enumerate(hashes):
+        text += ("[account:user%d]\npassword_hash = %s\nupstream_user = user%d\n"
+                 "upstream_password_file = %s\n" % (i, h, i, pw))
+    return text
+
+
+def run_supervisor_stall(binary, reloads=5):
+    """The longest stall of the supervisor's loop (which also refreshes
+    OAuth2 tokens) while SIGHUP reloads a file of 200 accounts and 20
+    services: the event=supervisor-stall lines it logs (debug, > 5 ms).
+    Returns (longest ms, median reload ms)."""
+    bsrv, bport = backend("tls")
+    path = os.path.join(WORK, "stall.ini")
+    with open(path, "w") as f:
+        f.write(stall_config(bport))
+    logpath = os.path.join(WORK, "stall.log")
+    log = open(logpath, "w+")
+    proc = subprocess.Popen([binary, "-c", path], stdout=log, stderr=subprocess.STDOUT)
+
+    def text():
+        with open(logpath) as f:
+            return f.read()
+
+    def wait(pattern, count):
+        deadline = time.monotonic() + 120
+        while len(re.findall(pattern, text())) < count:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("mailproxy: no %s:\n%s" % (pattern, text()[-2000:]))
+            time.sleep(0.02)
+    took = []
+    try:
+        wait("event=start ", 1)
+        time.sleep(1)
+        skip = len(re.findall(r"event=supervisor-stall ms=(\d+)", text()))
+        for n in range(reloads):
+            t0 = time.monotonic()
+            proc.send_signal(signal.SIGHUP)
+            wait("event=reload-ok", n + 1)
+            took.append((time.monotonic() - t0) * 1000)
+            time.sleep(0.5)
+        stalls = [int(x) for x in re.findall(r"event=supervisor-stall ms=(\d+)", text())[skip:]]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        bsrv.stop()
+    # Under 5 ms nothing is logged: the row says "< 5".
+    return (max(stalls) if stalls else None), statistics.median(took)
+
+
 def median_runs(fn, peers, *args):
     """Alternates peers within each repetition; returns {peer: [results]}."""
     results = {p: [] for p in peers}
@@ -615,6 +694,22 @@ def reload_rows():
     return lines
 
 
+def stall_rows():
+    """The supervisor's loop during reloads of a large file."""
+    lines = ["", "| test | binary | longest supervisor loop stall ms | median reload ms |",
+             "| --- | --- | ---: | ---: |"]
+    binaries = [("this build", os.path.join(BUILD, "mailproxy"))]
+    if os.environ.get("BENCH_BASELINE_BIN"):
+        binaries.insert(0, ("baseline", os.environ["BENCH_BASELINE_BIN"]))
+    for label, binary in binaries:
+        runs = [run_supervisor_stall(binary) for _ in range(REPS)]
+        worst = [r[0] for r in runs if r[0] is not None]
+        lines.append("| reloads of 200 accounts, 20 services (1 worker) | %s | %s | %s |"
+                     % (label, fmt(max(worst), 0) if worst else "< 5",
+                        fmt(statistics.median(r[1] for r in runs), 0)))
+    return lines
+
+
 def main():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:
@@ -632,6 +727,8 @@ def main():
         lines += idle_rows()
     if section("reload"):
         lines += reload_rows()
+    if section("stall"):
+        lines += stall_rows()
     head = ["# mailproxy benchmark", "",
             "%s, %d cores, loader and proxies on the same machine; %d s per run, "
             "median of %d runs, peers alternated; one worker/thread each. "

@@ -31,6 +31,7 @@ class OAuth2Server:
         self.slow_down = False
         self.device_outcome = "grant"      # or "access_denied", "expired_token"
         self.interval = 1
+        self.device_expires_in = 30
         self.lock = threading.Lock()
         self.n = 0
         self.refresh = prefix + "rt-0"      # the one valid refresh token
@@ -113,7 +114,7 @@ class OAuth2Server:
             return 401, {"error": "invalid_client"}
         return 200, {"device_code": self.prefix + "dc-secret", "user_code": "WDJB-MJHT",
                      "verification_uri": "https://127.0.0.1/devicelogin",
-                     "expires_in": 30, "interval": self.interval}
+                     "expires_in": self.device_expires_in, "interval": self.interval}
 
     def _handler(self):
         server = self

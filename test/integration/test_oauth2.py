@@ -280,6 +280,30 @@ def test_device_grant_writes_the_store(oauth, mail, certs, tmp_path):
     assert "dc-secret" not in r.stdout + r.stderr
 
 
+def test_device_grant_with_absurd_lifetime_and_interval(oauth, mail, certs, tmp_path):
+    """A device endpoint's expires_in and interval are clamped: no signed
+    overflow (UBSan) and no "valid for -153722867280912929 minutes"."""
+    store = str(tmp_path / "store.json")
+    cfg = tmp_path / "m.ini"
+    cfg.write_text(config("o", mail, oauth, certs, store))
+    oauth.device_expires_in = 2 ** 63 - 1
+    oauth.interval = 2 ** 63 - 1
+    p = subprocess.Popen([BIN, "-c", str(cfg), "-A", "o"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        line = ""
+        while "valid for" not in line and p.poll() is None:
+            line = p.stdout.readline()
+        m = re.search(r"The code is valid for (\d+) minutes", line)
+        assert m and 0 < int(m.group(1)) <= 24 * 60, line
+        assert p.poll() is None
+    finally:
+        p.kill()
+        out, err = p.communicate(timeout=10)
+    assert "runtime error" not in err, err
+    assert "checking every 60 s" in err, err
+
+
 @pytest.mark.parametrize("outcome,message", [
     ("access_denied", "the sign-in was declined"),
     ("expired_token", "the code expired before it was entered"),

@@ -8,7 +8,8 @@ import socket
 import ssl
 import time
 
-from helpers import echo, live_certs, recv_exact, refused, service, tls_connect, wait_for
+from helpers import (echo, free_port, live_certs, recv_exact, refused, service,
+                     tls_connect, wait_for)
 
 
 def config(certs, up, cert_dir=None, extra_global="", extra_svc=""):
@@ -166,3 +167,144 @@ def test_reload_under_load_loses_no_byte(proxies, upstreams, certs, tmp_path):
     for t in threads:
         t.join(120)
     assert results == [want] * 100
+
+
+def test_sigquit_stops_gracefully_without_deadline(proxies, upstreams, certs):
+    """SIGQUIT (nginx's graceful stop) to the supervisor: no new sessions,
+    the open one runs past shutdown_timeout, then exit 0 (no core)."""
+    up = upstreams(echo)
+    proxy = proxies(config(certs, up, extra_global="shutdown_timeout = 1\n"))
+    port = proxy.port("e")
+    held = roundtrip(port, certs)
+    t0 = time.monotonic()
+    proxy.signal(signal.SIGQUIT)
+    proxy.wait_log("event=stopping sessions=1 grace=until-sessions-end")
+    wait_for(lambda: refused(port), what="listener closed")
+    # Well past shutdown_timeout (measured against it, not a constant).
+    time.sleep(max(0, 3 - (time.monotonic() - t0)))
+    assert proxy.proc.poll() is None
+    held.sendall(b"still draining\r\n")
+    assert recv_exact(held, 16) == b"still draining\r\n"
+    assert "reason=shutdown" not in proxy.log()
+    held.close()
+    assert proxy.proc.wait(10) == 0
+    assert "event=stopped" in proxy.log()
+
+
+def test_sigquit_then_sigterm_applies_the_deadline(proxies, upstreams, certs):
+    up = upstreams(echo)
+    proxy = proxies(config(certs, up, extra_global="shutdown_timeout = 1\n"))
+    held = roundtrip(proxy.port("e"), certs)
+    proxy.signal(signal.SIGQUIT)
+    proxy.wait_log("grace=until-sessions-end")
+    proxy.signal(signal.SIGTERM)
+    assert proxy.proc.wait(10) == 0
+    assert "reason=shutdown" in proxy.log()
+    held.close()
+
+
+def _children(pid):
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+def test_sighup_to_a_newborn_worker_does_not_kill_it(proxies, upstreams, certs):
+    """Each reload forks new workers; SIGHUP is sent to each of them from
+    the moment it exists until it logs its start: a worker that unmasks
+    signals before its watchers exist dies of it."""
+    import threading
+    up = upstreams(echo)
+    wport = free_port()
+    text = service("e", "imap", up.addr, certs).replace(
+        "127.0.0.1:0", "127.0.0.1:%d" % wport)
+    proxy = proxies("[global]\nworkers = 4\n" + text)
+    sup = proxy.proc.pid
+    hit = set()
+    stop = threading.Event()
+
+    def hammer():
+        known = set(_children(sup))
+        while not stop.is_set():
+            for pid in _children(sup):
+                if pid in known:
+                    continue
+                # From its birth until it has started (or died).
+                for _ in range(20000):
+                    try:
+                        os.kill(pid, signal.SIGHUP)
+                    except ProcessLookupError:
+                        break
+                    hit.add(pid)
+                    if "pid=%d worker=" % pid in proxy.log():
+                        break
+                known.add(pid)
+
+    t = threading.Thread(target=hammer, daemon=True)
+    t.start()
+    try:
+        for i in range(5):
+            proxy.reload("event=reload-ok")
+    finally:
+        stop.set()
+        t.join(30)
+    assert len(hit) >= 10
+    assert "event=worker-died" not in proxy.log()
+    roundtrip(wport, certs).close()
+
+
+def test_workers_stop_when_the_supervisor_dies(proxies, upstreams, certs):
+    """A supervisor killed outright (SIGKILL, the OOM killer): its workers
+    notice and stop instead of serving on unsupervised."""
+    up = upstreams(echo)
+    wport = free_port()
+    text = service("e", "imap", up.addr, certs).replace(
+        "127.0.0.1:0", "127.0.0.1:%d" % wport)
+    proxy = proxies("[global]\nworkers = 2\nshutdown_timeout = 1\n" + text)
+    proxy.wait_log(r"event=start .* worker=1 ")
+    workers = _children(proxy.proc.pid)
+    assert len(workers) == 2
+    proxy.proc.kill()
+    proxy.proc.wait()
+
+    def gone():
+        return not any(os.path.exists("/proc/%d" % pid) and
+                       open("/proc/%d/stat" % pid).read().split()[2] != "Z"
+                       for pid in workers)
+    try:
+        wait_for(gone, what="orphaned workers to stop")
+    finally:
+        for pid in workers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    assert refused(wport)
+
+
+def test_reload_raising_max_connections_grows_the_client_table(proxies, upstreams, certs):
+    """Started with max_connections = 2 (a per-client table of 64 entries),
+    reloaded with 200: 100 sessions from 100 distinct addresses are all
+    served (the start-up table refused those past it: out-of-memory)."""
+    up = upstreams(echo)
+    proxy = proxies(config(certs, up, extra_global="[global]\nmax_connections = 2\n"))
+    proxy.rewrite(config(certs, up, extra_global="[global]\nmax_connections = 200\n"))
+    proxy.reload("event=reload-ok")
+    port = proxy.port("e")
+    held = []
+    try:
+        for i in range(100):
+            s = socket.socket()
+            s.bind(("127.0.%d.%d" % (1 + i // 200, 2 + i % 200), 0))
+            s.settimeout(10)
+            s.connect(("127.0.0.1", port))
+            held.append(s)
+        # Accepted after the 100 (one queue, in order): they were judged.
+        last = roundtrip(port, certs)
+        last.close()
+        assert "out-of-memory" not in proxy.log()
+    finally:
+        for s in held:
+            s.close()

@@ -49,6 +49,8 @@ main(void)
 	test_oauth2();
 	test_https();
 	test_secret();
+	test_shared();
+	test_reload();
 	printf("%d passed, %d failed\n", unit_passed, unit_failed);
 	return unit_failed == 0 ? 0 : 1;
 }

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 
 #include "front.h"
+#include "neg_impl.h"
 #include "unit.h"
 
 #define CAPS	"PIPELINING\r\nSIZE 1000\r\n8BITMIME\r\n"
@@ -172,6 +173,47 @@ test_front_long_keyword_list(void)
 	front_free(f);
 }
 
+/*
+ * accounts: an AUTH PLAIN whose initial response is not a credential, or
+ * an unknown mechanism, is an error like a bad command: a device that
+ * keeps sending them is cut after CNEG_MAX_ERRORS with a 421.
+ */
+static int
+front_errors_until_cut(const char *line)
+{
+	struct front *f = front_new_accounts("gw.test", true);
+	enum front_verdict v = FRONT_CONTINUE;
+	size_t consumed, got;
+	struct buf cl;
+	const char *p;
+	int n = 0;
+
+	buf_init(&cl, 65536);
+	while (v == FRONT_CONTINUE && n < 100) {
+		v = front_feed(f, line, strlen(line), &consumed, &cl);
+		n++;
+	}
+	p = buf_peek(&cl, &got);
+	CHECK(v == FRONT_FAIL && p != NULL && got > 27 &&
+	    memcmp(p + got - 27, "421 4.7.0 Too many errors\r\n", 27) == 0);
+	CHECK(strcmp(reason_name(front_reason(f)),
+	    "client-too-many-errors") == 0);
+	buf_release(&cl);
+	front_free(f);
+	return n;
+}
+
+static void
+test_front_auth_errors_counted(void)
+{
+	CHECK(front_errors_until_cut("AUTH PLAIN !!!\r\n") == CNEG_MAX_ERRORS);
+	/* base64 of "no-nul-here": not user\0user\0password */
+	CHECK(front_errors_until_cut("AUTH PLAIN bm8tbnVsLWhlcmU=\r\n") ==
+	    CNEG_MAX_ERRORS);
+	CHECK(front_errors_until_cut("AUTH XOAUTH9\r\n") == CNEG_MAX_ERRORS);
+	CHECK(front_errors_until_cut("AUTH\r\n") == CNEG_MAX_ERRORS);
+}
+
 void
 test_front(void)
 {
@@ -181,4 +223,5 @@ test_front(void)
 	}
 	test_front_limits();
 	test_front_long_keyword_list();
+	test_front_auth_errors_counted();
 }

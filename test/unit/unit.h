@@ -58,5 +58,7 @@ void test_resolve(void);
 void test_oauth2(void);
 void test_https(void);
 void test_secret(void);
+void test_shared(void);
+void test_reload(void);
 
 #endif
