@@ -146,6 +146,9 @@ make_hash(void)
 	size_t len;
 	int rc = 1;
 
+	/* Unbuffered: the password is read into pw only, not also into
+	 * stdio's buffer, which nothing would wipe. */
+	setvbuf(stdin, NULL, _IONBF, 0);
 	if (tty) {
 		fprintf(stderr, "Password: ");
 		quiet = old;
@@ -678,11 +681,13 @@ supervise(void)
 	log_info("event=supervisor-start pid=%ld workers=%d", (long)getpid(), n);
 	sockset_log(bound, running);
 	tickets_use(running->ticket_keys, running->ticket_keys_len);
+	/* Watched before any worker says it started: a file changed from
+	 * then on is seen. */
+	watch_running();
 	for (int i = 0; i < n; i++) {
 		ws[i].slot = -1;
 		spawn(&ws[i], i);
 	}
-	watch_running();
 	dns_follow(suploop, running);
 	for (;;) {
 		ev_run(suploop, EVRUN_ONCE);
