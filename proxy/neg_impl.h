@@ -9,6 +9,7 @@
 
 #include "negotiate.h"
 #include "reason.h"
+#include "redact.h"
 
 /* A multi-line reply (EHLO, CAPA, untagged IMAP data) is capped in total. */
 #define NEG_MAX_REPLY	8192
@@ -52,6 +53,8 @@ struct negotiator {
 	char			*auth_user;
 	char			*auth_secret;	/* wiped by neg_free() */
 	size_t			 auth_secret_len;
+	struct redact		*redact;	/* its forms, out of what the
+						   upstream says (redact.h) */
 	enum close_reason	 reason;	/* R_NONE until a failure */
 	char			 detail[200];
 };
