@@ -24,6 +24,9 @@ struct neg_ops {
 	    struct neg_out *);
 	/* The upstream TLS session is up. */
 	enum neg_verdict (*tls_ready)(struct negotiator *, struct neg_out *);
+	/* May the dialogue end with the protocol's goodbye now? */
+	bool (*may_say_goodbye)(const struct negotiator *);
+	const char	*goodbye;	/* QUIT; IMAP: LOGOUT, tagged */
 };
 
 struct negotiator {

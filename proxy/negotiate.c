@@ -420,6 +420,18 @@ neg_tls_ready(struct negotiator *n, struct neg_out *out)
 	return v == NEG_RELAY ? relay_verdict(n) : v;
 }
 
+bool
+neg_goodbye(struct negotiator *n, struct neg_out *out)
+{
+	if (n->awaiting_tls || n->inlen != 0 || !n->ops->may_say_goodbye(n))
+		return false;
+	if (n->ops == &imap_ops)
+		neg_send(n, out, "mp%u %s", ++n->tag, n->ops->goodbye);
+	else
+		neg_send(n, out, "%s", n->ops->goodbye);
+	return true;
+}
+
 enum close_reason
 neg_reason(const struct negotiator *n)
 {
