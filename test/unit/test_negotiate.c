@@ -629,6 +629,66 @@ test_auth_echo(void)
 	buf_release(&cl);
 }
 
+/* neg_goodbye(): only where the upstream would read it as a command. */
+static void
+test_goodbye(void)
+{
+	static const struct {
+		enum proto	 proto;
+		int		 auth;
+		const char	*server[6];
+		const char	*want;		/* NULL: none */
+	} cases[] = {
+		/* IMAP: LOGIN pending: a tagged LOGOUT may follow it. */
+		{ PROTO_IMAP, AUTH_ACCOUNTS, { "* OK hi\r\n",
+		    "* CAPABILITY IMAP4rev1\r\nmp1 OK done\r\n" }, "mp3 LOGOUT\r\n" },
+		/* Before the greeting: nothing. */
+		{ PROTO_IMAP, AUTH_ACCOUNTS, { NULL }, NULL },
+		/* AUTHENTICATE without SASL-IR waits for "+": nothing. */
+		{ PROTO_IMAP, AUTH_ACCOUNTS, { "* OK hi\r\n", "* CAPABILITY "
+		    "IMAP4rev1 LOGINDISABLED AUTH=PLAIN\r\nmp1 OK done\r\n" }, NULL },
+		/* XOAUTH2 may get a "+" with its error: nothing. */
+		{ PROTO_IMAP, AUTH_XOAUTH2, { "* OK hi\r\n", "* CAPABILITY "
+		    "IMAP4rev1 SASL-IR AUTH=XOAUTH2\r\nmp1 OK done\r\n" }, NULL },
+		{ PROTO_POP3, AUTH_ACCOUNTS, { "+OK hi\r\n" }, "QUIT\r\n" },
+		{ PROTO_POP3, AUTH_ACCOUNTS, { "+OK hi\r\n", "+OK\r\n" }, "QUIT\r\n" },
+		{ PROTO_POP3, AUTH_XOAUTH2, { "+OK hi\r\n" }, NULL },
+		{ PROTO_SMTP, AUTH_ACCOUNTS, { "220 x\r\n" }, "QUIT\r\n" },
+		{ PROTO_SMTP, AUTH_ACCOUNTS, { "220 x\r\n", AUTH_EHLO }, "QUIT\r\n" },
+		/* AUTH LOGIN's prompt: QUIT would be the user name. */
+		{ PROTO_SMTP, AUTH_ACCOUNTS, { "220 x\r\n", AUTH_EHLO_LOGIN,
+		    "334 VXNlcm5hbWU6\r\n" }, NULL },
+		{ PROTO_SMTP, AUTH_XOAUTH2, { "220 x\r\n", AUTH_EHLO }, NULL },
+	};
+	struct buf up, cl;
+	struct neg_out out = { &up, &cl };
+
+	buf_init(&up, 65536);
+	buf_init(&cl, 4096);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct negotiator *n = neg_new(cases[i].proto, "proxy.test",
+		    false, false);
+		const char *p;
+		size_t len;
+		bool said;
+
+		CHECK(neg_set_auth(n, cases[i].auth, "alice", "pw", 2) == 0);
+		CHECK(feed_all(n, cases[i].server, &out) == NEG_CONTINUE);
+		buf_consume(&up, buf_len(&up));
+		said = neg_goodbye(n, &out);
+		p = buf_peek(&up, &len);
+		CHECK(said == (cases[i].want != NULL));
+		CHECK(cases[i].want == NULL ? p == NULL : p != NULL &&
+		    len == strlen(cases[i].want) &&
+		    memcmp(p, cases[i].want, len) == 0);
+		if (said != (cases[i].want != NULL))
+			fprintf(stderr, "  goodbye case %zu\n", i);
+		buf_release(&up);
+		neg_free(n);
+	}
+	buf_release(&cl);
+}
+
 static void
 test_limits(void)
 {
@@ -727,6 +787,7 @@ test_negotiate(void)
 	test_auth_details();
 	test_redact();
 	test_auth_echo();
+	test_goodbye();
 	test_limits();
 	test_long_capability_list();
 }
