@@ -319,12 +319,6 @@ neg_reply_done(struct negotiator *n)
 }
 
 /*
- * Runs the line handler over every complete line.  The rules that do not
- * depend on the protocol live here: bounded lines, and no byte may follow
- * a reply after which the proxy spoke (sent a command, started TLS or
- * finished): such bytes were not asked for.
- */
-/*
  * The login is over: the capabilities kept for the client (IMAP's come
  * from the login's own reply) are cleaned of the credential, whole
  * keywords only if that made the list longer than its buffer.
@@ -349,6 +343,12 @@ relay_verdict(struct negotiator *n)
 	return NEG_RELAY;
 }
 
+/*
+ * Runs the line handler over every complete line.  The rules that do not
+ * depend on the protocol live here: bounded lines, and no byte may follow
+ * a reply after which the proxy spoke (sent a command, started TLS or
+ * finished): such bytes were not asked for.
+ */
 enum neg_verdict
 neg_feed(struct negotiator *n, const char *data, size_t len,
     struct neg_out *out)
