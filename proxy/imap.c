@@ -341,11 +341,40 @@ imap_tls_ready(struct negotiator *n, struct neg_out *out)
 	return NEG_CONTINUE;
 }
 
+/*
+ * A tagged command is pending and its answer cannot be a continuation:
+ * CAPABILITY, LOGIN or AUTHENTICATE PLAIN with its initial response, the
+ * empty answer that ends a refused XOAUTH2.  Not before the greeting,
+ * around STARTTLS, or where a "+" is (or may be) next: LOGOUT would be
+ * read as a SASL response.
+ */
+static bool
+imap_may_say_goodbye(const struct negotiator *n)
+{
+	switch ((enum imap_state)n->state) {
+	case IMAP_CAPABILITY:
+	case IMAP_POST_CAPABILITY:
+	case IMAP_AUTH_ERROR:
+		return true;
+	case IMAP_LOGIN:
+		return n->auth != AUTH_XOAUTH2;
+	case IMAP_GREETING:
+	case IMAP_STARTTLS:
+	case IMAP_TLS:
+	case IMAP_AUTH_GO_ON:
+	case IMAP_DONE:
+		return false;
+	}
+	abort();	/* not a state */
+}
+
 const struct neg_ops imap_ops = {
 	.state_names = imap_state_names,
 	.max_line = IMAP_MAX_LINE,
 	.line = imap_line,
 	.tls_ready = imap_tls_ready,
+	.may_say_goodbye = imap_may_say_goodbye,
+	.goodbye = "LOGOUT",
 };
 
 /* ---- client side: STARTTLS offered to the client ----------------------- */

@@ -9,6 +9,7 @@
 
 #include "negotiate.h"
 #include "reason.h"
+#include "redact.h"
 
 /* A multi-line reply (EHLO, CAPA, untagged IMAP data) is capped in total. */
 #define NEG_MAX_REPLY	8192
@@ -23,6 +24,9 @@ struct neg_ops {
 	    struct neg_out *);
 	/* The upstream TLS session is up. */
 	enum neg_verdict (*tls_ready)(struct negotiator *, struct neg_out *);
+	/* May the dialogue end with the protocol's goodbye now? */
+	bool (*may_say_goodbye)(const struct negotiator *);
+	const char	*goodbye;	/* QUIT; IMAP: LOGOUT, tagged */
 };
 
 struct negotiator {
@@ -52,6 +56,8 @@ struct negotiator {
 	char			*auth_user;
 	char			*auth_secret;	/* wiped by neg_free() */
 	size_t			 auth_secret_len;
+	struct redact		*redact;	/* its forms, out of what the
+						   upstream says (redact.h) */
 	enum close_reason	 reason;	/* R_NONE until a failure */
 	char			 detail[200];
 };

@@ -43,8 +43,32 @@ neg_free(struct negotiator *n)
 		OPENSSL_cleanse(n->auth_secret, n->auth_secret_len);
 		free(n->auth_secret);
 	}
+	redact_free(n->redact);
 	free(n->auth_user);
 	free(n);
+}
+
+static int sasl_message(const struct negotiator *n, char **raw, size_t *cap);
+
+/* What the upstream says is cleaned of every form the credential takes on
+ * the wire: the secret, and the SASL message it goes in (AUTH LOGIN sends
+ * the secret's base64 alone, which redact.c covers). */
+static int
+set_redaction(struct negotiator *n)
+{
+	char *raw = NULL;
+	size_t cap = 0;
+	int len = -1;
+
+	if (n->auth != AUTH_LOGIN && (len = sasl_message(n, &raw, &cap)) < 0)
+		return -1;
+	n->redact = redact_new(n->auth_secret, n->auth_secret_len, raw,
+	    len > 0 ? (size_t)len : 0);
+	if (raw != NULL) {
+		OPENSSL_cleanse(raw, cap);
+		free(raw);
+	}
+	return n->redact != NULL ? 0 : -1;
 }
 
 int
@@ -62,7 +86,7 @@ neg_set_auth(struct negotiator *n, int mech, const char *user,
 		n->auth = AUTH_PLAIN;
 		n->auth_either = true;
 	}
-	return 0;
+	return set_redaction(n);
 }
 
 const char *
@@ -88,13 +112,15 @@ neg_fail_line(struct negotiator *n, enum close_reason reason, const char *line,
     size_t len)
 {
 	char clean[96];
-	size_t i;
+	bool cut;
 
-	for (i = 0; i < len && i + 1 < sizeof(clean); i++)
-		clean[i] = line[i] >= 0x20 && line[i] < 0x7f ? line[i] : '?';
-	clean[i] = '\0';
+	/* Redacted whole, then cut: a cut never leaves half a secret. */
+	redact_copy(n->redact, line, len, clean, sizeof(clean), &cut);
+	for (char *c = clean; *c != '\0'; c++)
+		if (*c < 0x20 || *c >= 0x7f)
+			*c = '?';
 	return neg_fail(n, reason, "upstream said \"%s%s\" in state %s", clean,
-	    i < len ? "..." : "", neg_state_name(n));
+	    cut ? "..." : "", neg_state_name(n));
 }
 
 static void
@@ -178,28 +204,46 @@ gs2_header(char *out, const char *user)
 	return (int)(o - out) + sprintf(o, ",\001auth=Bearer ");
 }
 
+/*
+ * The SASL message of the login (PLAIN, or XOAUTH2 / OAUTHBEARER with a
+ * token) into *raw (malloc'ed, *cap bytes: the caller wipes and frees it).
+ * Returns its length, or -1 when out of memory.
+ */
+static int
+sasl_message(const struct negotiator *n, char **raw, size_t *cap)
+{
+	size_t ul = strlen(n->auth_user), sl = n->auth_secret_len;
+	char *m;
+	int len;
+
+	*cap = 3 * ul + sl + 32;	/* OAUTHBEARER escapes: 3 per byte */
+	if ((m = malloc(*cap)) == NULL)
+		return -1;
+	if (n->auth == AUTH_XOAUTH2)	/* Google/Microsoft XOAUTH2 */
+		len = snprintf(m, *cap, "user=%s\001auth=Bearer ", n->auth_user);
+	else if (n->auth == AUTH_OAUTHBEARER)	/* RFC 7628 */
+		len = gs2_header(m, n->auth_user);
+	else				/* RFC 4616: authzid NUL authcid NUL pw */
+		len = snprintf(m, *cap, "%c%s%c", 0, n->auth_user, 0);
+	memcpy(m + len, n->auth_secret, sl);
+	len += (int)sl;
+	if (n->auth == AUTH_XOAUTH2 || n->auth == AUTH_OAUTHBEARER) {
+		memcpy(m + len, "\001\001", 2);
+		len += 2;
+	}
+	*raw = m;
+	return len;
+}
+
 int
 neg_send_sasl(struct negotiator *n, struct neg_out *out, const char *prefix)
 {
-	size_t ul = strlen(n->auth_user), sl = n->auth_secret_len;
-	size_t cap = 3 * ul + sl + 32;	/* OAUTHBEARER escapes: 3 per byte */
 	char *raw;
+	size_t cap;
 	int len;
 
-	if ((raw = malloc(cap)) == NULL)
+	if ((len = sasl_message(n, &raw, &cap)) < 0)
 		return -1;
-	if (n->auth == AUTH_XOAUTH2)	/* Google/Microsoft XOAUTH2 */
-		len = snprintf(raw, cap, "user=%s\001auth=Bearer ", n->auth_user);
-	else if (n->auth == AUTH_OAUTHBEARER)	/* RFC 7628 */
-		len = gs2_header(raw, n->auth_user);
-	else				/* RFC 4616: authzid NUL authcid NUL pw */
-		len = snprintf(raw, cap, "%c%s%c", 0, n->auth_user, 0);
-	memcpy(raw + len, n->auth_secret, sl);
-	len += (int)sl;
-	if (n->auth == AUTH_XOAUTH2 || n->auth == AUTH_OAUTHBEARER) {
-		memcpy(raw + len, "\001\001", 2);
-		len += 2;
-	}
 	neg_send_base64(out, prefix, raw, (size_t)len);
 	OPENSSL_cleanse(raw, cap);
 	free(raw);
@@ -228,15 +272,20 @@ void
 neg_note_xoauth2_error(struct negotiator *n, const char *b64, size_t len)
 {
 	uint8_t json[300];
-	size_t jl = 0, i;
+	char clean[sizeof(n->detail)];
+	size_t jl = 0, cl;
 
 	if (!EVP_DecodeBase64(json, &jl, sizeof(json) - 1,
 	    (const uint8_t *)b64, len))
 		jl = 0;
-	for (i = 0; i < jl; i++)
-		if (json[i] < 0x20 || json[i] >= 0x7f || json[i] == '"')
-			json[i] = '\'';
-	snprintf(n->detail, sizeof(n->detail), "%.*s", (int)jl, (char *)json);
+	/* The error may quote the token: redacted before it is kept. */
+	cl = redact_copy(n->redact, (const char *)json, jl, clean,
+	    sizeof(clean), NULL);
+	for (size_t i = 0; i < cl; i++)
+		if (clean[i] < 0x20 || clean[i] >= 0x7f || clean[i] == '"')
+			clean[i] = '\'';
+	snprintf(n->detail, sizeof(n->detail), "%s", clean);
+	OPENSSL_cleanse(json, sizeof(json));
 }
 
 enum neg_verdict
@@ -267,6 +316,31 @@ neg_reply_done(struct negotiator *n)
 	n->reply_lines = 0;
 	n->reply_bytes = 0;
 	n->keyword_seen = false;
+}
+
+/*
+ * The login is over: the capabilities kept for the client (IMAP's come
+ * from the login's own reply) are cleaned of the credential, whole
+ * keywords only if that made the list longer than its buffer.
+ */
+static enum neg_verdict
+relay_verdict(struct negotiator *n)
+{
+	char copy[sizeof(n->caps)];
+	size_t len;
+	bool cut;
+
+	if (n->redact == NULL || n->caps[0] == '\0')
+		return NEG_RELAY;
+	len = redact_copy(n->redact, n->caps, strlen(n->caps), copy,
+	    sizeof(copy), &cut);
+	while (cut && len > 0 && copy[len - 1] != '\n' && copy[len - 1] != ' ')
+		len--;
+	while (cut && len > 0 && copy[len - 1] == ' ')
+		len--;
+	memcpy(n->caps, copy, len);
+	n->caps[len] = '\0';
+	return NEG_RELAY;
 }
 
 /*
@@ -329,18 +403,33 @@ neg_feed(struct negotiator *n, const char *data, size_t len,
 keep:
 	memmove(n->in, n->in + off, n->inlen - off);
 	n->inlen -= off;
-	return v;
+	return v == NEG_RELAY ? relay_verdict(n) : v;
 }
 
 enum neg_verdict
 neg_tls_ready(struct negotiator *n, struct neg_out *out)
 {
+	enum neg_verdict v;
+
 	if (n->inlen != 0)
 		return neg_fail(n, R_UPSTREAM_INJECTION, "%zu bytes before the "
 		    "TLS handshake", n->inlen);
 	n->tls = true;
 	n->awaiting_tls = false;
-	return n->ops->tls_ready(n, out);
+	v = n->ops->tls_ready(n, out);
+	return v == NEG_RELAY ? relay_verdict(n) : v;
+}
+
+bool
+neg_goodbye(struct negotiator *n, struct neg_out *out)
+{
+	if (n->awaiting_tls || n->inlen != 0 || !n->ops->may_say_goodbye(n))
+		return false;
+	if (n->ops == &imap_ops)
+		neg_send(n, out, "mp%u %s", ++n->tag, n->ops->goodbye);
+	else
+		neg_send(n, out, "%s", n->ops->goodbye);
+	return true;
 }
 
 enum close_reason

@@ -121,6 +121,15 @@ enum neg_verdict neg_feed(struct negotiator *n, const char *data, size_t len,
 /* The upstream TLS session is up and verified: take the post-TLS step. */
 enum neg_verdict neg_tls_ready(struct negotiator *n, struct neg_out *out);
 
+/*
+ * The client left before the dialogue was over: queues the protocol's
+ * goodbye (QUIT, LOGOUT) when the upstream would read it as a command of
+ * its own, once it has answered the one pending: never in the middle of a
+ * SASL exchange, before the greeting, or around STARTTLS.  Returns whether
+ * it did; either way the session closes the upstream next.
+ */
+bool	neg_goodbye(struct negotiator *n, struct neg_out *out);
+
 /* After NEG_FAIL: why (R_UPSTREAM_NO_STARTTLS, ...). */
 enum close_reason neg_reason(const struct negotiator *n);
 

@@ -207,11 +207,40 @@ const struct cneg_ops pop3_cneg_ops = {
 	.line = pop3_cneg_line,
 };
 
+/*
+ * A command is pending whose answer is +OK or -ERR: CAPA, USER, PASS, the
+ * empty answer that ends a refused XOAUTH2.  Not before the greeting,
+ * around STLS, or where a "+" is (or may be) next: QUIT would be read as
+ * a SASL response.
+ */
+static bool
+pop3_may_say_goodbye(const struct negotiator *n)
+{
+	switch ((enum pop3_state)n->state) {
+	case POP3_CAPA:
+	case POP3_CAPA_LIST:
+	case POP3_USER:
+	case POP3_PASS:
+	case POP3_AUTH_ERROR:
+		return true;
+	case POP3_GREETING:
+	case POP3_STLS:
+	case POP3_TLS:
+	case POP3_AUTH_GO:
+	case POP3_AUTH:
+	case POP3_DONE:
+		return false;
+	}
+	abort();	/* not a state */
+}
+
 const struct neg_ops pop3_ops = {
 	.state_names = pop3_state_names,
 	.max_line = POP3_MAX_LINE,
 	.line = pop3_line,
 	.tls_ready = pop3_tls_ready,
+	.may_say_goodbye = pop3_may_say_goodbye,
+	.goodbye = "QUIT",
 };
 
 /* ---- client side: the client's login to the proxy (login.h) ----------- */

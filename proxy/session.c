@@ -217,12 +217,76 @@ set_nodelay(int fd)
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
+/*
+ * While the proxy logs in upstream (upstream_auth), the client is read too,
+ * into held (the relay's start takes it), so that its leaving is seen at
+ * once instead of when the login's answer comes: the upstream leg would
+ * stay open that long for nobody.  Other sessions wait for the relay,
+ * which forwards a client's half-close as such.
+ */
+static bool
+watching_client(const struct session *s)
+{
+	switch (s->state) {
+	case SESS_TOKEN_WAIT:
+	case SESS_CONNECT:
+	case SESS_NEGOTIATE:
+	case SESS_UPSTREAM_HANDSHAKE:
+		return s->svc->upstream_auth != AUTH_NONE &&
+		    buf_room(&s->held) > 0;
+	default:
+		return false;
+	}
+}
+
+/*
+ * The client left during the upstream login: the upstream gets the
+ * protocol's goodbye when the dialogue allows one (never a command still
+ * waiting to go out: it may carry the credential), close_notify once TLS
+ * is up, then the close.  All without waiting: a write that would block
+ * is skipped.
+ */
+static void
+client_left(struct session *s, enum ep_status st)
+{
+	struct neg_out out = { &s->c2u, &s->u2c };
+
+	buf_release(&s->held);
+	if (s->state == SESS_NEGOTIATE && s->upstream.fd >= 0) {
+		if (buf_empty(&s->c2u) && s->upstream.wr_wait == 0 &&
+		    neg_goodbye(s->neg, &out))
+			(void)ep_write(&s->upstream, &s->c2u);
+		if (s->upstream.ssl != NULL && s->upstream.wr_wait == 0)
+			(void)ep_shutdown(&s->upstream, true);
+	}
+	close_now(s, LOG_LVL_INFO, st == EP_EOF ? R_CLIENT_CLOSED :
+	    R_CLIENT_ERROR, st == EP_EOF ? "during the upstream login" :
+	    s->client.err);
+}
+
+/* Reads what the client sent meanwhile; false when it has left. */
+static bool
+client_still_there(struct session *s)
+{
+	enum ep_status st;
+
+	if (!watching_client(s) || s->client.rd_wait != 0)
+		return true;
+	st = ep_read(&s->client, &s->held);
+	if (st != EP_EOF && st != EP_ERROR)
+		return true;
+	client_left(s, st);
+	return false;
+}
+
 /* Runs the current state once; it may move the session to another state. */
 static void
 run_state(EV_P_ struct session *s)
 {
 	enum ep_status st;
 
+	if (!client_still_there(s))
+		return;
 	switch (s->state) {
 	case SESS_PROXY_HEADER:
 		if (s->client.rd_wait == 0)
@@ -316,18 +380,18 @@ step(EV_P_ struct session *s)
 		ep_update(EV_A_ &s->client, true, false);
 		break;
 	case SESS_TOKEN_WAIT:
-		ep_update(EV_A_ &s->client, false, false);
+		ep_update(EV_A_ &s->client, watching_client(s), false);
 		break;
 	case SESS_CONNECT:
-		ep_update(EV_A_ &s->client, false, false);
+		ep_update(EV_A_ &s->client, watching_client(s), false);
 		ep_update(EV_A_ &s->upstream, false, true);
 		break;
 	case SESS_NEGOTIATE:
-		ep_update(EV_A_ &s->client, false, false);
+		ep_update(EV_A_ &s->client, watching_client(s), false);
 		ep_update(EV_A_ &s->upstream, true, !buf_empty(&s->c2u));
 		break;
 	case SESS_UPSTREAM_HANDSHAKE:
-		ep_update(EV_A_ &s->client, false, false);
+		ep_update(EV_A_ &s->client, watching_client(s), false);
 		ep_update(EV_A_ &s->upstream, true, false);
 		break;
 	case SESS_LOGIN:

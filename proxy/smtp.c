@@ -283,11 +283,41 @@ const struct cneg_ops smtp_cneg_ops = {
 	.line = smtp_cneg_line,
 };
 
+/*
+ * The server answers a command we sent and reads the next one: after EHLO,
+ * and after AUTH PLAIN or the answer that ends a refused XOAUTH2 /
+ * OAUTHBEARER.  Not before the greeting, around STARTTLS, or where its
+ * answer can be a 334 (AUTH LOGIN's prompts, a token's error challenge):
+ * QUIT would then be read as a SASL response.
+ */
+static bool
+smtp_may_say_goodbye(const struct negotiator *n)
+{
+	switch ((enum smtp_state)n->state) {
+	case SMTP_EHLO:
+	case SMTP_AUTH_EHLO:
+	case SMTP_AUTH_XOAUTH2_ERROR:
+		return true;
+	case SMTP_AUTH:
+		return n->auth == AUTH_PLAIN;
+	case SMTP_GREETING:
+	case SMTP_STARTTLS:
+	case SMTP_TLS:
+	case SMTP_AUTH_LOGIN_USER:
+	case SMTP_AUTH_LOGIN_PASS:
+	case SMTP_DONE:
+		return false;
+	}
+	abort();	/* not a state */
+}
+
 const struct neg_ops smtp_ops = {
 	.state_names = smtp_state_names,
 	.max_line = SMTP_MAX_LINE,
 	.line = smtp_line,
 	.tls_ready = smtp_tls_ready,
+	.may_say_goodbye = smtp_may_say_goodbye,
+	.goodbye = "QUIT",
 };
 
 /* The device's login (accounts) is driven by front.c, line by line; the

@@ -411,6 +411,23 @@ check_injection(struct session *s, struct neg_out *out)
 	return neg_feed(s->neg, peek, (size_t)n, out);
 }
 
+/*
+ * The upstream dialogue is over (c2u sent): what the client sent while it
+ * ran (held: after its login, or read while the proxy logged in upstream)
+ * goes on, to the front or the relay, in order.
+ */
+static void
+take_held(struct session *s)
+{
+	size_t len;
+	const char *p;
+
+	if ((p = buf_peek(&s->held, &len)) != NULL) {
+		(void)buf_append(&s->c2u, p, len);	/* same capacity */
+		buf_release(&s->held);
+	}
+}
+
 static void
 apply_verdict(EV_P_ struct session *s, enum neg_verdict v, struct neg_out *out)
 {
@@ -429,6 +446,7 @@ apply_verdict(EV_P_ struct session *s, enum neg_verdict v, struct neg_out *out)
 	case NEG_RELAY:
 		log_debug("sess=%llu svc=%s event=starttls-ok",
 		    (unsigned long long)s->id, s->svc->name);
+		take_held(s);
 		if (s->svc->upstream_tls == TLS_MODE_STARTTLS)
 			metrics_starttls(s->metrics, 0);
 		if (s->account != NULL)

@@ -5,7 +5,10 @@
  */
 #include <stdlib.h>
 
+#include <openssl/base64.h>
+
 #include "negotiate.h"
+#include "redact.h"
 #include "secret.h"
 #include "unit.h"
 
@@ -33,6 +36,9 @@ struct script {
 /* What every AUTH script's post-TLS EHLO looks like. */
 #define AUTH_EHLO	"250-mail.test\r\n250-PIPELINING\r\n250-STARTTLS\r\n" \
 	"250-AUTH PLAIN LOGIN XOAUTH2 OAUTHBEARER\r\n250 8BITMIME\r\n"
+/* The same from a server that offers LOGIN only (an account's password
+ * then goes as AUTH LOGIN). */
+#define AUTH_EHLO_LOGIN	"250-mail.test\r\n250 AUTH LOGIN\r\n"
 #define UP_TO_TLS \
 	    { "220 x\r\n", "EHLO proxy.test\r\n", NEG_CONTINUE }, \
 	    { "250-x\r\n250 STARTTLS\r\n", "STARTTLS\r\n", NEG_CONTINUE }, \
@@ -458,6 +464,231 @@ test_auth_details(void)
 	}
 }
 
+/* redact_copy() with r into a buffer of cap bytes. */
+static const char *
+redacted(const struct redact *r, const char *text, size_t cap, bool *cut)
+{
+	static char out[1024];
+
+	redact_copy(r, text, strlen(text), out, cap, cut);
+	return out;
+}
+
+static void
+b64(const void *raw, size_t len, char *out)
+{
+	EVP_EncodeBlock((uint8_t *)out, raw, len);
+}
+
+/* The credential's forms, taken out of upstream text. */
+static void
+test_redact(void)
+{
+	static const char pw[] = "Correct-Horse-77";	/* 16: base64 pads */
+	static const char plain[] = "\0alice\0Correct-Horse-77";
+	char text[512], enc[256], raw[64], core[64];
+	struct redact *r;
+	bool cut;
+
+	r = redact_new(pw, strlen(pw), plain, sizeof(plain) - 1);
+	CHECK(r != NULL);
+	/* As it is, in any case, and the rest of the line kept. */
+	CHECK(strcmp(redacted(r, "NO [AUTHENTICATIONFAILED] invalid password "
+	    "'Correct-Horse-77' for alice", 512, &cut), "NO [AUTHENTICATIONFAILED"
+	    "] invalid password '" REDACT_MARK "' for alice") == 0 && !cut);
+	CHECK(strcmp(redacted(r, "bad CORRECT-HORSE-77!", 512, NULL),
+	    "bad " REDACT_MARK "!") == 0);
+	CHECK(strcmp(redacted(r, "twice Correct-Horse-77Correct-Horse-77", 512,
+	    NULL), "twice " REDACT_MARK REDACT_MARK) == 0);
+	/* Words of the password elsewhere stay. */
+	CHECK(strcmp(redacted(r, "Correct is a word", 512, NULL),
+	    "Correct is a word") == 0);
+	/* Cut by the buffer: the mark is whole or absent, never half of
+	 * the secret in its place. */
+	CHECK(strcmp(redacted(r, "NO bad 'Correct-Horse-77' x", 12, &cut),
+	    "NO bad '") == 0 && cut);
+	CHECK(strcmp(redacted(r, "NO bad 'Correct-Horse-77' x", 19, &cut),
+	    "NO bad '" REDACT_MARK) == 0 && cut);
+	/* Base64 of the password alone (AUTH LOGIN), with and without its
+	 * padding, and of the SASL PLAIN message. */
+	b64(pw, strlen(pw), enc);
+	CHECK(strchr(enc, '=') != NULL);
+	snprintf(text, sizeof(text), "535 got %s here", enc);
+	CHECK(strcmp(redacted(r, text, 512, NULL), "535 got " REDACT_MARK
+	    " here") == 0);
+	*strchr(enc, '=') = '\0';
+	snprintf(text, sizeof(text), "535 got %s.", enc);
+	CHECK(strcmp(redacted(r, text, 512, NULL), "535 got " REDACT_MARK
+	    ".") == 0);
+	b64(plain, sizeof(plain) - 1, enc);
+	snprintf(text, sizeof(text), "535 %s", enc);
+	CHECK(strcmp(redacted(r, text, 512, NULL), "535 " REDACT_MARK) == 0);
+	*strchr(enc, '=') = '\0';
+	snprintf(text, sizeof(text), "535 %s", enc);
+	CHECK(strcmp(redacted(r, text, 512, NULL), "535 " REDACT_MARK) == 0);
+	/* Inside longer base64 (split across 3-byte groups differently at
+	 * each offset): the characters that carry only the password go. */
+	for (size_t k = 0; k < 3; k++) {
+		size_t first = (8 * k + 5) / 6, end = 8 * (k + strlen(pw)) / 6;
+		/* The password at byte offset k + 3: aligned as at k. */
+		snprintf(raw, sizeof(raw), "%.*spw=%s;", (int)k, "xyz", pw);
+		b64(raw, strlen(raw), enc);
+		memset(raw, 0, k);
+		memcpy(raw + k, pw, strlen(pw));
+		b64(raw, k + strlen(pw), core);
+		core[end] = '\0';
+		CHECK(strstr(enc, core + first) != NULL);
+		CHECK(strstr(redacted(r, enc, 512, NULL), core + first) == NULL);
+		CHECK(strstr(redacted(r, enc, 512, NULL), REDACT_MARK) != NULL);
+	}
+	/* Text without the credential is copied as it is. */
+	CHECK(strcmp(redacted(r, "NO [AUTHENTICATIONFAILED] Authentication "
+	    "failed.", 512, NULL), "NO [AUTHENTICATIONFAILED] Authentication "
+	    "failed.") == 0);
+	CHECK(strcmp(redacted(NULL, "Correct-Horse-77", 512, NULL),
+	    "Correct-Horse-77") == 0);
+	redact_free(r);
+	redact_free(NULL);
+
+	/* An IMAP quoted string carries '"' and '\' escaped. */
+	r = redact_new("pa\"ss\\word", 10, NULL, 0);
+	CHECK(strcmp(redacted(r, "NO \"pa\\\"ss\\\\word\" is wrong", 512,
+	    NULL), "NO \"" REDACT_MARK "\" is wrong") == 0);
+	redact_free(r);
+}
+
+/* The negotiators: a refusal that quotes the credential is logged without
+ * it, and the capabilities a client is shown carry none of it. */
+static void
+test_auth_echo(void)
+{
+	static const char pw[] = "THE-PASSWORD";
+	static const char *const imap_no[] = { "* OK hi\r\n",
+	    "* CAPABILITY IMAP4rev1\r\nmp1 OK done\r\n",
+	    "mp2 NO [AUTHENTICATIONFAILED] invalid password 'THE-PASSWORD' "
+	    "for alice, a long line so that the password would straddle the "
+	    "cut: THE-PASSWORD\r\n", NULL };
+	static const char *const imap_ok[] = { "* OK hi\r\n",
+	    "* CAPABILITY IMAP4rev1\r\nmp1 OK done\r\n",
+	    "mp2 OK [CAPABILITY IMAP4rev1 X-PW=the-password IDLE] in\r\n", NULL };
+	static const char *const pop3_no[] = { "+OK hi\r\n", "+OK\r\n",
+	    "-ERR [AUTH] PASS THE-PASSWORD refused\r\n", NULL };
+	static const char *const smtp_login[] = { "220 x\r\n", AUTH_EHLO_LOGIN,
+	    "334 VXNlcm5hbWU6\r\n", "334 UGFzc3dvcmQ6\r\n",
+	    "535 5.7.8 bad VEhFLVBBU1NXT1JE for alice\r\n", NULL };
+	static const char *const smtp_xo[] = { "220 x\r\n", AUTH_EHLO,
+	    "334 eyJlcnJvciI6ICJ0b2tlbiB5YTI5LnNlY3JldC10b2tlbiBleHBpcmVkIn0=\r\n",
+	    "535 5.7.8 ya29.secret-token\r\n", NULL };
+	struct buf up, cl;
+	struct neg_out out = { &up, &cl };
+	struct negotiator *n;
+
+	buf_init(&up, 65536);
+	buf_init(&cl, 4096);
+	n = neg_new(PROTO_IMAP, "proxy.test", false, false);
+	CHECK(neg_set_auth(n, AUTH_ACCOUNTS, "alice", pw, strlen(pw)) == 0);
+	CHECK(feed_all(n, imap_no, &out) == NEG_FAIL);
+	CHECK_STR_CONTAINS(neg_detail(n), "invalid password '" REDACT_MARK "'");
+	CHECK(strstr(neg_detail(n), "THE-P") == NULL);
+	neg_free(n);
+	buf_release(&up);
+
+	n = neg_new(PROTO_IMAP, "proxy.test", false, false);
+	CHECK(neg_set_auth(n, AUTH_ACCOUNTS, "alice", pw, strlen(pw)) == 0);
+	CHECK(feed_all(n, imap_ok, &out) == NEG_RELAY);
+	CHECK(strcmp(neg_caps(n), "IMAP4rev1 X-PW=" REDACT_MARK " IDLE") == 0);
+	neg_free(n);
+	buf_release(&up);
+
+	n = neg_new(PROTO_POP3, "proxy.test", false, false);
+	CHECK(neg_set_auth(n, AUTH_ACCOUNTS, "alice", pw, strlen(pw)) == 0);
+	CHECK(feed_all(n, pop3_no, &out) == NEG_FAIL);
+	CHECK_STR_CONTAINS(neg_detail(n), "PASS " REDACT_MARK " refused");
+	neg_free(n);
+	buf_release(&up);
+
+	/* AUTH LOGIN: the password's base64 echoed. */
+	n = neg_new(PROTO_SMTP, "proxy.test", false, false);
+	CHECK(neg_set_auth(n, AUTH_ACCOUNTS, "alice", pw, strlen(pw)) == 0);
+	CHECK(feed_all(n, smtp_login, &out) == NEG_FAIL);
+	CHECK_STR_CONTAINS(neg_detail(n), "535 5.7.8 bad " REDACT_MARK " for");
+	neg_free(n);
+	buf_release(&up);
+
+	/* XOAUTH2: the token in the base64 error and in the refusal. */
+	n = neg_new(PROTO_SMTP, "proxy.test", false, false);
+	CHECK(neg_set_auth(n, AUTH_XOAUTH2, "alice", "ya29.secret-token",
+	    17) == 0);
+	CHECK(feed_all(n, smtp_xo, &out) == NEG_FAIL);
+	CHECK_STR_CONTAINS(neg_detail(n), "535 5.7.8 " REDACT_MARK);
+	CHECK_STR_CONTAINS(neg_detail(n), "token " REDACT_MARK " expired");
+	CHECK(strstr(neg_detail(n), "secret-token") == NULL);
+	CHECK(buf_empty(&cl));
+	neg_free(n);
+	buf_release(&up);
+	buf_release(&cl);
+}
+
+/* neg_goodbye(): only where the upstream would read it as a command. */
+static void
+test_goodbye(void)
+{
+	static const struct {
+		enum proto	 proto;
+		int		 auth;
+		const char	*server[6];
+		const char	*want;		/* NULL: none */
+	} cases[] = {
+		/* IMAP: LOGIN pending: a tagged LOGOUT may follow it. */
+		{ PROTO_IMAP, AUTH_ACCOUNTS, { "* OK hi\r\n",
+		    "* CAPABILITY IMAP4rev1\r\nmp1 OK done\r\n" }, "mp3 LOGOUT\r\n" },
+		/* Before the greeting: nothing. */
+		{ PROTO_IMAP, AUTH_ACCOUNTS, { NULL }, NULL },
+		/* AUTHENTICATE without SASL-IR waits for "+": nothing. */
+		{ PROTO_IMAP, AUTH_ACCOUNTS, { "* OK hi\r\n", "* CAPABILITY "
+		    "IMAP4rev1 LOGINDISABLED AUTH=PLAIN\r\nmp1 OK done\r\n" }, NULL },
+		/* XOAUTH2 may get a "+" with its error: nothing. */
+		{ PROTO_IMAP, AUTH_XOAUTH2, { "* OK hi\r\n", "* CAPABILITY "
+		    "IMAP4rev1 SASL-IR AUTH=XOAUTH2\r\nmp1 OK done\r\n" }, NULL },
+		{ PROTO_POP3, AUTH_ACCOUNTS, { "+OK hi\r\n" }, "QUIT\r\n" },
+		{ PROTO_POP3, AUTH_ACCOUNTS, { "+OK hi\r\n", "+OK\r\n" }, "QUIT\r\n" },
+		{ PROTO_POP3, AUTH_XOAUTH2, { "+OK hi\r\n" }, NULL },
+		{ PROTO_SMTP, AUTH_ACCOUNTS, { "220 x\r\n" }, "QUIT\r\n" },
+		{ PROTO_SMTP, AUTH_ACCOUNTS, { "220 x\r\n", AUTH_EHLO }, "QUIT\r\n" },
+		/* AUTH LOGIN's prompt: QUIT would be the user name. */
+		{ PROTO_SMTP, AUTH_ACCOUNTS, { "220 x\r\n", AUTH_EHLO_LOGIN,
+		    "334 VXNlcm5hbWU6\r\n" }, NULL },
+		{ PROTO_SMTP, AUTH_XOAUTH2, { "220 x\r\n", AUTH_EHLO }, NULL },
+	};
+	struct buf up, cl;
+	struct neg_out out = { &up, &cl };
+
+	buf_init(&up, 65536);
+	buf_init(&cl, 4096);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct negotiator *n = neg_new(cases[i].proto, "proxy.test",
+		    false, false);
+		const char *p;
+		size_t len;
+		bool said;
+
+		CHECK(neg_set_auth(n, cases[i].auth, "alice", "pw", 2) == 0);
+		CHECK(feed_all(n, cases[i].server, &out) == NEG_CONTINUE);
+		buf_consume(&up, buf_len(&up));
+		said = neg_goodbye(n, &out);
+		p = buf_peek(&up, &len);
+		CHECK(said == (cases[i].want != NULL));
+		CHECK(cases[i].want == NULL ? p == NULL : p != NULL &&
+		    len == strlen(cases[i].want) &&
+		    memcmp(p, cases[i].want, len) == 0);
+		if (said != (cases[i].want != NULL))
+			fprintf(stderr, "  goodbye case %zu\n", i);
+		buf_release(&up);
+		neg_free(n);
+	}
+	buf_release(&cl);
+}
+
 static void
 test_limits(void)
 {
@@ -554,6 +785,9 @@ test_negotiate(void)
 {
 	test_scripts();
 	test_auth_details();
+	test_redact();
+	test_auth_echo();
+	test_goodbye();
 	test_limits();
 	test_long_capability_list();
 }
