@@ -96,6 +96,8 @@ struct session {
 	size_t			 pp_len;
 	char			 peer[64];
 	char			 upstream_addr[64];
+	char			 upstream_tls[64];	/* its TLS, kept when the upstream
+						 * leg closes before the session */
 	const char		*first_eof;	/* "client" or "upstream" */
 	bool			 closing;
 	bool			 abort;		/* close with RST */

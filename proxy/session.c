@@ -88,7 +88,11 @@ log_close(struct session *s)
 	logline_str(&ll, "client_tls", buf);
 	logline_str(&ll, "upstream", s->upstream_addr[0] ? s->upstream_addr :
 	    NULL);
-	tls_describe(s->upstream.ssl, buf, sizeof(buf));
+	if (s->upstream.ssl != NULL)
+		tls_describe(s->upstream.ssl, buf, sizeof(buf));
+	else
+		snprintf(buf, sizeof(buf), "%s", s->upstream_tls[0] ?
+		    s->upstream_tls : "-");
 	logline_str(&ll, "upstream_tls", buf);
 	logline_num(&ll, "bytes_in", s->client.bytes_in);
 	logline_num(&ll, "bytes_out", s->client.bytes_out);

@@ -384,6 +384,10 @@ fail_upstream(EV_P_ struct session *s, enum close_reason reason,
 	metrics_upstream_failure(s->metrics, reason);
 	if (reason_outcome(reason) == END_CONNECT)
 		metrics_upstream_connect(s->metrics, false);
+	/* The close line, later, still says what the upstream's TLS was. */
+	if (s->upstream.ssl != NULL)
+		tls_describe(s->upstream.ssl, s->upstream_tls,
+		    sizeof(s->upstream_tls));
 	ep_close(EV_A_ &s->upstream);
 	buf_release(&s->u2c);	/* nothing but our error reaches the client */
 	if (s->account != NULL && !s->accepted)

@@ -289,6 +289,10 @@ def test_upstream_refusing_the_credential_is_temporary(accounts_proxy, certs):
         c.login("printer", OTHER)
     assert "[UNAVAILABLE]" in str(e.value)
     accounts_proxy.wait_log(r"event=upstream-failed reason=upstream-auth-refused")
+    # The close line still says what the upstream's TLS was (the upstream
+    # leg closed first).
+    accounts_proxy.wait_log(r"event=close svc=imaps .*upstream_tls=TLSv1\.[23]/\S+ "
+                            r".*reason=upstream-auth-refused")
 
 
 def test_pre_login_vocabulary(accounts_proxy, certs):
