@@ -401,12 +401,12 @@ validate_auth(struct parser *p, struct service *svc)
 	 * verification, whoever answers at the address (a hijacked route, a
 	 * spoofed DNS answer) gets every password and token. */
 	if (svc->upstream_auth != AUTH_NONE && !svc->upstream_verify &&
-	    svc->upstream_tls != TLS_MODE_NONE)
+	    svc->upstream_tls != TLS_MODE_NONE && svc->nupstream_pins == 0)
 		cfg_error(p, svc->seen[K_UPSTREAM_VERIFY], "[%s]: upstream_verify "
 		    "= no with upstream_auth = %s would send the credentials to "
-		    "whoever answers at %s: verify the server (a self-signed "
-		    "certificate can be its own upstream_ca; an IP address "
-		    "needs upstream_name)", svc->name, mech, svc->upstream);
+		    "whoever answers at %s: verify the server, or pin its key "
+		    "(upstream_pin, as mailproxy -T prints it)", svc->name, mech,
+		    svc->upstream);
 	if (svc->upstream_auth == AUTH_NONE || svc->upstream_auth ==
 	    AUTH_ACCOUNTS)
 		return;	/* accounts: accounts_validate() */
@@ -533,6 +533,9 @@ validate_service(struct parser *p, struct service *svc)
 	if (svc->upstream_name == NULL && !addr_is_ip_literal(svc->upstream_host) &&
 	    (svc->upstream_name = strdup(svc->upstream_host)) == NULL)
 		cfg_error(p, svc->line, "[%s]: out of memory", svc->name);
+	if (svc->upstream_tls == TLS_MODE_NONE && svc->nupstream_pins > 0)
+		cfg_error(p, svc->seen[K_UPSTREAM_PIN], "[%s]: upstream_pin needs "
+		    "upstream_tls = starttls or implicit", svc->name);
 	if (svc->upstream_tls != TLS_MODE_NONE) {
 		if (svc->upstream_verify && svc->upstream_name == NULL)
 			cfg_error(p, svc->seen[K_UPSTREAM], "[%s]: upstream %s is "
@@ -734,6 +737,7 @@ service_free(struct service *svc)
 	free(svc->tls_ciphers);
 	free(svc->ehlo_name);
 	free(svc->allow);
+	free(svc->upstream_pins);
 	free(svc->proxy_trusted);
 	free(svc->upstream_user);
 	free(svc->upstream_password_file);

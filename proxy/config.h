@@ -28,7 +28,7 @@
 #define CONFIG_DEFAULT_FILE	"/etc/mailproxy/mailproxy.ini"
 #define CONFIG_MAX_PAIRS	8	/* cert/key pairs per service */
 
-#define CONFIG_NKEYS		51	/* keys in the table (config_keys.c) */
+#define CONFIG_NKEYS		52	/* keys in the table (config_keys.c) */
 
 struct listen_addr {
 	struct sockaddr_any	 addr;
@@ -110,6 +110,8 @@ struct service {
 	enum tls_mode		 upstream_tls;
 	char			*upstream_name;		/* NULL: none (IP) */
 	bool			 upstream_verify;
+	uint8_t			(*upstream_pins)[32];	/* SPKI SHA-256s */
+	size_t			 nupstream_pins;
 	bool			 upstream_resumption;	/* offer the last session */
 	char			*upstream_ca;
 	int			 upstream_tls_min_version;

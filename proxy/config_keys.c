@@ -20,6 +20,7 @@
 #include "accounts.h"
 #include "secret.h"
 #include "tickets.h"
+#include "tls.h"
 
 const char *const proto_names[] = { "smtp", "pop3", "imap" };
 const char *const tls_mode_names[] = { "none", "implicit", "starttls" };
@@ -400,6 +401,51 @@ set_cidr_list(struct parser *p, struct cidr **listp, size_t *np, const char *v)
 	return rc;
 }
 
+/*
+ * upstream_pin: SPKI pins as HPKP and curl's --pinnedpubkey write them,
+ * "sha256/" and the base64 of 32 bytes; blanks between, the key repeatable
+ * (a line holds three: rotation).
+ */
+static int
+set_upstream_pin(struct parser *p, void *f, const char *v)
+{
+	char *copy = strdup(v), *tok, *save = NULL;
+	struct service *svc = p->svc;
+	int rc = 0;
+
+	(void)f;
+	if (copy == NULL) {
+		cfg_error(p, p->line, "%s: out of memory", p->key);
+		return -1;
+	}
+	for (tok = strtok_r(copy, " \t,", &save); tok != NULL;
+	    tok = strtok_r(NULL, " \t,", &save)) {
+		uint8_t pin[32], (*grown)[32];
+		if (tls_pin_parse(tok, pin) < 0) {
+			cfg_error(p, p->line, "%s: \"%s\" is not sha256/ and the "
+			    "base64 of a SHA-256 (as mailproxy -T prints it)",
+			    p->key, tok);
+			rc = -1;
+			continue;
+		}
+		grown = realloc(svc->upstream_pins, (svc->nupstream_pins + 1) *
+		    sizeof(*grown));
+		if (grown == NULL) {
+			cfg_error(p, p->line, "%s: out of memory", p->key);
+			rc = -1;
+			break;
+		}
+		svc->upstream_pins = grown;
+		memcpy(svc->upstream_pins[svc->nupstream_pins++], pin, 32);
+	}
+	if (rc == 0 && svc->nupstream_pins == 0) {
+		cfg_error(p, p->line, "%s: empty list", p->key);
+		rc = -1;
+	}
+	free(copy);
+	return rc;
+}
+
 static int
 set_allow(struct parser *p, void *f, const char *v)
 {
@@ -635,6 +681,7 @@ const struct key_def config_keys[K_COUNT] = {
 	[K_OAUTH2_DEVICE_URL] = { "oauth2_device_url", SCOPE_SERVICE, false, NONE, S(oauth2.device_url), set_https_url, NULL },
 	[K_OAUTH2_CA] = { "oauth2_ca", SCOPE_SERVICE, false, NONE, S(oauth2.ca), set_file, NULL },
 	[K_OAUTH2_STORE] = { "oauth2_token_store", SCOPE_SERVICE, false, NONE, S(oauth2.store), set_string, NULL },
+	[K_UPSTREAM_PIN] = { "upstream_pin", SCOPE_SERVICE, true, NONE, NONE, set_upstream_pin, NULL },
 	[K_TOKEN_FILE] = { "upstream_token_file", SCOPE_SERVICE, false, NONE, S(upstream_token_file), set_secret_file, NULL },
 	/* Accounts (upstream_auth = accounts).  An account takes the keys
 	 * account_field() gives a place: these two, and upstream_user,

@@ -109,7 +109,12 @@ warn_insecure(const struct config *cf)
 {
 	for (size_t i = 0; i < cf->nservices; i++) {
 		const struct service *svc = &cf->services[i];
-		if (svc->upstream_tls != TLS_MODE_NONE && !svc->upstream_verify)
+		if (svc->upstream_tls != TLS_MODE_NONE && !svc->upstream_verify &&
+		    svc->nupstream_pins > 0)
+			log_info("svc=%s upstream_verify = no with upstream_pin: "
+			    "the upstream's chain and name are not checked, only "
+			    "its key (%zu pins)", svc->name, svc->nupstream_pins);
+		else if (svc->upstream_tls != TLS_MODE_NONE && !svc->upstream_verify)
 			log_warnx("svc=%s upstream_verify = no: the upstream "
 			    "certificate is NOT checked; the link is encrypted "
 			    "but not authenticated", svc->name);

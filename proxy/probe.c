@@ -105,10 +105,16 @@ start_tls(const struct service *svc, struct link *l, char *out, size_t len)
 	if (SSL_connect(l->ssl) == 1)
 		return 0;
 	v = SSL_get_verify_result(l->ssl);
-	if (v != X509_V_OK)
-		snprintf(out, len, "certificate: %s (name %s)",
+	/* The key's pin too: what an admin copies into upstream_pin for a
+	 * server whose certificate cannot verify. */
+	if (v == X509_V_ERR_APPLICATION_VERIFICATION)
+		snprintf(out, len, "certificate: key not pinned (pin=%s)",
+		    tls_pin_seen());
+	else if (v != X509_V_OK)
+		snprintf(out, len, "certificate: %s (name %s) pin=%s",
 		    X509_verify_cert_error_string(v),
-		    svc->upstream_name ? svc->upstream_name : "-");
+		    svc->upstream_name ? svc->upstream_name : "-",
+		    tls_pin_seen()[0] ? tls_pin_seen() : "-");
 	else {
 		snprintf(out, len, "TLS handshake failed: ");
 		log_ssl_errors(out, len);
@@ -248,10 +254,13 @@ probe_service(const struct service *svc, char *out, size_t len)
 			read_caps(&l, svc->protocol, caps, sizeof(caps));
 	}
 	tls_describe(l.ssl, tls, sizeof(tls));
-	snprintf(out, len, "ok upstream=%s tls=%s verify=%s%s%s caps=\"%s\"",
+	snprintf(out, len, "ok upstream=%s tls=%s verify=%s%s%s%s%s caps=\"%s\"",
 	    svc->upstream, tls, svc->upstream_tls == TLS_MODE_NONE ? "-" :
-	    svc->upstream_verify ? "ok" : "off", svc->upstream_auth !=
-	    AUTH_NONE ? " auth=" : "", svc->upstream_auth != AUTH_NONE ?
+	    svc->upstream_verify ? "ok" : svc->nupstream_pins > 0 ? "pin" :
+	    "off", svc->upstream_tls != TLS_MODE_NONE ? " pin=" : "",
+	    svc->upstream_tls != TLS_MODE_NONE ? tls_pin_seen() : "",
+	    svc->upstream_auth != AUTH_NONE ? " auth=" : "",
+	    svc->upstream_auth != AUTH_NONE ?
 	    upstream_auth_names[svc->upstream_auth] : "", caps);
 	rc = 0;
 done:

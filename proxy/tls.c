@@ -3,12 +3,16 @@
  */
 #include "tls.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
 #include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <openssl/base64.h>
 #include <openssl/evp.h>
+#include <openssl/mem.h>
+#include <openssl/sha.h>
 #include <openssl/x509v3.h>
 
 #include "addr.h"
@@ -350,6 +354,92 @@ fail:
 	return NULL;
 }
 
+int
+tls_pin_parse(const char *text, uint8_t pin[32])
+{
+	uint8_t out[33];
+	size_t n;
+
+	if (strncmp(text, "sha256/", 7) != 0 || strlen(text + 7) != 44 ||
+	    !EVP_DecodeBase64(out, &n, sizeof(out), (const uint8_t *)text + 7,
+	    44) || n != 32)
+		return -1;
+	memcpy(pin, out, 32);
+	return 0;
+}
+
+/* The SHA-256 of cert's SubjectPublicKeyInfo, DER.  0 or -1. */
+static int
+spki_sha256(const X509 *cert, uint8_t digest[32])
+{
+	uint8_t *der = NULL;
+	int n = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert), &der);
+
+	if (n <= 0)
+		return -1;
+	SHA256(der, (size_t)n, digest);
+	OPENSSL_free(der);
+	return 0;
+}
+
+void
+tls_pin_text(const X509 *cert, char out[TLS_PIN_TEXT])
+{
+	uint8_t digest[32];
+	size_t n;
+
+	if (spki_sha256(cert, digest) < 0) {
+		snprintf(out, TLS_PIN_TEXT, "-");
+		return;
+	}
+	memcpy(out, "sha256/", 7);
+	EVP_EncodeBlock((uint8_t *)out + 7, digest, sizeof(digest));
+	n = strlen(out);
+	out[n < TLS_PIN_TEXT ? n : TLS_PIN_TEXT - 1] = '\0';
+}
+
+/* One event loop per thread, one handshake step at a time: the last
+ * upstream key seen, for the line that follows a failure. */
+static __thread char	pin_seen[TLS_PIN_TEXT];
+
+const char *
+tls_pin_seen(void)
+{
+	return pin_seen;
+}
+
+/*
+ * Every upstream certificate comes here.  The chain and the name are
+ * checked as always when upstream_verify = yes; then, with upstream_pin,
+ * the key must be one of the pins (with upstream_verify = no the pin alone
+ * decides: a self-signed or expired certificate of a known key).  A
+ * mismatch fails the handshake before any credential can go out.
+ */
+static int
+verify_upstream(X509_STORE_CTX *store, void *arg)
+{
+	const struct service *svc = arg;
+	X509 *leaf = X509_STORE_CTX_get0_cert(store);
+	uint8_t digest[32];
+
+	pin_seen[0] = '\0';
+	if (leaf != NULL)
+		tls_pin_text(leaf, pin_seen);
+	if (svc->upstream_verify && X509_verify_cert(store) != 1)
+		return 0;
+	if (svc->nupstream_pins == 0)
+		return 1;
+	if (leaf == NULL || spki_sha256(leaf, digest) < 0) {
+		X509_STORE_CTX_set_error(store, X509_V_ERR_APPLICATION_VERIFICATION);
+		return 0;
+	}
+	for (size_t i = 0; i < svc->nupstream_pins; i++)
+		if (CRYPTO_memcmp(digest, svc->upstream_pins[i], 32) == 0)
+			return 1;
+	X509_STORE_CTX_set_error(store, X509_V_ERR_APPLICATION_VERIFICATION);
+	return 0;
+}
+
 SSL_CTX *
 tls_client_ctx_new(const struct service *svc, char *err, size_t len)
 {
@@ -359,6 +449,12 @@ tls_client_ctx_new(const struct service *svc, char *err, size_t len)
 	    svc->upstream_tls_min_version, svc->upstream_verify, err,
 	    len)) == NULL)
 		return NULL;
+	/* Pins are checked with or without the chain: the handshake fails
+	 * on a mismatch either way. */
+	if (svc->nupstream_pins > 0)
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	SSL_CTX_set_cert_verify_callback(ctx, verify_upstream,
+	    (void *)(uintptr_t)svc);
 	if (svc->upstream_resumption) {
 		/* One upstream name per service, so one context per name: a
 		 * session is never offered to another name. */

@@ -71,6 +71,23 @@ bool	 tls_cipher_is_legacy(const SSL_CIPHER *c);
  * service's upstream, if any and still resumable. */
 void	 tls_offer_session(SSL *ssl);
 
+/*
+ * upstream_pin: "sha256/BASE64" (the SHA-256 of a certificate's
+ * SubjectPublicKeyInfo, as HPKP and curl write it) into pin.  0 or -1.
+ */
+int	 tls_pin_parse(const char *text, uint8_t pin[32]);
+
+/* The same text for a certificate's key (TLS_PIN_TEXT bytes with NUL). */
+#define TLS_PIN_TEXT	52
+void	 tls_pin_text(const X509 *cert, char out[TLS_PIN_TEXT]);
+
+/*
+ * The pin of the key the upstream showed in this thread's last upstream
+ * handshake that reached the certificate (whatever came of it): what -T
+ * prints, and what a pin-mismatch line names.  "" if none yet.
+ */
+const char *tls_pin_seen(void);
+
 /* "TLSv1.3/TLS_AES_128_GCM_SHA256" for logs, "-" before a handshake. */
 void	 tls_describe(const SSL *ssl, char *buf, size_t len);
 

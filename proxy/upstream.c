@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/base64.h>
 #include <openssl/mem.h>
 #include <openssl/x509.h>
 
@@ -330,6 +331,21 @@ connect_done(EV_P_ struct session *s)
 		start_relay(EV_A_ s);
 }
 
+/* upstream_pin refused the key: both hashes, so the admin can tell a
+ * rotation from an impostor. */
+static void
+pin_mismatch(const struct service *svc, char *out, size_t len)
+{
+	size_t o = (size_t)snprintf(out, len, "pin-mismatch: the server's key "
+	    "is %s, pinned:", tls_pin_seen()[0] ? tls_pin_seen() : "-");
+
+	for (size_t i = 0; i < svc->nupstream_pins && o < len; i++) {
+		char b64[48];
+		EVP_EncodeBlock((uint8_t *)b64, svc->upstream_pins[i], 32);
+		o += (size_t)snprintf(out + o, len - o, " sha256/%s", b64);
+	}
+}
+
 /* Names why the upstream handshake failed: verification first. */
 void
 upstream_handshake_failed(EV_P_ struct session *s)
@@ -339,7 +355,10 @@ upstream_handshake_failed(EV_P_ struct session *s)
 
 	/* INVALID_CALL: no certificate was checked (the peer never sent one,
 	 * e.g. it does not speak TLS): a handshake failure, not a verify one. */
-	if (v != X509_V_OK && v != X509_V_ERR_INVALID_CALL) {
+	if (v == X509_V_ERR_APPLICATION_VERIFICATION) {
+		pin_mismatch(s->svc, detail, sizeof(detail));
+		fail_upstream(EV_A_ s, R_UPSTREAM_VERIFY_FAILED, detail);
+	} else if (v != X509_V_OK && v != X509_V_ERR_INVALID_CALL) {
 		const char *what =
 		    v == X509_V_ERR_CERT_HAS_EXPIRED ? "expired" :
 		    v == X509_V_ERR_CERT_NOT_YET_VALID ? "not-yet-valid" :

@@ -558,7 +558,12 @@ test_upstream_auth_rules(void)
 			    "[scan]: upstream_auth = plain needs upstream_password_file" },
 			{ "sha1", "upstream_password_file", pw, "allow = 10.0.0.0/8",
 			    "test.ini:8: upstream_auth: unknown value \"sha1\"" },
-			/* Credentials only to a verified server. */
+			/* Credentials only to a verified or pinned server. */
+			{ "plain", "upstream_password_file", pw,
+			    "allow = 10.0.0.0/8\nupstream_verify = no\n"
+			    "upstream_pin = sha256/AAAA",
+			    "test.ini:13: upstream_pin: \"sha256/AAAA\" is not "
+			    "sha256/ and the base64 of a SHA-256" },
 			{ "plain", "upstream_password_file", pw,
 			    "allow = 10.0.0.0/8\nupstream_verify = no",
 			    "test.ini:12: [scan]: upstream_verify = no with "
@@ -572,6 +577,20 @@ test_upstream_auth_rules(void)
 			auth_case(bad[i].mech, bad[i].key, bad[i].file, bad[i].extra,
 			    bad[i].msg);
 	}
+	/* A pin makes upstream_verify = no acceptable with credentials;
+	 * it needs TLS toward the upstream. */
+	snprintf(text, sizeof(text), AUTH_SVC, "plain", "upstream_password_file",
+	    pw, "allow = 10.0.0.0/8\nupstream_verify = no\nupstream_pin = "
+	    "sha256/47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU= "
+	    "sha256/IhDpbn6QKgE6vsUgv3WNtiyVCuI6/8n4dKcEqRsaa0Y=");
+	if ((cf = expect_ok(text)) != NULL)
+		CHECK(cf->services[0].nupstream_pins == 2 &&
+		    cf->services[0].upstream_pins[0][0] == 0xe3);
+	config_unref(cf);
+	expect_error(SERVICE_OK "upstream_pin = "
+	    "sha256/47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\n",
+	    "test.ini:9: [smtps]: upstream_pin needs upstream_tls = starttls "
+	    "or implicit");
 	/* Never in clear, SMTP only, keys only with upstream_auth. */
 	snprintf(text, sizeof(text), SERVICE_OK "upstream_auth = plain\n"
 	    "upstream_user = alice\nupstream_password_file = %s\n"
