@@ -533,6 +533,13 @@ validate_service(struct parser *p, struct service *svc)
 	if (svc->upstream_name == NULL && !addr_is_ip_literal(svc->upstream_host) &&
 	    (svc->upstream_name = strdup(svc->upstream_host)) == NULL)
 		cfg_error(p, svc->line, "[%s]: out of memory", svc->name);
+	if ((svc->upstream_cert == NULL) != (svc->upstream_key == NULL))
+		cfg_error(p, svc->seen[K_UPSTREAM_CERT] ? svc->seen[K_UPSTREAM_CERT] :
+		    svc->seen[K_UPSTREAM_KEY], "[%s]: upstream_cert and "
+		    "upstream_key come together", svc->name);
+	else if (svc->upstream_cert != NULL && svc->upstream_tls == TLS_MODE_NONE)
+		cfg_error(p, svc->seen[K_UPSTREAM_CERT], "[%s]: upstream_cert "
+		    "needs upstream_tls = starttls or implicit", svc->name);
 	if (svc->upstream_tls == TLS_MODE_NONE && svc->nupstream_pins > 0)
 		cfg_error(p, svc->seen[K_UPSTREAM_PIN], "[%s]: upstream_pin needs "
 		    "upstream_tls = starttls or implicit", svc->name);
@@ -544,7 +551,9 @@ validate_service(struct parser *p, struct service *svc)
 			    svc->name, svc->upstream);
 		else if ((svc->upstream_ctx = tls_client_ctx_new(svc, err,
 		    sizeof(err))) == NULL)
-			cfg_error(p, svc->seen[K_UPSTREAM_CA] ?
+			cfg_error(p, svc->seen[K_UPSTREAM_CERT] &&
+			    strncmp(err, "upstream_", 9) == 0 ?
+			    svc->seen[K_UPSTREAM_CERT] : svc->seen[K_UPSTREAM_CA] ?
 			    svc->seen[K_UPSTREAM_CA] : svc->line, "[%s]: "
 			    "upstream TLS: %s", svc->name, err);
 	}
@@ -738,6 +747,8 @@ service_free(struct service *svc)
 	free(svc->ehlo_name);
 	free(svc->allow);
 	free(svc->upstream_pins);
+	free(svc->upstream_cert);
+	free(svc->upstream_key);
 	free(svc->proxy_trusted);
 	free(svc->upstream_user);
 	free(svc->upstream_password_file);

@@ -28,7 +28,7 @@
 #define CONFIG_DEFAULT_FILE	"/etc/mailproxy/mailproxy.ini"
 #define CONFIG_MAX_PAIRS	8	/* cert/key pairs per service */
 
-#define CONFIG_NKEYS		52	/* keys in the table (config_keys.c) */
+#define CONFIG_NKEYS		54	/* keys in the table (config_keys.c) */
 
 struct listen_addr {
 	struct sockaddr_any	 addr;
@@ -111,6 +111,8 @@ struct service {
 	char			*upstream_name;		/* NULL: none (IP) */
 	bool			 upstream_verify;
 	uint8_t			(*upstream_pins)[32];	/* SPKI SHA-256s */
+	char			*upstream_cert;	/* the proxy's client cert */
+	char			*upstream_key;
 	size_t			 nupstream_pins;
 	bool			 upstream_resumption;	/* offer the last session */
 	char			*upstream_ca;

@@ -575,6 +575,20 @@ render(const struct config *cf, struct out *o)
 			    "cert=\"%s\"} %lld\n", n, v,
 			    (long long)days * 86400 + secs);
 		}
+		/* upstream_cert: the proxy's own identity toward the upstream
+		 * lapses too (a connector stops relaying). */
+		if (svc->upstream_cert != NULL && svc->upstream_ctx != NULL) {
+			X509 *x = SSL_CTX_get0_certificate(svc->upstream_ctx);
+			int days, secs;
+			if (x != NULL && ASN1_TIME_diff(&days, &secs, NULL,
+			    X509_get0_notAfter(x))) {
+				label_value(svc->upstream_cert,
+				    strlen(svc->upstream_cert), v, sizeof(v));
+				put(o, "mailproxy_certificate_expiry_seconds{service="
+				    "\"%s\",cert=\"%s\"} %lld\n", n, v,
+				    (long long)days * 86400 + secs);
+			}
+		}
 		for (int k = 0; k < R_COUNT; k++)	/* from the first failure */
 			if (t.upfail[k] != 0)
 				put(o, "mailproxy_upstream_failures_total{service="

@@ -102,6 +102,7 @@ start_tls(const struct service *svc, struct link *l, char *out, size_t len)
 	}
 	SSL_set_fd(l->ssl, l->fd);
 	ERR_clear_error();
+	(void)tls_cert_asked(true);
 	if (SSL_connect(l->ssl) == 1)
 		return 0;
 	v = SSL_get_verify_result(l->ssl);
@@ -262,6 +263,13 @@ probe_service(const struct service *svc, char *out, size_t len)
 	    svc->upstream_auth != AUTH_NONE ? " auth=" : "",
 	    svc->upstream_auth != AUTH_NONE ?
 	    upstream_auth_names[svc->upstream_auth] : "", caps);
+	/* upstream_cert: did the server ask for it (a handshake that went on
+	 * after sending it is one the server accepted)? */
+	if (svc->upstream_cert != NULL) {
+		size_t o = strlen(out);
+		snprintf(out + o, len > o ? len - o : 0, " client_cert=%s",
+		    tls_cert_asked(false) ? "sent" : "not-asked");
+	}
 	rc = 0;
 done:
 	if (l.ssl != NULL)

@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <openssl/crypto.h>
 #include <openssl/err.h>
@@ -116,6 +117,30 @@ common_setup(SSL_CTX *ctx, int min_version, const char *ciphers, char *err,
 	return 0;
 }
 
+/* A certificate chain and its key into ctx.  0, or -1 with why in err. */
+static int
+load_pair(SSL_CTX *ctx, const char *cert, const char *key, char *err,
+    size_t len)
+{
+	if (!SSL_CTX_use_certificate_chain_file(ctx, cert)) {
+		ssl_reason(err, len, "cannot load certificate");
+		return -1;
+	}
+	if (!SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM)) {
+		int r = ERR_GET_REASON(ERR_peek_last_error());
+		ssl_reason(err, len, r == X509_R_KEY_TYPE_MISMATCH ||
+		    r == X509_R_KEY_VALUES_MISMATCH ?
+		    "key does not match certificate" :
+		    "cannot load private key");
+		return -1;
+	}
+	if (!SSL_CTX_check_private_key(ctx)) {
+		ssl_reason(err, len, "key does not match certificate");
+		return -1;
+	}
+	return 0;
+}
+
 SSL_CTX *
 tls_server_ctx_new(const struct service *svc, size_t pair, char *err,
     size_t len)
@@ -131,22 +156,8 @@ tls_server_ctx_new(const struct service *svc, size_t pair, char *err,
 	if (common_setup(ctx, svc->tls_min_version, tls_cipher_list(
 	    svc->tls_ciphers, svc->tls_min_version), err, len) < 0)
 		goto fail;
-	if (!SSL_CTX_use_certificate_chain_file(ctx, svc->certs[pair])) {
-		ssl_reason(err, len, "cannot load certificate");
+	if (load_pair(ctx, svc->certs[pair], svc->keys[pair], err, len) < 0)
 		goto fail;
-	}
-	if (!SSL_CTX_use_PrivateKey_file(ctx, svc->keys[pair], SSL_FILETYPE_PEM)) {
-		int r = ERR_GET_REASON(ERR_peek_last_error());
-		ssl_reason(err, len, r == X509_R_KEY_TYPE_MISMATCH ||
-		    r == X509_R_KEY_VALUES_MISMATCH ?
-		    "key does not match certificate" :
-		    "cannot load private key");
-		goto fail;
-	}
-	if (!SSL_CTX_check_private_key(ctx)) {
-		ssl_reason(err, len, "key does not match certificate");
-		goto fail;
-	}
 	SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
 	tickets_setup(ctx);
 	sesscache_setup(ctx);
@@ -398,6 +409,29 @@ tls_pin_text(const X509 *cert, char out[TLS_PIN_TEXT])
 	out[n < TLS_PIN_TEXT ? n : TLS_PIN_TEXT - 1] = '\0';
 }
 
+/* Did the server ask for the proxy's certificate (-T says)?  Called by
+ * BoringSSL on a client only when a CertificateRequest came. */
+static __thread bool	cert_asked;
+
+static int
+note_cert_asked(SSL *ssl, void *arg)
+{
+	(void)ssl;
+	(void)arg;
+	cert_asked = true;
+	return 1;
+}
+
+bool
+tls_cert_asked(bool reset)
+{
+	bool was = cert_asked;
+
+	if (reset)
+		cert_asked = false;
+	return was;
+}
+
 /* One event loop per thread, one handshake step at a time: the last
  * upstream key seen, for the line that follows a failure. */
 static __thread char	pin_seen[TLS_PIN_TEXT];
@@ -449,6 +483,28 @@ tls_client_ctx_new(const struct service *svc, char *err, size_t len)
 	    svc->upstream_tls_min_version, svc->upstream_verify, err,
 	    len)) == NULL)
 		return NULL;
+	/* upstream_cert: the proxy's identity in every upstream handshake
+	 * (relay by certificate).  Its key is as secret as any: not for
+	 * everyone to read. */
+	if (svc->upstream_cert != NULL) {
+		struct stat st;
+		char why[200];
+		if (stat(svc->upstream_key, &st) == 0 && (st.st_mode & S_IROTH)) {
+			snprintf(err, len, "upstream_key %s is readable by everyone "
+			    "(mode %04o): chmod o-rwx it", svc->upstream_key,
+			    (unsigned)(st.st_mode & 07777));
+			SSL_CTX_free(ctx);
+			return NULL;
+		}
+		if (load_pair(ctx, svc->upstream_cert, svc->upstream_key, why,
+		    sizeof(why)) < 0) {
+			snprintf(err, len, "upstream_cert %s / upstream_key %s: %s",
+			    svc->upstream_cert, svc->upstream_key, why);
+			SSL_CTX_free(ctx);
+			return NULL;
+		}
+		SSL_CTX_set_cert_cb(ctx, note_cert_asked, NULL);
+	}
 	/* Pins are checked with or without the chain: the handshake fails
 	 * on a mismatch either way. */
 	if (svc->nupstream_pins > 0)

@@ -88,6 +88,12 @@ void	 tls_pin_text(const X509 *cert, char out[TLS_PIN_TEXT]);
  */
 const char *tls_pin_seen(void);
 
+/*
+ * upstream_cert: did the server of this thread's last upstream handshake
+ * ask for the proxy's certificate?  reset: forget it (before a handshake).
+ */
+bool	 tls_cert_asked(bool reset);
+
 /* "TLSv1.3/TLS_AES_128_GCM_SHA256" for logs, "-" before a handshake. */
 void	 tls_describe(const SSL *ssl, char *buf, size_t len);
 

@@ -111,6 +111,8 @@ watch_start(const struct config *cf, const char *file, char *err,
 			rc |= add(w, svc->keys[k], err, errlen);
 		}
 		rc |= add(w, svc->upstream_ca, err, errlen);
+		rc |= add(w, svc->upstream_cert, err, errlen);
+		rc |= add(w, svc->upstream_key, err, errlen);
 		rc |= add(w, svc->upstream_password_file, err, errlen);
 		rc |= add(w, svc->upstream_token_file, err, errlen);
 		rc |= add_oauth2(w, &svc->oauth2, err, errlen);

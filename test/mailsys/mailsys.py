@@ -29,14 +29,14 @@ SEED = (b"From: seed@mail.test\r\nTo: alice@mail.test\r\nSubject: seed\r\n"
 
 PORT_NAMES = ["smtp_submission", "smtp_smtps", "smtp_plain",
               "imap_starttls", "imaps", "pop3_starttls", "pop3s",
-              "imap_plain", "pop3_plain", "imap_haproxy"]
+              "imap_plain", "pop3_plain", "imap_haproxy", "smtp_relay"]
 
 
 # make run: fixed, high ports that config/dev.ini points at.
 DEV_PORTS = {"smtp_submission": 20587, "smtp_smtps": 20465, "smtp_plain": 20025,
              "imap_starttls": 20143, "imaps": 20993, "pop3_starttls": 20110,
              "pop3s": 20995, "imap_plain": 21143, "pop3_plain": 21110,
-             "imap_haproxy": 22143}
+             "imap_haproxy": 22143, "smtp_relay": 20026}
 
 
 class MissingPackage(Exception):
@@ -230,6 +230,9 @@ smtpd_tls_security_level = may
 smtpd_tls_received_header = yes
 smtpd_banner = $myhostname ESMTP test-postfix
 message_size_limit = 52428800
+smtpd_tls_fingerprint_digest = sha256
+relay_clientcerts = texthash:{run}/etc/relay_clientcerts
+transport_maps = texthash:{run}/etc/transport
 """.format(run=run)
     master = """
 127.0.0.1:{smtp_submission} inet n - n - - smtpd
@@ -247,8 +250,32 @@ message_size_limit = 52428800
   -o smtpd_tls_auth_only=no
   -o smtpd_sasl_auth_enable=yes
   -o smtpd_sasl_path={run}/dovecot-plain/run/auth-postfix
+127.0.0.1:{smtp_relay} inet n - n - - smtpd
+  -o syslog_name=postfix-test/relay
+  -o smtpd_tls_security_level=may
+  -o smtpd_tls_ask_ccert=yes
+  -o smtpd_relay_restrictions=permit_tls_clientcerts,reject
+  -o smtpd_recipient_restrictions=permit_tls_clientcerts,reject
 """.format(run=run, **ports) + MASTER_INTERNAL
     return main, master
+
+
+def client_cert(d, name):
+    """A self-signed client certificate (EC P-256), DIR/NAME.{crt,key}."""
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-days", "30", "-subj",
+                    "/CN=%s.office.test" % name, "-addext", "extendedKeyUsage=clientAuth",
+                    "-keyout", os.path.join(d, name + ".key"),
+                    "-out", os.path.join(d, name + ".crt")],
+                   check=True, capture_output=True)
+    os.chmod(os.path.join(d, name + ".key"), 0o600)
+
+
+def fingerprint(crt):
+    """The certificate's SHA-256 fingerprint as Postfix writes it (AB:CD:..)."""
+    out = subprocess.run(["openssl", "x509", "-in", crt, "-noout", "-fingerprint",
+                          "-sha256"], capture_output=True, text=True, check=True).stdout
+    return out.strip().split("=", 1)[1]
 
 
 def listening(port):
@@ -282,6 +309,15 @@ def start(run, certdir, dev=False):
         with open(path, "wb") as dst:
             dst.write(data)
     os.chmod(os.path.join(run, "pki", "upstream.key"), 0o640)
+    # A relay by certificate, as Microsoft 365 connectors and Postfix's
+    # relay_clientcerts do it: two client certificates, one of them listed
+    # (by fingerprint) on the smtp_relay port.
+    for n in ("relay-client", "other-client"):
+        client_cert(os.path.join(run, "pki"), n)
+    write(os.path.join(run, "etc", "relay_clientcerts"),
+          "%s relay-client\n" % fingerprint(os.path.join(run, "pki", "relay-client.crt")))
+    # What it relays to other domains is dropped: nothing leaves loopback.
+    write(os.path.join(run, "etc", "transport"), "remote.test discard:\n")
     # Password files by service and "secured" state (see gotcha 11).
     pd = os.path.join(run, "etc", "passdb")
     line = "%s:{PLAIN}%s\n" % (USER, PASSWORD)
