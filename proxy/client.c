@@ -143,6 +143,73 @@ note_legacy_tls(const struct session *s)
 	metrics_legacy_client(s->metrics, desc, SSL_version(s->client.ssl));
 }
 
+void
+client_handshake_failed(struct session *s)
+{
+	long v = s->client.ssl != NULL ? SSL_get_verify_result(s->client.ssl) :
+	    X509_V_OK;
+	char detail[200];
+
+	/* A device certificate that does not verify: say why (expired,
+	 * revoked, unknown CA), counted with the handshake failures. */
+	if (s->svc->client_verify != CLIENT_VERIFY_NO && v != X509_V_OK &&
+	    v != X509_V_ERR_INVALID_CALL) {
+		snprintf(detail, sizeof(detail), "certificate: %s",
+		    X509_verify_cert_error_string(v));
+		close_now(s, LOG_LVL_INFO, R_CLIENT_CERT_FAILED, detail);
+	} else
+		close_now(s, LOG_LVL_INFO, R_CLIENT_HANDSHAKE_FAILED,
+		    s->client.err);
+}
+
+/* A subject for a log line: printable, no quotes or backslashes. */
+static void
+clean_subject(const X509 *x, char *out, size_t cap)
+{
+	X509_NAME_oneline(X509_get_subject_name(x), out, (int)cap);
+	for (char *c = out; *c != '\0'; c++)
+		if (*c < 0x20 || *c >= 0x7f || *c == '"' || *c == '\\')
+			*c = '?';
+}
+
+bool
+device_certificate(struct session *s)
+{
+	const struct service *svc = s->svc;
+	X509 *x;
+	char subject[256];
+	unsigned n = 0;
+	bool listed = false;
+
+	if (svc->client_verify == CLIENT_VERIFY_NO)
+		return true;
+	if ((x = SSL_get_peer_certificate(s->client.ssl)) != NULL) {
+		X509_digest(x, EVP_sha256(), s->client_cert, &n);
+		s->has_client_cert = n == sizeof(s->client_cert);
+		clean_subject(x, subject, sizeof(subject));
+		X509_free(x);
+	}
+	if (s->has_client_cert) {
+		char fp[72];
+		snprintf(fp, sizeof(fp), "sha256:");
+		for (int i = 0; i < 32; i++)
+			snprintf(fp + 7 + 2 * i, 3, "%02x", s->client_cert[i]);
+		log_info("sess=%llu svc=%s event=client-cert client=%s "
+		    "subject=\"%s\" fingerprint=%s", (unsigned long long)s->id,
+		    svc->name, s->peer, subject, fp);
+	}
+	if (svc->nallow_certs == 0)
+		return true;
+	for (size_t i = 0; s->has_client_cert && i < svc->nallow_certs; i++)
+		listed |= CRYPTO_memcmp(svc->allow_certs[i], s->client_cert,
+		    32) == 0;
+	if (listed)
+		return true;
+	close_now(s, LOG_LVL_INFO, R_NOT_ALLOWED, s->has_client_cert ?
+	    "certificate not in allow_cert" : "no certificate (allow_cert)");
+	return false;
+}
+
 static void
 start_client_tls(EV_P_ struct session *s)
 {

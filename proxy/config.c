@@ -517,7 +517,12 @@ validate_service(struct parser *p, struct service *svc)
 		else {
 			for (size_t i = 0; i < svc->ncerts; i++)
 				if ((svc->pair_ctx[i] = tls_server_ctx_new(svc, i,
-				    err, sizeof(err))) == NULL)
+				    err, sizeof(err))) == NULL &&
+				    strncmp(err, "client_c", 8) == 0)
+					cfg_error(p, svc->seen[strncmp(err,
+					    "client_ca", 9) == 0 ? K_CLIENT_CA :
+					    K_CLIENT_CRL], "%s", err);
+				else if (svc->pair_ctx[i] == NULL)
 					cfg_error(p, svc->cert_lines[i], "cert %s / "
 					    "key %s: %s", svc->certs[i],
 					    svc->keys[i], err);
@@ -533,6 +538,23 @@ validate_service(struct parser *p, struct service *svc)
 	if (svc->upstream_name == NULL && !addr_is_ip_literal(svc->upstream_host) &&
 	    (svc->upstream_name = strdup(svc->upstream_host)) == NULL)
 		cfg_error(p, svc->line, "[%s]: out of memory", svc->name);
+	if (svc->client_verify != CLIENT_VERIFY_NO && svc->client_tls ==
+	    TLS_MODE_NONE)
+		cfg_error(p, svc->seen[K_CLIENT_VERIFY], "[%s]: client_verify needs "
+		    "client_tls = implicit or starttls", svc->name);
+	else if (svc->client_verify != CLIENT_VERIFY_NO && svc->client_ca == NULL)
+		cfg_error(p, svc->seen[K_CLIENT_VERIFY], "[%s]: client_verify "
+		    "needs client_ca (the CA the devices' certificates chain to)",
+		    svc->name);
+	if (svc->client_verify == CLIENT_VERIFY_NO) {
+		static const int only[] = { K_CLIENT_CA, K_CLIENT_CRL,
+		    K_ALLOW_CERT };
+		for (size_t i = 0; i < sizeof(only) / sizeof(*only); i++)
+			if (svc->seen[only[i]] != 0)
+				cfg_error(p, svc->seen[only[i]], "%s is only used "
+				    "with client_verify = optional or require",
+				    config_keys[only[i]].name);
+	}
 	if ((svc->upstream_cert == NULL) != (svc->upstream_key == NULL))
 		cfg_error(p, svc->seen[K_UPSTREAM_CERT] ? svc->seen[K_UPSTREAM_CERT] :
 		    svc->seen[K_UPSTREAM_KEY], "[%s]: upstream_cert and "
@@ -748,6 +770,9 @@ service_free(struct service *svc)
 	free(svc->allow);
 	free(svc->upstream_pins);
 	free(svc->upstream_cert);
+	free(svc->client_ca);
+	free(svc->client_crl);
+	free(svc->allow_certs);
 	free(svc->upstream_key);
 	free(svc->proxy_trusted);
 	free(svc->upstream_user);

@@ -28,7 +28,7 @@
 #define CONFIG_DEFAULT_FILE	"/etc/mailproxy/mailproxy.ini"
 #define CONFIG_MAX_PAIRS	8	/* cert/key pairs per service */
 
-#define CONFIG_NKEYS		54	/* keys in the table (config_keys.c) */
+#define CONFIG_NKEYS		58	/* keys in the table (config_keys.c) */
 
 struct listen_addr {
 	struct sockaddr_any	 addr;
@@ -47,6 +47,10 @@ struct timeouts {
 struct dns_view;
 
 enum oauth2_provider { OAUTH2_CUSTOM, OAUTH2_MICROSOFT, OAUTH2_GOOGLE };
+
+/* client_verify: ask devices for a certificate. */
+enum client_verify { CLIENT_VERIFY_NO, CLIENT_VERIFY_OPTIONAL,
+    CLIENT_VERIFY_REQUIRE };
 
 /* The oauth2_* keys of a service: a client of one token endpoint. */
 struct oauth2_conf {
@@ -111,6 +115,11 @@ struct service {
 	char			*upstream_name;		/* NULL: none (IP) */
 	bool			 upstream_verify;
 	uint8_t			(*upstream_pins)[32];	/* SPKI SHA-256s */
+	int			 client_verify;	/* enum client_verify */
+	char			*client_ca;	/* devices' trust anchors */
+	char			*client_crl;
+	uint8_t			(*allow_certs)[32];	/* SHA-256 of the DER */
+	size_t			 nallow_certs;
 	char			*upstream_cert;	/* the proxy's client cert */
 	char			*upstream_key;
 	size_t			 nupstream_pins;
@@ -169,6 +178,13 @@ struct config {
 	size_t			 naccounts;
 	int			 seen[CONFIG_NKEYS];
 };
+
+/*
+ * A certificate fingerprint, "sha256:" and 64 hex digits (colons between
+ * pairs allowed, as openssl x509 -fingerprint prints them): allow_cert,
+ * an account's client_cert.  0 or -1.
+ */
+int	config_fingerprint_parse(const char *text, uint8_t out[32]);
 
 /*
  * Reads and validates FILE.  On error returns NULL and, if errors is not

@@ -401,6 +401,77 @@ set_cidr_list(struct parser *p, struct cidr **listp, size_t *np, const char *v)
 	return rc;
 }
 
+static int
+set_client_verify(struct parser *p, void *f, const char *v)
+{
+	static const char *const w[] = { "no", "optional", "require" };
+
+	return set_word(p, (int *)f, v, w, 3);
+}
+
+static int
+hex_digit(char c)
+{
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ?
+	    c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+int
+config_fingerprint_parse(const char *text, uint8_t out[32])
+{
+	size_t n = 0;
+
+	if (strncasecmp(text, "sha256:", 7) != 0)
+		return -1;
+	for (const char *c = text + 7; *c != '\0'; c++) {
+		int hi, lo;
+		if (*c == ':')
+			continue;
+		if (n == 32 || (hi = hex_digit(c[0])) < 0 ||
+		    (lo = hex_digit(c[1])) < 0)
+			return -1;
+		out[n++] = (uint8_t)(hi << 4 | lo);
+		c++;
+	}
+	return n == 32 ? 0 : -1;
+}
+
+/* allow_cert: devices admitted by certificate, like allow by address. */
+static int
+set_allow_cert(struct parser *p, void *f, const char *v)
+{
+	char *copy = strdup(v), *tok, *save = NULL;
+	struct service *svc = p->svc;
+	int rc = 0;
+
+	(void)f;
+	if (copy == NULL) {
+		cfg_error(p, p->line, "%s: out of memory", p->key);
+		return -1;
+	}
+	for (tok = strtok_r(copy, " \t,", &save); tok != NULL;
+	    tok = strtok_r(NULL, " \t,", &save)) {
+		uint8_t fp[32], (*grown)[32];
+		if (config_fingerprint_parse(tok, fp) < 0) {
+			cfg_error(p, p->line, "%s: \"%s\" is not sha256: and the "
+			    "64 hex digits of a certificate's SHA-256", p->key, tok);
+			rc = -1;
+			continue;
+		}
+		grown = realloc(svc->allow_certs, (svc->nallow_certs + 1) *
+		    sizeof(*grown));
+		if (grown == NULL) {
+			cfg_error(p, p->line, "%s: out of memory", p->key);
+			rc = -1;
+			break;
+		}
+		svc->allow_certs = grown;
+		memcpy(svc->allow_certs[svc->nallow_certs++], fp, 32);
+	}
+	free(copy);
+	return rc;
+}
+
 /*
  * upstream_pin: SPKI pins as HPKP and curl's --pinnedpubkey write them,
  * "sha256/" and the base64 of 32 bytes; blanks between, the key repeatable
@@ -681,6 +752,10 @@ const struct key_def config_keys[K_COUNT] = {
 	[K_OAUTH2_DEVICE_URL] = { "oauth2_device_url", SCOPE_SERVICE, false, NONE, S(oauth2.device_url), set_https_url, NULL },
 	[K_OAUTH2_CA] = { "oauth2_ca", SCOPE_SERVICE, false, NONE, S(oauth2.ca), set_file, NULL },
 	[K_OAUTH2_STORE] = { "oauth2_token_store", SCOPE_SERVICE, false, NONE, S(oauth2.store), set_string, NULL },
+	[K_CLIENT_VERIFY] = { "client_verify", SCOPE_SERVICE, false, NONE, S(client_verify), set_client_verify, NULL },
+	[K_CLIENT_CA] = { "client_ca", SCOPE_SERVICE, false, NONE, S(client_ca), set_file, NULL },
+	[K_CLIENT_CRL] = { "client_crl", SCOPE_SERVICE, false, NONE, S(client_crl), set_file, NULL },
+	[K_ALLOW_CERT] = { "allow_cert", SCOPE_SERVICE, true, NONE, NONE, set_allow_cert, NULL },
 	[K_UPSTREAM_CERT] = { "upstream_cert", SCOPE_SERVICE, false, NONE, S(upstream_cert), set_file, NULL },
 	[K_UPSTREAM_KEY] = { "upstream_key", SCOPE_SERVICE, false, NONE, S(upstream_key), set_file, NULL },
 	[K_UPSTREAM_PIN] = { "upstream_pin", SCOPE_SERVICE, true, NONE, NONE, set_upstream_pin, NULL },

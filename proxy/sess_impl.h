@@ -96,6 +96,9 @@ struct session {
 	size_t			 pp_len;
 	char			 peer[64];
 	char			 upstream_addr[64];
+	uint8_t			 client_cert[32];	/* client_verify: the
+						 * device's certificate, SHA-256 */
+	bool			 has_client_cert;
 	char			 upstream_tls[64];	/* its TLS, kept when the upstream
 						 * leg closes before the session */
 	const char		*first_eof;	/* "client" or "upstream" */
@@ -141,6 +144,13 @@ void	start_front(EV_P_ struct session *s);
 
 /* The proxy's own dialogue with the client: FRONT (SMTP) and LOGIN. */
 void	client_dialogue(EV_P_ struct session *s);
+
+/* client_verify: the device's certificate after its handshake: logged,
+ * kept, and checked against allow_cert.  false: the session was closed. */
+bool	device_certificate(struct session *s);
+
+/* A failed client handshake: its reason (a certificate named). */
+void	client_handshake_failed(struct session *s);
 
 /* The client's TLS is up: its login (accounts) or the upstream next. */
 void	client_ready(EV_P_ struct session *s);

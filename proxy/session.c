@@ -86,6 +86,12 @@ log_close(struct session *s)
 	logline_str(&ll, "sni", sni);
 	tls_describe(s->client.ssl, buf, sizeof(buf));
 	logline_str(&ll, "client_tls", buf);
+	if (s->has_client_cert) {
+		snprintf(buf, sizeof(buf), "sha256:");
+		for (int i = 0; i < 32; i++)
+			snprintf(buf + 7 + 2 * i, 3, "%02x", s->client_cert[i]);
+		logline_str(&ll, "client_cert", buf);
+	}
 	logline_str(&ll, "upstream", s->upstream_addr[0] ? s->upstream_addr :
 	    NULL);
 	if (s->upstream.ssl != NULL)
@@ -303,6 +309,8 @@ run_state(EV_P_ struct session *s)
 		st = ep_handshake(&s->client);
 		if (st == EP_OK) {
 			note_legacy_tls(s);
+			if (!device_certificate(s))
+				break;
 			metrics_tls(s->metrics, SSL_version(s->client.ssl),
 			    SSL_CIPHER_standard_name(SSL_get_current_cipher(
 			    s->client.ssl)));
@@ -320,8 +328,7 @@ run_state(EV_P_ struct session *s)
 			client_ready(EV_A_ s);
 		}
 		else if (st == EP_ERROR)
-			close_now(s, LOG_LVL_INFO, R_CLIENT_HANDSHAKE_FAILED,
-			    s->client.err);
+			client_handshake_failed(s);
 		break;
 	case SESS_TOKEN_WAIT:
 		break;		/* the timer polls */

@@ -141,6 +141,41 @@ load_pair(SSL_CTX *ctx, const char *cert, const char *key, char *err,
 	return 0;
 }
 
+/*
+ * client_verify: devices are asked for a certificate that chains to
+ * client_ca (and is not on client_crl); one that does not verify fails the
+ * handshake with an alert.  With require, a device without one fails too.
+ */
+static int
+ask_device_certificates(SSL_CTX *ctx, const struct service *svc, char *err,
+    size_t len)
+{
+	STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(svc->client_ca);
+	X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+	X509_LOOKUP *lookup;
+
+	if (names == NULL || !SSL_CTX_load_verify_locations(ctx, svc->client_ca,
+	    NULL)) {
+		sk_X509_NAME_pop_free(names, X509_NAME_free);
+		ssl_reason(err, len, "client_ca: cannot load the certificates");
+		return -1;
+	}
+	SSL_CTX_set_client_CA_list(ctx, names);		/* takes names */
+	if (svc->client_crl != NULL) {
+		if ((lookup = X509_STORE_add_lookup(store, X509_LOOKUP_file())) ==
+		    NULL || X509_load_crl_file(lookup, svc->client_crl,
+		    X509_FILETYPE_PEM) <= 0) {
+			ssl_reason(err, len, "client_crl: cannot load the CRL");
+			return -1;
+		}
+		X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
+	}
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER |
+	    (svc->client_verify == CLIENT_VERIFY_REQUIRE ?
+	    SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0), NULL);
+	return 0;
+}
+
 SSL_CTX *
 tls_server_ctx_new(const struct service *svc, size_t pair, char *err,
     size_t len)
@@ -157,6 +192,9 @@ tls_server_ctx_new(const struct service *svc, size_t pair, char *err,
 	    svc->tls_ciphers, svc->tls_min_version), err, len) < 0)
 		goto fail;
 	if (load_pair(ctx, svc->certs[pair], svc->keys[pair], err, len) < 0)
+		goto fail;
+	if (svc->client_verify != CLIENT_VERIFY_NO && svc->client_ca != NULL &&
+	    ask_device_certificates(ctx, svc, err, len) < 0)
 		goto fail;
 	SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
 	tickets_setup(ctx);

@@ -591,6 +591,23 @@ test_upstream_auth_rules(void)
 	    "sha256/47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\n",
 	    "test.ini:9: [smtps]: upstream_pin needs upstream_tls = starttls "
 	    "or implicit");
+	/* Devices' certificates: a CA to check them against, TLS to ask in,
+	 * and the CA and allow_cert keys only when asking. */
+	expect_error(SERVICE_OK "client_verify = require\n",
+	    "test.ini:9: [smtps]: client_verify needs client_ca");
+	expect_error(SERVICE_OK "client_ca = /etc/hostname\n",
+	    "test.ini:9: client_ca is only used with client_verify");
+	expect_error(SERVICE_OK "allow_cert = sha256:00\n",
+	    "test.ini:9: allow_cert: \"sha256:00\" is not sha256: and the 64 hex");
+	{
+		uint8_t fp[32];
+		CHECK(config_fingerprint_parse("SHA256:" "AB:CD:00:11:22:33:44:55:"
+		    "66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:"
+		    "aa:bb:cc:dd", fp) == 0 && fp[0] == 0xab && fp[31] == 0xdd);
+		CHECK(config_fingerprint_parse("sha256:abcd", fp) < 0);
+		CHECK(config_fingerprint_parse("sha1:" "abcdabcdabcdabcdabcd"
+		    "abcdabcdabcdabcdabcd", fp) < 0);
+	}
 	/* Never in clear, SMTP only, keys only with upstream_auth. */
 	snprintf(text, sizeof(text), SERVICE_OK "upstream_auth = plain\n"
 	    "upstream_user = alice\nupstream_password_file = %s\n"
