@@ -70,6 +70,8 @@ account_field(struct account *a, enum config_key k)
 	switch (k) {
 	case K_PASSWORD_HASH:
 		return &a->password_hash;
+	case K_CLIENT_CERT:
+		return &a->client_cert;
 	case K_UPSTREAM_USER:
 		return &a->upstream_user;
 	case K_PASSWORD_FILE:
@@ -128,9 +130,22 @@ fingerprint(const struct account *a)
 	for (size_t i = 0; i < sizeof(parts) / sizeof(*parts); i++)
 		SHA256_Update(&c, parts[i] != NULL ? parts[i] : "",
 		    (parts[i] != NULL ? strlen(parts[i]) : 0) + 1);
+	if (a->client_cert.set)
+		SHA256_Update(&c, a->client_cert.md, sizeof(a->client_cert.md));
 	SHA256_Final(md, &c);
 	memcpy(&fp, md, sizeof(fp));
 	return fp;
+}
+
+/* Does an accounts service ask devices for certificates? */
+static bool
+accounts_ask_certificates(const struct config *cf)
+{
+	for (size_t i = 0; i < cf->nservices; i++)
+		if (cf->services[i].upstream_auth == AUTH_ACCOUNTS &&
+		    cf->services[i].client_verify != CLIENT_VERIFY_NO)
+			return true;
+	return false;
 }
 
 static void
@@ -141,9 +156,13 @@ validate_account(struct parser *p, struct account *a)
 	struct config *cf = p->cf;
 	int given = 0;
 
-	if (a->seen[K_PASSWORD_HASH] == 0)
+	if (a->seen[K_PASSWORD_HASH] == 0 && !a->client_cert.set)
 		cfg_error(p, a->line, "[account:%s]: password_hash is required "
-		    "(mailproxy -H makes one)", a->name);
+		    "(mailproxy -H makes one), or client_cert", a->name);
+	if (a->client_cert.set && !accounts_ask_certificates(cf))
+		cfg_error(p, a->seen[K_CLIENT_CERT], "[account:%s]: client_cert "
+		    "needs client_verify (optional or require) on the accounts "
+		    "service", a->name);
 	for (size_t i = 0; i < 3; i++)
 		if (a->seen[creds[i]] != 0) {
 			if (given++ > 0)
@@ -244,12 +263,16 @@ static void
 check_one_cost(struct parser *p)
 {
 	struct config *cf = p->cf;
+	const char *dummy = accounts_dummy_hash(cf), *first_name = NULL;
 	char first[64], other[64];
 
-	if (cf->naccounts == 0 || cf->accounts[0].password_hash == NULL)
+	if (dummy == NULL)
 		return;
-	hash_setting(cf->accounts[0].password_hash, first, sizeof(first));
-	for (size_t i = 1; i < cf->naccounts; i++) {
+	hash_setting(dummy, first, sizeof(first));
+	for (size_t i = 0; i < cf->naccounts && first_name == NULL; i++)
+		if (cf->accounts[i].password_hash == dummy)
+			first_name = cf->accounts[i].name;
+	for (size_t i = 0; i < cf->naccounts; i++) {
 		if (cf->accounts[i].password_hash == NULL)
 			continue;
 		hash_setting(cf->accounts[i].password_hash, other,
@@ -260,9 +283,17 @@ check_one_cost(struct parser *p)
 			    "%s...: all accounts need one method and cost, or the "
 			    "time of a refusal tells an unknown name from a wrong "
 			    "password (make them all with mailproxy -H)",
-			    cf->accounts[i].name, other, cf->accounts[0].name,
-			    first);
+			    cf->accounts[i].name, other, first_name, first);
 	}
+}
+
+const char *
+accounts_dummy_hash(const struct config *cf)
+{
+	for (size_t i = 0; i < cf->naccounts; i++)
+		if (cf->accounts[i].password_hash != NULL)
+			return cf->accounts[i].password_hash;
+	return NULL;
 }
 
 const struct account *

@@ -55,6 +55,11 @@ enum login_gate accounts_gate(bool password_ok, const struct account *a,
 	    struct blocks_attempt *at, const struct sockaddr_any *addr,
 	    int max, int window);
 
+/* The hash an unknown name (or a certificate-only account's name) is
+ * checked against, so that it costs what a real check does: the first
+ * account's that has one, or NULL (no account has a password). */
+const char *accounts_dummy_hash(const struct config *cf);
+
 /* The account a client logs in as (exact name), or NULL. */
 const struct account *accounts_find(const struct config *cf,
 	    const char *name);

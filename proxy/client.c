@@ -323,6 +323,8 @@ sess_login(const struct session *s)
 	    front_login(s->front) : NULL;
 }
 
+static bool certificate_login(EV_P_ struct session *s);
+
 /* accounts: the proxy greets (implicit TLS; after STARTTLS it did) and
  * answers the client's login itself. */
 static void
@@ -345,6 +347,8 @@ start_login(EV_P_ struct session *s)
 		proto_say(&s->u2c, proto_text(svc->protocol)->login_greeting,
 		    svc->ehlo_name);
 	set_deadline(EV_A_ s, svc->timeouts.negotiation);
+	if (svc->protocol == PROTO_SMTP)
+		(void)certificate_login(EV_A_ s);
 }
 
 void
@@ -420,31 +424,27 @@ note_widened(const struct session *s)
 		    (unsigned long long)s->id, s->svc->name, host, prefix);
 }
 
-/* The password check is over (on the loop again). */
+/* The check is over: the login's outcome, answered (no sess_run: the
+ * caller runs the machine, or is running it). */
 static void
-checked(EV_P_ void *arg, bool ok)
+check_done(EV_P_ struct session *s, bool ok)
 {
-	struct session *s = arg;
 	struct login *l = sess_login(s);
 	struct logline ll;
 	enum login_verdict v;
 	enum login_gate gate;
 	char name[72], host[64];
 
-	s->check = NULL;
-	if (s->state != SESS_LOGIN_CHECK || s->closing) {
-		/* Timed out meanwhile (already answered): a guess used. */
-		(void)end_attempt(s, true);
-		return;
-	}
 	gate = accounts_gate(ok, s->checking, &s->attempt, &s->peer_addr,
 	    s->svc->auth_failures_max, s->svc->auth_block_time);
-	clean_name(login_user(l), name, sizeof(name));
+	clean_name(s->cert_login ? s->checking->name : login_user(l), name,
+	    sizeof(name));
 	metrics_login(s->metrics, gate == GATE_ACCEPT);
 	if (gate == GATE_ACCEPT) {
 		s->account = s->checking;
-		log_info("sess=%llu svc=%s event=login client=%s user=%s",
-		    (unsigned long long)s->id, s->svc->name, s->peer, name);
+		log_info("sess=%llu svc=%s event=login client=%s user=%s%s",
+		    (unsigned long long)s->id, s->svc->name, s->peer, name,
+		    s->cert_login ? " method=certificate" : "");
 		/* What the client sent after its login is for the upstream,
 		 * once logged in there: c2u carries the dialogue until then. */
 		if (!buf_empty(&s->c2u)) {
@@ -454,14 +454,12 @@ checked(EV_P_ void *arg, bool ok)
 			buf_release(&s->c2u);
 		}
 		start_connect(EV_A_ s);
-		sess_run(EV_A_ s);
 		return;
 	}
 	if (gate == GATE_BLOCKED && ok) {
 		/* Blocked while it was checked (by another session's
 		 * failures): the right password does not open it. */
 		refuse_blocked(EV_A_ s, "blocked during the check");
-		sess_run(EV_A_ s);
 		return;
 	}
 	client_host(s, host, sizeof(host));
@@ -489,6 +487,21 @@ checked(EV_P_ void *arg, bool ok)
 		close_after_reply(EV_A_ s, LOG_LVL_INFO, login_reason(l), NULL);
 	else
 		s->state = s->login != NULL ? SESS_LOGIN : SESS_FRONT;
+}
+
+/* The password check is over (on the loop again, from the thread). */
+static void
+checked(EV_P_ void *arg, bool ok)
+{
+	struct session *s = arg;
+
+	s->check = NULL;
+	if (s->state != SESS_LOGIN_CHECK || s->closing) {
+		/* Timed out meanwhile (already answered): a guess used. */
+		(void)end_attempt(s, true);
+		return;
+	}
+	check_done(EV_A_ s, ok);
 	sess_run(EV_A_ s);
 }
 
@@ -501,6 +514,44 @@ refuse_for_now(EV_P_ struct session *s, const char *why)
 	proto_say(&s->u2c, "%s", proto_text(s->svc->protocol)->
 	    told[TELL_LOCAL]);
 	close_after_reply(EV_A_ s, LOG_LVL_WARN, R_OUT_OF_MEMORY, why);
+}
+
+/* Is the device's certificate (client_verify) account a's client_cert? */
+static bool
+cert_is_accounts(const struct session *s, const struct account *a)
+{
+	return a->client_cert.set && s->has_client_cert &&
+	    CRYPTO_memcmp(a->client_cert.md, s->client_cert, 32) == 0;
+}
+
+/*
+ * SMTP: a device whose certificate is an account's is logged in as it
+ * before any AUTH (MAIL works at once): counted like a login (a blocked
+ * client is refused), then the upstream login.  true if it was.
+ */
+static bool
+certificate_login(EV_P_ struct session *s)
+{
+	const struct account *a = NULL;
+	bool widened;
+
+	for (size_t i = 0; s->has_client_cert && i < s->cf->naccounts; i++)
+		if (cert_is_accounts(s, &s->cf->accounts[i]) &&
+		    accounts_current(s->cf->accounts[i].fingerprint))
+			a = &s->cf->accounts[i];
+	if (a == NULL)
+		return false;
+	if (blocks_begin(&s->peer_addr, s->svc->auth_failures_max,
+	    s->svc->auth_block_time, &s->attempt, &widened) != BLOCKS_GO) {
+		close_after_reply(EV_A_ s, LOG_LVL_INFO, R_AUTH_BLOCKED,
+		    "certificate login");
+		return true;
+	}
+	s->checking = a;
+	s->cert_login = s->cert_preauth = true;
+	s->state = SESS_LOGIN_CHECK;
+	check_done(EV_A_ s, true);
+	return true;
 }
 
 /*
@@ -516,8 +567,8 @@ begin_check(EV_P_ struct session *s)
 	struct login *l = sess_login(s);
 	const struct account *a = accounts_find(s->cf, login_user(l));
 	enum blocks_verdict bv;
-	const char *pw;
-	bool widened;
+	const char *pw, *hash;
+	bool widened, dummy;
 	size_t len;
 
 	/* An old worker after a reload: its accounts may be gone. */
@@ -536,10 +587,27 @@ begin_check(EV_P_ struct session *s)
 			    "uncounted checks are over their cap");
 		return;
 	}
-	pw = login_password(l, &len);
 	s->checking = a;
-	s->check = pwcheck_start(EV_A_ a != NULL ? a->password_hash :
-	    s->cf->accounts[0].password_hash, pw, len, a == NULL, checked, s);
+	s->state = SESS_LOGIN_CHECK;
+	/* The account's certificate, presented: no password to check (any
+	 * the client sent is ignored). */
+	if (a != NULL && cert_is_accounts(s, a)) {
+		login_forget(l);
+		s->cert_login = true;
+		check_done(EV_A_ s, true);
+		return;
+	}
+	/* A certificate-only account, or an unknown name: a dummy check of
+	 * the same cost, answered no. */
+	dummy = a == NULL || a->password_hash == NULL;
+	hash = dummy ? accounts_dummy_hash(s->cf) : a->password_hash;
+	if (hash == NULL) {		/* no account has a password at all */
+		login_forget(l);
+		check_done(EV_A_ s, false);
+		return;
+	}
+	pw = login_password(l, &len);
+	s->check = pwcheck_start(EV_A_ hash, pw, len, dummy, checked, s);
 	login_forget(l);
 	if (s->check == NULL) {
 		bool busy = errno == EBUSY;
@@ -548,7 +616,6 @@ begin_check(EV_P_ struct session *s)
 		    "waiting (a login flood?)" : "cannot check the password");
 		return;
 	}
-	s->state = SESS_LOGIN_CHECK;
 }
 
 void
@@ -578,8 +645,11 @@ account_logged_in(EV_P_ struct session *s)
 	    "upstream_user=%s", (unsigned long long)s->id, s->svc->name, name,
 	    s->account->upstream_user);
 	s->accepted = true;
-	login_accepted(sess_login(s), s->svc->protocol == PROTO_IMAP ?
-	    neg_caps(s->neg) : NULL, &s->u2c);
+	/* A login by certificate before any AUTH (SMTP) has no command to
+	 * answer. */
+	if (!s->cert_preauth)
+		login_accepted(sess_login(s), s->svc->protocol == PROTO_IMAP ?
+		    neg_caps(s->neg) : NULL, &s->u2c);
 	/* The upstream dialogue is over (c2u sent): the client's own bytes. */
 	if ((p = buf_peek(&s->held, &len)) != NULL) {
 		(void)buf_append(&s->c2u, p, len);

@@ -28,7 +28,7 @@
 #define CONFIG_DEFAULT_FILE	"/etc/mailproxy/mailproxy.ini"
 #define CONFIG_MAX_PAIRS	8	/* cert/key pairs per service */
 
-#define CONFIG_NKEYS		58	/* keys in the table (config_keys.c) */
+#define CONFIG_NKEYS		59	/* keys in the table (config_keys.c) */
 
 struct listen_addr {
 	struct sockaddr_any	 addr;
@@ -74,10 +74,19 @@ enum acct_cred { ACCT_PASSWORD, ACCT_TOKEN_FILE, ACCT_TOKEN_STORE };
  * [account:NAME] (upstream_auth = accounts): a login the proxy answers
  * itself, and what it logs in to the upstream with for that client.
  */
+/* A certificate's SHA-256 fingerprint, when one is configured. */
+struct cert_fingerprint {
+	uint8_t			 md[32];
+	bool			 set;
+};
+
 struct account {
 	char			*name;		/* the login name clients use */
 	int			 line;		/* of the [account:NAME] header */
-	char			*password_hash;	/* crypt(3): $y$ or $6$ */
+	char			*password_hash;	/* crypt(3): $y$ or $6$; NULL:
+						 * by certificate only */
+	struct cert_fingerprint	 client_cert;	/* a device presenting it is
+						 * this account */
 	char			*upstream_user;	/* default: name */
 	enum acct_cred		 cred;
 	char			*upstream_password_file;

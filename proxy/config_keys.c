@@ -436,6 +436,21 @@ config_fingerprint_parse(const char *text, uint8_t out[32])
 	return n == 32 ? 0 : -1;
 }
 
+/* An account's client_cert: the device presenting it is the account. */
+static int
+set_client_cert(struct parser *p, void *f, const char *v)
+{
+	struct cert_fingerprint *fp = f;
+
+	if (config_fingerprint_parse(v, fp->md) < 0) {
+		cfg_error(p, p->line, "%s: \"%s\" is not sha256: and the 64 hex "
+		    "digits of a certificate's SHA-256", p->key, v);
+		return -1;
+	}
+	fp->set = true;
+	return 0;
+}
+
 /* allow_cert: devices admitted by certificate, like allow by address. */
 static int
 set_allow_cert(struct parser *p, void *f, const char *v)
@@ -756,6 +771,7 @@ const struct key_def config_keys[K_COUNT] = {
 	[K_CLIENT_CA] = { "client_ca", SCOPE_SERVICE, false, NONE, S(client_ca), set_file, NULL },
 	[K_CLIENT_CRL] = { "client_crl", SCOPE_SERVICE, false, NONE, S(client_crl), set_file, NULL },
 	[K_ALLOW_CERT] = { "allow_cert", SCOPE_SERVICE, true, NONE, NONE, set_allow_cert, NULL },
+	[K_CLIENT_CERT] = { "client_cert", SCOPE_ACCOUNT, false, NONE, NONE, set_client_cert, NULL },
 	[K_UPSTREAM_CERT] = { "upstream_cert", SCOPE_SERVICE, false, NONE, S(upstream_cert), set_file, NULL },
 	[K_UPSTREAM_KEY] = { "upstream_key", SCOPE_SERVICE, false, NONE, S(upstream_key), set_file, NULL },
 	[K_UPSTREAM_PIN] = { "upstream_pin", SCOPE_SERVICE, true, NONE, NONE, set_upstream_pin, NULL },

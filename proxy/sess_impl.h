@@ -99,6 +99,8 @@ struct session {
 	uint8_t			 client_cert[32];	/* client_verify: the
 						 * device's certificate, SHA-256 */
 	bool			 has_client_cert;
+	bool			 cert_login;	/* logged in by that certificate */
+	bool			 cert_preauth;	/* SMTP: before any AUTH */
 	char			 upstream_tls[64];	/* its TLS, kept when the upstream
 						 * leg closes before the session */
 	const char		*first_eof;	/* "client" or "upstream" */

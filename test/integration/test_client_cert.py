@@ -211,3 +211,91 @@ def test_openssl_and_curl_as_devices(proxies, servers, certs, pki):
     r = subprocess.run(["curl", "-s", "--cacert", os.path.join(certs, "ca.crt"),
                         "imaps://localhost:%d/" % port], capture_output=True, timeout=20)
     assert r.returncode != 0
+
+
+# ---- accounts: the certificate is the login ------------------------------
+
+
+def accounts_config(servers, certs, pki, tmp_path):
+    from test_accounts import LOCAL, make_hash, private_file, svc
+    pw = private_file(tmp_path, "alice.pw", servers["password"] + "\n")
+    verify = ("client_verify = optional\nclient_ca = %s/devices-ca.crt\n"
+              "client_crl = %s/devices.crl\nauth_failures_max = 100\n" % (pki, pki))
+    ports = servers["ports"]
+    return (svc("imaps", "imap", ports["imaps"], "implicit", certs, extra=verify)
+            + svc("pop3s", "pop3", ports["pop3s"], "implicit", certs, extra=verify)
+            + svc("smtps", "smtp", ports["smtp_submission"], "starttls", certs, extra=verify)
+            + "[account:alice]\npassword_hash = %s\nupstream_user = alice\n"
+              "upstream_password_file = %s\n" % (make_hash(LOCAL), pw)
+            + "[account:scanner]\nclient_cert = %s\nupstream_user = alice\n"
+              "upstream_password_file = %s\n"
+              % (fingerprint(os.path.join(pki, "scanner-1.crt")), pw))
+
+
+def device_tls(port, certs, pki, cert):
+    ctx = client_ctx(certs)
+    if cert:
+        ctx.load_cert_chain(os.path.join(pki, cert + ".crt"), os.path.join(pki, cert + ".key"))
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=15),
+                        server_hostname="localhost")
+    return s, s.makefile("rb")
+
+
+def imap_login(port, certs, pki, cert, user, password):
+    s, f = device_tls(port, certs, pki, cert)
+    assert f.readline().startswith(b"* OK")
+    s.sendall(b'a1 LOGIN %s "%s"\r\n' % (user.encode(), password.encode()))
+    while True:
+        line = f.readline()
+        if line.startswith(b"a1 "):
+            break
+    if line.startswith(b"a1 OK"):
+        s.sendall(b"a2 SELECT INBOX\r\n")
+        while not (line2 := f.readline()).startswith(b"a2 "):
+            pass
+        assert line2.startswith(b"a2 OK"), line2
+    s.close()
+    return line
+
+
+def test_account_by_certificate(proxies, servers, certs, pki, tmp_path):
+    """[account:scanner] client_cert = …: the device presenting that
+    certificate is the account (IMAP/POP3: its name, any password; SMTP:
+    before any AUTH); another certificate of the same CA, or none, is not."""
+    import smtplib
+    import uuid
+    from test_accounts import LOCAL
+    from test_real_servers import delivered
+    p = proxies(accounts_config(servers, certs, pki, tmp_path))
+    imaps, pop3s, smtps = p.port("imaps"), p.port("pop3s"), p.port("smtps")
+    assert imap_login(imaps, certs, pki, "scanner-1", "scanner", "anything").startswith(b"a1 OK")
+    p.wait_log(r"event=login client=127\.0\.0\.1:\d+ user=scanner method=certificate")
+    for cert, user, password in (("scanner-2", "scanner", "anything"),
+                                 (None, "scanner", "anything"),
+                                 ("scanner-1", "alice", "not-alices")):
+        assert imap_login(imaps, certs, pki, cert, user, password).startswith(
+            b"a1 NO [AUTHENTICATIONFAILED]"), (cert, user)
+    # alice's own password still works, with or without a certificate.
+    assert imap_login(imaps, certs, pki, None, "alice", LOCAL).startswith(b"a1 OK")
+    # POP3.
+    s, f = device_tls(pop3s, certs, pki, "scanner-1")
+    assert f.readline().startswith(b"+OK")
+    s.sendall(b"USER scanner\r\nPASS x\r\nSTAT\r\nQUIT\r\n")
+    assert f.readline().startswith(b"+OK") and f.readline().startswith(b"+OK")
+    assert f.readline().startswith(b"+OK ")      # STAT, from Dovecot
+    s.close()
+    # SMTP: MAIL at once, no AUTH.
+    marker = "cert-" + uuid.uuid4().hex
+    ctx = client_ctx(certs)
+    ctx.load_cert_chain(os.path.join(pki, "scanner-1.crt"), os.path.join(pki, "scanner-1.key"))
+    c = smtplib.SMTP_SSL("127.0.0.1", smtps, context=ctx, local_hostname="mfp.test",
+                         timeout=15)
+    c.sendmail("scanner@office.test", ["alice@mail.test"],
+               ("Subject: %s\r\n\r\nscan\r\n" % marker).encode())
+    c.quit()
+    assert b"ESMTPSA" in delivered(servers, marker)
+    # Without the certificate MAIL waits for a login.
+    c = smtplib.SMTP_SSL("127.0.0.1", smtps, context=client_ctx(certs), timeout=15)
+    c.ehlo("mfp.test")
+    assert c.docmd("MAIL", "FROM:<scanner@office.test>")[0] == 530
+    c.close()

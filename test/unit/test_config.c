@@ -735,6 +735,13 @@ test_accounts(void)
 		{ "upstream_user = bob\n[account:a]\npassword_hash = %1$s\n"
 		    "upstream_password_file = %2$s\n",
 		    "test.ini:11: upstream_user is only used with upstream_auth = plain" },
+		{ "[account:a]\nclient_cert = sha256:" "0000000000000000000000"
+		    "000000000000000000000000000000000000000000\n"
+		    "upstream_password_file = %2$s\n",
+		    "test.ini:12: [account:a]: client_cert needs client_verify" },
+		{ "[account:a]\nclient_cert = sha256:12\n"
+		    "upstream_password_file = %2$s\n",
+		    "test.ini:12: client_cert: \"sha256:12\" is not sha256:" },
 		{ "upstream_verify = no\n[account:a]\npassword_hash = %1$s\n"
 		    "upstream_password_file = %2$s\n",
 		    "test.ini:11: [imaps]: upstream_verify = no with upstream_auth = "
