@@ -524,7 +524,7 @@ tls_client_ctx_new(const struct service *svc, char *err, size_t len)
 	/* upstream_cert: the proxy's identity in every upstream handshake
 	 * (relay by certificate).  Its key is as secret as any: not for
 	 * everyone to read. */
-	if (svc->upstream_cert != NULL) {
+	if (svc->upstream_cert != NULL && svc->upstream_key != NULL) {
 		struct stat st;
 		char why[200];
 		if (stat(svc->upstream_key, &st) == 0 && (st.st_mode & S_IROTH)) {
