@@ -451,85 +451,68 @@ set_client_cert(struct parser *p, void *f, const char *v)
 	return 0;
 }
 
-/* allow_cert: devices admitted by certificate, like allow by address. */
-static int
-set_allow_cert(struct parser *p, void *f, const char *v)
-{
-	char *copy = strdup(v), *tok, *save = NULL;
-	struct service *svc = p->svc;
-	int rc = 0;
-
-	(void)f;
-	if (copy == NULL) {
-		cfg_error(p, p->line, "%s: out of memory", p->key);
-		return -1;
-	}
-	for (tok = strtok_r(copy, " \t,", &save); tok != NULL;
-	    tok = strtok_r(NULL, " \t,", &save)) {
-		uint8_t fp[32], (*grown)[32];
-		if (config_fingerprint_parse(tok, fp) < 0) {
-			cfg_error(p, p->line, "%s: \"%s\" is not sha256: and the "
-			    "64 hex digits of a certificate's SHA-256", p->key, tok);
-			rc = -1;
-			continue;
-		}
-		grown = realloc(svc->allow_certs, (svc->nallow_certs + 1) *
-		    sizeof(*grown));
-		if (grown == NULL) {
-			cfg_error(p, p->line, "%s: out of memory", p->key);
-			rc = -1;
-			break;
-		}
-		svc->allow_certs = grown;
-		memcpy(svc->allow_certs[svc->nallow_certs++], fp, 32);
-	}
-	free(copy);
-	return rc;
-}
-
 /*
- * upstream_pin: SPKI pins as HPKP and curl's --pinnedpubkey write them,
- * "sha256/" and the base64 of 32 bytes; blanks between, the key repeatable
- * (a line holds three: rotation).
+ * A list of SHA-256 digests (allow_cert, upstream_pin): blanks or commas
+ * between, each read by parse (0 or -1), appended to *list; the key is
+ * repeatable.  what says in an error what a digest should look like.
  */
 static int
-set_upstream_pin(struct parser *p, void *f, const char *v)
+set_digest_list(struct parser *p, uint8_t (**list)[32], size_t *n,
+    const char *v, int (*parse)(const char *, uint8_t[32]), const char *what)
 {
 	char *copy = strdup(v), *tok, *save = NULL;
-	struct service *svc = p->svc;
 	int rc = 0;
 
-	(void)f;
 	if (copy == NULL) {
 		cfg_error(p, p->line, "%s: out of memory", p->key);
 		return -1;
 	}
 	for (tok = strtok_r(copy, " \t,", &save); tok != NULL;
 	    tok = strtok_r(NULL, " \t,", &save)) {
-		uint8_t pin[32], (*grown)[32];
-		if (tls_pin_parse(tok, pin) < 0) {
-			cfg_error(p, p->line, "%s: \"%s\" is not sha256/ and the "
-			    "base64 of a SHA-256 (as mailproxy -T prints it)",
-			    p->key, tok);
+		uint8_t md[32], (*grown)[32];
+		if (parse(tok, md) < 0) {
+			cfg_error(p, p->line, "%s: \"%s\" is not %s", p->key, tok,
+			    what);
 			rc = -1;
 			continue;
 		}
-		grown = realloc(svc->upstream_pins, (svc->nupstream_pins + 1) *
-		    sizeof(*grown));
-		if (grown == NULL) {
+		if ((grown = realloc(*list, (*n + 1) * sizeof(*grown))) == NULL) {
 			cfg_error(p, p->line, "%s: out of memory", p->key);
 			rc = -1;
 			break;
 		}
-		svc->upstream_pins = grown;
-		memcpy(svc->upstream_pins[svc->nupstream_pins++], pin, 32);
+		*list = grown;
+		memcpy((*list)[(*n)++], md, 32);
 	}
-	if (rc == 0 && svc->nupstream_pins == 0) {
+	if (rc == 0 && *n == 0) {
 		cfg_error(p, p->line, "%s: empty list", p->key);
 		rc = -1;
 	}
 	free(copy);
 	return rc;
+}
+
+/* allow_cert: devices admitted by certificate, like allow by address. */
+static int
+set_allow_cert(struct parser *p, void *f, const char *v)
+{
+	(void)f;
+	return set_digest_list(p, &p->svc->allow_certs, &p->svc->nallow_certs,
+	    v, config_fingerprint_parse, "sha256: and the 64 hex digits of a "
+	    "certificate's SHA-256");
+}
+
+/*
+ * upstream_pin: SPKI pins as HPKP and curl's --pinnedpubkey write them,
+ * "sha256/" and the base64 of 32 bytes (a line holds three: rotation).
+ */
+static int
+set_upstream_pin(struct parser *p, void *f, const char *v)
+{
+	(void)f;
+	return set_digest_list(p, &p->svc->upstream_pins,
+	    &p->svc->nupstream_pins, v, tls_pin_parse, "sha256/ and the base64 "
+	    "of a SHA-256 (as mailproxy -T prints it)");
 }
 
 static int
