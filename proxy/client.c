@@ -543,6 +543,7 @@ certificate_login(EV_P_ struct session *s)
 		return false;
 	if (blocks_begin(&s->peer_addr, s->svc->auth_failures_max,
 	    s->svc->auth_block_time, &s->attempt, &widened) != BLOCKS_GO) {
+		login_blocked(sess_login(s), &s->u2c);
 		close_after_reply(EV_A_ s, LOG_LVL_INFO, R_AUTH_BLOCKED,
 		    "certificate login");
 		return true;
