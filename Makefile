@@ -13,20 +13,20 @@ WARN   := -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes \
 CFLAGS ?= -O2 -g
 ALL_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) -fno-strict-aliasing -MMD -MP \
           -isystem $(BSSL_INC) $(SANITIZE) $(CFLAGS)
-LDLIBS := -L$(BSSL_LIB) -Wl,-rpath,$(BSSL_LIB) -lssl -lcrypto -lev -linih -lcares -ljansson -lcrypt -pthread
+LDLIBS := -L$(BSSL_LIB) -Wl,-rpath,$(BSSL_LIB) -lssl -lcrypto -lev -linih -lcares -ljansson -lcrypt -lsystemd -pthread
 LDFLAGS += $(SANITIZE)
 
 # Debian packages the build and the tests need (make deps installs them).
 # DEPS_BUILD is also exactly the container image's build stage: libc6-dev is
 # named because gcc only recommends it (the image installs without them).
-DEPS_BUILD := android-libboringssl-dev libev-dev libinih-dev libc-ares-dev libjansson-dev libc6-dev gcc make
+DEPS_BUILD := android-libboringssl-dev libev-dev libinih-dev libc-ares-dev libjansson-dev libsystemd-dev libc6-dev gcc make
 DEPS_TEST  := python3 python3-pytest openssl curl swaks libnet-ssleay-perl haproxy \
               libio-socket-ssl-perl procps iproute2 bsdutils man-db prometheus python3-yaml
 # Real mail servers for the interop tests and make run (never started as
 # system services: see test/deps.sh).
 DEPS_MAIL  := postfix dovecot-imapd dovecot-pop3d dovecot-lmtpd
 
-SRCS := log buffer cidr addr secret reason clients blocks accounts pwcheck config config_keys watch resolve http https tokenstore oauth2 oauth2_device dns tickets sesscache tls sockbio endpoint listener session client upstream relay line negotiate login smtp pop3 imap front guard probe proxyproto metrics
+SRCS := log notify buffer cidr addr secret reason clients blocks accounts pwcheck config config_keys watch resolve http https tokenstore oauth2 oauth2_device dns tickets sesscache tls sockbio endpoint listener session client upstream relay line negotiate login smtp pop3 imap front guard probe proxyproto metrics
 OBJS := $(SRCS:%=$(BUILD)/%.o)
 UNIT := $(wildcard test/unit/test_*.c)
 # The runner and the peers the suites share.

@@ -29,6 +29,7 @@
 #include "listener.h"
 #include "log.h"
 #include "metrics.h"
+#include "notify.h"
 #include "oauth2.h"
 #include "oauth2_device.h"
 #include "probe.h"
@@ -80,7 +81,8 @@ static void
 usage(FILE *fp)
 {
 	fprintf(fp,
-	    "usage: mailproxy [-c FILE] [-t] [-T] [-A SERVICE[:ACCOUNT]] [-H] [-V] [-h]\n"
+	    "usage: mailproxy [-c FILE] [-t] [-T] [-A SERVICE[:ACCOUNT]] [-H] [-R PID]\n"
+	    "                 [-V] [-h]\n"
 	    "  -c FILE  configuration file (default %s)\n"
 	    "  -t       check the configuration and exit\n"
 	    "  -T       -t, then dial each upstream (TLS/STARTTLS, certificate,\n"
@@ -92,6 +94,9 @@ usage(FILE *fp)
 	    "           the store\n"
 	    "  -H       read a password on stdin, print a password_hash line\n"
 	    "           for an [account:NAME] section\n"
+	    "  -R PID   reload the supervisor PID (SIGHUP) and wait until it\n"
+	    "           is done; exit 1 with the reason if it failed (the\n"
+	    "           systemd unit's ExecReload)\n"
 	    "  -V       print version and TLS library, exit\n"
 	    "  -h       this help\n", CONFIG_DEFAULT_FILE);
 }
@@ -470,17 +475,22 @@ reload(struct worker *ws, int n)
 	char *errors = NULL, err[256];
 
 	log_info("event=reload file=%s", config_file);
+	notify_reload_start();
 	if ((cf = config_load(config_file, &errors)) == NULL) {
+		notify_reload_done(errors != NULL ? errors : "cannot load");
 		log_config_errors("reload failed, keeping the running "
 		    "configuration", errors);
 		free(errors);
 		metrics_reload(0);
 		return;
 	}
+
 	if (free_slots() < n) {
 		log_errorx("reload failed, keeping the running configuration: "
 		    "%d workers of earlier reloads are still finishing their "
 		    "sessions", nslots - free_slots() - n);
+		notify_reload_done("workers of earlier reloads are still "
+		    "finishing their sessions");
 		config_unref(cf);
 		metrics_reload(0);
 		return;
@@ -488,6 +498,7 @@ reload(struct worker *ws, int n)
 	if (dns_share(cf) < 0) {
 		log_errorx("reload failed, keeping the running configuration: "
 		    "out of memory");
+		notify_reload_done("out of memory");
 		config_unref(cf);
 		metrics_reload(0);
 		return;
@@ -497,6 +508,7 @@ reload(struct worker *ws, int n)
 	if (oauth2_attach(suploop, cf, err, sizeof(err)) < 0) {
 		log_errorx("reload failed, keeping the running configuration: "
 		    "%s", err);
+		notify_reload_done(err);
 		config_unref(cf);
 		metrics_reload(0);
 		return;
@@ -504,6 +516,7 @@ reload(struct worker *ws, int n)
 	if ((next = sockset_bind(cf, n, bound, err, sizeof(err))) == NULL) {
 		log_errorx("reload failed, keeping the running configuration: "
 		    "%s", err);
+		notify_reload_done(err);
 		if (oauth2_attach(suploop, running, err, sizeof(err)) < 0)
 			log_errorx("token stores: %s", err);
 		config_unref(cf);
@@ -541,6 +554,7 @@ reload(struct worker *ws, int n)
 	watch_running();
 	dns_follow(suploop, cf);
 	log_info("event=reload-ok services=%zu", cf->nservices);
+	notify_reload_done(NULL);
 }
 
 /* The loop returns on a signal: sigtimedwait then takes it. */
@@ -558,6 +572,16 @@ tick_cb(EV_P_ ev_timer *w, int revents)
 	(void)loop;
 	(void)w;
 	(void)revents;
+}
+
+/* Every worker of the current generation has its listeners armed. */
+static bool
+all_accepting(const struct worker *ws, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (ws[i].slot < 0 || !listeners_slot_accepting(ws[i].slot))
+			return false;
+	return true;
 }
 
 static int
@@ -594,6 +618,7 @@ supervise(void)
 	if (dns_share(running) < 0 ||
 	    (suploop = ev_loop_new(EVBACKEND_POLL)) == NULL)
 		fatalx("out of memory");
+	notify_init(suploop);
 	sigemptyset(&set);
 	sigaddset(&set, SIGHUP);
 	sigaddset(&set, SIGTERM);
@@ -633,6 +658,7 @@ supervise(void)
 		else if (sig == SIGTERM || sig == SIGINT) {
 			/* A second signal makes the workers stop at once. */
 			stopping = true;
+			notify_stopping();
 			signal_procs(SIGTERM, false);
 			/* Refused from now on: the kernel queue is not ours. */
 			sockset_free(bound);
@@ -646,6 +672,8 @@ supervise(void)
 				spawn(&ws[i], i);
 		for (int i = 0; i < nslots; i++)
 			alive += procs[i].pid > 0;
+		if (!stopping && all_accepting(ws, n))
+			notify_ready();
 		if (stopping && alive == 0)
 			break;
 	}
@@ -670,7 +698,7 @@ main(int argc, char *argv[])
 	const char *authorize = NULL;
 	int ch;
 
-	while ((ch = getopt(argc, argv, "c:tTHVhA:")) != -1) {
+	while ((ch = getopt(argc, argv, "c:tTHVhA:R:")) != -1) {
 		switch (ch) {
 		case 'A':
 			authorize = optarg;
@@ -686,6 +714,8 @@ main(int argc, char *argv[])
 			break;
 		case 'H':
 			return make_hash();
+		case 'R':
+			return notify_reload_wait(optarg);
 		case 'V':
 			printf("mailproxy %s (TLS library: %s)\n",
 			    MAILPROXY_VERSION, tls_library());
