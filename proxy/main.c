@@ -40,7 +40,13 @@
 #include "tokenstore.h"
 #include "watch.h"
 
-#define MAILPROXY_VERSION	"0.1.0"
+#define MAILPROXY_VERSION	"0.1.0"	/* make deb reads it here too */
+/* Exit status of a start on a file without services (EX_CONFIG): the unit
+ * does not restart on it (RestartPreventExitStatus=). */
+#define EXIT_NO_SERVICE		78
+
+static const char no_service[] = "no service is configured: mailproxy "
+    "would listen nowhere; uncomment or add a [service] section";
 
 static struct config	*running;	/* the current configuration */
 static const char	*config_file = CONFIG_DEFAULT_FILE;
@@ -484,7 +490,14 @@ reload(struct worker *ws, int n)
 		metrics_reload(0);
 		return;
 	}
-
+	if (cf->nservices == 0) {
+		log_errorx("reload failed, keeping the running configuration: "
+		    "%s: %s", config_file, no_service);
+		notify_reload_done(no_service);
+		config_unref(cf);
+		metrics_reload(0);
+		return;
+	}
 	if (free_slots() < n) {
 		log_errorx("reload failed, keeping the running configuration: "
 		    "%d workers of earlier reloads are still finishing their "
@@ -752,6 +765,8 @@ main(int argc, char *argv[])
 	if (check_only) {
 		int failed = 0;
 		printf("configuration OK\n");
+		if (running->nservices == 0)
+			printf("%s: %s\n", config_file, no_service);
 		for (size_t i = 0; dial && i < running->nservices; i++) {
 			char result[1536];
 			if (running->services[i].oauth2.store != NULL) {
@@ -782,6 +797,12 @@ main(int argc, char *argv[])
 		return failed ? 1 : 0;
 	}
 	apply_logging(running);
+	if (running->nservices == 0) {
+		log_errorx("%s: %s, then start it again", config_file,
+		    no_service);
+		config_unref(running);
+		return EXIT_NO_SERVICE;
+	}
 	warn_insecure(running);
 
 	return supervise();
