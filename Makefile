@@ -13,20 +13,22 @@ WARN   := -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes \
 CFLAGS ?= -O2 -g
 ALL_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) -fno-strict-aliasing -MMD -MP \
           -isystem $(BSSL_INC) $(SANITIZE) $(CFLAGS)
-LDLIBS := -L$(BSSL_LIB) -Wl,-rpath,$(BSSL_LIB) -lssl -lcrypto -lev -linih -lcares -ljansson -lcrypt -pthread
+LDLIBS := -L$(BSSL_LIB) -Wl,-rpath,$(BSSL_LIB) -lssl -lcrypto -lev -linih -lcares -ljansson -lcrypt -lsystemd -pthread
 LDFLAGS += $(SANITIZE)
 
 # Debian packages the build and the tests need (make deps installs them).
 # DEPS_BUILD is also exactly the container image's build stage: libc6-dev is
 # named because gcc only recommends it (the image installs without them).
-DEPS_BUILD := android-libboringssl-dev libev-dev libinih-dev libc-ares-dev libjansson-dev libc6-dev gcc make
+DEPS_BUILD := android-libboringssl-dev libev-dev libinih-dev libc-ares-dev libjansson-dev libsystemd-dev libc6-dev gcc make
 DEPS_TEST  := python3 python3-pytest openssl curl swaks libnet-ssleay-perl haproxy \
               libio-socket-ssl-perl procps iproute2 bsdutils man-db prometheus python3-yaml
+# make deb and its tests: debhelper, lintian, systemd-analyze (systemd).
+DEPS_DEB   := debhelper dpkg-dev fakeroot lintian systemd
 # Real mail servers for the interop tests and make run (never started as
 # system services: see test/deps.sh).
 DEPS_MAIL  := postfix dovecot-imapd dovecot-pop3d dovecot-lmtpd
 
-SRCS := log buffer cidr addr secret reason clients blocks accounts pwcheck config config_keys watch resolve http https tokenstore oauth2 oauth2_device dns tickets sesscache tls sockbio endpoint listener session client upstream relay line negotiate redact login smtp pop3 imap front guard probe proxyproto metrics
+SRCS := log notify buffer cidr addr secret reason clients blocks accounts pwcheck config config_keys watch resolve http https tokenstore oauth2 oauth2_device dns tickets sesscache tls sockbio endpoint listener session client upstream relay line negotiate redact login smtp pop3 imap front guard probe proxyproto metrics
 OBJS := $(SRCS:%=$(BUILD)/%.o)
 UNIT := $(wildcard test/unit/test_*.c)
 # The runner and the peers the suites share.
@@ -43,7 +45,15 @@ LIB_SRCS := $(SRCS:%=proxy/%.c)
 PREFIX  ?= /usr/local
 DESTDIR ?=
 
-.PHONY: all deps run test check memcheck unit integration fuzz-replay fuzz bench clean certs install
+# The version has one home, the -V string in proxy/main.c.
+VERSION  := $(shell sed -n 's/^\#define MAILPROXY_VERSION[[:space:]]*"\([^"]*\)".*/\1/p' proxy/main.c)
+DEB_ARCH := $(shell dpkg-architecture -qDEB_HOST_ARCH 2>/dev/null)
+DEB_DIR  ?= build-deb
+DEB_OUT  ?= .
+DEB_TREE := $(DEB_DIR)/mailproxy-$(VERSION)
+DEB      := mailproxy_$(VERSION)_$(DEB_ARCH).deb
+
+.PHONY: all deps run test check memcheck unit integration fuzz-replay fuzz bench clean certs install deb
 all: $(BUILD)/mailproxy
 
 $(BUILD)/%.o: proxy/%.c | $(BUILD)
@@ -67,7 +77,7 @@ $(BUILD):
 
 # Installs whatever is missing; a no-op when everything is there.
 deps:
-	@sh test/deps.sh $(DEPS_BUILD) $(DEPS_TEST) $(DEPS_MAIL)
+	@sh test/deps.sh $(DEPS_BUILD) $(DEPS_TEST) $(DEPS_DEB) $(DEPS_MAIL)
 
 certs/dev/ca.crt:
 	sh certs/mkcerts.sh certs/dev
@@ -143,10 +153,31 @@ memcheck: $(BUILD)/mailproxy $(BUILD)/memcheck.so certs
 install: all
 	install -D -m 755 $(BUILD)/mailproxy $(DESTDIR)$(PREFIX)/sbin/mailproxy
 	install -D -m 644 config/deploy/mailproxy.8 $(DESTDIR)$(PREFIX)/share/man/man8/mailproxy.8
+	install -D -m 644 config/deploy/mailproxy.ini.5 $(DESTDIR)$(PREFIX)/share/man/man5/mailproxy.ini.5
 	install -D -m 644 config/deploy/mailproxy.service $(DESTDIR)/etc/systemd/system/mailproxy.service
 	install -d -m 755 $(DESTDIR)/etc/mailproxy
 
+# The Debian package, from the checkout as it is: a copy of the sources
+# with config/deploy/debian as debian/, the changelog made here (the
+# version from main.c), the unit with the package's path; then
+# dpkg-buildpackage -b.  The .deb lands in DEB_OUT, DEB_DIR keeps the
+# tree (the tests use their own).
+deb:
+	rm -rf $(DEB_TREE) && mkdir -p $(DEB_TREE) $(DEB_OUT)
+	cp -r Makefile LICENSE README.md proxy config $(DEB_TREE)/
+	cp -r config/deploy/debian $(DEB_TREE)/debian
+	sed 's|/usr/local/sbin/|/usr/sbin/|g' config/deploy/mailproxy.service \
+	  > $(DEB_TREE)/debian/mailproxy.service
+	{ printf 'mailproxy (%s) unstable; urgency=medium\n\n' '$(VERSION)'; \
+	  printf '  * Built from the checkout at %s.\n\n' \
+	    "$$(git describe --always --dirty 2>/dev/null || echo unknown)"; \
+	  printf ' -- %s  %s\n' "$$(sed -n 's/^Maintainer: //p' config/deploy/debian/control)" \
+	    "$$(git log -1 --format=%aD 2>/dev/null || date -R)"; \
+	} > $(DEB_TREE)/debian/changelog
+	cd $(DEB_TREE) && dpkg-buildpackage -b -us -uc
+	cp $(DEB_DIR)/$(DEB) $(DEB_OUT)/
+
 clean:
-	rm -rf build build-asan build-fuzz
+	rm -rf build build-asan build-fuzz build-deb
 
 -include $(wildcard $(BUILD)/*.d)

@@ -30,6 +30,7 @@
 #include "listener.h"
 #include "log.h"
 #include "metrics.h"
+#include "notify.h"
 #include "oauth2.h"
 #include "oauth2_device.h"
 #include "probe.h"
@@ -40,7 +41,13 @@
 #include "tokenstore.h"
 #include "watch.h"
 
-#define MAILPROXY_VERSION	"0.1.0"
+#define MAILPROXY_VERSION	"0.1.0"	/* make deb reads it here too */
+/* Exit status of a start on a file without services (EX_CONFIG): the unit
+ * does not restart on it (RestartPreventExitStatus=). */
+#define EXIT_NO_SERVICE		78
+
+static const char no_service[] = "no service is configured: mailproxy "
+    "would listen nowhere; uncomment or add a [service] section";
 
 static struct config	*running;	/* the current configuration */
 static const char	*config_file = CONFIG_DEFAULT_FILE;
@@ -81,7 +88,8 @@ static void
 usage(FILE *fp)
 {
 	fprintf(fp,
-	    "usage: mailproxy [-c FILE] [-t] [-T] [-A SERVICE[:ACCOUNT]] [-H] [-V] [-h]\n"
+	    "usage: mailproxy [-c FILE] [-t] [-T] [-A SERVICE[:ACCOUNT]] [-H] [-R PID]\n"
+	    "                 [-V] [-h]\n"
 	    "  -c FILE  configuration file (default %s)\n"
 	    "  -t       check the configuration and exit\n"
 	    "  -T       -t, then dial each upstream (TLS/STARTTLS, certificate,\n"
@@ -93,6 +101,9 @@ usage(FILE *fp)
 	    "           the store\n"
 	    "  -H       read a password on stdin, print a password_hash line\n"
 	    "           for an [account:NAME] section\n"
+	    "  -R PID   reload the supervisor PID (SIGHUP) and wait until it\n"
+	    "           is done; exit 1 with the reason if it failed (the\n"
+	    "           systemd unit's ExecReload)\n"
 	    "  -V       print version and TLS library, exit\n"
 	    "  -h       this help\n", CONFIG_DEFAULT_FILE);
 }
@@ -479,6 +490,18 @@ wait_accepting(bool current)
  * new generation of workers on the new snapshot; the old one drains.  Any
  * failure keeps everything as it was.
  */
+/* A reload that cannot be done: said, and the running configuration
+ * kept (cf, the refused one, is dropped). */
+static void
+reload_refused(struct config *cf, const char *why)
+{
+	log_errorx("reload failed, keeping the running configuration: %s",
+	    why);
+	notify_reload_done(why);
+	config_unref(cf);
+	metrics_reload(0);
+}
+
 static void
 reload(struct worker *ws, int n)
 {
@@ -487,19 +510,24 @@ reload(struct worker *ws, int n)
 	char *errors = NULL, err[256];
 
 	log_info("event=reload file=%s", config_file);
+	notify_reload_start();
 	if ((cf = config_load(config_file, &errors)) == NULL) {
+		notify_reload_done(errors != NULL ? errors : "cannot load");
 		log_config_errors("reload failed, keeping the running "
 		    "configuration", errors);
 		free(errors);
 		metrics_reload(0);
 		return;
 	}
+	if (cf->nservices == 0) {
+		snprintf(err, sizeof(err), "%s: %s", config_file, no_service);
+		reload_refused(cf, err);
+		return;
+	}
 	if (free_slots() < n) {
-		log_errorx("reload failed, keeping the running configuration: "
-		    "%d workers of earlier reloads are still finishing their "
-		    "sessions", nslots - free_slots() - n);
-		config_unref(cf);
-		metrics_reload(0);
+		snprintf(err, sizeof(err), "%d workers of earlier reloads are "
+		    "still finishing their sessions", nslots - free_slots() - n);
+		reload_refused(cf, err);
 		return;
 	}
 	/* The new generation's slots are among the free ones: their
@@ -507,36 +535,29 @@ reload(struct worker *ws, int n)
 	for (int i = 0; i < nslots; i++)
 		if (procs[i].pid == 0 &&
 		    clients_fit_slot(i, cf->max_connections) < 0) {
-			log_errorx("reload failed, keeping the running "
-			    "configuration: out of memory for the per-client "
-			    "table of max_connections = %d", cf->max_connections);
-			config_unref(cf);
-			metrics_reload(0);
+			snprintf(err, sizeof(err), "out of memory for the "
+			    "per-client table of max_connections = %d",
+			    cf->max_connections);
+			reload_refused(cf, err);
 			return;
 		}
 	if (dns_share(cf) < 0) {
-		log_errorx("reload failed, keeping the running configuration: "
-		    "out of memory");
-		config_unref(cf);
-		metrics_reload(0);
+		reload_refused(cf, "out of memory");
 		return;
 	}
 	/* All or nothing, and before the sockets: a failed bind can still
 	 * hand the token stores back to the running configuration. */
 	if (oauth2_attach(suploop, cf, err, sizeof(err)) < 0) {
-		log_errorx("reload failed, keeping the running configuration: "
-		    "%s", err);
-		config_unref(cf);
-		metrics_reload(0);
+		reload_refused(cf, err);
 		return;
 	}
 	if ((next = sockset_bind(cf, n, bound, err, sizeof(err))) == NULL) {
-		log_errorx("reload failed, keeping the running configuration: "
-		    "%s", err);
-		if (oauth2_attach(suploop, running, err, sizeof(err)) < 0)
-			log_errorx("token stores: %s", err);
-		config_unref(cf);
-		metrics_reload(0);
+		char again[256];
+		/* The stores go back to the running configuration before the
+		 * refused one is dropped. */
+		if (oauth2_attach(suploop, running, again, sizeof(again)) < 0)
+			log_errorx("token stores: %s", again);
+		reload_refused(cf, err);
 		return;
 	}
 	if (cf->workers != n)
@@ -570,6 +591,7 @@ reload(struct worker *ws, int n)
 	watch_running();
 	dns_follow(suploop, cf);
 	log_info("event=reload-ok services=%zu", cf->nservices);
+	notify_reload_done(NULL);
 }
 
 /*
@@ -624,6 +646,16 @@ tick_cb(EV_P_ ev_timer *w, int revents)
 	(void)revents;
 }
 
+/* Every worker of the current generation has its listeners armed. */
+static bool
+all_accepting(const struct worker *ws, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (ws[i].slot < 0 || !listeners_slot_accepting(ws[i].slot))
+			return false;
+	return true;
+}
+
 static int
 supervise(void)
 {
@@ -661,6 +693,7 @@ supervise(void)
 	if (dns_share(running) < 0 ||
 	    (suploop = ev_loop_new(EVBACKEND_POLL)) == NULL)
 		fatalx("out of memory");
+	notify_init(suploop);
 	sigemptyset(&set);
 	sigaddset(&set, SIGHUP);
 	sigaddset(&set, SIGTERM);
@@ -709,6 +742,7 @@ supervise(void)
 			 * when they end; SIGTERM then sets the deadline, a
 			 * second one makes the workers stop at once. */
 			stopping = true;
+			notify_stopping();
 			signal_procs(sig == SIGQUIT ? SIGQUIT : SIGTERM, false);
 			/* Refused from now on: the kernel queue is not ours. */
 			sockset_free(bound);
@@ -722,6 +756,8 @@ supervise(void)
 				spawn(&ws[i], i);
 		for (int i = 0; i < nslots; i++)
 			alive += procs[i].pid > 0;
+		if (!stopping && all_accepting(ws, n))
+			notify_ready();
 		if (stopping && alive == 0)
 			break;
 	}
@@ -746,7 +782,7 @@ main(int argc, char *argv[])
 	const char *authorize = NULL;
 	int ch;
 
-	while ((ch = getopt(argc, argv, "c:tTHVhA:")) != -1) {
+	while ((ch = getopt(argc, argv, "c:tTHVhA:R:")) != -1) {
 		switch (ch) {
 		case 'A':
 			authorize = optarg;
@@ -762,6 +798,8 @@ main(int argc, char *argv[])
 			break;
 		case 'H':
 			return make_hash();
+		case 'R':
+			return notify_reload_wait(optarg);
 		case 'V':
 			printf("mailproxy %s (TLS library: %s)\n",
 			    MAILPROXY_VERSION, tls_library());
@@ -798,6 +836,8 @@ main(int argc, char *argv[])
 	if (check_only) {
 		int failed = 0;
 		printf("configuration OK\n");
+		if (running->nservices == 0)
+			printf("%s: %s\n", config_file, no_service);
 		for (size_t i = 0; dial && i < running->nservices; i++) {
 			char result[1536];
 			if (running->services[i].oauth2.store != NULL) {
@@ -828,6 +868,12 @@ main(int argc, char *argv[])
 		return failed ? 1 : 0;
 	}
 	apply_logging(running);
+	if (running->nservices == 0) {
+		log_errorx("%s: %s, then start it again", config_file,
+		    no_service);
+		config_unref(running);
+		return EXIT_NO_SERVICE;
+	}
 	warn_insecure(running);
 
 	return supervise();

@@ -802,3 +802,13 @@ metrics_serve(EV_P_ const struct config *cf, int fd)
 	ev_io_init(&mio, maccept_cb, fd, EV_READ);
 	ev_io_start(EV_A_ &mio);
 }
+
+uint64_t
+metrics_sessions_open(void)
+{
+	uint64_t open = 0;
+
+	for (int i = 0; shm != NULL && i < nworkers * MAX_SVC; i++)
+		open += shm[i].opened - shm[i].closed;
+	return open;
+}

@@ -70,6 +70,9 @@ void	metrics_draining(void);
 void	metrics_worker_died(void);
 void	metrics_reload(int ok);
 
+/* Supervisor: sessions open now, over every worker and service. */
+uint64_t metrics_sessions_open(void);
+
 
 /* Worker 0: serve GET /metrics and /healthz on the inherited socket fd
  * (-1: stop serving), reporting cf's services. */

@@ -274,10 +274,13 @@ token_write(const char *path, const struct token *t, struct file_id *id,
 		json_wiping_free(text);
 		return -1;
 	}
-	/* Whoever could read the old store can read the new one. */
-	if (stat(path, &old) == 0 && geteuid() == 0)
-		(void)fchown(fd, old.st_uid, old.st_gid);
-	if (write_all(fd, text, strlen(text)) < 0 ||
+	/* Whoever could read the old store can read the new one: a store
+	 * that would change hands is not written. */
+	if (stat(path, &old) == 0 && geteuid() == 0 &&
+	    fchown(fd, old.st_uid, old.st_gid) < 0)
+		snprintf(err, errlen, "cannot give %s the owner of %s: %s",
+		    tmp, path, strerror(errno));
+	else if (write_all(fd, text, strlen(text)) < 0 ||
 	    write_all(fd, "\n", 1) < 0 || fsync(fd) < 0)
 		snprintf(err, errlen, "cannot write %s: %s", tmp,
 		    strerror(errno));

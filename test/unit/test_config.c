@@ -188,7 +188,6 @@ test_errors_name_file_and_line(void)
 	    "test.ini:9: service [smtps] is defined twice");
 	expect_error("[x]\nprotocol = smtp\n",
 	    "test.ini:1: [x]: listen is required");
-	expect_error("log_level = info\n", "no service defined");
 	expect_error(SERVICE_OK "protocol2\n",
 	    "test.ini:9: syntax error");
 	expect_error(SERVICE_OK "tls_ciphers = AES128-SHA:NOPE-SUITE\n",
@@ -778,6 +777,18 @@ test_accounts(void)
 	unlink(tok);
 }
 
+/* The packaged starting point: every service commented out.  It loads
+ * (-t passes); main refuses to run it. */
+static void
+test_no_service_loads(void)
+{
+	struct config *cf = expect_ok("log_level = info\n[global]\n"
+	    "workers = 1\n");
+
+	CHECK(cf != NULL && cf->nservices == 0);
+	config_unref(cf);
+}
+
 void
 test_config(void)
 {
@@ -786,6 +797,7 @@ test_config(void)
 	test_ports_are_checked();
 	test_environment_expansion();
 	test_good_file();
+	test_no_service_loads();
 	test_errors_name_file_and_line();
 	test_values_not_yet_supported();
 	test_starttls_upstream();
