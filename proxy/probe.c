@@ -255,14 +255,14 @@ probe_service(const struct service *svc, char *out, size_t len)
 			read_caps(&l, svc->protocol, caps, sizeof(caps));
 	}
 	tls_describe(l.ssl, tls, sizeof(tls));
-	snprintf(out, len, "ok upstream=%s tls=%s verify=%s%s%s%s%s caps=\"%s\"",
+	snprintf(out, len, "ok upstream=%s tls=%s verify=%s%s%s caps=\"%s\"%s%s",
 	    svc->upstream, tls, svc->upstream_tls == TLS_MODE_NONE ? "-" :
 	    svc->upstream_verify ? "ok" : svc->nupstream_pins > 0 ? "pin" :
-	    "off", svc->upstream_tls != TLS_MODE_NONE ? " pin=" : "",
-	    svc->upstream_tls != TLS_MODE_NONE ? tls_pin_seen() : "",
-	    svc->upstream_auth != AUTH_NONE ? " auth=" : "",
+	    "off", svc->upstream_auth != AUTH_NONE ? " auth=" : "",
 	    svc->upstream_auth != AUTH_NONE ?
-	    upstream_auth_names[svc->upstream_auth] : "", caps);
+	    upstream_auth_names[svc->upstream_auth] : "", caps,
+	    svc->upstream_tls != TLS_MODE_NONE ? " pin=" : "",
+	    svc->upstream_tls != TLS_MODE_NONE ? tls_pin_seen() : "");
 	/* upstream_cert: did the server ask for it (a handshake that went on
 	 * after sending it is one the server accepted)? */
 	if (svc->upstream_cert != NULL) {

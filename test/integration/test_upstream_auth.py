@@ -224,7 +224,7 @@ def test_probe_tries_the_login(servers, certs, tmp_path):
     r = run_check(["-T", "-c", cfg])
     assert r.returncode != 0
     assert re.search(r"^ok: ok upstream=\S+ tls=TLSv1\.3/\S+ verify=ok auth=plain "
-                     r"caps=\"PIPELINING [^\"]*\"$", r.stdout, re.M), r.stdout
+                     r"caps=\"PIPELINING [^\"]*\" pin=sha256/\S+$", r.stdout, re.M), r.stdout
     assert "AUTH" not in re.search(r"^ok: .*$", r.stdout, re.M).group(0)
     assert re.search(r"^wrong: .*upstream-auth-refused.*535", r.stdout + r.stderr, re.M), \
         r.stdout + r.stderr
