@@ -129,7 +129,7 @@ read_proxy_header(EV_P_ struct session *s)
 void
 note_legacy_tls(const struct session *s)
 {
-	char desc[128];
+	char desc[128], fp[72];
 
 	if (SSL_version(s->client.ssl) >= TLS1_2_VERSION &&
 	    !tls_cipher_is_legacy(SSL_get_current_cipher(s->client.ssl)))
@@ -137,10 +137,13 @@ note_legacy_tls(const struct session *s)
 	tls_describe(s->client.ssl, desc, sizeof(desc));
 	log_warnx("sess=%llu svc=%s event=legacy-tls client=%s tls=%s",
 	    (unsigned long long)s->id, s->svc->name, s->peer, desc);
-	/* Per address, not per connection. */
+	/* Per address (and certificate), not per connection. */
 	sockaddr_host((const struct sockaddr *)&s->peer_addr.ss, desc,
 	    sizeof(desc));
-	metrics_legacy_client(s->metrics, desc, SSL_version(s->client.ssl));
+	if (s->has_client_cert)
+		client_cert_text(s, fp, sizeof(fp));
+	metrics_legacy_client(s->metrics, desc, SSL_version(s->client.ssl),
+	    s->has_client_cert ? fp : NULL);
 }
 
 void
@@ -160,6 +163,15 @@ client_handshake_failed(struct session *s)
 	} else
 		close_now(s, LOG_LVL_INFO, R_CLIENT_HANDSHAKE_FAILED,
 		    s->client.err);
+}
+
+void
+client_cert_text(const struct session *s, char *out, size_t cap)
+{
+	size_t o = (size_t)snprintf(out, cap, "sha256:");
+
+	for (int i = 0; i < 32 && o + 2 < cap; i++, o += 2)
+		snprintf(out + o, cap - o, "%02x", s->client_cert[i]);
 }
 
 /* A subject for a log line: printable, no quotes or backslashes. */
@@ -191,9 +203,7 @@ device_certificate(struct session *s)
 	}
 	if (s->has_client_cert) {
 		char fp[72];
-		snprintf(fp, sizeof(fp), "sha256:");
-		for (int i = 0; i < 32; i++)
-			snprintf(fp + 7 + 2 * i, 3, "%02x", s->client_cert[i]);
+		client_cert_text(s, fp, sizeof(fp));
 		log_info("sess=%llu svc=%s event=client-cert client=%s "
 		    "subject=\"%s\" fingerprint=%s", (unsigned long long)s->id,
 		    svc->name, s->peer, subject, fp);

@@ -35,7 +35,7 @@ struct svc_metrics {
 	char		 cipher[MAX_CIPHERS][48];
 	uint64_t	 cipher_count[MAX_CIPHERS];
 	uint64_t	 starttls_ok[2];	/* upstream, client */
-	char		 legacy_client[MAX_LEGACY][48];	/* "ip version" */
+	char		 legacy_client[MAX_LEGACY][128];	/* "ip version cert" */
 	uint64_t	 legacy_count[MAX_LEGACY];
 	uint64_t	 upfail[R_COUNT];	/* upstream failures by reason */
 	int64_t		 up_not_after;	/* upstream certificate, Unix time */
@@ -178,15 +178,16 @@ metrics_starttls(struct svc_metrics *m, int side_client)
 }
 
 void
-metrics_legacy_client(struct svc_metrics *m, const char *addr, int version)
+metrics_legacy_client(struct svc_metrics *m, const char *addr, int version,
+    const char *cert)
 {
 	char key[sizeof(m->legacy_client[0])];
 	int i;
 
 	if (m == NULL)
 		return;
-	snprintf(key, sizeof(key), "%s %s", addr, version == 0x0301 ? "1.0" :
-	    version == 0x0302 ? "1.1" : "1.2");
+	snprintf(key, sizeof(key), "%s %s %s", addr, version == 0x0301 ? "1.0" :
+	    version == 0x0302 ? "1.1" : "1.2", cert != NULL ? cert : "-");
 	if ((i = slot(m->legacy_client[0], sizeof(key), MAX_LEGACY, key,
 	    sizeof(key))) >= 0)
 		m->legacy_count[i]++;
@@ -534,12 +535,19 @@ render(const struct config *cf, struct out *o)
 		put(o, "mailproxy_client_tls_legacy_total{service=\"%s\"} %llu\n",
 		    n, (unsigned long long)(t.tls_version[0] + t.tls_version[1]));
 		for (int k = 0; k < MAX_LEGACY && t.legacy_client[k][0]; k++) {
-			const char *sp = strrchr(t.legacy_client[k], ' ');
-			label_value(t.legacy_client[k], (size_t)(sp -
+			/* "addr version cert": the device's certificate, when
+			 * client_verify asked for one, names it beside its
+			 * address. */
+			const char *ver = strchr(t.legacy_client[k], ' ') + 1;
+			const char *cert = strchr(ver, ' ') + 1;
+			label_value(t.legacy_client[k], (size_t)(ver - 1 -
 			    t.legacy_client[k]), v, sizeof(v));
 			put(o, "mailproxy_client_tls_legacy_sessions_total{service="
-			    "\"%s\",client=\"%s\",version=\"%s\"} %llu\n", n, v,
-			    sp + 1, (unsigned long long)t.legacy_count[k]);
+			    "\"%s\",client=\"%s\",version=\"%.*s\"%s%s%s} %llu\n",
+			    n, v, (int)(cert - 1 - ver), ver, strcmp(cert, "-") != 0 ?
+			    ",client_cert=\"" : "", strcmp(cert, "-") != 0 ? cert : "",
+			    strcmp(cert, "-") != 0 ? "\"" : "",
+			    (unsigned long long)t.legacy_count[k]);
 		}
 		for (int k = 0; k < MAX_CIPHERS && t.cipher[k][0]; k++) {
 			label_value(t.cipher[k], strlen(t.cipher[k]), v, sizeof(v));

@@ -44,7 +44,7 @@ void	metrics_handshake(struct svc_metrics *m, int side_upstream,
 /* A client negotiated TLS below 1.2: counted per client address, so old
  * devices can be found and retired. */
 void	metrics_legacy_client(struct svc_metrics *m, const char *addr,
-	    int version);
+	    int version, const char *cert);
 
 /* accounts: a client's login to the proxy worked or failed. */
 void	metrics_login(struct svc_metrics *m, bool ok);

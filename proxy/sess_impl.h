@@ -151,6 +151,10 @@ void	client_dialogue(EV_P_ struct session *s);
  * kept, and checked against allow_cert.  false: the session was closed. */
 bool	device_certificate(struct session *s);
 
+/* The device's certificate as logs and metrics write it, "sha256:HEX"
+ * (72 bytes suffice). */
+void	client_cert_text(const struct session *s, char *out, size_t cap);
+
 /* A failed client handshake: its reason (a certificate named). */
 void	client_handshake_failed(struct session *s);
 

@@ -87,9 +87,7 @@ log_close(struct session *s)
 	tls_describe(s->client.ssl, buf, sizeof(buf));
 	logline_str(&ll, "client_tls", buf);
 	if (s->has_client_cert) {
-		snprintf(buf, sizeof(buf), "sha256:");
-		for (int i = 0; i < 32; i++)
-			snprintf(buf + 7 + 2 * i, 3, "%02x", s->client_cert[i]);
+		client_cert_text(s, buf, sizeof(buf));
 		logline_str(&ll, "client_cert", buf);
 	}
 	logline_str(&ll, "upstream", s->upstream_addr[0] ? s->upstream_addr :
@@ -308,9 +306,9 @@ run_state(EV_P_ struct session *s)
 	case SESS_CLIENT_HANDSHAKE:
 		st = ep_handshake(&s->client);
 		if (st == EP_OK) {
-			note_legacy_tls(s);
 			if (!device_certificate(s))
 				break;
+			note_legacy_tls(s);
 			metrics_tls(s->metrics, SSL_version(s->client.ssl),
 			    SSL_CIPHER_standard_name(SSL_get_current_cipher(
 			    s->client.ssl)));

@@ -299,3 +299,33 @@ def test_account_by_certificate(proxies, servers, certs, pki, tmp_path):
     c.ehlo("mfp.test")
     assert c.docmd("MAIL", "FROM:<scanner@office.test>")[0] == 530
     c.close()
+
+
+def test_legacy_device_counted_with_its_certificate(proxies, servers, certs, pki):
+    """Per-client metrics name the device's certificate beside its address:
+    an old scanner on TLS 1.0 behind a shared NAT address is told apart."""
+    import urllib.request
+    from helpers import free_port
+    mport = free_port()
+    p = proxies("metrics = 127.0.0.1:%d\n" % mport
+                + device_service("old", "imap", "implicit", servers, certs, pki,
+                                 "optional", "tls_min_version = 1.0\n"))
+    for cert in ("scanner-1", None):
+        ctx = client_ctx(certs)
+        ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1
+        ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+        if cert:
+            ctx.load_cert_chain(os.path.join(pki, cert + ".crt"),
+                                os.path.join(pki, cert + ".key"))
+        s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", p.port("old")),
+                                                     timeout=10),
+                            server_hostname="localhost")
+        assert s.makefile("rb").readline().startswith(b"* OK")
+        s.close()
+    text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport,
+                                  timeout=5).read().decode()
+    fp = fingerprint(os.path.join(pki, "scanner-1.crt"))
+    assert ('mailproxy_client_tls_legacy_sessions_total{service="old",client="127.0.0.1",'
+            'version="1.0",client_cert="%s"} 1' % fp) in text, text
+    assert ('mailproxy_client_tls_legacy_sessions_total{service="old",client="127.0.0.1",'
+            'version="1.0"} 1') in text, text
