@@ -163,6 +163,13 @@ jwt_key_load(const char *cert_file, const char *key_file, char *err,
 	return k;
 }
 
+int
+jwt_key_attach_cert(struct jwt_key *k, const char *cert_file, char *err,
+    size_t errlen)
+{
+	return cert_file != NULL ? add_cert(k, cert_file, err, errlen) : 0;
+}
+
 void
 jwt_key_free(struct jwt_key *k)
 {

@@ -32,6 +32,11 @@ struct jwt_key *jwt_key_load(const char *cert_file, const char *key_file,
 struct jwt_key *jwt_key_from_pem(const char *pem, size_t len, char *err,
 	    size_t errlen);
 
+/* Adds the certificate in PEM file cert_file to k (see jwt_key_load);
+ * nothing when cert_file is NULL.  -1 with err. */
+int	jwt_key_attach_cert(struct jwt_key *k, const char *cert_file,
+	    char *err, size_t errlen);
+
 void	jwt_key_free(struct jwt_key *k);
 
 /* The algorithm the key signs with: ES256 for P-256, else RS256, or

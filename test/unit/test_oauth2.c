@@ -9,6 +9,7 @@
 
 #include "config.h"
 #include "oauth2.h"
+#include "oauth2_preset.h"
 #include "tokenstore.h"
 #include "unit.h"
 
@@ -153,6 +154,45 @@ test_presets(void)
 	free(c.scope); free(c.token_url); free(c.device_url);
 	free(g.scope); free(g.token_url); free(g.device_url);
 	free(own.scope); free(own.token_url); free(own.device_url);
+	free(c.authorize_url); free(g.authorize_url); free(own.authorize_url);
+}
+
+/* oauth2_tenant and oauth2_cloud: the tenant's own endpoints in its cloud;
+ * an application's own grant asks for the resource's .default. */
+static void
+test_presets_clouds(void)
+{
+	struct oauth2_conf app = { .provider = OAUTH2_MICROSOFT,
+	    .grant = OAUTH2_GRANT_CLIENT_CREDENTIALS, .tenant = "contoso.com" };
+	struct oauth2_conf gov = { .provider = OAUTH2_MICROSOFT,
+	    .cloud = OAUTH2_CLOUD_USGOV };
+	struct oauth2_conf cn = { .provider = OAUTH2_MICROSOFT,
+	    .grant = OAUTH2_GRANT_CLIENT_CREDENTIALS, .cloud = OAUTH2_CLOUD_CHINA,
+	    .tenant = "t1" };
+	struct oauth2_conf *all[] = { &app, &gov, &cn };
+
+	oauth2_apply_preset(&app, PROTO_SMTP);
+	CHECK(strcmp(app.token_url, "https://login.microsoftonline.com/"
+	    "contoso.com/oauth2/v2.0/token") == 0);
+	CHECK(strcmp(app.scope, "https://outlook.office365.com/.default") == 0);
+	oauth2_apply_preset(&gov, PROTO_IMAP);
+	CHECK(gov.grant == OAUTH2_GRANT_DEVICE);
+	CHECK(strcmp(gov.token_url, "https://login.microsoftonline.us/common/"
+	    "oauth2/v2.0/token") == 0);
+	CHECK(strcmp(gov.device_url, "https://login.microsoftonline.us/common/"
+	    "oauth2/v2.0/devicecode") == 0);
+	CHECK(strcmp(gov.scope, "https://outlook.office365.us/"
+	    "IMAP.AccessAsUser.All offline_access") == 0);
+	oauth2_apply_preset(&cn, -1);
+	CHECK(strcmp(cn.token_url, "https://login.chinacloudapi.cn/t1/oauth2/"
+	    "v2.0/token") == 0);
+	CHECK(strcmp(cn.scope, "https://partner.outlook.cn/.default") == 0);
+	for (size_t i = 0; i < 3; i++) {
+		free(all[i]->scope);
+		free(all[i]->token_url);
+		free(all[i]->device_url);
+		free(all[i]->authorize_url);
+	}
 }
 
 void
@@ -162,4 +202,5 @@ test_oauth2(void)
 	test_parse();
 	test_store();
 	test_presets();
+	test_presets_clouds();
 }

@@ -1,0 +1,121 @@
+/*
+ * oauth2_grant: the table of grants, the person's grants' renewal with the
+ * store's refresh token, and -T's one-off fetch; see oauth2_grant.h.
+ */
+#include "oauth2_grant.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <ev.h>
+#include <openssl/mem.h>
+
+#include "config.h"
+#include "https.h"
+#include "oauth2.h"
+#include "resolve.h"
+#include "tokenstore.h"
+
+/* device and code: both leave a refresh token in the store. */
+static char *
+refresh_request(const struct oauth2_conf *c, const struct token *have,
+    int64_t now, char *err, size_t errlen)
+{
+	char *form = NULL;
+
+	(void)now;
+	if (have->refresh == NULL) {
+		snprintf(err, errlen, "no refresh token");
+		return NULL;
+	}
+	if (oauth2_form_add(&form, "grant_type", "refresh_token") < 0 ||
+	    oauth2_form_add(&form, "refresh_token", have->refresh) < 0 ||
+	    oauth2_form_client(&form, c) < 0 ||
+	    (c->scope != NULL && oauth2_form_add(&form, "scope", c->scope) < 0))
+		snprintf(err, errlen, "out of memory");
+	return form;
+}
+
+static const struct oauth2_grant grants[] = {
+	[OAUTH2_GRANT_DEVICE] = { "device", true, refresh_request,
+	    "re-run mailproxy -A %s" },
+	[OAUTH2_GRANT_CODE] = { "code", true, refresh_request,
+	    "re-run mailproxy -A %s" },
+	[OAUTH2_GRANT_CLIENT_CREDENTIALS] = { "client_credentials", false,
+	    oauth2_client_request, "check the application's secret or "
+	    "certificate, its permissions and the admin consent in the tenant "
+	    "(for %s)" },
+	[OAUTH2_GRANT_SERVICE_ACCOUNT] = { "service_account", false,
+	    oauth2_sa_request, "check the service account's key and its "
+	    "domain-wide delegation of https://mail.google.com/ (for %s)" },
+};
+
+const struct oauth2_grant *
+oauth2_grant_of(const struct oauth2_conf *c)
+{
+	return &grants[c->grant > OAUTH2_GRANT_AUTO && c->grant <=
+	    OAUTH2_GRANT_SERVICE_ACCOUNT ? c->grant : OAUTH2_GRANT_DEVICE];
+}
+
+/* ---- mailproxy -T ------------------------------------------------------- */
+
+struct once {
+	bool		 done;
+	struct token	 tok;
+	char		*why;
+	size_t		 whylen;
+};
+
+static void
+fetched(void *arg, const struct https_result *r)
+{
+	struct once *o = arg;
+	char code[64];
+
+	o->done = true;
+	if (r->status == 0)
+		snprintf(o->why, o->whylen, "token endpoint: %s", r->error);
+	else
+		oauth2_parse_token(r->status, r->body, r->len, time(NULL),
+		    &o->tok, code, sizeof(code), o->why, o->whylen);
+}
+
+int
+oauth2_fetch_once(const struct oauth2_conf *c, char *out, size_t cap,
+    char *why, size_t whylen)
+{
+	struct once o = { false, { 0 }, why, whylen };
+	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+	struct resolver *res = NULL;
+	struct https_req *req = NULL;
+	SSL_CTX *ctx = NULL;
+	char *form = NULL;
+	int n = -1;
+
+	snprintf(why, whylen, "cannot initialise libev");
+	if (loop == NULL || (res = resolver_new(loop,
+	    getenv("MAILPROXY_DNS_SERVERS"), why, whylen)) == NULL ||
+	    (ctx = https_ctx_new(c->ca, why, whylen)) == NULL ||
+	    (form = oauth2_grant_of(c)->request(c, &o.tok, time(NULL), why,
+	    whylen)) == NULL)
+		goto out;
+	req = https_post(loop, ctx, res, c->token_url, form,
+	    https_proxy_for(c->token_url), 30., fetched, &o, why, whylen);
+	oauth2_form_free(form);
+	while (req != NULL && !o.done)
+		ev_run(loop, EVRUN_ONCE);
+	if (o.tok.access != NULL && strlen(o.tok.access) < cap) {
+		n = (int)strlen(o.tok.access);
+		memcpy(out, o.tok.access, (size_t)n + 1);
+	}
+out:
+	token_clear(&o.tok);
+	SSL_CTX_free(ctx);
+	if (res != NULL)
+		resolver_free(loop, res);
+	if (loop != NULL)
+		ev_loop_destroy(loop);
+	return n;
+}
