@@ -416,20 +416,22 @@ validate_person(struct parser *p, struct oauth2_conf *c, const int *seen,
 	char dir[PATH_MAX];
 	const char *slash;
 
-	unused_keys(p, seen, unused, 3, "device");
-	if (c->grant == OAUTH2_GRANT_CODE)
-		cfg_error(p, seen[K_OAUTH2_GRANT], "oauth2_grant = code is not "
-		    "available in this version (use device)");
+	const char *grant = c->grant == OAUTH2_GRANT_CODE ? "code" : "device";
+
+	unused_keys(p, seen, unused, 3, grant);
 	if (c->client_id == NULL)
 		cfg_error(p, line, "[%s]: oauth2_token_store needs "
 		    "oauth2_client_id (the application id registered with the "
 		    "provider)", what);
-	if (c->token_url == NULL || c->device_url == NULL)
+	if (c->token_url == NULL || (c->grant == OAUTH2_GRANT_DEVICE ?
+	    c->device_url : c->authorize_url) == NULL)
 		cfg_error(p, line, "[%s]: oauth2_provider = custom needs "
-		    "oauth2_token_url and oauth2_device_url", what);
+		    "oauth2_token_url and %s", what, c->grant ==
+		    OAUTH2_GRANT_DEVICE ? "oauth2_device_url" :
+		    "oauth2_authorize_url (oauth2_grant = code)");
 	if (c->store == NULL) {
-		cfg_error(p, line, "[%s]: oauth2_grant = device needs "
-		    "oauth2_token_store (where -A keeps the grant)", what);
+		cfg_error(p, line, "[%s]: oauth2_grant = %s needs "
+		    "oauth2_token_store (where -A keeps the grant)", what, grant);
 		return;
 	}
 	slash = strrchr(c->store, '/');

@@ -59,63 +59,76 @@ oauth2_grant_of(const struct oauth2_conf *c)
 	    OAUTH2_GRANT_SERVICE_ACCOUNT ? c->grant : OAUTH2_GRANT_DEVICE];
 }
 
-/* ---- mailproxy -T ------------------------------------------------------- */
+/* ---- one request, waited for (-T, -A) ----------------------------------- */
 
 struct once {
 	bool		 done;
-	struct token	 tok;
+	struct token	*tok;
+	char		*code;
+	size_t		 codelen;
 	char		*why;
 	size_t		 whylen;
+	int		 rc;
 };
 
 static void
-fetched(void *arg, const struct https_result *r)
+answered_once(void *arg, const struct https_result *r)
 {
 	struct once *o = arg;
-	char code[64];
 
 	o->done = true;
 	if (r->status == 0)
 		snprintf(o->why, o->whylen, "token endpoint: %s", r->error);
 	else
-		oauth2_parse_token(r->status, r->body, r->len, time(NULL),
-		    &o->tok, code, sizeof(code), o->why, o->whylen);
+		o->rc = oauth2_parse_token(r->status, r->body, r->len,
+		    time(NULL), o->tok, o->code, o->codelen, o->why, o->whylen);
+}
+
+int
+oauth2_request_once(const struct oauth2_conf *c, char *form, struct token *t,
+    char *code, size_t codelen, char *why, size_t whylen)
+{
+	struct once o = { false, t, code, codelen, why, whylen, -1 };
+	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+	struct resolver *res = NULL;
+	struct https_req *req = NULL;
+	SSL_CTX *ctx = NULL;
+
+	code[0] = '\0';
+	snprintf(why, whylen, "cannot initialise libev");
+	if (loop != NULL && (res = resolver_new(loop,
+	    getenv("MAILPROXY_DNS_SERVERS"), why, whylen)) != NULL &&
+	    (ctx = https_ctx_new(c->ca, why, whylen)) != NULL)
+		req = https_post(loop, ctx, res, c->token_url, form,
+		    https_proxy_for(c->token_url), 30., answered_once, &o, why,
+		    whylen);
+	oauth2_form_free(form);
+	while (req != NULL && !o.done)
+		ev_run(loop, EVRUN_ONCE);
+	SSL_CTX_free(ctx);
+	if (res != NULL)
+		resolver_free(loop, res);
+	if (loop != NULL)
+		ev_loop_destroy(loop);
+	return o.rc;
 }
 
 int
 oauth2_fetch_once(const struct oauth2_conf *c, char *out, size_t cap,
     char *why, size_t whylen)
 {
-	struct once o = { false, { 0 }, why, whylen };
-	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
-	struct resolver *res = NULL;
-	struct https_req *req = NULL;
-	SSL_CTX *ctx = NULL;
-	char *form = NULL;
+	struct token t = { 0 };
+	char *form, code[64];
 	int n = -1;
 
-	snprintf(why, whylen, "cannot initialise libev");
-	if (loop == NULL || (res = resolver_new(loop,
-	    getenv("MAILPROXY_DNS_SERVERS"), why, whylen)) == NULL ||
-	    (ctx = https_ctx_new(c->ca, why, whylen)) == NULL ||
-	    (form = oauth2_grant_of(c)->request(c, &o.tok, time(NULL), why,
+	if ((form = oauth2_grant_of(c)->request(c, &t, time(NULL), why,
 	    whylen)) == NULL)
-		goto out;
-	req = https_post(loop, ctx, res, c->token_url, form,
-	    https_proxy_for(c->token_url), 30., fetched, &o, why, whylen);
-	oauth2_form_free(form);
-	while (req != NULL && !o.done)
-		ev_run(loop, EVRUN_ONCE);
-	if (o.tok.access != NULL && strlen(o.tok.access) < cap) {
-		n = (int)strlen(o.tok.access);
-		memcpy(out, o.tok.access, (size_t)n + 1);
+		return -1;
+	if (oauth2_request_once(c, form, &t, code, sizeof(code), why,
+	    whylen) == 0 && strlen(t.access) < cap) {
+		n = (int)strlen(t.access);
+		memcpy(out, t.access, (size_t)n + 1);
 	}
-out:
-	token_clear(&o.tok);
-	SSL_CTX_free(ctx);
-	if (res != NULL)
-		resolver_free(loop, res);
-	if (loop != NULL)
-		ev_loop_destroy(loop);
+	token_clear(&t);
 	return n;
 }

@@ -56,6 +56,19 @@ int	oauth2_client_load(struct oauth2_conf *c, char *err, size_t errlen);
 int	oauth2_sa_load(struct oauth2_conf *c, char *err, size_t errlen);
 
 /*
+ * One token request (form, which is wiped and freed) sent now to c's token
+ * endpoint on a private loop, and its answer: 0 with t, or -1 with the
+ * OAuth2 error code (or "") and why.  For the command line only.
+ */
+int	oauth2_request_once(const struct oauth2_conf *c, char *form,
+	    struct token *t, char *code, size_t codelen, char *why,
+	    size_t whylen);
+
+/* mailproxy -A SERVICE of a code grant (oauth2_code.c): 0 when the store
+ * was written. */
+int	oauth2_code_authorize(const struct oauth2_conf *c, const char *name);
+
+/*
  * mailproxy -T for a grant that needs no store: one token fetched now, on
  * a private loop, into out.  Its length, or -1 with why.
  */

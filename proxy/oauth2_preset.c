@@ -89,8 +89,10 @@ microsoft(struct oauth2_conf *c, int proto)
 void
 oauth2_apply_preset(struct oauth2_conf *c, int proto)
 {
+	/* Google's device flow does not grant the Gmail scope. */
 	if (c->grant == OAUTH2_GRANT_AUTO)
-		c->grant = OAUTH2_GRANT_DEVICE;
+		c->grant = c->provider == OAUTH2_GOOGLE ? OAUTH2_GRANT_CODE :
+		    OAUTH2_GRANT_DEVICE;
 	if (c->provider == OAUTH2_MICROSOFT)
 		microsoft(c, proto);
 	else if (c->provider == OAUTH2_GOOGLE) {

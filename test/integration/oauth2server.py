@@ -83,6 +83,8 @@ class OAuth2Server:
         self.jtis = set()                   # assertion ids seen
         self.assertions = []                # (header, claims) accepted
         self.refusals = []                  # why assertions were refused
+        self.codes = {}                     # authorization code -> its request
+        self.code_refusals = []             # why code exchanges were refused
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(certs_dir + "/upstream.crt", certs_dir + "/upstream.key")
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -125,6 +127,41 @@ class OAuth2Server:
             self.refresh = "%srt-%d" % (self.prefix, self.n)
             body["refresh_token"] = self.refresh
         return 200, body
+
+    @property
+    def authorize_url(self):
+        return "https://127.0.0.1:%d/authorize" % self.port
+
+    def authorize(self, query):
+        """What the authorization endpoint does once the person signed in:
+        a one-time code bound to the request's PKCE challenge and redirect
+        address.  query: the authorization address's parameters."""
+        with self.lock:
+            self.n += 1
+            code = "%sac-%d-secret" % (self.prefix, self.n)
+            self.codes[code] = dict(query)
+            return code
+
+    def _code_token(self, form):
+        """authorization_code: the code once, with the verifier of its
+        challenge (RFC 7636 S256) and the same redirect address."""
+        req = self.codes.pop(form.get("code"), None)
+        why = None
+        if req is None:
+            why = "unknown or used code"
+        elif req.get("code_challenge_method") != "S256":
+            why = "not S256"
+        elif form.get("redirect_uri") != req.get("redirect_uri"):
+            why = "redirect_uri differs"
+        else:
+            digest = hashlib.sha256(form.get("code_verifier", "").encode()).digest()
+            if base64.urlsafe_b64encode(digest).rstrip(b"=").decode() != \
+                    req.get("code_challenge"):
+                why = "code_verifier does not match the challenge"
+        if why is not None:
+            self.code_refusals.append(why)
+            return 400, {"error": "invalid_grant", "error_description": why}
+        return self._issue()
 
     def fetches(self):
         """Token requests of the grants that need no person."""
@@ -208,6 +245,8 @@ class OAuth2Server:
             return self._sa_token(form)
         if form.get("client_id") != "test-client":
             return 401, {"error": "invalid_client"}
+        if grant == "authorization_code":
+            return self._code_token(form)
         if grant == "refresh_token":
             if self.fail_next > 0:
                 self.fail_next -= 1

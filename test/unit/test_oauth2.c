@@ -149,6 +149,11 @@ test_presets(void)
 	CHECK(g.scope && strcmp(g.scope, "https://mail.google.com/") == 0);
 	CHECK(g.token_url && strcmp(g.token_url,
 	    "https://oauth2.googleapis.com/token") == 0);
+	/* Google's device flow does not grant the Gmail scope: code. */
+	CHECK(g.grant == OAUTH2_GRANT_CODE);
+	CHECK(c.grant == OAUTH2_GRANT_DEVICE);
+	CHECK(g.authorize_url && strcmp(g.authorize_url,
+	    "https://accounts.google.com/o/oauth2/v2/auth") == 0);
 	oauth2_apply_preset(&own, PROTO_SMTP);
 	CHECK(strcmp(own.scope, "mine") == 0);
 	free(c.scope); free(c.token_url); free(c.device_url);
