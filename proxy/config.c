@@ -891,6 +891,7 @@ config_unref(struct config *cf)
 	free(cf->user);
 	free(cf->file);
 	free(cf->tls_ticket_key_file);
+	free(cf->oauth2_alert_command);
 	if (cf->ticket_keys != NULL)
 		OPENSSL_cleanse(cf->ticket_keys, cf->ticket_keys_len);
 	free(cf->ticket_keys);

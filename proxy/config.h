@@ -28,7 +28,7 @@
 #define CONFIG_DEFAULT_FILE	"/etc/mailproxy/mailproxy.ini"
 #define CONFIG_MAX_PAIRS	8	/* cert/key pairs per service */
 
-#define CONFIG_NKEYS		58	/* keys in the table (config_keys.c) */
+#define CONFIG_NKEYS		59	/* keys in the table (config_keys.c) */
 
 struct listen_addr {
 	struct sockaddr_any	 addr;
@@ -176,6 +176,7 @@ struct config {
 	bool			 watch_files;	/* reload when a file changes */
 	int			 dns_refresh;	/* seconds, 0: at load only */
 	char			*tls_ticket_key_file;
+	char			*oauth2_alert_command;	/* run off the loop */
 	int			 tls_session_cache;	/* sessions, 0: none */
 	uint8_t			*ticket_keys;	/* its contents, read at load */
 	size_t			 ticket_keys_len;

@@ -542,6 +542,19 @@ set_oauth2_tenant(struct parser *p, void *f, const char *v)
 	return set_string(p, f, v);
 }
 
+/* A program run with no shell and no arguments: a path that can run. */
+static int
+set_program(struct parser *p, void *f, const char *v)
+{
+	if (v[0] != '/' || access(v, X_OK) != 0) {
+		cfg_error(p, p->line, "%s: %s is not an executable file given "
+		    "by its absolute path%s%s", p->key, v, v[0] == '/' ? ": " : "",
+		    v[0] == '/' ? strerror(errno) : "");
+		return -1;
+	}
+	return set_string(p, f, v);
+}
+
 /* Token endpoints: https only (they answer with bearer tokens). */
 static int
 set_https_url(struct parser *p, void *f, const char *v)
@@ -677,6 +690,7 @@ const struct key_def config_keys[K_COUNT] = {
 	[K_OAUTH2_CLIENT_CERT] = { "oauth2_client_certificate", SCOPE_SERVICE, false, NONE, S(oauth2.client_cert), set_file, NULL },
 	[K_OAUTH2_CLIENT_KEY] = { "oauth2_client_key", SCOPE_SERVICE, false, NONE, S(oauth2.client_key), set_file, NULL },
 	[K_OAUTH2_SA_FILE] = { "oauth2_service_account_file", SCOPE_SERVICE, false, NONE, S(oauth2.sa_file), set_file, NULL },
+	[K_OAUTH2_ALERT] = { "oauth2_alert_command", SCOPE_GLOBAL, false, G(oauth2_alert_command), NONE, set_program, NULL },
 	[K_OAUTH2_STORE] = { "oauth2_token_store", SCOPE_SERVICE, false, NONE, S(oauth2.store), set_string, NULL },
 	[K_TOKEN_FILE] = { "upstream_token_file", SCOPE_SERVICE, false, NONE, S(upstream_token_file), set_secret_file, NULL },
 	/* Accounts (upstream_auth = accounts).  An account takes the keys

@@ -23,6 +23,7 @@
 #include "https.h"
 #include "jwt.h"
 #include "log.h"
+#include "oauth2_alert.h"
 #include "oauth2_grant.h"
 #include "resolve.h"
 #include "seqlock.h"
@@ -158,6 +159,7 @@ struct store {
 	ev_timer		 timer;
 	struct https_req	*req;
 	int			 tries;	/* failed refreshes in a row */
+	bool			 told[3];	/* enum incident, told */
 	bool			 active;	/* named by the running config */
 };
 
@@ -166,6 +168,13 @@ static int		 nstores;
 static struct resolver	*resolver;
 
 static void	refresh(EV_P_ struct store *st);
+
+/* What a person is told of (oauth2_alert_command): once each, and once
+ * when it is over. */
+enum incident { INC_REFUSED, INC_LAPSING, INC_CERT };
+
+#define LAPSE_WARN	600		/* s of token left, refreshes failing */
+#define CERT_WARN	(14 * 86400)	/* s of assertion certificate left */
 
 static int
 store_index(const struct store *st)
@@ -260,6 +269,50 @@ backoff(int tries)
 	return base / 2 + base / 2 * ((double)r / 4294967295.);
 }
 
+/* Runs the alert command when an incident starts (failing) or ends. */
+static void
+tell(struct store *st, enum incident which, bool failing, const char *reason,
+    const char *action)
+{
+	const char *colon = strchr(st->authorize, ':');
+	char svc[300];
+
+	if (st->told[which] == failing)
+		return;
+	st->told[which] = failing;
+	snprintf(svc, sizeof(svc), "%.*s", colon != NULL ?
+	    (int)(colon - st->authorize) : (int)strlen(st->authorize),
+	    st->authorize);
+	oauth2_alert_run(st->cf->oauth2_alert_command, svc, colon != NULL ?
+	    colon + 1 : "", failing ? "failing" : "recovered", reason, action);
+}
+
+/* The certificate that assertions name, when it ends within 14 days. */
+static void
+check_certificate(struct store *st, int64_t now)
+{
+	int64_t end = st->c->key != NULL ? jwt_key_not_after(st->c->key) : 0;
+	char reason[400];
+
+	if (end == 0)
+		return;
+	if (end - now >= CERT_WARN) {
+		tell(st, INC_CERT, false, "the client certificate was renewed",
+		    "none");
+		return;
+	}
+	snprintf(reason, sizeof(reason), "the client certificate %s %s %lld "
+	    "days", st->c->client_cert, end > now ? "expires in" : "expired",
+	    (long long)((end > now ? end - now : now - end) / 86400));
+	if (!st->told[INC_CERT])
+		log_warnx("event=oauth2-certificate-expiring svc=%s: %s",
+		    st->name, reason);
+	tell(st, INC_CERT, true, reason, "renew the client certificate: make "
+	    "a new key and certificate, upload the certificate to the "
+	    "application, point oauth2_client_certificate and "
+	    "oauth2_client_key at them");
+}
+
 static void
 failed(EV_P_ struct store *st, const char *code, const char *why)
 {
@@ -268,19 +321,19 @@ failed(EV_P_ struct store *st, const char *code, const char *why)
 	    strcmp(code, "unauthorized_client") == 0 ||
 	    strcmp(code, "invalid_scope") == 0;
 	int64_t now = time(NULL);
+	char reason[400], action[300];
 	double delay;
-
-	char action[300];
 
 	count(st, false);
 	if (permanent) {
 		/* Retrying cannot help: a person must act. */
-		snprintf(action, sizeof(action), oauth2_grant_of(st->c)->action,
-		    stored(st) ? st->authorize : st->name);
+		oauth2_classify(code, why, st->c->grant, st->authorize, reason,
+		    sizeof(reason), action, sizeof(action));
 		log_errorx("event=oauth2-refresh-failed svc=%s store=%s "
-		    "error=\"%s\": the provider refused the grant; %s",
-		    st->name, st->path, why, action);
+		    "error=\"%s\": the provider refused the grant: %s; %s",
+		    st->name, st->path, why, reason, action);
 		publish(st, OAUTH2_REVOKED);
+		tell(st, INC_REFUSED, true, reason, action);
 		return;
 	}
 	delay = backoff(++st->tries);
@@ -290,6 +343,16 @@ failed(EV_P_ struct store *st, const char *code, const char *why)
 	    (long long)(st->tok.expires_at - now) : 0LL);
 	publish(st, OAUTH2_RETRYING);
 	schedule(EV_A_ st, delay);
+	/* Failing long enough that the token lapses soon (or has). */
+	if (st->tries >= 3 && (!token_valid(&st->tok, now) ||
+	    st->tok.expires_at - now < LAPSE_WARN)) {
+		snprintf(reason, sizeof(reason), "token requests fail (%s); the "
+		    "access token %s", why, token_valid(&st->tok, now) ?
+		    "lapses within 10 minutes" : "has lapsed");
+		snprintf(action, sizeof(action), "check the way to %s (network, "
+		    "DNS, https_proxy) and the provider's status", st->c->token_url);
+		tell(st, INC_LAPSING, true, reason, action);
+	}
 }
 
 /* A new token from the endpoint: kept, written, published, rescheduled. */
@@ -319,6 +382,9 @@ refreshed(EV_P_ struct store *st, struct token *fresh)
 	log_info("event=oauth2-refreshed svc=%s expires_in=%llds rotated=%s",
 	    st->name, (long long)(st->tok.expires_at - now),
 	    rotated ? "yes" : "no");
+	tell(st, INC_REFUSED, false, "a token was obtained again", "none");
+	tell(st, INC_LAPSING, false, "a token was obtained again", "none");
+	check_certificate(st, now);
 	schedule(EV_A_ st, refresh_delay(&st->tok, now));
 }
 

@@ -15,6 +15,7 @@
 #include "config.h"
 #include "https.h"
 #include "oauth2.h"
+#include "oauth2_alert.h"
 #include "resolve.h"
 #include "tokenstore.h"
 
@@ -39,17 +40,12 @@ refresh_request(const struct oauth2_conf *c, const struct token *have,
 }
 
 static const struct oauth2_grant grants[] = {
-	[OAUTH2_GRANT_DEVICE] = { "device", true, refresh_request,
-	    "re-run mailproxy -A %s" },
-	[OAUTH2_GRANT_CODE] = { "code", true, refresh_request,
-	    "re-run mailproxy -A %s" },
+	[OAUTH2_GRANT_DEVICE] = { "device", true, refresh_request },
+	[OAUTH2_GRANT_CODE] = { "code", true, refresh_request },
 	[OAUTH2_GRANT_CLIENT_CREDENTIALS] = { "client_credentials", false,
-	    oauth2_client_request, "check the application's secret or "
-	    "certificate, its permissions and the admin consent in the tenant "
-	    "(for %s)" },
+	    oauth2_client_request },
 	[OAUTH2_GRANT_SERVICE_ACCOUNT] = { "service_account", false,
-	    oauth2_sa_request, "check the service account's key and its "
-	    "domain-wide delegation of https://mail.google.com/ (for %s)" },
+	    oauth2_sa_request },
 };
 
 const struct oauth2_grant *
@@ -128,6 +124,13 @@ oauth2_fetch_once(const struct oauth2_conf *c, char *out, size_t cap,
 	    whylen) == 0 && strlen(t.access) < cap) {
 		n = (int)strlen(t.access);
 		memcpy(out, t.access, (size_t)n + 1);
+	} else if (code[0] != '\0') {
+		/* For the operator: what it means, what to do. */
+		char reason[300], action[300];
+		size_t have = strlen(why);
+		oauth2_classify(code, why, c->grant, "", reason, sizeof(reason),
+		    action, sizeof(action));
+		snprintf(why + have, whylen - have, " (%s; %s)", reason, action);
 	}
 	token_clear(&t);
 	return n;

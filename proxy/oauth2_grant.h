@@ -35,8 +35,6 @@ struct oauth2_grant {
 	char		*(*request)(const struct oauth2_conf *c,
 			    const struct token *have, int64_t now, char *err,
 			    size_t errlen);
-	/* What the operator does when the provider refuses the grant. */
-	const char	*action;
 };
 
 const struct oauth2_grant *oauth2_grant_of(const struct oauth2_conf *c);

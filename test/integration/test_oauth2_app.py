@@ -175,7 +175,9 @@ def test_refused_client_says_what_to_do_and_recovers_on_reload(
     send(proxy.port("o"), "ok")
     oauth.revoked = True
     proxy.wait_log(r"event=oauth2-refresh-failed svc=o store=app:o error=\"HTTP 401 "
-                   r"invalid_client: AADSTS7000215.*check the application's secret",
+                   r"invalid_client: AADSTS7000215.*Microsoft: the client secret is "
+                   r"wrong; put the application's current secret in "
+                   r"oauth2_client_secret_file",
                    timeout=15)
     oauth.revoked = False
     proxy.reload()

@@ -9,6 +9,7 @@
 
 #include "config.h"
 #include "oauth2.h"
+#include "oauth2_alert.h"
 #include "oauth2_preset.h"
 #include "tokenstore.h"
 #include "unit.h"
@@ -200,6 +201,46 @@ test_presets_clouds(void)
 	}
 }
 
+/* The provider's refusal, told to the operator: what, and what to do. */
+static void
+test_classify(void)
+{
+	char reason[300], action[300];
+
+	oauth2_classify("invalid_grant", "HTTP 400 invalid_grant: AADSTS700082: "
+	    "The refresh token has expired due to inactivity.",
+	    OAUTH2_GRANT_DEVICE, "scan", reason, sizeof(reason), action,
+	    sizeof(action));
+	CHECK_STR_CONTAINS(reason, "90 days unused");
+	CHECK(strcmp(action, "re-run mailproxy -A scan") == 0);
+	oauth2_classify("invalid_grant", "AADSTS50076: Due to a configuration "
+	    "change made by your administrator", OAUTH2_GRANT_DEVICE, "scan",
+	    reason, sizeof(reason), action, sizeof(action));
+	CHECK_STR_CONTAINS(reason, "multi-factor");
+	oauth2_classify("invalid_grant", "AADSTS70043: expired", OAUTH2_GRANT_CODE,
+	    "s:a", reason, sizeof(reason), action, sizeof(action));
+	CHECK_STR_CONTAINS(reason, "sign-in frequency");
+	CHECK_STR_CONTAINS(action, "mailproxy -A s:a");
+	oauth2_classify("invalid_grant", "HTTP 400 invalid_grant: Token has been "
+	    "expired or revoked.", OAUTH2_GRANT_CODE, "g", reason,
+	    sizeof(reason), action, sizeof(action));
+	CHECK_STR_CONTAINS(reason, "Google");
+	/* An application's own grant: never "re-run -A". */
+	oauth2_classify("invalid_client", "AADSTS7000222: The provided client "
+	    "secret keys are expired", OAUTH2_GRANT_CLIENT_CREDENTIALS, "m",
+	    reason, sizeof(reason), action, sizeof(action));
+	CHECK_STR_CONTAINS(reason, "secret has expired");
+	CHECK(strstr(action, "-A") == NULL);
+	oauth2_classify("invalid_grant", "Invalid JWT Signature.",
+	    OAUTH2_GRANT_SERVICE_ACCOUNT, "w", reason, sizeof(reason), action,
+	    sizeof(action));
+	CHECK_STR_CONTAINS(action, "new key");
+	oauth2_classify("invalid_grant", "something new",
+	    OAUTH2_GRANT_CLIENT_CREDENTIALS, "w", reason, sizeof(reason), action,
+	    sizeof(action));
+	CHECK(strstr(action, "-A") == NULL);
+}
+
 void
 test_oauth2(void)
 {
@@ -208,4 +249,5 @@ test_oauth2(void)
 	test_store();
 	test_presets();
 	test_presets_clouds();
+	test_classify();
 }
