@@ -21,14 +21,15 @@ LDFLAGS += $(SANITIZE)
 # named because gcc only recommends it (the image installs without them).
 DEPS_BUILD := android-libboringssl-dev libev-dev libinih-dev libc-ares-dev libjansson-dev libsystemd-dev libc6-dev gcc make
 DEPS_TEST  := python3 python3-pytest openssl curl swaks libnet-ssleay-perl haproxy \
-              libio-socket-ssl-perl procps iproute2 bsdutils man-db prometheus python3-yaml
+              libio-socket-ssl-perl procps iproute2 bsdutils man-db prometheus python3-yaml \
+              python3-cryptography
 # make deb and its tests: debhelper, lintian, systemd-analyze (systemd).
 DEPS_DEB   := debhelper dpkg-dev fakeroot lintian systemd
 # Real mail servers for the interop tests and make run (never started as
 # system services: see test/deps.sh).
 DEPS_MAIL  := postfix dovecot-imapd dovecot-pop3d dovecot-lmtpd
 
-SRCS := log notify buffer cidr addr secret reason clients blocks accounts pwcheck config config_keys watch resolve http https tokenstore oauth2 oauth2_device dns tickets sesscache tls sockbio endpoint listener session client upstream relay line negotiate redact login smtp pop3 imap front guard probe proxyproto metrics
+SRCS := log notify buffer cidr addr secret reason clients blocks accounts pwcheck config config_keys watch resolve http https tokenstore jwt oauth2 oauth2_form oauth2_preset oauth2_grant oauth2_client oauth2_sa oauth2_code oauth2_alert oauth2_device dns tickets sesscache tls sockbio endpoint listener session client upstream relay line negotiate redact login smtp pop3 imap front guard probe proxyproto metrics
 OBJS := $(SRCS:%=$(BUILD)/%.o)
 UNIT := $(wildcard test/unit/test_*.c)
 # The runner and the peers the suites share.

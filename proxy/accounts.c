@@ -94,6 +94,20 @@ account_field(struct account *a, enum config_key k)
 		return &a->oauth2.device_url;
 	case K_OAUTH2_CA:
 		return &a->oauth2.ca;
+	case K_OAUTH2_GRANT:
+		return &a->oauth2.grant;
+	case K_OAUTH2_AUTHORIZE_URL:
+		return &a->oauth2.authorize_url;
+	case K_OAUTH2_TENANT:
+		return &a->oauth2.tenant;
+	case K_OAUTH2_CLOUD:
+		return &a->oauth2.cloud;
+	case K_OAUTH2_CLIENT_CERT:
+		return &a->oauth2.client_cert;
+	case K_OAUTH2_CLIENT_KEY:
+		return &a->oauth2.client_key;
+	case K_OAUTH2_SA_FILE:
+		return &a->oauth2.sa_file;
 	default:
 		return NULL;
 	}
@@ -163,6 +177,11 @@ validate_account(struct parser *p, struct account *a)
 		cfg_error(p, a->seen[K_CLIENT_CERT], "[account:%s]: client_cert "
 		    "needs client_verify (optional or require) on the accounts "
 		    "service", a->name);
+	/* An application's own token (oauth2_grant) is a credential too. */
+	if (oauth2_app_grant(&a->oauth2)) {
+		given = 1;
+		a->cred = ACCT_TOKEN_STORE;
+	}
 	for (size_t i = 0; i < 3; i++)
 		if (a->seen[creds[i]] != 0) {
 			if (given++ > 0)
@@ -183,8 +202,9 @@ validate_account(struct parser *p, struct account *a)
 		    "%s cannot read it, and the workers read it for every session "
 		    "after dropping to that user", a->upstream_token_file,
 		    cf->user);
-	if (a->oauth2.store != NULL)
-		validate_oauth2(p, &a->oauth2, a->seen[K_OAUTH2_STORE], a->name, -1);
+	if (a->oauth2.store != NULL || oauth2_app_grant(&a->oauth2))
+		validate_oauth2(p, &a->oauth2, a->seen, a->name, -1,
+		    a->upstream_user != NULL ? a->upstream_user : a->name);
 	else
 		for (int k = K_OAUTH2_PROVIDER; k < K_OAUTH2_STORE; k++)
 			if (a->seen[k] != 0)

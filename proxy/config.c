@@ -25,7 +25,9 @@
 #include <openssl/mem.h>
 
 #include "dns.h"
-#include "oauth2.h"
+#include "jwt.h"
+#include "oauth2_grant.h"
+#include "oauth2_preset.h"
 #include "secret.h"
 #include "tls.h"
 
@@ -331,32 +333,107 @@ readable_by(const char *path, const char *user, uid_t uid, gid_t gid)
  * upstream_user for whoever reaches it: it needs TLS toward the upstream,
  * the right secret for the mechanism and an allow list of the devices.
  */
-/* The oauth2_* keys, only meaningful with a token store. */
+/* The oauth2_* keys, only meaningful with a token store or an app grant. */
 static const int oauth2_keys[] = { K_OAUTH2_PROVIDER, K_OAUTH2_CLIENT_ID,
     K_OAUTH2_SECRET_FILE, K_OAUTH2_SCOPE, K_OAUTH2_TOKEN_URL,
-    K_OAUTH2_DEVICE_URL, K_OAUTH2_CA, K_OAUTH2_STORE };
+    K_OAUTH2_DEVICE_URL, K_OAUTH2_CA, K_OAUTH2_GRANT, K_OAUTH2_AUTHORIZE_URL,
+    K_OAUTH2_TENANT, K_OAUTH2_CLOUD, K_OAUTH2_CLIENT_CERT, K_OAUTH2_CLIENT_KEY,
+    K_OAUTH2_SA_FILE, K_OAUTH2_STORE };
 
-/*
- * A token store: the proxy refreshes its tokens itself, so it needs a
- * client id and endpoints (a preset's or given), and a directory where the
- * store can be replaced atomically.  what names the section in messages;
- * proto is the service's protocol, or -1 for an account (any protocol).
- */
-void
-validate_oauth2(struct parser *p, struct oauth2_conf *c, int line,
-    const char *what, int proto)
+/* Keys a grant has no use for, each an error on its own line. */
+static void
+unused_keys(struct parser *p, const int *seen, const int *keys, size_t n,
+    const char *grant)
 {
+	for (size_t i = 0; i < n; i++)
+		if (seen[keys[i]] != 0)
+			cfg_error(p, seen[keys[i]], "%s is not used with "
+			    "oauth2_grant = %s", config_keys[keys[i]].name, grant);
+}
+
+/* client_credentials: a secret, or a key and its certificate. */
+static void
+validate_client(struct parser *p, struct oauth2_conf *c, const int *seen,
+    int line, const char *what)
+{
+	static const int unused[] = { K_OAUTH2_SA_FILE, K_OAUTH2_DEVICE_URL,
+	    K_OAUTH2_AUTHORIZE_URL };
+	char err[400];
+
+	unused_keys(p, seen, unused, 3, "client_credentials");
+	if (c->client_id == NULL)
+		cfg_error(p, line, "[%s]: oauth2_grant = client_credentials "
+		    "needs oauth2_client_id (the application id)", what);
+	if ((c->client_secret_file != NULL) == (c->client_key != NULL))
+		cfg_error(p, line, "[%s]: oauth2_grant = client_credentials needs "
+		    "exactly one of oauth2_client_secret_file and "
+		    "oauth2_client_certificate + oauth2_client_key", what);
+	if ((c->client_cert == NULL) != (c->client_key == NULL))
+		cfg_error(p, seen[c->client_cert == NULL ? K_OAUTH2_CLIENT_KEY :
+		    K_OAUTH2_CLIENT_CERT], "[%s]: oauth2_client_certificate and "
+		    "oauth2_client_key go together (the assertion names the "
+		    "certificate the provider knows)", what);
+	if (c->provider == OAUTH2_MICROSOFT && c->tenant == NULL)
+		cfg_error(p, line, "[%s]: oauth2_grant = client_credentials with "
+		    "microsoft needs oauth2_tenant (the tenant id or domain: an "
+		    "application's own token comes from its tenant)", what);
+	if (c->client_key != NULL && c->client_cert != NULL &&
+	    oauth2_client_load(c, err, sizeof(err)) < 0)
+		cfg_error(p, seen[K_OAUTH2_CLIENT_KEY], "%s", err);
+}
+
+/* service_account: Google's key file, the mailbox as subject. */
+static void
+validate_sa(struct parser *p, struct oauth2_conf *c, const int *seen,
+    int line, const char *what, const char *subject)
+{
+	static const int unused[] = { K_OAUTH2_SECRET_FILE, K_OAUTH2_CLIENT_CERT,
+	    K_OAUTH2_CLIENT_KEY, K_OAUTH2_DEVICE_URL, K_OAUTH2_AUTHORIZE_URL,
+	    K_OAUTH2_TENANT };
+	char err[400];
+
+	unused_keys(p, seen, unused, 6, "service_account");
+	if (c->provider == OAUTH2_MICROSOFT)
+		cfg_error(p, line, "[%s]: oauth2_grant = service_account is "
+		    "Google's (Microsoft: client_credentials)", what);
+	if (c->sa_file == NULL)
+		cfg_error(p, line, "[%s]: oauth2_grant = service_account needs "
+		    "oauth2_service_account_file (Google's JSON key file)", what);
+	else if (oauth2_sa_load(c, err, sizeof(err)) < 0)
+		cfg_error(p, seen[K_OAUTH2_SA_FILE], "oauth2_service_account_file "
+		    "%s", err);
+	if (subject != NULL && (c->subject = strdup(subject)) == NULL)
+		cfg_error(p, line, "out of memory");
+}
+
+/* device (and code): -A stores the grant, the proxy renews it there. */
+static void
+validate_person(struct parser *p, struct oauth2_conf *c, const int *seen,
+    int line, const char *what)
+{
+	static const int unused[] = { K_OAUTH2_SA_FILE, K_OAUTH2_CLIENT_CERT,
+	    K_OAUTH2_CLIENT_KEY };
 	char dir[PATH_MAX];
 	const char *slash;
 
-	oauth2_apply_preset(c, proto);
+	const char *grant = c->grant == OAUTH2_GRANT_CODE ? "code" : "device";
+
+	unused_keys(p, seen, unused, 3, grant);
 	if (c->client_id == NULL)
 		cfg_error(p, line, "[%s]: oauth2_token_store needs "
 		    "oauth2_client_id (the application id registered with the "
 		    "provider)", what);
-	if (c->token_url == NULL || c->device_url == NULL)
+	if (c->token_url == NULL || (c->grant == OAUTH2_GRANT_DEVICE ?
+	    c->device_url : c->authorize_url) == NULL)
 		cfg_error(p, line, "[%s]: oauth2_provider = custom needs "
-		    "oauth2_token_url and oauth2_device_url", what);
+		    "oauth2_token_url and %s", what, c->grant ==
+		    OAUTH2_GRANT_DEVICE ? "oauth2_device_url" :
+		    "oauth2_authorize_url (oauth2_grant = code)");
+	if (c->store == NULL) {
+		cfg_error(p, line, "[%s]: oauth2_grant = %s needs "
+		    "oauth2_token_store (where -A keeps the grant)", what, grant);
+		return;
+	}
 	slash = strrchr(c->store, '/');
 	snprintf(dir, sizeof(dir), "%.*s", slash == NULL ? 1 : slash == c->store ?
 	    1 : (int)(slash - c->store), slash == NULL ? "." : c->store);
@@ -364,6 +441,43 @@ validate_oauth2(struct parser *p, struct oauth2_conf *c, int line,
 		cfg_error(p, line, "oauth2_token_store %s: directory %s is not "
 		    "writable (%s); the store is replaced atomically there",
 		    c->store, dir, strerror(errno));
+}
+
+/*
+ * The oauth2_* keys of a service or an account whose token the proxy
+ * obtains itself: a person's grant in a token store, or an application's
+ * own.  seen: the lines of its keys; what names the section in messages;
+ * proto is the service's protocol, or -1 for an account (any protocol);
+ * subject the mailbox (upstream_user).
+ */
+void
+validate_oauth2(struct parser *p, struct oauth2_conf *c, const int *seen,
+    const char *what, int proto, const char *subject)
+{
+	int line = seen[K_OAUTH2_STORE] != 0 ? seen[K_OAUTH2_STORE] :
+	    seen[K_OAUTH2_GRANT];
+
+	if (c->provider != OAUTH2_MICROSOFT)
+		for (int k = K_OAUTH2_TENANT; k <= K_OAUTH2_CLOUD; k++)
+			if (seen[k] != 0)
+				cfg_error(p, seen[k], "%s is for oauth2_provider "
+				    "= microsoft", config_keys[k].name);
+	if (oauth2_app_grant(c) && c->store != NULL)
+		cfg_error(p, seen[K_OAUTH2_STORE], "[%s]: oauth2_grant = %s "
+		    "needs no oauth2_token_store (no person's grant is kept: the "
+		    "proxy fetches the application's own tokens)", what,
+		    c->grant == OAUTH2_GRANT_SERVICE_ACCOUNT ? "service_account" :
+		    "client_credentials");
+	if (c->grant == OAUTH2_GRANT_SERVICE_ACCOUNT)
+		validate_sa(p, c, seen, line, what, subject);	/* token_uri */
+	oauth2_apply_preset(c, proto);
+	if (c->grant == OAUTH2_GRANT_CLIENT_CREDENTIALS)
+		validate_client(p, c, seen, line, what);
+	else if (!oauth2_app_grant(c))
+		validate_person(p, c, seen, line, what);
+	if (oauth2_app_grant(c) && c->token_url == NULL)
+		cfg_error(p, line, "[%s]: oauth2_provider = custom needs "
+		    "oauth2_token_url", what);
 }
 
 /*
@@ -420,14 +534,23 @@ validate_auth(struct parser *p, struct service *svc)
 	if (svc->upstream_user == NULL)
 		cfg_error(p, line, "[%s]: upstream_auth needs upstream_user",
 		    svc->name);
-	if (token && (svc->upstream_token_file == NULL) ==
-	    (svc->oauth2.store == NULL))
+	if (token && (svc->upstream_token_file != NULL) ==
+	    (svc->oauth2.store != NULL || oauth2_app_grant(&svc->oauth2)))
 		cfg_error(p, line, "[%s]: upstream_auth = %s needs exactly one "
-		    "of oauth2_token_store (the proxy refreshes the token) and "
-		    "upstream_token_file (something else does)", svc->name, mech);
-	if (token && svc->oauth2.store != NULL)
-		validate_oauth2(p, &svc->oauth2, svc->seen[K_OAUTH2_STORE],
-		    svc->name, (int)svc->protocol);
+		    "of oauth2_token_store (the proxy refreshes the token), "
+		    "oauth2_grant = client_credentials or service_account (the "
+		    "proxy fetches the application's own) and upstream_token_file "
+		    "(something else does)", svc->name, mech);
+	/* Microsoft documents XOAUTH2 only for IMAP, POP and SMTP AUTH. */
+	if (svc->upstream_auth == AUTH_OAUTHBEARER &&
+	    svc->oauth2.provider == OAUTH2_MICROSOFT)
+		cfg_error(p, svc->seen[K_OAUTH2_PROVIDER], "[%s]: oauth2_provider "
+		    "= microsoft takes upstream_auth = xoauth2 (Exchange Online "
+		    "has no OAUTHBEARER)", svc->name);
+	if (token && (svc->oauth2.store != NULL ||
+	    oauth2_app_grant(&svc->oauth2)))
+		validate_oauth2(p, &svc->oauth2, svc->seen, svc->name,
+		    (int)svc->protocol, svc->upstream_user);
 	if (!token && svc->upstream_password_file == NULL)
 		cfg_error(p, line, "[%s]: upstream_auth = %s needs "
 		    "upstream_password_file", svc->name, mech);
@@ -743,6 +866,14 @@ oauth2_conf_free(struct oauth2_conf *c)
 	free(c->device_url);
 	free(c->ca);
 	free(c->store);
+	free(c->authorize_url);
+	free(c->tenant);
+	free(c->client_cert);
+	free(c->client_key);
+	free(c->sa_file);
+	free(c->sa_email);
+	free(c->subject);
+	jwt_key_free(c->key);
 }
 
 static void
@@ -799,6 +930,7 @@ config_unref(struct config *cf)
 	free(cf->user);
 	free(cf->file);
 	free(cf->tls_ticket_key_file);
+	free(cf->oauth2_alert_command);
 	if (cf->ticket_keys != NULL)
 		OPENSSL_cleanse(cf->ticket_keys, cf->ticket_keys_len);
 	free(cf->ticket_keys);

@@ -28,7 +28,7 @@
 #define CONFIG_DEFAULT_FILE	"/etc/mailproxy/mailproxy.ini"
 #define CONFIG_MAX_PAIRS	8	/* cert/key pairs per service */
 
-#define CONFIG_NKEYS		59	/* keys in the table (config_keys.c) */
+#define CONFIG_NKEYS		67	/* keys in the table (config_keys.c) */
 
 struct listen_addr {
 	struct sockaddr_any	 addr;
@@ -52,6 +52,16 @@ enum oauth2_provider { OAUTH2_CUSTOM, OAUTH2_MICROSOFT, OAUTH2_GOOGLE };
 enum client_verify { CLIENT_VERIFY_NO, CLIENT_VERIFY_OPTIONAL,
     CLIENT_VERIFY_REQUIRE };
 
+/* How tokens are obtained (oauth2_grant): a person's grant that -A stores,
+ * or an application's own that needs no person and no store. */
+enum oauth2_grant_kind { OAUTH2_GRANT_AUTO, OAUTH2_GRANT_DEVICE, OAUTH2_GRANT_CODE,
+	OAUTH2_GRANT_CLIENT_CREDENTIALS, OAUTH2_GRANT_SERVICE_ACCOUNT };
+
+enum oauth2_cloud { OAUTH2_CLOUD_GLOBAL, OAUTH2_CLOUD_USGOV,
+	OAUTH2_CLOUD_CHINA };
+
+struct jwt_key;
+
 /* The oauth2_* keys of a service: a client of one token endpoint. */
 struct oauth2_conf {
 	int			 provider;	/* enum oauth2_provider */
@@ -63,6 +73,17 @@ struct oauth2_conf {
 	char			*device_url;
 	char			*ca;		/* NULL: the system bundle */
 	char			*store;		/* oauth2_token_store */
+	int			 grant;		/* enum oauth2_grant_kind; AUTO
+						   until validated: by provider */
+	char			*authorize_url;
+	char			*tenant;
+	int			 cloud;		/* enum oauth2_cloud */
+	char			*client_cert;	/* oauth2_client_certificate */
+	char			*client_key;	/* oauth2_client_key */
+	char			*sa_file;	/* oauth2_service_account_file */
+	char			*sa_email;	/* its client_email */
+	char			*subject;	/* service_account: the mailbox */
+	struct jwt_key		*key;		/* the assertion's, read at load */
 	int			 slot;		/* its token table entry, -1:
 						   none (oauth2_attach) */
 };
@@ -158,6 +179,14 @@ struct service {
 	int			 seen[CONFIG_NKEYS];	/* line of each key, 0 = unset */
 };
 
+/* The grant needs no person and no store: the application's own. */
+static inline bool
+oauth2_app_grant(const struct oauth2_conf *c)
+{
+	return c->grant == OAUTH2_GRANT_CLIENT_CREDENTIALS ||
+	    c->grant == OAUTH2_GRANT_SERVICE_ACCOUNT;
+}
+
 struct config {
 	char			*file;
 	int			 refs;
@@ -169,6 +198,7 @@ struct config {
 	bool			 watch_files;	/* reload when a file changes */
 	int			 dns_refresh;	/* seconds, 0: at load only */
 	char			*tls_ticket_key_file;
+	char			*oauth2_alert_command;	/* run off the loop */
 	int			 tls_session_cache;	/* sessions, 0: none */
 	uint8_t			*ticket_keys;	/* its contents, read at load */
 	size_t			 ticket_keys_len;

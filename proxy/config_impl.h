@@ -19,7 +19,9 @@ enum config_key {
 	K_MAX_PER_CLIENT, K_UPSTREAM_AUTH, K_UPSTREAM_USER, K_PASSWORD_FILE,
 	K_TOKEN_FILE, K_READY_FAILURES, K_WATCH_FILES, K_DNS_REFRESH, K_TICKET_KEY_FILE, K_UPSTREAM_RESUMPTION, K_SESSION_CACHE, K_TLS_CIPHERS,
 	K_OAUTH2_PROVIDER, K_OAUTH2_CLIENT_ID, K_OAUTH2_SECRET_FILE, K_OAUTH2_SCOPE,
-	K_OAUTH2_TOKEN_URL, K_OAUTH2_DEVICE_URL, K_OAUTH2_CA, K_OAUTH2_STORE,
+	K_OAUTH2_TOKEN_URL, K_OAUTH2_DEVICE_URL, K_OAUTH2_CA, K_OAUTH2_GRANT,
+	K_OAUTH2_AUTHORIZE_URL, K_OAUTH2_TENANT, K_OAUTH2_CLOUD, K_OAUTH2_CLIENT_CERT,
+	K_OAUTH2_CLIENT_KEY, K_OAUTH2_SA_FILE, K_OAUTH2_STORE, K_OAUTH2_ALERT,
 	K_UPSTREAM_PIN, K_UPSTREAM_CERT, K_UPSTREAM_KEY,
 	K_CLIENT_VERIFY, K_CLIENT_CA, K_CLIENT_CRL, K_ALLOW_CERT, K_CLIENT_CERT,
 	/* accounts (upstream_auth = accounts) */
@@ -85,8 +87,8 @@ void	account_free(struct account *a);
 
 /* The oauth2_* keys of a service (proto: its protocol) or of an account
  * (proto -1: any); freeing them. */
-void	validate_oauth2(struct parser *p, struct oauth2_conf *c, int line,
-	    const char *what, int proto);
+void	validate_oauth2(struct parser *p, struct oauth2_conf *c,
+	    const int *seen, const char *what, int proto, const char *subject);
 void	oauth2_conf_free(struct oauth2_conf *c);
 
 /* Records an error at line (the load fails; parsing goes on). */

@@ -4,6 +4,7 @@
  */
 #include "config_impl.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <netdb.h>
@@ -621,6 +622,54 @@ set_oauth2_provider(struct parser *p, void *f, const char *v)
 	return set_word(p, f, v, w, 3);
 }
 
+static int
+set_oauth2_grant(struct parser *p, void *f, const char *v)
+{
+	/* In the order of enum oauth2_grant_kind, after AUTO. */
+	static const char *const w[] = { "device", "code",
+	    "client_credentials", "service_account" };
+	int i;
+
+	if (set_word(p, &i, v, w, 4) < 0)
+		return -1;
+	*(int *)f = i + 1;
+	return 0;
+}
+
+static int
+set_oauth2_cloud(struct parser *p, void *f, const char *v)
+{
+	static const char *const w[] = { "global", "usgov", "china" };
+
+	return set_word(p, f, v, w, 3);
+}
+
+/* A tenant id (a GUID) or a domain: it goes into the token URL's path. */
+static int
+set_oauth2_tenant(struct parser *p, void *f, const char *v)
+{
+	for (const char *c = v; *c != '\0'; c++)
+		if (!isalnum((unsigned char)*c) && *c != '-' && *c != '.') {
+			cfg_error(p, p->line, "%s: a tenant id or domain name "
+			    "expected, got \"%s\"", p->key, v);
+			return -1;
+		}
+	return set_string(p, f, v);
+}
+
+/* A program run with no shell and no arguments: a path that can run. */
+static int
+set_program(struct parser *p, void *f, const char *v)
+{
+	if (v[0] != '/' || access(v, X_OK) != 0) {
+		cfg_error(p, p->line, "%s: %s is not an executable file given "
+		    "by its absolute path%s%s", p->key, v, v[0] == '/' ? ": " : "",
+		    v[0] == '/' ? strerror(errno) : "");
+		return -1;
+	}
+	return set_string(p, f, v);
+}
+
 /* Token endpoints: https only (they answer with bearer tokens). */
 static int
 set_https_url(struct parser *p, void *f, const char *v)
@@ -749,6 +798,14 @@ const struct key_def config_keys[K_COUNT] = {
 	[K_OAUTH2_TOKEN_URL] = { "oauth2_token_url", SCOPE_SERVICE, false, NONE, S(oauth2.token_url), set_https_url, NULL },
 	[K_OAUTH2_DEVICE_URL] = { "oauth2_device_url", SCOPE_SERVICE, false, NONE, S(oauth2.device_url), set_https_url, NULL },
 	[K_OAUTH2_CA] = { "oauth2_ca", SCOPE_SERVICE, false, NONE, S(oauth2.ca), set_file, NULL },
+	[K_OAUTH2_GRANT] = { "oauth2_grant", SCOPE_SERVICE, false, NONE, S(oauth2.grant), set_oauth2_grant, NULL },
+	[K_OAUTH2_AUTHORIZE_URL] = { "oauth2_authorize_url", SCOPE_SERVICE, false, NONE, S(oauth2.authorize_url), set_https_url, NULL },
+	[K_OAUTH2_TENANT] = { "oauth2_tenant", SCOPE_SERVICE, false, NONE, S(oauth2.tenant), set_oauth2_tenant, NULL },
+	[K_OAUTH2_CLOUD] = { "oauth2_cloud", SCOPE_SERVICE, false, NONE, S(oauth2.cloud), set_oauth2_cloud, NULL },
+	[K_OAUTH2_CLIENT_CERT] = { "oauth2_client_certificate", SCOPE_SERVICE, false, NONE, S(oauth2.client_cert), set_file, NULL },
+	[K_OAUTH2_CLIENT_KEY] = { "oauth2_client_key", SCOPE_SERVICE, false, NONE, S(oauth2.client_key), set_file, NULL },
+	[K_OAUTH2_SA_FILE] = { "oauth2_service_account_file", SCOPE_SERVICE, false, NONE, S(oauth2.sa_file), set_file, NULL },
+	[K_OAUTH2_ALERT] = { "oauth2_alert_command", SCOPE_GLOBAL, false, G(oauth2_alert_command), NONE, set_program, NULL },
 	[K_OAUTH2_STORE] = { "oauth2_token_store", SCOPE_SERVICE, false, NONE, S(oauth2.store), set_string, NULL },
 	[K_CLIENT_VERIFY] = { "client_verify", SCOPE_SERVICE, false, NONE, S(client_verify), set_client_verify, NULL },
 	[K_CLIENT_CA] = { "client_ca", SCOPE_SERVICE, false, NONE, S(client_ca), set_file, NULL },

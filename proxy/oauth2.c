@@ -21,204 +21,16 @@
 
 #include "config.h"
 #include "https.h"
+#include "jwt.h"
 #include "log.h"
+#include "oauth2_alert.h"
+#include "oauth2_grant.h"
 #include "resolve.h"
 #include "seqlock.h"
 #include "tokenstore.h"
 
 const char *const oauth2_state_names[] = { "unused", "missing", "fetching",
     "valid", "retrying", "revoked" };
-
-/* ---- provider presets ---------------------------------------------------- */
-
-static const struct preset {
-	const char	*token_url;
-	const char	*device_url;
-	const char	*scope[3];	/* by enum proto: smtp, pop3, imap */
-	const char	*any;		/* an account: every protocol */
-} presets[] = {
-	[OAUTH2_MICROSOFT] = {
-		"https://login.microsoftonline.com/common/oauth2/v2.0/token",
-		"https://login.microsoftonline.com/common/oauth2/v2.0/devicecode",
-		{ "https://outlook.office.com/SMTP.Send offline_access",
-		  "https://outlook.office.com/POP.AccessAsUser.All offline_access",
-		  "https://outlook.office.com/IMAP.AccessAsUser.All offline_access" },
-		"https://outlook.office.com/IMAP.AccessAsUser.All "
-		"https://outlook.office.com/POP.AccessAsUser.All "
-		"https://outlook.office.com/SMTP.Send offline_access",
-	},
-	[OAUTH2_GOOGLE] = {
-		"https://oauth2.googleapis.com/token",
-		"https://oauth2.googleapis.com/device/code",
-		{ "https://mail.google.com/", "https://mail.google.com/",
-		  "https://mail.google.com/" },
-		"https://mail.google.com/",
-	},
-};
-
-static void
-default_to(char **field, const char *value)
-{
-	if (*field == NULL && value != NULL)
-		*field = strdup(value);	/* NULL when out of memory: the
-					   missing-URL rule then reports it */
-}
-
-void
-oauth2_apply_preset(struct oauth2_conf *c, int proto)
-{
-	const struct preset *p;
-
-	if (c->provider == OAUTH2_CUSTOM)
-		return;
-	p = &presets[c->provider];
-	default_to(&c->token_url, p->token_url);
-	default_to(&c->device_url, p->device_url);
-	default_to(&c->scope, proto >= 0 && proto < 3 ? p->scope[proto] :
-	    p->any);
-}
-
-/* ---- requests and answers ------------------------------------------------ */
-
-static int
-form_encode(char *out, const char *in)
-{
-	static const char hex[] = "0123456789ABCDEF";
-	char *o = out;
-
-	for (const unsigned char *c = (const unsigned char *)in; *c; c++) {
-		if ((*c >= 'A' && *c <= 'Z') || (*c >= 'a' && *c <= 'z') ||
-		    (*c >= '0' && *c <= '9') || *c == '-' || *c == '.' ||
-		    *c == '_' || *c == '~')
-			*o++ = (char)*c;
-		else if (*c == ' ')
-			*o++ = '+';
-		else {
-			*o++ = '%';
-			*o++ = hex[*c >> 4];
-			*o++ = hex[*c & 15];
-		}
-	}
-	*o = '\0';
-	return (int)(o - out);
-}
-
-void
-oauth2_form_free(char *form)
-{
-	if (form != NULL) {
-		OPENSSL_cleanse(form, strlen(form));
-		free(form);
-	}
-}
-
-int
-oauth2_form_add(char **form, const char *key, const char *value)
-{
-	size_t have = *form != NULL ? strlen(*form) : 0;
-	size_t need = have + 1 + strlen(key) * 3 + 1 + strlen(value) * 3 + 1;
-	char *next = malloc(need), *p;
-
-	if (next == NULL) {
-		oauth2_form_free(*form);
-		*form = NULL;
-		return -1;
-	}
-	p = next;
-	if (have > 0) {
-		memcpy(p, *form, have);
-		p += have;
-		*p++ = '&';
-	}
-	p += form_encode(p, key);
-	*p++ = '=';
-	form_encode(p, value);
-	oauth2_form_free(*form);
-	*form = next;
-	return 0;
-}
-
-int
-oauth2_form_client(char **form, const struct oauth2_conf *c)
-{
-	if (oauth2_form_add(form, "client_id", c->client_id) < 0)
-		return -1;
-	if (c->client_secret != NULL)
-		return oauth2_form_add(form, "client_secret", c->client_secret);
-	return 0;
-}
-
-/* Printable, one line, no quotes: an endpoint's words go to the log. */
-static void
-printable(char *s)
-{
-	for (; *s != '\0'; s++)
-		if ((unsigned char)*s < 0x20 || (unsigned char)*s >= 0x7f ||
-		    *s == '"')
-			*s = '\'';
-}
-
-static const char *
-json_str(json_t *o, const char *key)
-{
-	json_t *v = json_object_get(o, key);
-
-	return json_is_string(v) ? json_string_value(v) : NULL;
-}
-
-int
-oauth2_parse_token(int status, const char *body, size_t len, int64_t now,
-    struct token *t, char *code, size_t codelen, char *why, size_t whylen)
-{
-	json_t *o = json_loadb(body, len, 0, NULL), *exp;
-	const char *err, *desc, *access, *refresh;
-	int rc = -1;
-
-	token_clear(t);
-	code[0] = '\0';
-	if (o == NULL || !json_is_object(o)) {
-		snprintf(why, whylen, "HTTP %d without a JSON object", status);
-		json_decref(o);
-		return -1;
-	}
-	err = json_str(o, "error");
-	desc = json_str(o, "error_description");
-	access = json_str(o, "access_token");
-	refresh = json_str(o, "refresh_token");
-	if (status == 200 && err == NULL && access != NULL && *access != '\0' &&
-	    strlen(access) < TOKEN_MAX && (refresh == NULL ||
-	    strlen(refresh) < TOKEN_MAX)) {
-		exp = json_object_get(o, "expires_in");
-		/* Some endpoints send expires_in as a string. */
-		int64_t in = json_is_integer(exp) ? json_integer_value(exp) :
-		    json_is_string(exp) ? strtoll(json_string_value(exp), NULL,
-		    10) : 3600;
-		/* Bounded: no overflow below, and a token that lives at least
-		 * a few seconds (one is handed out with a second left). */
-		in = in < 3 ? 3 : in > 366 * 86400 ? 366 * 86400 : in;
-		t->access = strdup(access);
-		t->refresh = refresh != NULL && *refresh != '\0' ?
-		    strdup(refresh) : NULL;
-		t->obtained_at = now;
-		t->expires_at = now + in;
-		if (t->access == NULL || (refresh != NULL && *refresh != '\0' &&
-		    t->refresh == NULL)) {
-			token_clear(t);
-			snprintf(why, whylen, "out of memory");
-		} else
-			rc = 0;
-	} else {
-		snprintf(code, codelen, "%s", err != NULL ? err : "");
-		printable(code);
-		snprintf(why, whylen, "HTTP %d%s%s%s%s", status,
-		    err != NULL ? " " : "", err != NULL ? err : "",
-		    desc != NULL ? ": " : err == NULL && status == 200 ?
-		    " without an access_token" : "", desc != NULL ? desc : "");
-		printable(why);
-	}
-	json_decref(o);
-	return rc;
-}
 
 /* ---- the shared table ---------------------------------------------------- */
 
@@ -345,7 +157,7 @@ oauth2_stats(int slot, struct oauth2_stats *st)
 /* ---- the supervisor's stores --------------------------------------------- */
 
 struct store {
-	char			*path;
+	char			*path;	/* the store file, or app:NAME */
 	struct ev_loop		*loop;	/* the supervisor's */
 	struct config		*cf;	/* a reference: c and name live in it */
 	const struct oauth2_conf *c;
@@ -357,6 +169,7 @@ struct store {
 	ev_timer		 timer;
 	struct https_req	*req;
 	int			 tries;	/* failed refreshes in a row */
+	bool			 told[3];	/* enum incident, told */
 	bool			 active;	/* named by the running config */
 };
 
@@ -366,10 +179,24 @@ static struct resolver	*resolver;
 
 static void	refresh(EV_P_ struct store *st);
 
+/* What a person is told of (oauth2_alert_command): once each, and once
+ * when it is over. */
+enum incident { INC_REFUSED, INC_LAPSING, INC_CERT };
+
+#define LAPSE_WARN	600		/* s of token left, refreshes failing */
+#define CERT_WARN	(14 * 86400)	/* s of assertion certificate left */
+
 static int
 store_index(const struct store *st)
 {
 	return (int)(st - stores);
+}
+
+/* A person's grant kept in a store file, not an application's own. */
+static bool
+stored(const struct store *st)
+{
+	return oauth2_grant_of(st->c)->stored;
 }
 
 /* The token and state into the table entry. */
@@ -452,6 +279,50 @@ backoff(int tries)
 	return base / 2 + base / 2 * ((double)r / 4294967295.);
 }
 
+/* Runs the alert command when an incident starts (failing) or ends. */
+static void
+tell(struct store *st, enum incident which, bool failing, const char *reason,
+    const char *action)
+{
+	const char *colon = strchr(st->authorize, ':');
+	char svc[300];
+
+	if (st->told[which] == failing)
+		return;
+	st->told[which] = failing;
+	snprintf(svc, sizeof(svc), "%.*s", colon != NULL ?
+	    (int)(colon - st->authorize) : (int)strlen(st->authorize),
+	    st->authorize);
+	oauth2_alert_run(st->cf->oauth2_alert_command, svc, colon != NULL ?
+	    colon + 1 : "", failing ? "failing" : "recovered", reason, action);
+}
+
+/* The certificate that assertions name, when it ends within 14 days. */
+static void
+check_certificate(struct store *st, int64_t now)
+{
+	int64_t end = st->c->key != NULL ? jwt_key_not_after(st->c->key) : 0;
+	char reason[400];
+
+	if (end == 0)
+		return;
+	if (end - now >= CERT_WARN) {
+		tell(st, INC_CERT, false, "the client certificate was renewed",
+		    "none");
+		return;
+	}
+	snprintf(reason, sizeof(reason), "the client certificate %s %s %lld "
+	    "days", st->c->client_cert, end > now ? "expires in" : "expired",
+	    (long long)((end > now ? end - now : now - end) / 86400));
+	if (!st->told[INC_CERT])
+		log_warnx("event=oauth2-certificate-expiring svc=%s: %s",
+		    st->name, reason);
+	tell(st, INC_CERT, true, reason, "renew the client certificate: make "
+	    "a new key and certificate, upload the certificate to the "
+	    "application, point oauth2_client_certificate and "
+	    "oauth2_client_key at them");
+}
+
 static void
 failed(EV_P_ struct store *st, const char *code, const char *why)
 {
@@ -460,15 +331,19 @@ failed(EV_P_ struct store *st, const char *code, const char *why)
 	    strcmp(code, "unauthorized_client") == 0 ||
 	    strcmp(code, "invalid_scope") == 0;
 	int64_t now = time(NULL);
+	char reason[400], action[300];
 	double delay;
 
 	count(st, false);
 	if (permanent) {
-		/* Retrying cannot help: a person must authorize again. */
+		/* Retrying cannot help: a person must act. */
+		oauth2_classify(code, why, st->c->grant, st->authorize, reason,
+		    sizeof(reason), action, sizeof(action));
 		log_errorx("event=oauth2-refresh-failed svc=%s store=%s "
-		    "error=\"%s\": the provider refused the grant; re-run "
-		    "mailproxy -A %s", st->name, st->path, why, st->authorize);
+		    "error=\"%s\": the provider refused the grant: %s; %s",
+		    st->name, st->path, why, reason, action);
 		publish(st, OAUTH2_REVOKED);
+		tell(st, INC_REFUSED, true, reason, action);
 		return;
 	}
 	delay = backoff(++st->tries);
@@ -478,6 +353,16 @@ failed(EV_P_ struct store *st, const char *code, const char *why)
 	    (long long)(st->tok.expires_at - now) : 0LL);
 	publish(st, OAUTH2_RETRYING);
 	schedule(EV_A_ st, delay);
+	/* Failing long enough that the token lapses soon (or has). */
+	if (st->tries >= 3 && (!token_valid(&st->tok, now) ||
+	    st->tok.expires_at - now < LAPSE_WARN)) {
+		snprintf(reason, sizeof(reason), "token requests fail (%s); the "
+		    "access token %s", why, token_valid(&st->tok, now) ?
+		    "lapses within 10 minutes" : "has lapsed");
+		snprintf(action, sizeof(action), "check the way to %s (network, "
+		    "DNS, https_proxy) and the provider's status", st->c->token_url);
+		tell(st, INC_LAPSING, true, reason, action);
+	}
 }
 
 /* A new token from the endpoint: kept, written, published, rescheduled. */
@@ -500,13 +385,16 @@ refreshed(EV_P_ struct store *st, struct token *fresh)
 	count(st, true);
 	publish(st, OAUTH2_VALID);
 	/* At once: a rotated refresh token is the only valid one. */
-	if (token_write(st->path, &st->tok, &st->id, err, sizeof(err)) < 0)
+	if (stored(st) && token_write(st->path, &st->tok, &st->id, err, sizeof(err)) < 0)
 		log_errorx("event=oauth2-store-write-failed svc=%s %s%s",
 		    st->name, err, rotated ? " (the rotated refresh token is "
 		    "kept in memory only)" : "");
 	log_info("event=oauth2-refreshed svc=%s expires_in=%llds rotated=%s",
 	    st->name, (long long)(st->tok.expires_at - now),
 	    rotated ? "yes" : "no");
+	tell(st, INC_REFUSED, false, "a token was obtained again", "none");
+	tell(st, INC_LAPSING, false, "a token was obtained again", "none");
+	check_certificate(st, now);
 	schedule(EV_A_ st, refresh_delay(&st->tok, now));
 }
 
@@ -539,6 +427,8 @@ reread(struct store *st)
 	char err[300];
 	int missing;
 
+	if (!stored(st))
+		return;		/* nothing kept: fetched anew */
 	if (token_read(st->path, &t, &st->id, &missing, err, sizeof(err)) < 0) {
 		if (missing)
 			log_warnx("event=oauth2-no-store svc=%s store=%s: run "
@@ -565,7 +455,7 @@ start(EV_P_ struct store *st)
 
 	if (token_valid(&st->tok, now))
 		publish(st, OAUTH2_VALID);
-	if (st->tok.refresh == NULL) {
+	if (st->tok.refresh == NULL && stored(st)) {
 		/* An access token alone: used until it ends, then said so. */
 		if (!token_valid(&st->tok, now))
 			publish(st, st->tok.access == NULL ? OAUTH2_MISSING :
@@ -587,7 +477,7 @@ timer_cb(EV_P_ ev_timer *w, int revents)
 
 	(void)revents;
 	/* Someone else may have refreshed it already (a shared store). */
-	if (token_file_changed(st->path, &st->id)) {
+	if (stored(st) && token_file_changed(st->path, &st->id)) {
 		reread(st);
 		if (refresh_delay(&st->tok, time(NULL)) > 0) {
 			start(EV_A_ st);
@@ -605,18 +495,16 @@ refresh(EV_P_ struct store *st)
 
 	if (st->req != NULL || !st->active)
 		return;
-	if (st->tok.refresh == NULL) {	/* an access token alone (re-read) */
-		start(EV_A_ st);
+	if (st->tok.refresh == NULL && stored(st)) {
+		start(EV_A_ st);	/* an access token alone (re-read) */
 		return;
 	}
 	if (!token_valid(&st->tok, time(NULL)) &&
 	    published_state(st) != OAUTH2_RETRYING)
 		publish(st, OAUTH2_FETCHING);
-	if (oauth2_form_add(&form, "grant_type", "refresh_token") < 0 ||
-	    oauth2_form_add(&form, "refresh_token", st->tok.refresh) < 0 ||
-	    oauth2_form_client(&form, c) < 0 ||
-	    (c->scope != NULL && oauth2_form_add(&form, "scope", c->scope) < 0)) {
-		failed(EV_A_ st, "", "out of memory");
+	if ((form = oauth2_grant_of(c)->request(c, &st->tok, time(NULL), err,
+	    sizeof(err))) == NULL) {
+		failed(EV_A_ st, "", err);
 		return;
 	}
 	st->req = https_post(EV_A_ st->ctx, resolver, c->token_url, form,
@@ -675,7 +563,7 @@ adopt(EV_P_ struct store *st, struct config *cf, struct oauth2_conf *c,
 	st->loop = EV_A;
 	c->slot = store_index(st);
 	st->active = true;
-	if (fresh || token_file_changed(st->path, &st->id)) {
+	if (fresh || (stored(st) && token_file_changed(st->path, &st->id))) {
 		ev_timer_stop(EV_A_ &st->timer);
 		if (st->req != NULL)
 			https_cancel(EV_A_ st->req);
@@ -690,6 +578,7 @@ adopt(EV_P_ struct store *st, struct config *cf, struct oauth2_conf *c,
  * names, and the context made for it in the first pass. */
 struct named {
 	struct oauth2_conf	*c;
+	char			 key[310];	/* the store, or app:NAME */
 	char			 name[300];
 	char			 authorize[300];
 	SSL_CTX			*ctx;
@@ -719,7 +608,7 @@ list_stores(struct config *cf, struct named *list, int cap, char *err,
 		    &cf->accounts[i - cf->nservices] : NULL;
 		struct oauth2_conf *c = a != NULL ? &a->oauth2 :
 		    &cf->services[i].oauth2;
-		if (c->store == NULL)
+		if (c->store == NULL && !oauth2_app_grant(c))
 			continue;
 		if (n == cap) {
 			snprintf(err, errlen, "more than %d token stores", cap);
@@ -736,9 +625,11 @@ list_stores(struct config *cf, struct named *list, int cap, char *err,
 			snprintf(e->authorize, sizeof(e->authorize), "%s:%s",
 			    config_accounts_service(cf), a->name);
 		}
+		snprintf(e->key, sizeof(e->key), "%s%s", c->store != NULL ?
+		    "" : "app:", c->store != NULL ? c->store : e->name);
 		for (int k = 0; k < n; k++)
-			e->twice |= strcmp(list[k].c->store, c->store) == 0;
-		e->st = find(c->store);
+			e->twice |= strcmp(list[k].key, e->key) == 0;
+		e->st = find(e->key);
 		n++;
 	}
 	return n;
@@ -776,7 +667,7 @@ oauth2_attach(EV_P_ struct config *cf, char *err, size_t errlen)
 	/* A new entry nobody refers to yet stays unused if this fails. */
 	for (int i = 0; i < n; i++)
 		if (list[i].st == NULL && !list[i].twice &&
-		    (list[i].st = add_store(list[i].c->store, err,
+		    (list[i].st = add_store(list[i].key, err,
 		    errlen)) == NULL)
 			goto out;
 	/* Then the switch, which cannot fail. */
@@ -784,7 +675,7 @@ oauth2_attach(EV_P_ struct config *cf, char *err, size_t errlen)
 		stores[i].active = false;
 	for (int i = 0; i < n; i++) {
 		if (list[i].twice) {
-			list[i].c->slot = store_index(find(list[i].c->store));
+			list[i].c->slot = store_index(find(list[i].key));
 			continue;
 		}
 		adopt(EV_A_ list[i].st, cf, list[i].c, list[i].name,
@@ -820,15 +711,20 @@ wipe_secret(char *s)
 		OPENSSL_cleanse(s, strlen(s));
 }
 
-/* Every client secret cf holds: each service and account has its own
- * copy, also those that name a store another one names first. */
+/* Every client secret and signing key cf holds: each service and account
+ * has its own copy, also those that name a store another one names
+ * first. */
 static void
 wipe_client_secrets(struct config *cf)
 {
-	for (size_t i = 0; i < cf->nservices; i++)
-		wipe_secret(cf->services[i].oauth2.client_secret);
-	for (size_t i = 0; i < cf->naccounts; i++)
-		wipe_secret(cf->accounts[i].oauth2.client_secret);
+	for (size_t i = 0; i < cf->nservices + cf->naccounts; i++) {
+		struct oauth2_conf *c = i < cf->nservices ?
+		    &cf->services[i].oauth2 :
+		    &cf->accounts[i - cf->nservices].oauth2;
+		wipe_secret(c->client_secret);
+		jwt_key_free(c->key);
+		c->key = NULL;
+	}
 }
 
 void

@@ -123,10 +123,6 @@ void	oauth2_describe(const struct oauth2_conf *c, const char *name,
 
 /* ---- shared by the refresh and the device grant ------------------------ */
 
-/* The provider presets: endpoints and, by protocol (enum proto, or -1 for
- * an account, which may serve every protocol), the scope. */
-void	oauth2_apply_preset(struct oauth2_conf *c, int proto);
-
 /* Appends "&key=value" (form-encoded; no "&" first) to a malloc'ed form.
  * Returns -1 when out of memory (the form is then freed and NULL). */
 int	oauth2_form_add(char **form, const char *key, const char *value);

@@ -24,6 +24,7 @@
 #include "config.h"
 #include "https.h"
 #include "oauth2.h"
+#include "oauth2_grant.h"
 #include "resolve.h"
 #include "tokenstore.h"
 
@@ -307,6 +308,10 @@ oauth2_authorize(const struct config *cf, const char *name)
 	if ((c = find_store(cf, name, why, sizeof(why))) == NULL) {
 		fprintf(stderr, "mailproxy: -A %s: %s\n", name, why);
 		return 1;
+	}
+	if (c->grant == OAUTH2_GRANT_CODE) {	/* oauth2_code.c */
+		token_json_wipe_on_free();
+		return oauth2_code_authorize(c, name);
 	}
 	token_json_wipe_on_free();
 	if ((loop = ev_loop_new(EVFLAG_AUTO)) == NULL ||

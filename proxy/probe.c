@@ -19,6 +19,7 @@
 #include "buffer.h"
 #include "negotiate.h"
 #include "oauth2.h"
+#include "oauth2_grant.h"
 #include "tls.h"
 
 struct link {
@@ -163,7 +164,10 @@ set_auth(const struct service *svc, struct negotiator *n, char *out,
 	char secret[SECRET_MAX + 1], why[300];
 	int sl, rc = -1;
 
+	/* An application's own token: fetched now, as the proxy would. */
 	if ((sl = svc->oauth2.store != NULL ? oauth2_store_token(&svc->oauth2,
+	    secret, sizeof(secret), why, sizeof(why)) :
+	    oauth2_app_grant(&svc->oauth2) ? oauth2_fetch_once(&svc->oauth2,
 	    secret, sizeof(secret), why, sizeof(why)) : config_auth_secret(svc,
 	    secret, sizeof(secret), why, sizeof(why))) < 0)
 		snprintf(out, len, "upstream-auth-no-token: %s", why);

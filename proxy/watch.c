@@ -84,7 +84,9 @@ add_oauth2(struct watch *w, const struct oauth2_conf *c, char *err,
     size_t errlen)
 {
 	return add(w, c->client_secret_file, err, errlen) |
-	    add(w, c->ca, err, errlen) | add_store(w, c->store, err, errlen);
+	    add(w, c->ca, err, errlen) | add_store(w, c->store, err, errlen) |
+	    add(w, c->client_cert, err, errlen) |
+	    add(w, c->client_key, err, errlen) | add(w, c->sa_file, err, errlen);
 }
 
 struct watch *

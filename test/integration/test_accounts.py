@@ -725,6 +725,53 @@ def test_account_token_store_refreshed_by_the_proxy_checked_by_real_dovecot(
         srv.close()
 
 
+def test_account_app_only_token_checked_by_real_dovecot(
+        proxies, oauth_dovecot, certs, hashes, tmp_path):
+    """oauth2_grant = client_credentials with a certificate: no store, no
+    -A; the proxy fetches the application's 4-second tokens itself (the
+    scripted provider verifies each signed assertion), and a real Dovecot
+    checks every XOAUTH2 login of the mailbox against that provider."""
+    from oauth2server import OAuth2Server
+    from test_oauth2_app import key_and_cert
+
+    srv = OAuth2Server(certs)
+    key, cert, srv.client_cert = key_and_cert(tmp_path, "rsa")
+
+    class Live:
+        def __contains__(self, token):
+            return srv.valid(token)
+
+    oauth_dovecot["state"]["valid"] = Live()
+    try:
+        p = proxies(svc("imaps", "imap", oauth_dovecot["port"], "implicit", certs)
+                    + svc("pop3s", "pop3", oauth_dovecot["pop3s"], "implicit", certs)
+                    + "[account:scanner]\npassword_hash = %s\nupstream_user = alice\n"
+                    "oauth2_grant = client_credentials\noauth2_client_id = test-client\n"
+                    "oauth2_client_certificate = %s\noauth2_client_key = %s\n"
+                    "oauth2_token_url = %s\noauth2_ca = %s/ca.crt\n"
+                    % (hashes["alice"], cert, key, srv.token_url, certs))
+        for _ in range(4):              # across renewals of 4 s tokens
+            c = imaplib.IMAP4_SSL("127.0.0.1", p.port("imaps"), ssl_context=ctx(certs))
+            assert c.login("scanner", LOCAL)[0] == "OK"
+            assert c.select("INBOX")[0] == "OK"
+            c.logout()
+            time.sleep(1.5)
+        c = poplib.POP3_SSL("127.0.0.1", p.port("pop3s"), context=ctx(certs))
+        c.user("scanner")
+        assert c.pass_(LOCAL).startswith(b"+OK")
+        c.quit()
+        seen = oauth_dovecot["state"]["seen"]
+        assert len(seen) == 5 and len(set(seen)) >= 2, seen
+        assert srv.fetches() >= 2 and srv.refreshes() == 0
+        assert srv.refusals == [] and len(srv.assertions) == srv.fetches()
+        p.wait_log(r"event=oauth2-refreshed svc=account:scanner ")
+        assert not [f for f in os.listdir(str(tmp_path)) if f.endswith(".json")]
+        for t in seen:
+            assert t not in p.log()
+    finally:
+        srv.close()
+
+
 def test_account_store_written_by_authorize_is_picked_up(proxies, certs, hashes, tmp_path):
     """watch_files covers an account's token store: -A SERVICE:ACCOUNT on a
     running proxy is enough, no SIGHUP."""

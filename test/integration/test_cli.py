@@ -107,8 +107,21 @@ def test_config_samples_are_valid(tmp_path, certs):
     secret = tmp_path / "secret"
     secret.write_text("password\n")
     secret.chmod(0o600)
+    # A Google service account key file, as the console makes one.
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    import json
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    sa = tmp_path / "sa.json"
+    sa.write_text(json.dumps({
+        "type": "service_account", "client_email": "relay@p.iam.gserviceaccount.com",
+        "private_key": key.private_bytes(serialization.Encoding.PEM,
+                                         serialization.PrivateFormat.PKCS8,
+                                         serialization.NoEncryption()).decode()}))
+    sa.chmod(0o600)
     for path in samples:
         text = open(path).read()
+        text = re.sub(r"/etc/mailproxy/[\w.-]+\.json", str(sa), text)
         text = re.sub(r"/etc/mailproxy/[\w.-]+\.password", str(secret), text)
         text = text.replace("certs/dev/alice.password", str(secret))
         text = re.sub(r"(?m)^user = mailproxy$", "", text)   # no such account here

@@ -47,6 +47,7 @@ main(void)
 	test_reason();
 	test_resolve();
 	test_oauth2();
+	test_jwt();
 	test_https();
 	test_secret();
 	test_shared();

@@ -9,6 +9,8 @@
 
 #include "config.h"
 #include "oauth2.h"
+#include "oauth2_alert.h"
+#include "oauth2_preset.h"
 #include "tokenstore.h"
 #include "unit.h"
 
@@ -148,11 +150,95 @@ test_presets(void)
 	CHECK(g.scope && strcmp(g.scope, "https://mail.google.com/") == 0);
 	CHECK(g.token_url && strcmp(g.token_url,
 	    "https://oauth2.googleapis.com/token") == 0);
+	/* Google's device flow does not grant the Gmail scope: code. */
+	CHECK(g.grant == OAUTH2_GRANT_CODE);
+	CHECK(c.grant == OAUTH2_GRANT_DEVICE);
+	CHECK(g.authorize_url && strcmp(g.authorize_url,
+	    "https://accounts.google.com/o/oauth2/v2/auth") == 0);
 	oauth2_apply_preset(&own, PROTO_SMTP);
 	CHECK(strcmp(own.scope, "mine") == 0);
 	free(c.scope); free(c.token_url); free(c.device_url);
 	free(g.scope); free(g.token_url); free(g.device_url);
 	free(own.scope); free(own.token_url); free(own.device_url);
+	free(c.authorize_url); free(g.authorize_url); free(own.authorize_url);
+}
+
+/* oauth2_tenant and oauth2_cloud: the tenant's own endpoints in its cloud;
+ * an application's own grant asks for the resource's .default. */
+static void
+test_presets_clouds(void)
+{
+	struct oauth2_conf app = { .provider = OAUTH2_MICROSOFT,
+	    .grant = OAUTH2_GRANT_CLIENT_CREDENTIALS, .tenant = "contoso.com" };
+	struct oauth2_conf gov = { .provider = OAUTH2_MICROSOFT,
+	    .cloud = OAUTH2_CLOUD_USGOV };
+	struct oauth2_conf cn = { .provider = OAUTH2_MICROSOFT,
+	    .grant = OAUTH2_GRANT_CLIENT_CREDENTIALS, .cloud = OAUTH2_CLOUD_CHINA,
+	    .tenant = "t1" };
+	struct oauth2_conf *all[] = { &app, &gov, &cn };
+
+	oauth2_apply_preset(&app, PROTO_SMTP);
+	CHECK(strcmp(app.token_url, "https://login.microsoftonline.com/"
+	    "contoso.com/oauth2/v2.0/token") == 0);
+	CHECK(strcmp(app.scope, "https://outlook.office365.com/.default") == 0);
+	oauth2_apply_preset(&gov, PROTO_IMAP);
+	CHECK(gov.grant == OAUTH2_GRANT_DEVICE);
+	CHECK(strcmp(gov.token_url, "https://login.microsoftonline.us/common/"
+	    "oauth2/v2.0/token") == 0);
+	CHECK(strcmp(gov.device_url, "https://login.microsoftonline.us/common/"
+	    "oauth2/v2.0/devicecode") == 0);
+	CHECK(strcmp(gov.scope, "https://outlook.office365.us/"
+	    "IMAP.AccessAsUser.All offline_access") == 0);
+	oauth2_apply_preset(&cn, -1);
+	CHECK(strcmp(cn.token_url, "https://login.chinacloudapi.cn/t1/oauth2/"
+	    "v2.0/token") == 0);
+	CHECK(strcmp(cn.scope, "https://partner.outlook.cn/.default") == 0);
+	for (size_t i = 0; i < 3; i++) {
+		free(all[i]->scope);
+		free(all[i]->token_url);
+		free(all[i]->device_url);
+		free(all[i]->authorize_url);
+	}
+}
+
+/* The provider's refusal, told to the operator: what, and what to do. */
+static void
+test_classify(void)
+{
+	char reason[300], action[300];
+
+	oauth2_classify("invalid_grant", "HTTP 400 invalid_grant: AADSTS700082: "
+	    "The refresh token has expired due to inactivity.",
+	    OAUTH2_GRANT_DEVICE, "scan", reason, sizeof(reason), action,
+	    sizeof(action));
+	CHECK_STR_CONTAINS(reason, "90 days unused");
+	CHECK(strcmp(action, "re-run mailproxy -A scan") == 0);
+	oauth2_classify("invalid_grant", "AADSTS50076: Due to a configuration "
+	    "change made by your administrator", OAUTH2_GRANT_DEVICE, "scan",
+	    reason, sizeof(reason), action, sizeof(action));
+	CHECK_STR_CONTAINS(reason, "multi-factor");
+	oauth2_classify("invalid_grant", "AADSTS70043: expired", OAUTH2_GRANT_CODE,
+	    "s:a", reason, sizeof(reason), action, sizeof(action));
+	CHECK_STR_CONTAINS(reason, "sign-in frequency");
+	CHECK_STR_CONTAINS(action, "mailproxy -A s:a");
+	oauth2_classify("invalid_grant", "HTTP 400 invalid_grant: Token has been "
+	    "expired or revoked.", OAUTH2_GRANT_CODE, "g", reason,
+	    sizeof(reason), action, sizeof(action));
+	CHECK_STR_CONTAINS(reason, "Google");
+	/* An application's own grant: never "re-run -A". */
+	oauth2_classify("invalid_client", "AADSTS7000222: The provided client "
+	    "secret keys are expired", OAUTH2_GRANT_CLIENT_CREDENTIALS, "m",
+	    reason, sizeof(reason), action, sizeof(action));
+	CHECK_STR_CONTAINS(reason, "secret has expired");
+	CHECK(strstr(action, "-A") == NULL);
+	oauth2_classify("invalid_grant", "Invalid JWT Signature.",
+	    OAUTH2_GRANT_SERVICE_ACCOUNT, "w", reason, sizeof(reason), action,
+	    sizeof(action));
+	CHECK_STR_CONTAINS(action, "new key");
+	oauth2_classify("invalid_grant", "something new",
+	    OAUTH2_GRANT_CLIENT_CREDENTIALS, "w", reason, sizeof(reason), action,
+	    sizeof(action));
+	CHECK(strstr(action, "-A") == NULL);
 }
 
 void
@@ -162,4 +248,6 @@ test_oauth2(void)
 	test_parse();
 	test_store();
 	test_presets();
+	test_presets_clouds();
+	test_classify();
 }

@@ -56,6 +56,7 @@ void test_proxyproto(void);
 void test_reason(void);
 void test_resolve(void);
 void test_oauth2(void);
+void test_jwt(void);
 void test_https(void);
 void test_secret(void);
 void test_shared(void);
