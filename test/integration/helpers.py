@@ -296,3 +296,46 @@ def site_config(text, site):
             line = "%s = %s" % (m.group(1), site[m.group(1)])
         out.append(line)
     return "\n".join(out) + "\n"
+
+
+def service_account_file(tmp_path):
+    """A Google service account key file, as the console makes one."""
+    import json
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    sa = tmp_path / "sa.json"
+    sa.write_text(json.dumps({
+        "type": "service_account", "client_email": "relay@p.iam.gserviceaccount.com",
+        "private_key": key.private_bytes(serialization.Encoding.PEM,
+                                         serialization.PrivateFormat.PKCS8,
+                                         serialization.NoEncryption()).decode()}))
+    sa.chmod(0o600)
+    return sa
+
+
+def adapt_sample(text, tmp_path, certs):
+    """A sample config as a site makes it work here: its files pointed at
+    test files, the providers' and example host names at localhost (the
+    sandbox has no DNS), ports at 0 (free ones), and no `user` (no such
+    account here)."""
+    secret = tmp_path / "secret"
+    secret.write_text("password\n")
+    secret.chmod(0o600)
+    if re.search(r"/etc/mailproxy/[\w.-]+\.json", text):
+        text = re.sub(r"/etc/mailproxy/[\w.-]+\.json", str(service_account_file(tmp_path)),
+                      text)
+    text = re.sub(r"/etc/mailproxy/[\w.-]+\.(password|secret)", str(secret), text)
+    text = text.replace("certs/dev/alice.password", str(secret))
+    text = re.sub(r"(?m)^user = mailproxy$", "", text)
+    text = re.sub(r"(smtp|outlook)\.office365\.com", "localhost", text)
+    text = re.sub(r"[\w-]+\.mail\.protection\.outlook\.com", "localhost", text)
+    text = text.replace("smtp.gmail.com", "localhost")
+    text = text.replace("/var/lib/mailproxy/", str(tmp_path) + "/")
+    text = re.sub(r"/etc/mailproxy/[\w.-]+\.crt", certs + "/server-rsa.crt", text)
+    text = re.sub(r"/etc/mailproxy/[\w.-]+\.key", certs + "/server-rsa.key", text)
+    text = re.sub(r"/etc/mailproxy/[\w.-]+\.pem", certs + "/ca.crt", text)
+    text = text.replace("certs/dev/", certs + "/")
+    text = re.sub(r"[\w-]+\.example\.(net|org)", "localhost", text)
+    text = re.sub(r"(listen = )[^\n;]*:\d+", r"\g<1>127.0.0.1:0", text)
+    return text

@@ -100,42 +100,11 @@ def test_config_samples_are_valid(tmp_path, certs):
     (and its example host names at localhost: the sandbox has no DNS)."""
     import glob
     import os
-    import re
-    from helpers import ROOT
+    from helpers import ROOT, adapt_sample
     samples = sorted(glob.glob(os.path.join(ROOT, "config", "*.ini")))
     assert samples
-    secret = tmp_path / "secret"
-    secret.write_text("password\n")
-    secret.chmod(0o600)
-    # A Google service account key file, as the console makes one.
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    import json
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    sa = tmp_path / "sa.json"
-    sa.write_text(json.dumps({
-        "type": "service_account", "client_email": "relay@p.iam.gserviceaccount.com",
-        "private_key": key.private_bytes(serialization.Encoding.PEM,
-                                         serialization.PrivateFormat.PKCS8,
-                                         serialization.NoEncryption()).decode()}))
-    sa.chmod(0o600)
     for path in samples:
-        text = open(path).read()
-        text = re.sub(r"/etc/mailproxy/[\w.-]+\.json", str(sa), text)
-        text = re.sub(r"/etc/mailproxy/[\w.-]+\.password", str(secret), text)
-        text = text.replace("certs/dev/alice.password", str(secret))
-        text = re.sub(r"(?m)^user = mailproxy$", "", text)   # no such account here
-        text = re.sub(r"(smtp|outlook)\.office365\.com", "localhost", text)
-        text = re.sub(r"[\w-]+\.mail\.protection\.outlook\.com", "localhost", text)
-        text = text.replace("smtp.gmail.com", "localhost")
-        text = re.sub(r"/etc/mailproxy/[\w.-]+\.secret", str(secret), text)
-        text = text.replace("/var/lib/mailproxy/", str(tmp_path) + "/")
-        text = re.sub(r"/etc/mailproxy/[\w.-]+\.crt", certs + "/server-rsa.crt", text)
-        text = re.sub(r"/etc/mailproxy/[\w.-]+\.key", certs + "/server-rsa.key", text)
-        text = re.sub(r"/etc/mailproxy/[\w.-]+\.pem", certs + "/ca.crt", text)
-        text = text.replace("certs/dev/", certs + "/")
-        text = re.sub(r"[\w-]+\.example\.(net|org)", "localhost", text)
-        text = re.sub(r"(listen = [^\n]*):\d+", r"\1:0", text)
+        text = adapt_sample(open(path).read(), tmp_path, certs)
         f = tmp_path / os.path.basename(path)
         f.write_text(text)
         r = run("-t", "-c", str(f))

@@ -8,7 +8,7 @@ import re
 import subprocess
 import time
 
-from helpers import BIN, ROOT
+from helpers import BIN, ROOT, adapt_sample
 
 DEPLOY = os.path.join(ROOT, "config", "deploy")
 
@@ -16,28 +16,6 @@ DEPLOY = os.path.join(ROOT, "config", "deploy")
 def run(*args, binary=BIN, timeout=20):
     return subprocess.run([binary] + list(args), capture_output=True, text=True,
                           timeout=timeout)
-
-
-def adapt(text, tmp_path, certs):
-    """A sample as a site makes it work here: its files pointed at test
-    files, example host names at localhost (the sandbox has no DNS), ports
-    at 0 (free ones), and no `user` (no such account here)."""
-    secret = tmp_path / "secret"
-    secret.write_text("password\n")
-    secret.chmod(0o600)
-    text = re.sub(r"/etc/mailproxy/[\w.-]+\.(password|secret)", str(secret), text)
-    text = text.replace("certs/dev/alice.password", str(secret))
-    text = re.sub(r"(?m)^user = mailproxy$", "", text)
-    text = re.sub(r"(smtp|outlook)\.office365\.com", "localhost", text)
-    text = text.replace("smtp.gmail.com", "localhost")
-    text = text.replace("/var/lib/mailproxy/", str(tmp_path) + "/")
-    text = re.sub(r"/etc/mailproxy/[\w.-]+\.crt", certs + "/server-rsa.crt", text)
-    text = re.sub(r"/etc/mailproxy/[\w.-]+\.key", certs + "/server-rsa.key", text)
-    text = re.sub(r"/etc/mailproxy/[\w.-]+\.pem", certs + "/ca.crt", text)
-    text = text.replace("certs/dev/", certs + "/")
-    text = re.sub(r"[\w-]+\.example\.(net|org)", "localhost", text)
-    text = re.sub(r"(listen = )[^\n;]*:\d+", r"\g<1>127.0.0.1:0", text)
-    return text
 
 
 def check_starting_point(path, tmp_path, certs, binary=BIN):
@@ -59,7 +37,7 @@ def check_starting_point(path, tmp_path, certs, binary=BIN):
     for block in blocks:
         svc = re.sub(r"(?m)^;", "", block)
         f = tmp_path / "one.ini"
-        f.write_text(adapt(text + "\n" + svc, tmp_path, certs))
+        f.write_text(adapt_sample(text + "\n" + svc, tmp_path, certs))
         r = run("-t", "-c", str(f), binary=binary)
         assert r.returncode == 0, "%s: %s" % (svc, r.stderr)
         assert "no service" not in r.stdout
@@ -190,7 +168,7 @@ def test_packaged_binary_on_packaged_files(deb, tmp_path, certs):
     for name in EXAMPLES:
         text = (deb["root"] / "usr/share/doc/mailproxy/examples" / name).read_text()
         f = tmp_path / name
-        f.write_text(adapt(text, tmp_path, certs))
+        f.write_text(adapt_sample(text, tmp_path, certs))
         r = run("-t", "-c", str(f), binary=binary)
         assert r.returncode == 0, "%s: %s" % (name, r.stderr)
     # The man pages render without a warning.
