@@ -18,6 +18,7 @@
 
 #include "accounts.h"
 #include "blocks.h"
+#include "clients.h"
 #include "listener.h"
 #include "pwcheck.h"
 #include "proxyproto.h"
@@ -146,6 +147,44 @@ note_legacy_tls(const struct session *s)
 	    s->has_client_cert ? fp : NULL);
 }
 
+bool
+take_route(struct session *s)
+{
+	const struct service *to = s->route.chosen;
+	struct svc_metrics *m;
+
+	if (s->route.la == NULL || s->route.la->nroutes == 0)
+		return true;
+	if (to != NULL && to != s->svc) {
+		log_info("sess=%llu svc=%s event=sni-route sni=%s to=%s",
+		    (unsigned long long)s->id, s->svc->name,
+		    SSL_get_servername(s->client.ssl, TLSEXT_NAMETYPE_host_name),
+		    to->name);
+		if ((m = metrics_service(to->name)) != NULL)
+			s->metrics = m;
+		s->svc = to;
+		s->c2u.secret = s->held.secret = to->upstream_auth != AUTH_NONE;
+	}
+	metrics_session_open(s->metrics);
+	s->counted = true;
+	/* The address's allow list and per-client cap applied at accept;
+	 * now the chosen service's own. */
+	if (to != NULL && to->nallow > 0 && !cidr_list_contains(to->allow,
+	    to->nallow, (const struct sockaddr *)&s->peer_addr.ss)) {
+		close_now(s, LOG_LVL_INFO, R_NOT_ALLOWED, "not in the allow list "
+		    "of the service its name picked");
+		return false;
+	}
+	if (to != NULL && to->max_connections_per_client > 0 &&
+	    s->count_addr.len > 0 && clients_count(&s->count_addr) >
+	    (unsigned)to->max_connections_per_client) {
+		close_now(s, LOG_LVL_INFO, R_PER_CLIENT_LIMIT, "the service its "
+		    "name picked");
+		return false;
+	}
+	return true;
+}
+
 void
 client_handshake_failed(struct session *s)
 {
@@ -155,7 +194,13 @@ client_handshake_failed(struct session *s)
 
 	/* A device certificate that does not verify: say why (expired,
 	 * revoked, unknown CA), counted with the handshake failures. */
-	if (s->svc->client_verify != CLIENT_VERIFY_NO && v != X509_V_OK &&
+	if (s->route.unknown) {
+		const char *name = SSL_get_servername(s->client.ssl,
+		    TLSEXT_NAMETYPE_host_name);
+		snprintf(detail, sizeof(detail), "no service for the server name "
+		    "%s (unrecognized_name)", name != NULL ? name : "(none sent)");
+		close_now(s, LOG_LVL_INFO, R_CLIENT_HANDSHAKE_FAILED, detail);
+	} else if (s->svc->client_verify != CLIENT_VERIFY_NO && v != X509_V_OK &&
 	    v != X509_V_ERR_INVALID_CALL) {
 		snprintf(detail, sizeof(detail), "certificate: %s",
 		    X509_verify_cert_error_string(v));
@@ -230,6 +275,7 @@ start_client_tls(EV_P_ struct session *s)
 		return;
 	}
 	SSL_set_accept_state(ssl);
+	tls_set_route(ssl, &s->route);
 	ep_start_tls(&s->client, ssl);
 	s->state = SESS_CLIENT_HANDSHAKE;
 	set_deadline(EV_A_ s, s->svc->timeouts.handshake);

@@ -28,12 +28,21 @@
 #define CONFIG_DEFAULT_FILE	"/etc/mailproxy/mailproxy.ini"
 #define CONFIG_MAX_PAIRS	8	/* cert/key pairs per service */
 
-#define CONFIG_NKEYS		67	/* keys in the table (config_keys.c) */
+#define CONFIG_NKEYS		68	/* keys in the table (config_keys.c) */
 
 struct listen_addr {
 	struct sockaddr_any	 addr;
 	char			*text;	/* as written in the file */
 	int			 line;
+	/*
+	 * sni: services sharing this address.  The address is bound once, by
+	 * the first of them (its routes list them all, itself included; the
+	 * others' entry has shared set); the client's TLS server name picks
+	 * the service.
+	 */
+	const struct service	**routes;
+	size_t			 nroutes;
+	bool			 shared;	/* bound by another service */
 };
 
 /* Timeouts in seconds; -1 while unset (a service inherits the global). */
@@ -145,6 +154,8 @@ struct service {
 	char			*upstream_name;		/* NULL: none (IP) */
 	bool			 upstream_verify;
 	uint8_t			(*upstream_pins)[32];	/* SPKI SHA-256s */
+	char			**sni;		/* names (lower case), *.wildcards */
+	size_t			 nsni;
 	int			 client_verify;	/* enum client_verify */
 	char			*client_ca;	/* devices' trust anchors */
 	char			*client_crl;

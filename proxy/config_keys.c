@@ -307,6 +307,9 @@ set_listen(struct parser *p, void *f, const char *v)
 	}
 	svc->listen = grown;
 	la = &svc->listen[svc->nlisten++];
+	la->routes = NULL;
+	la->nroutes = 0;
+	la->shared = false;
 	la->addr = addrs[0];	/* the first: a name listens on one address */
 	la->line = p->line;
 	free(addrs);
@@ -354,11 +357,19 @@ set_upstream(struct parser *p, void *f, const char *v)
 }
 
 /* A host name as it may appear in EHLO: letters, digits, '-' and '.'. */
+/* Letters, digits, '-' and '.': what a host name may hold. */
+static bool
+valid_hostname(const char *v)
+{
+	return *v != '\0' && strlen(v) <= 253 && strspn(v,
+	    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.") ==
+	    strlen(v);
+}
+
 static int
 set_hostname(struct parser *p, void *f, const char *v)
 {
-	if (*v == '\0' || strlen(v) > 253 || strspn(v, "abcdefghijklmnopqrstuvwxyz"
-	    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.") != strlen(v)) {
+	if (!valid_hostname(v)) {
 		cfg_error(p, p->line, "%s: \"%s\" is not a host name", p->key, v);
 		return -1;
 	}
@@ -435,6 +446,55 @@ config_fingerprint_parse(const char *text, uint8_t out[32])
 		c++;
 	}
 	return n == 32 ? 0 : -1;
+}
+
+/*
+ * sni: the TLS server names a service answers on a shared address: host
+ * names, or "*." and one: a one-label wildcard.  Kept in lower case.
+ */
+static int
+set_sni(struct parser *p, void *f, const char *v)
+{
+	char *copy = strdup(v), *tok, *save = NULL;
+	struct service *svc = p->svc;
+	int rc = 0;
+
+	(void)f;
+	if (copy == NULL) {
+		cfg_error(p, p->line, "%s: out of memory", p->key);
+		return -1;
+	}
+	for (tok = strtok_r(copy, " \t,", &save); tok != NULL;
+	    tok = strtok_r(NULL, " \t,", &save)) {
+		const char *name = strncmp(tok, "*.", 2) == 0 ? tok + 2 : tok;
+		char **grown;
+		if (!valid_hostname(name) || strchr(name, '*') != NULL ||
+		    (name != tok && strchr(name, '.') == NULL)) {
+			cfg_error(p, p->line, "%s: \"%s\" is not a host name or "
+			    "*.domain", p->key, tok);
+			rc = -1;
+			continue;
+		}
+		for (char *c = tok; *c != '\0'; c++)
+			*c = (char)tolower((unsigned char)*c);
+		if ((grown = realloc(svc->sni, (svc->nsni + 1) *
+		    sizeof(*grown))) == NULL ||
+		    (grown[svc->nsni] = strdup(tok)) == NULL) {
+			if (grown != NULL)
+				svc->sni = grown;
+			cfg_error(p, p->line, "%s: out of memory", p->key);
+			rc = -1;
+			break;
+		}
+		svc->sni = grown;
+		svc->nsni++;
+	}
+	if (rc == 0 && svc->nsni == 0) {
+		cfg_error(p, p->line, "%s: empty list", p->key);
+		rc = -1;
+	}
+	free(copy);
+	return rc;
 }
 
 /* An account's client_cert: the device presenting it is the account. */
@@ -811,6 +871,7 @@ const struct key_def config_keys[K_COUNT] = {
 	[K_CLIENT_CA] = { "client_ca", SCOPE_SERVICE, false, NONE, S(client_ca), set_file, NULL },
 	[K_CLIENT_CRL] = { "client_crl", SCOPE_SERVICE, false, NONE, S(client_crl), set_file, NULL },
 	[K_ALLOW_CERT] = { "allow_cert", SCOPE_SERVICE, true, NONE, NONE, set_allow_cert, NULL },
+	[K_SNI] = { "sni", SCOPE_SERVICE, true, NONE, NONE, set_sni, NULL },
 	[K_CLIENT_CERT] = { "client_cert", SCOPE_ACCOUNT, false, NONE, NONE, set_client_cert, NULL },
 	[K_UPSTREAM_CERT] = { "upstream_cert", SCOPE_SERVICE, false, NONE, S(upstream_cert), set_file, NULL },
 	[K_UPSTREAM_KEY] = { "upstream_key", SCOPE_SERVICE, false, NONE, S(upstream_key), set_file, NULL },

@@ -41,6 +41,7 @@ struct listener {
 	ev_io			 io;
 	struct config		*cf;		/* the worker's config */
 	const struct service	*svc;
+	const struct listen_addr *la;	/* its routes (sni) */
 	struct listener		*next;
 };
 
@@ -201,7 +202,7 @@ accept_cb(EV_P_ ev_io *w, int revents)
 			refused++;
 			continue;
 		}
-		if (!sess_new(EV_A_ l->cf, l->svc, fd, &peer) &&
+		if (!sess_new(EV_A_ l->cf, l->svc, l->la, fd, &peer) &&
 		    !l->svc->proxy_protocol_in)
 			clients_remove(&peer);
 		started++;
@@ -216,6 +217,7 @@ struct bound_addr {
 	struct sockaddr_any	 addr;		/* as configured (port may be 0) */
 	char			*text;
 	size_t			 svc;		/* index in cf->services */
+	size_t			 listen;	/* index in its listen[] */
 	int			*fds;		/* [nfds], -1 once handed on */
 	struct bound_addr	*from;		/* while binding: taken from */
 };
@@ -348,8 +350,11 @@ sockset_bind(const struct config *cf, int nfds, struct sockset *old,
 			const struct listen_addr *la = &cf->services[i].listen[j];
 			struct bound_addr *b = &s->a[at], *o;
 
+			if (la->shared)
+				continue;	/* bound by a service it shares with */
 			b->addr = la->addr;
 			b->svc = i;
+			b->listen = j;
 			b->text = strdup(la->text);
 			b->fds = malloc((size_t)nfds * sizeof(int));
 			s->n = ++at;
@@ -419,10 +424,22 @@ sockset_log(const struct sockset *s, const struct config *cf)
 			continue;
 		sockaddr_text((const struct sockaddr *)&bound.ss, text,
 		    sizeof(text));
+		const struct listen_addr *la = &svc->listen[s->a[i].listen];
 		log_info("event=listen svc=%s addr=%s protocol=%s client_tls=%s "
 		    "upstream=%s upstream_tls=%s", svc->name, text,
 		    proto_names[svc->protocol], tls_mode_names[svc->client_tls],
 		    svc->upstream, tls_mode_names[svc->upstream_tls]);
+		/* The services sharing it, each with its names. */
+		for (size_t r = 0; r < la->nroutes; r++) {
+			char names[200] = "";
+			size_t o = 0;
+			for (size_t k = 0; k < la->routes[r]->nsni && o <
+			    sizeof(names); k++)
+				o += (size_t)snprintf(names + o, sizeof(names) - o,
+				    "%s%s", k ? "," : "", la->routes[r]->sni[k]);
+			log_info("event=sni-route addr=%s svc=%s sni=%s", text,
+			    la->routes[r]->name, o ? names : "(default)");
+		}
 	}
 	if (s->metrics_fd >= 0) {
 		struct sockaddr_any b;
@@ -482,6 +499,7 @@ listeners_adopt(EV_P_ struct config *cf, const struct sockset *s, int index)
 			return -1;
 		l->fd = s->a[i].fds[index % s->nfds];
 		l->svc = &cf->services[s->a[i].svc];
+		l->la = &l->svc->listen[s->a[i].listen];
 		l->cf = cf;
 		l->next = listeners;
 		listeners = l;

@@ -12,6 +12,7 @@
 #define MAILPROXY_SESS_IMPL_H
 
 #include "session.h"
+#include "tls.h"
 
 #include "blocks.h"
 #include "buffer.h"
@@ -96,6 +97,8 @@ struct session {
 	size_t			 pp_len;
 	char			 peer[64];
 	char			 upstream_addr[64];
+	struct tls_route	 route;		/* sni: its address, the pick */
+	bool			 counted;	/* metrics_session_open() done */
 	uint8_t			 client_cert[32];	/* client_verify: the
 						 * device's certificate, SHA-256 */
 	bool			 has_client_cert;
@@ -146,6 +149,10 @@ void	start_front(EV_P_ struct session *s);
 
 /* The proxy's own dialogue with the client: FRONT (SMTP) and LOGIN. */
 void	client_dialogue(EV_P_ struct session *s);
+
+/* sni: the service the client's server name picked becomes the
+ * session's; its allow and per-client cap apply.  false: closed. */
+bool	take_route(struct session *s);
 
 /* client_verify: the device's certificate after its handshake: logged,
  * kept, and checked against allow_cert.  false: the session was closed. */

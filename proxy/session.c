@@ -137,6 +137,8 @@ static void
 sess_free(EV_P_ struct session *s)
 {
 	log_close(s);
+	if (!s->counted)
+		metrics_session_open(s->metrics);
 	metrics_session_close(s->metrics, reason_outcome(s->reason),
 	    s->client.bytes_in, s->client.bytes_out);
 	if (s->abort) {
@@ -306,7 +308,7 @@ run_state(EV_P_ struct session *s)
 	case SESS_CLIENT_HANDSHAKE:
 		st = ep_handshake(&s->client);
 		if (st == EP_OK) {
-			if (!device_certificate(s))
+			if (!take_route(s) || !device_certificate(s))
 				break;
 			note_legacy_tls(s);
 			metrics_tls(s->metrics, SSL_version(s->client.ssl),
@@ -506,8 +508,8 @@ timer_cb(EV_P_ ev_timer *w, int revents)
 }
 
 bool
-sess_new(EV_P_ struct config *cf, const struct service *svc, int fd,
-    const struct sockaddr_any *peer)
+sess_new(EV_P_ struct config *cf, const struct service *svc,
+    const struct listen_addr *la, int fd, const struct sockaddr_any *peer)
 {
 	struct session *s;
 	SSL *ssl = NULL;
@@ -523,12 +525,20 @@ sess_new(EV_P_ struct config *cf, const struct service *svc, int fd,
 	s->id = next_id++;
 	s->cf = config_ref(cf);
 	s->svc = svc;
+	s->route.la = la;
+	if (ssl != NULL)
+		tls_set_route(ssl, &s->route);
 	s->started = ev_now(EV_A);
 	s->peer_addr = *peer;
 	if (!svc->proxy_protocol_in)	/* else: by the header */
 		s->count_addr = *peer;
 	s->metrics = metrics_service(svc->name);
-	metrics_session_open(s->metrics);
+	/* On an address shared by sni the session is counted by the service
+	 * its name picks (or, if it ends before, by this one). */
+	if (la == NULL || la->nroutes == 0) {
+		metrics_session_open(s->metrics);
+		s->counted = true;
+	}
 	sockaddr_text((const struct sockaddr *)&peer->ss, s->peer,
 	    sizeof(s->peer));
 	buf_init(&s->c2u, BUF_CAPACITY);

@@ -32,11 +32,13 @@
 
 /*
  * Starts a session for an accepted, non-blocking fd (the session owns it
- * and takes a reference on cf).  Returns false if it could not (the fd is
- * closed then, and listeners_session_ended() will not be called for it).
+ * and takes a reference on cf) of svc, on the listen address la (whose
+ * routes, with sni, may hand it to another service at the handshake).
+ * Returns false if it could not (the fd is closed then, and
+ * listeners_session_ended() will not be called for it).
  */
-bool	sess_new(EV_P_ struct config *cf, const struct service *svc, int fd,
-	    const struct sockaddr_any *peer);
+bool	sess_new(EV_P_ struct config *cf, const struct service *svc,
+	    const struct listen_addr *la, int fd, const struct sockaddr_any *peer);
 
 /* Session ids start above base (workers keep ids distinct). */
 void	sess_set_id_base(uint64_t base);

@@ -117,6 +117,10 @@ common_setup(SSL_CTX *ctx, int min_version, const char *ciphers, char *err,
 	return 0;
 }
 
+static enum ssl_select_cert_result_t select_certificate(
+	    const SSL_CLIENT_HELLO *ch);
+static int refuse_unknown_name(SSL *ssl, int *alert, void *arg);
+
 /* A certificate chain and its key into ctx.  0, or -1 with why in err. */
 static int
 load_pair(SSL_CTX *ctx, const char *cert, const char *key, char *err,
@@ -181,7 +185,7 @@ tls_server_ctx_new(const struct service *svc, size_t pair, char *err,
     size_t len)
 {
 	SSL_CTX *ctx;
-	static const unsigned char sid_ctx[] = "mailproxy";
+	uint8_t sid_ctx[SHA256_DIGEST_LENGTH];
 
 	ERR_clear_error();
 	if ((ctx = SSL_CTX_new(TLS_server_method())) == NULL) {
@@ -196,11 +200,17 @@ tls_server_ctx_new(const struct service *svc, size_t pair, char *err,
 	if (svc->client_verify != CLIENT_VERIFY_NO && svc->client_ca != NULL &&
 	    ask_device_certificates(ctx, svc, err, len) < 0)
 		goto fail;
-	SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
+	/* A session resumes only on the service that made it (services
+	 * sharing an address by sni are apart). */
+	SHA256((const uint8_t *)svc->name, strlen(svc->name), sid_ctx);
+	SSL_CTX_set_session_id_context(ctx, sid_ctx, 32);
 	tickets_setup(ctx);
 	sesscache_setup(ctx);
 	SSL_CTX_set_alpn_select_cb(ctx, alpn_select,
 	    (void *)(uintptr_t)alpn_names[svc->protocol]);
+	SSL_CTX_set_app_data(ctx, (void *)(uintptr_t)svc);
+	SSL_CTX_set_select_certificate_cb(ctx, select_certificate);
+	SSL_CTX_set_tlsext_servername_callback(ctx, refuse_unknown_name);
 	return ctx;
 fail:
 	SSL_CTX_free(ctx);
@@ -283,23 +293,126 @@ pair_name_match(SSL_CTX *ctx, const char *sni)
 	return 0;
 }
 
+/* ---- sni: the service a name picks on a shared address ------------------ */
+
+static int
+route_index(void)
+{
+	static int idx = -1;
+
+	if (idx < 0)
+		idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+	return idx;
+}
+
+void
+tls_set_route(SSL *ssl, struct tls_route *route)
+{
+	SSL_set_ex_data(ssl, route_index(), route);
+}
+
+/* 2: name is one of svc's sni names, 1: a wildcard of them covers it (one
+ * label), 0: neither. */
+static int
+sni_match(const struct service *svc, const char *name)
+{
+	int best = 0;
+
+	for (size_t i = 0; i < svc->nsni && best < 2; i++) {
+		const char *n = svc->sni[i];
+		size_t nl = strlen(name), dl;
+		if (strcasecmp(n, name) == 0)
+			best = 2;
+		else if (strncmp(n, "*.", 2) == 0 && nl > (dl = strlen(n + 1)) &&
+		    strcasecmp(name + nl - dl, n + 1) == 0 &&
+		    memchr(name, '.', nl - dl) == NULL)
+			best = 1;
+	}
+	return best;
+}
+
+/* The service of la's routes that name picks: an exact name, else a
+ * wildcard, else the one without sni; NULL if none. */
+static const struct service *
+route_by_name(const struct listen_addr *la, const char *name)
+{
+	const struct service *best = NULL, *fallback = NULL;
+	int best_m = 0;
+
+	for (size_t i = 0; i < la->nroutes; i++) {
+		int m = name != NULL ? sni_match(la->routes[i], name) : 0;
+		if (m > best_m) {
+			best_m = m;
+			best = la->routes[i];
+		}
+		if (la->routes[i]->nsni == 0)
+			fallback = la->routes[i];
+	}
+	return best != NULL ? best : fallback;
+}
+
+/* The routed service's own TLS settings on this SSL: versions, suites and
+ * the session context (a session resumes only where it was made). */
+static void
+adopt_service(SSL *ssl, const struct service *svc)
+{
+	uint8_t sid_ctx[SHA256_DIGEST_LENGTH];
+
+	SSL_set_min_proto_version(ssl, (uint16_t)svc->tls_min_version);
+	SSL_set_strict_cipher_list(ssl, tls_cipher_list(svc->tls_ciphers,
+	    svc->tls_min_version));
+	SHA256((const uint8_t *)svc->name, strlen(svc->name), sid_ctx);
+	SSL_set_session_id_context(ssl, sid_ctx, 32);
+}
+
+/* After the ClientHello's extensions: a name no service takes. */
+static int
+refuse_unknown_name(SSL *ssl, int *alert, void *arg)
+{
+	const struct tls_route *r = SSL_get_ex_data(ssl, route_index());
+
+	(void)arg;
+	if (r != NULL && r->unknown) {
+		*alert = SSL_AD_UNRECOGNIZED_NAME;
+		return SSL_TLSEXT_ERR_ALERT_FATAL;
+	}
+	return SSL_TLSEXT_ERR_OK;
+}
+
+/*
+ * Every client handshake comes here first: with sni, the name picks the
+ * service; then, among that service's pairs, the certificate: name first
+ * (exact SAN 2, wildcard 1), then key type (1).  A pair whose names do not
+ * match is a candidate only if it is the first pair or its RSA/ECDSA
+ * sibling (same subject): the default for unknown names.
+ */
 static enum ssl_select_cert_result_t
 select_certificate(const SSL_CLIENT_HELLO *ch)
 {
 	SSL *ssl = ch->ssl;
+	struct tls_route *r = SSL_get_ex_data(ssl, route_index());
 	const struct service *svc = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
 	const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-	bool ecdsa = client_takes_ecdsa(ch);
-	X509_NAME *first = X509_get_subject_name(
-	    SSL_CTX_get0_certificate(svc->pair_ctx[0]));
+	bool ecdsa;
+	X509_NAME *first;
 	int best_score = -1;
 	size_t best = 0;
 
-	/*
-	 * Name first (exact SAN 2, wildcard 1), then key type (1).  A pair whose
-	 * names do not match is a candidate only if it is the first pair or
-	 * its RSA/ECDSA sibling (same subject): the default for unknown names.
-	 */
+	if (r != NULL && r->la != NULL && r->la->nroutes > 0) {
+		if ((svc = route_by_name(r->la, sni)) == NULL) {
+			r->unknown = true;
+			return ssl_select_cert_success;
+		}
+		r->chosen = svc;
+		adopt_service(ssl, svc);
+	}
+	if (svc->ncerts <= 1) {
+		if (svc->pair_ctx[0] != SSL_get_SSL_CTX(ssl))
+			SSL_set_SSL_CTX(ssl, svc->pair_ctx[0]);
+		return ssl_select_cert_success;
+	}
+	ecdsa = client_takes_ecdsa(ch);
+	first = X509_get_subject_name(SSL_CTX_get0_certificate(svc->pair_ctx[0]));
 	for (size_t i = 0; i < svc->ncerts; i++) {
 		SSL_CTX *c = svc->pair_ctx[i];
 		int m = pair_name_match(c, sni), score;
@@ -313,16 +426,9 @@ select_certificate(const SSL_CLIENT_HELLO *ch)
 			best = i;
 		}
 	}
-	if (best != 0)
+	if (svc->pair_ctx[best] != SSL_get_SSL_CTX(ssl))
 		SSL_set_SSL_CTX(ssl, svc->pair_ctx[best]);
 	return ssl_select_cert_success;
-}
-
-void
-tls_enable_cert_selection(struct service *svc)
-{
-	SSL_CTX_set_app_data(svc->pair_ctx[0], svc);
-	SSL_CTX_set_select_certificate_cb(svc->pair_ctx[0], select_certificate);
 }
 
 /*

@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+struct listen_addr;
 struct service;
 
 /*
@@ -28,12 +29,6 @@ struct service;
 SSL_CTX	*tls_server_ctx_new(const struct service *svc, size_t pair, char *err,
 	    size_t len);
 
-/*
- * With several pairs: each handshake picks one on the first pair's context
- * by SNI (exact name, then wildcard, then the first pair), and for one name
- * ECDSA when the client can use it, else RSA.
- */
-void	tls_enable_cert_selection(struct service *svc);
 
 /* Client context for the upstream side, with its trust anchors. */
 SSL_CTX	*tls_client_ctx_new(const struct service *svc, char *err, size_t len);
@@ -66,6 +61,21 @@ const char *tls_cipher_list(const char *setting, int min_version);
 
 /* Is c outside the modern set (not ECDHE+AEAD)?  Logged and counted. */
 bool	 tls_cipher_is_legacy(const SSL_CIPHER *c);
+
+/*
+ * sni: the services sharing the address a client came to (la->routes) and
+ * the one its TLS server name picked during the handshake (NULL: none, or
+ * no name matched and there is no default: then unknown, and the
+ * handshake fails with unrecognized_name).  Owned by the session.
+ */
+struct tls_route {
+	const struct listen_addr *la;
+	const struct service	*chosen;
+	bool			 unknown;
+};
+
+/* A client-facing SSL's route (see tls_route); set before its handshake. */
+void	 tls_set_route(SSL *ssl, struct tls_route *route);
 
 /* upstream_resumption: offers the session this worker last got from the
  * service's upstream, if any and still resumable. */
