@@ -376,11 +376,24 @@ set_hostname(struct parser *p, void *f, const char *v)
 	return set_string(p, f, v);
 }
 
-/* A CIDR list ("allow", "proxy_trusted"): blanks or commas between. */
+/* One item of a list value, parsed into its place in the list. */
+union list_item {
+	struct cidr	 cidr;
+	uint8_t		 md[32];
+	char		*name;
+};
+
+/*
+ * A list value (allow, proxy_trusted, allow_cert, upstream_pin, sni):
+ * blanks or commas between items, each read by parse (0, or -1 having said
+ * why) and appended to *listp (n items of size bytes).  An empty list is
+ * an error; the keys that take one are repeatable where a line is short.
+ */
 static int
-set_cidr_list(struct parser *p, struct cidr **listp, size_t *np, const char *v)
+set_list(struct parser *p, const char *v, void *listp, size_t *n,
+    size_t size, int (*parse)(struct parser *, char *, union list_item *))
 {
-	char *copy = strdup(v), *tok, *save = NULL;
+	char *copy = strdup(v), *tok, *save = NULL, **list = listp;
 	int rc = 0;
 
 	if (copy == NULL) {
@@ -389,28 +402,44 @@ set_cidr_list(struct parser *p, struct cidr **listp, size_t *np, const char *v)
 	}
 	for (tok = strtok_r(copy, " \t,", &save); tok != NULL;
 	    tok = strtok_r(NULL, " \t,", &save)) {
-		struct cidr c, *grown;
-		if (cidr_parse(tok, &c) < 0) {
-			cfg_error(p, p->line, "%s: \"%s\" is not an address or "
-			    "CIDR range (host bits must be zero)", p->key, tok);
+		union list_item item;
+		char *grown;
+		if (parse(p, tok, &item) < 0) {
 			rc = -1;
 			continue;
 		}
-		grown = realloc(*listp, (*np + 1) * sizeof(c));
-		if (grown == NULL) {
+		if ((grown = realloc(*list, (*n + 1) * size)) == NULL) {
 			cfg_error(p, p->line, "%s: out of memory", p->key);
 			rc = -1;
 			break;
 		}
-		*listp = grown;
-		(*listp)[(*np)++] = c;
+		memcpy(grown + *n * size, &item, size);
+		*list = grown;
+		(*n)++;
 	}
-	if (rc == 0 && *np == 0) {
+	if (rc == 0 && *n == 0) {
 		cfg_error(p, p->line, "%s: empty list", p->key);
 		rc = -1;
 	}
 	free(copy);
 	return rc;
+}
+
+static int
+parse_cidr(struct parser *p, char *tok, union list_item *item)
+{
+	if (cidr_parse(tok, &item->cidr) == 0)
+		return 0;
+	cfg_error(p, p->line, "%s: \"%s\" is not an address or CIDR range "
+	    "(host bits must be zero)", p->key, tok);
+	return -1;
+}
+
+/* A CIDR list ("allow", "proxy_trusted"). */
+static int
+set_cidr_list(struct parser *p, struct cidr **listp, size_t *np, const char *v)
+{
+	return set_list(p, v, listp, np, sizeof(**listp), parse_cidr);
 }
 
 static int
@@ -448,53 +477,35 @@ config_fingerprint_parse(const char *text, uint8_t out[32])
 	return n == 32 ? 0 : -1;
 }
 
-/*
- * sni: the TLS server names a service answers on a shared address: host
- * names, or "*." and one: a one-label wildcard.  Kept in lower case.
- */
+/* A TLS server name for sni: a host name, or "*." and one (a one-label
+ * wildcard); kept in lower case. */
 static int
-set_sni(struct parser *p, void *f, const char *v)
+parse_server_name(struct parser *p, char *tok, union list_item *item)
 {
-	char *copy = strdup(v), *tok, *save = NULL;
-	struct service *svc = p->svc;
-	int rc = 0;
+	const char *name = strncmp(tok, "*.", 2) == 0 ? tok + 2 : tok;
 
-	(void)f;
-	if (copy == NULL) {
+	if (!valid_hostname(name) || strchr(name, '*') != NULL ||
+	    (name != tok && strchr(name, '.') == NULL)) {
+		cfg_error(p, p->line, "%s: \"%s\" is not a host name or *.domain",
+		    p->key, tok);
+		return -1;
+	}
+	for (char *c = tok; *c != '\0'; c++)
+		*c = (char)tolower((unsigned char)*c);
+	if ((item->name = strdup(tok)) == NULL) {
 		cfg_error(p, p->line, "%s: out of memory", p->key);
 		return -1;
 	}
-	for (tok = strtok_r(copy, " \t,", &save); tok != NULL;
-	    tok = strtok_r(NULL, " \t,", &save)) {
-		const char *name = strncmp(tok, "*.", 2) == 0 ? tok + 2 : tok;
-		char **grown;
-		if (!valid_hostname(name) || strchr(name, '*') != NULL ||
-		    (name != tok && strchr(name, '.') == NULL)) {
-			cfg_error(p, p->line, "%s: \"%s\" is not a host name or "
-			    "*.domain", p->key, tok);
-			rc = -1;
-			continue;
-		}
-		for (char *c = tok; *c != '\0'; c++)
-			*c = (char)tolower((unsigned char)*c);
-		if ((grown = realloc(svc->sni, (svc->nsni + 1) *
-		    sizeof(*grown))) == NULL ||
-		    (grown[svc->nsni] = strdup(tok)) == NULL) {
-			if (grown != NULL)
-				svc->sni = grown;
-			cfg_error(p, p->line, "%s: out of memory", p->key);
-			rc = -1;
-			break;
-		}
-		svc->sni = grown;
-		svc->nsni++;
-	}
-	if (rc == 0 && svc->nsni == 0) {
-		cfg_error(p, p->line, "%s: empty list", p->key);
-		rc = -1;
-	}
-	free(copy);
-	return rc;
+	return 0;
+}
+
+/* sni: the TLS server names a service answers on a shared address. */
+static int
+set_sni(struct parser *p, void *f, const char *v)
+{
+	(void)f;
+	return set_list(p, v, &p->svc->sni, &p->svc->nsni, sizeof(*p->svc->sni),
+	    parse_server_name);
 }
 
 /* An account's client_cert: the device presenting it is the account. */
@@ -512,45 +523,24 @@ set_client_cert(struct parser *p, void *f, const char *v)
 	return 0;
 }
 
-/*
- * A list of SHA-256 digests (allow_cert, upstream_pin): blanks or commas
- * between, each read by parse (0 or -1), appended to *list; the key is
- * repeatable.  what says in an error what a digest should look like.
- */
 static int
-set_digest_list(struct parser *p, uint8_t (**list)[32], size_t *n,
-    const char *v, int (*parse)(const char *, uint8_t[32]), const char *what)
+parse_fingerprint(struct parser *p, char *tok, union list_item *item)
 {
-	char *copy = strdup(v), *tok, *save = NULL;
-	int rc = 0;
+	if (config_fingerprint_parse(tok, item->md) == 0)
+		return 0;
+	cfg_error(p, p->line, "%s: \"%s\" is not sha256: and the 64 hex digits "
+	    "of a certificate's SHA-256", p->key, tok);
+	return -1;
+}
 
-	if (copy == NULL) {
-		cfg_error(p, p->line, "%s: out of memory", p->key);
-		return -1;
-	}
-	for (tok = strtok_r(copy, " \t,", &save); tok != NULL;
-	    tok = strtok_r(NULL, " \t,", &save)) {
-		uint8_t md[32], (*grown)[32];
-		if (parse(tok, md) < 0) {
-			cfg_error(p, p->line, "%s: \"%s\" is not %s", p->key, tok,
-			    what);
-			rc = -1;
-			continue;
-		}
-		if ((grown = realloc(*list, (*n + 1) * sizeof(*grown))) == NULL) {
-			cfg_error(p, p->line, "%s: out of memory", p->key);
-			rc = -1;
-			break;
-		}
-		*list = grown;
-		memcpy((*list)[(*n)++], md, 32);
-	}
-	if (rc == 0 && *n == 0) {
-		cfg_error(p, p->line, "%s: empty list", p->key);
-		rc = -1;
-	}
-	free(copy);
-	return rc;
+static int
+parse_pin(struct parser *p, char *tok, union list_item *item)
+{
+	if (tls_pin_parse(tok, item->md) == 0)
+		return 0;
+	cfg_error(p, p->line, "%s: \"%s\" is not sha256/ and the base64 of a "
+	    "SHA-256 (as mailproxy -T prints it)", p->key, tok);
+	return -1;
 }
 
 /* allow_cert: devices admitted by certificate, like allow by address. */
@@ -558,9 +548,8 @@ static int
 set_allow_cert(struct parser *p, void *f, const char *v)
 {
 	(void)f;
-	return set_digest_list(p, &p->svc->allow_certs, &p->svc->nallow_certs,
-	    v, config_fingerprint_parse, "sha256: and the 64 hex digits of a "
-	    "certificate's SHA-256");
+	return set_list(p, v, &p->svc->allow_certs, &p->svc->nallow_certs,
+	    sizeof(*p->svc->allow_certs), parse_fingerprint);
 }
 
 /*
@@ -571,9 +560,8 @@ static int
 set_upstream_pin(struct parser *p, void *f, const char *v)
 {
 	(void)f;
-	return set_digest_list(p, &p->svc->upstream_pins,
-	    &p->svc->nupstream_pins, v, tls_pin_parse, "sha256/ and the base64 "
-	    "of a SHA-256 (as mailproxy -T prints it)");
+	return set_list(p, v, &p->svc->upstream_pins, &p->svc->nupstream_pins,
+	    sizeof(*p->svc->upstream_pins), parse_pin);
 }
 
 static int

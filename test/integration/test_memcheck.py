@@ -29,10 +29,10 @@ import uuid
 
 import pytest
 
-from helpers import BIN, client_ctx, server_ctx, wait_for
+from helpers import BIN, client_ctx, wait_for
 from oauth2server import OAuth2Server
 from test_accounts import account, make_hash, raw_imap, read_tagged, svc
-from test_oauth2 import Mail, config, smtp_upstream, write_store
+from test_oauth2 import config, write_store
 
 SO = os.environ.get("MEMCHECK_SO")
 pytestmark = [
@@ -165,11 +165,7 @@ def oauth(certs):
     srv.close()
 
 
-@pytest.fixture
-def mail(oauth, upstreams, certs):
-    m = Mail()
-    m.up = upstreams(smtp_upstream(oauth, m), tls_ctx=server_ctx(certs, "upstream"))
-    return m
+from test_oauth2 import mail  # noqa: E402, F401  (a pytest fixture)
 
 
 def send(port, subject):

@@ -14,24 +14,12 @@ import time
 
 import pytest
 
-from helpers import BIN, server_ctx, wait_for
-from oauth2server import OAuth2Server
-from test_oauth2 import Mail, config, send, smtp_upstream, write_store
+from helpers import BIN, wait_for
+from test_oauth2 import config, send, write_store
 from test_oauth2_app import app_config, key_and_cert
 
-
-@pytest.fixture
-def oauth(certs):
-    srv = OAuth2Server(certs)
-    yield srv
-    srv.close()
-
-
-@pytest.fixture
-def mail(oauth, upstreams, certs):
-    m = Mail()
-    m.up = upstreams(smtp_upstream(oauth, m), tls_ctx=server_ctx(certs, "upstream"))
-    return m
+# The scripted provider and the SMTP upstream it checks tokens for.
+from test_oauth2 import mail, oauth  # noqa: E402,F401  (pytest fixtures)
 
 
 def recorder(tmp_path):

@@ -24,23 +24,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from helpers import BIN, free_port, server_ctx
-from oauth2server import OAuth2Server
-from test_oauth2 import Mail, devices, secrets_in, send, smtp_upstream
+from helpers import BIN, free_port
+from test_oauth2 import devices, secrets_in, send
 
-
-@pytest.fixture
-def oauth(certs):
-    srv = OAuth2Server(certs)
-    yield srv
-    srv.close()
-
-
-@pytest.fixture
-def mail(oauth, upstreams, certs):
-    m = Mail()
-    m.up = upstreams(smtp_upstream(oauth, m), tls_ctx=server_ctx(certs, "upstream"))
-    return m
+# The scripted provider and the SMTP upstream it checks tokens for.
+from test_oauth2 import mail, oauth  # noqa: E402,F401  (pytest fixtures)
 
 
 def private(path, data, mode=0o600):

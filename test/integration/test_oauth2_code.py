@@ -21,23 +21,11 @@ import urllib.request
 
 import pytest
 
-from helpers import BIN, server_ctx
-from oauth2server import OAuth2Server
-from test_oauth2 import Mail, secrets_in, send, smtp_upstream
+from helpers import BIN
+from test_oauth2 import secrets_in, send
 
-
-@pytest.fixture
-def oauth(certs):
-    srv = OAuth2Server(certs)
-    yield srv
-    srv.close()
-
-
-@pytest.fixture
-def mail(oauth, upstreams, certs):
-    m = Mail()
-    m.up = upstreams(smtp_upstream(oauth, m), tls_ctx=server_ctx(certs, "upstream"))
-    return m
+# The scripted provider and the SMTP upstream it checks tokens for.
+from test_oauth2 import mail, oauth  # noqa: E402,F401  (pytest fixtures)
 
 
 def code_config(mail, oauth, certs, store, provider="custom", grant=True):
