@@ -665,6 +665,12 @@ begin_check(EV_P_ struct session *s)
 	}
 	pw = login_password(l, &len);
 	s->check = pwcheck_start(EV_A_ hash, pw, len, dummy, checked, s);
+	if (s->check != NULL) {
+		char name[72];
+		clean_name(login_user(l), name, sizeof(name));
+		log_debug("sess=%llu svc=%s event=auth-check client=%s user=%s",
+		    (unsigned long long)s->id, s->svc->name, s->peer, name);
+	}
 	login_forget(l);
 	if (s->check == NULL) {
 		bool busy = errno == EBUSY;

@@ -100,8 +100,8 @@ def test_reload_removing_an_account_refuses_its_checks_under_way(proxies, server
     good = private_file(tmp_path, "alice.pw", servers["password"] + "\n")
     alice, bob = slow_hash(LOCAL), slow_hash(OTHER)
     cost = check_cost(bob)
-    base = svc("imaps", "imap", servers["ports"]["imaps"], "implicit", certs,
-               extra="auth_failures_max = 100")
+    base = "log_level = debug\n" + svc("imaps", "imap", servers["ports"]["imaps"],
+                                        "implicit", certs, extra="auth_failures_max = 100")
     p = proxies(base + account("alice", alice, good) + account("bob", bob, good))
     port = p.port("imaps")
     before = dovecot_logins(servers)
@@ -114,6 +114,11 @@ def test_reload_removing_an_account_refuses_its_checks_under_way(proxies, server
     time.sleep(cost / 4)
     for s, f in bobs:
         s.sendall(b'a1 LOGIN bob "%s"\r\n' % OTHER.encode())
+    # Both of bob's checks queued (read and started) before the reload: on
+    # a slow machine the worker may read them late, and a check that
+    # starts after the reload is an unknown name, refused before this test
+    # could tell.
+    p.wait_log(r"event=auth-check client=127\.0\.0\.1:\d+ user=bob", count=2, timeout=30)
     p.rewrite(base + account("alice", alice, good))
     p.reload()
     for s, f in bobs:
@@ -122,7 +127,8 @@ def test_reload_removing_an_account_refuses_its_checks_under_way(proxies, server
     # nothing): the new generation's listen lines, logged once the new
     # accounts are published, come before the end of bob's checks.
     log = p.log()
-    assert log.rfind("event=listen") < log.find("user=bob"), log
+    assert log.rfind("event=listen") < log.find("event=auth-failed client=127.0.0.1 "
+                                                "user=bob"), log
     for s, f in fillers:
         assert read_tagged(f, b"a1") == [REFUSED]
     p.wait_log(r"event=auth-failed client=127\.0\.0\.1 user=bob "
