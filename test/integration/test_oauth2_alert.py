@@ -99,7 +99,11 @@ def test_hanging_command_is_killed_and_delays_nothing(proxies, oauth, mail, cert
     wait_for(lambda: pids.exists() and pids.read_text().strip(), what="the alert")
     pid = int(pids.read_text().split()[0])
     started = time.monotonic()
-    # Nothing of the proxy's is inherited: no socket, no signalfd.
+    # Nothing of the proxy's is inherited: no socket, no signalfd.  Looked
+    # at once the script has become sleep (before its exec the shell itself
+    # holds the script and its redirection open: seen on a slow machine).
+    wait_for(lambda: open("/proc/%d/cmdline" % pid, "rb").read().startswith(b"sleep"),
+             what="the command's exec")
     assert sorted(os.listdir("/proc/%d/fd" % pid)) == ["0", "1", "2"]
     fetched = oauth.fetches()
     for k in range(3):
