@@ -105,8 +105,15 @@ class Proxy:
         self.proc = subprocess.Popen([BIN, "-c", self.config],
                                      stdout=self.logfile, stderr=subprocess.STDOUT,
                                      env=dict(os.environ, **(env or {})))
-        wait_for(lambda: "event=start" in self.log() or self.proc.poll() is not None,
-                 what="proxy start")
+        try:
+            wait_for(lambda: "event=start" in self.log() or self.proc.poll() is not None,
+                     what="proxy start")
+        except AssertionError:
+            # Never started (as far as the log says): not left running after
+            # the test, as no fixture will stop it.
+            self.proc.kill()
+            self.proc.wait()
+            raise
         if self.proc.poll() is not None:
             raise AssertionError("proxy exited at start:\n" + self.log())
         self.ports = self._ports()
