@@ -29,7 +29,7 @@ DEPS_DEB   := debhelper dpkg-dev fakeroot lintian systemd
 # system services: see test/deps.sh).
 DEPS_MAIL  := postfix dovecot-imapd dovecot-pop3d dovecot-lmtpd
 
-SRCS := log notify buffer cidr addr secret reason clients blocks accounts pwcheck config config_keys watch resolve http https tokenstore jwt oauth2 oauth2_form oauth2_preset oauth2_grant oauth2_client oauth2_sa oauth2_code oauth2_alert oauth2_device dns tickets sesscache tls sockbio endpoint listener session client upstream relay line negotiate redact login smtp pop3 imap front guard probe proxyproto metrics worker
+SRCS := log notify buffer cidr addr secret reason clients blocks accounts pwcheck config config_keys config_oauth2 config_share watch resolve http https tokenstore jwt oauth2 oauth2_form oauth2_preset oauth2_grant oauth2_client oauth2_sa oauth2_code oauth2_alert oauth2_device dns tickets sesscache tls sockbio endpoint listener session client upstream relay line negotiate redact login smtp pop3 imap front guard probe proxyproto metrics worker
 OBJS := $(SRCS:%=$(BUILD)/%.o)
 UNIT := $(wildcard test/unit/test_*.c)
 # The runner and the peers the suites share.

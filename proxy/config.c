@@ -25,9 +25,7 @@
 #include <openssl/mem.h>
 
 #include "dns.h"
-#include "jwt.h"
 #include "oauth2_grant.h"
-#include "oauth2_preset.h"
 #include "secret.h"
 #include "tls.h"
 
@@ -328,157 +326,12 @@ readable_by(const char *path, const char *user, uid_t uid, gid_t gid)
 	return false;
 }
 
-/*
- * upstream_auth turns the listener into a relay authenticated as
- * upstream_user for whoever reaches it: it needs TLS toward the upstream,
- * the right secret for the mechanism and an allow list of the devices.
- */
 /* The oauth2_* keys, only meaningful with a token store or an app grant. */
 static const int oauth2_keys[] = { K_OAUTH2_PROVIDER, K_OAUTH2_CLIENT_ID,
     K_OAUTH2_SECRET_FILE, K_OAUTH2_SCOPE, K_OAUTH2_TOKEN_URL,
     K_OAUTH2_DEVICE_URL, K_OAUTH2_CA, K_OAUTH2_GRANT, K_OAUTH2_AUTHORIZE_URL,
     K_OAUTH2_TENANT, K_OAUTH2_CLOUD, K_OAUTH2_CLIENT_CERT, K_OAUTH2_CLIENT_KEY,
     K_OAUTH2_SA_FILE, K_OAUTH2_STORE };
-
-/* Keys a grant has no use for, each an error on its own line. */
-static void
-unused_keys(struct parser *p, const int *seen, const int *keys, size_t n,
-    const char *grant)
-{
-	for (size_t i = 0; i < n; i++)
-		if (seen[keys[i]] != 0)
-			cfg_error(p, seen[keys[i]], "%s is not used with "
-			    "oauth2_grant = %s", config_keys[keys[i]].name, grant);
-}
-
-/* client_credentials: a secret, or a key and its certificate. */
-static void
-validate_client(struct parser *p, struct oauth2_conf *c, const int *seen,
-    int line, const char *what)
-{
-	static const int unused[] = { K_OAUTH2_SA_FILE, K_OAUTH2_DEVICE_URL,
-	    K_OAUTH2_AUTHORIZE_URL };
-	char err[400];
-
-	unused_keys(p, seen, unused, 3, "client_credentials");
-	if (c->client_id == NULL)
-		cfg_error(p, line, "[%s]: oauth2_grant = client_credentials "
-		    "needs oauth2_client_id (the application id)", what);
-	if ((c->client_secret_file != NULL) == (c->client_key != NULL))
-		cfg_error(p, line, "[%s]: oauth2_grant = client_credentials needs "
-		    "exactly one of oauth2_client_secret_file and "
-		    "oauth2_client_certificate + oauth2_client_key", what);
-	if ((c->client_cert == NULL) != (c->client_key == NULL))
-		cfg_error(p, seen[c->client_cert == NULL ? K_OAUTH2_CLIENT_KEY :
-		    K_OAUTH2_CLIENT_CERT], "[%s]: oauth2_client_certificate and "
-		    "oauth2_client_key go together (the assertion names the "
-		    "certificate the provider knows)", what);
-	if (c->provider == OAUTH2_MICROSOFT && c->tenant == NULL)
-		cfg_error(p, line, "[%s]: oauth2_grant = client_credentials with "
-		    "microsoft needs oauth2_tenant (the tenant id or domain: an "
-		    "application's own token comes from its tenant)", what);
-	if (c->client_key != NULL && c->client_cert != NULL &&
-	    oauth2_client_load(c, err, sizeof(err)) < 0)
-		cfg_error(p, seen[K_OAUTH2_CLIENT_KEY], "%s", err);
-}
-
-/* service_account: Google's key file, the mailbox as subject. */
-static void
-validate_sa(struct parser *p, struct oauth2_conf *c, const int *seen,
-    int line, const char *what, const char *subject)
-{
-	static const int unused[] = { K_OAUTH2_SECRET_FILE, K_OAUTH2_CLIENT_CERT,
-	    K_OAUTH2_CLIENT_KEY, K_OAUTH2_DEVICE_URL, K_OAUTH2_AUTHORIZE_URL,
-	    K_OAUTH2_TENANT };
-	char err[400];
-
-	unused_keys(p, seen, unused, 6, "service_account");
-	if (c->provider == OAUTH2_MICROSOFT)
-		cfg_error(p, line, "[%s]: oauth2_grant = service_account is "
-		    "Google's (Microsoft: client_credentials)", what);
-	if (c->sa_file == NULL)
-		cfg_error(p, line, "[%s]: oauth2_grant = service_account needs "
-		    "oauth2_service_account_file (Google's JSON key file)", what);
-	else if (oauth2_sa_load(c, err, sizeof(err)) < 0)
-		cfg_error(p, seen[K_OAUTH2_SA_FILE], "oauth2_service_account_file "
-		    "%s", err);
-	if (subject != NULL && (c->subject = strdup(subject)) == NULL)
-		cfg_error(p, line, "out of memory");
-}
-
-/* device (and code): -A stores the grant, the proxy renews it there. */
-static void
-validate_person(struct parser *p, struct oauth2_conf *c, const int *seen,
-    int line, const char *what)
-{
-	static const int unused[] = { K_OAUTH2_SA_FILE, K_OAUTH2_CLIENT_CERT,
-	    K_OAUTH2_CLIENT_KEY };
-	char dir[PATH_MAX];
-	const char *slash;
-
-	const char *grant = c->grant == OAUTH2_GRANT_CODE ? "code" : "device";
-
-	unused_keys(p, seen, unused, 3, grant);
-	if (c->client_id == NULL)
-		cfg_error(p, line, "[%s]: oauth2_token_store needs "
-		    "oauth2_client_id (the application id registered with the "
-		    "provider)", what);
-	if (c->token_url == NULL || (c->grant == OAUTH2_GRANT_DEVICE ?
-	    c->device_url : c->authorize_url) == NULL)
-		cfg_error(p, line, "[%s]: oauth2_provider = custom needs "
-		    "oauth2_token_url and %s", what, c->grant ==
-		    OAUTH2_GRANT_DEVICE ? "oauth2_device_url" :
-		    "oauth2_authorize_url (oauth2_grant = code)");
-	if (c->store == NULL) {
-		cfg_error(p, line, "[%s]: oauth2_grant = %s needs "
-		    "oauth2_token_store (where -A keeps the grant)", what, grant);
-		return;
-	}
-	slash = strrchr(c->store, '/');
-	snprintf(dir, sizeof(dir), "%.*s", slash == NULL ? 1 : slash == c->store ?
-	    1 : (int)(slash - c->store), slash == NULL ? "." : c->store);
-	if (access(dir, W_OK) != 0)
-		cfg_error(p, line, "oauth2_token_store %s: directory %s is not "
-		    "writable (%s); the store is replaced atomically there",
-		    c->store, dir, strerror(errno));
-}
-
-/*
- * The oauth2_* keys of a service or an account whose token the proxy
- * obtains itself: a person's grant in a token store, or an application's
- * own.  seen: the lines of its keys; what names the section in messages;
- * proto is the service's protocol, or -1 for an account (any protocol);
- * subject the mailbox (upstream_user).
- */
-void
-validate_oauth2(struct parser *p, struct oauth2_conf *c, const int *seen,
-    const char *what, int proto, const char *subject)
-{
-	int line = seen[K_OAUTH2_STORE] != 0 ? seen[K_OAUTH2_STORE] :
-	    seen[K_OAUTH2_GRANT];
-
-	if (c->provider != OAUTH2_MICROSOFT)
-		for (int k = K_OAUTH2_TENANT; k <= K_OAUTH2_CLOUD; k++)
-			if (seen[k] != 0)
-				cfg_error(p, seen[k], "%s is for oauth2_provider "
-				    "= microsoft", config_keys[k].name);
-	if (oauth2_app_grant(c) && c->store != NULL)
-		cfg_error(p, seen[K_OAUTH2_STORE], "[%s]: oauth2_grant = %s "
-		    "needs no oauth2_token_store (no person's grant is kept: the "
-		    "proxy fetches the application's own tokens)", what,
-		    c->grant == OAUTH2_GRANT_SERVICE_ACCOUNT ? "service_account" :
-		    "client_credentials");
-	if (c->grant == OAUTH2_GRANT_SERVICE_ACCOUNT)
-		validate_sa(p, c, seen, line, what, subject);	/* token_uri */
-	oauth2_apply_preset(c, proto);
-	if (c->grant == OAUTH2_GRANT_CLIENT_CREDENTIALS)
-		validate_client(p, c, seen, line, what);
-	else if (!oauth2_app_grant(c))
-		validate_person(p, c, seen, line, what);
-	if (oauth2_app_grant(c) && c->token_url == NULL)
-		cfg_error(p, line, "[%s]: oauth2_provider = custom needs "
-		    "oauth2_token_url", what);
-}
 
 /*
  * upstream_auth turns the listener into a relay authenticated as
@@ -720,124 +573,6 @@ validate_service(struct parser *p, struct service *svc)
 	resolve_upstream(p, svc);
 }
 
-/* Does a name of x's sni list also stand in y's?  The first one, or NULL. */
-static const char *
-sni_overlap(const struct service *x, const struct service *y)
-{
-	for (size_t i = 0; i < x->nsni; i++)
-		for (size_t j = 0; j < y->nsni; j++)
-			if (strcmp(x->sni[i], y->sni[j]) == 0)
-				return x->sni[i];
-	return NULL;
-}
-
-/* Can y share x's address (sni)?  Errors at y's listen line. */
-static bool
-can_share(struct parser *p, const struct service *x,
-    const struct listen_addr *xl, const struct service *y,
-    const struct listen_addr *yl)
-{
-	const char *name;
-
-	if (x == y) {
-		cfg_error(p, yl->line, "listen %s is given twice in [%s] (first "
-		    "at line %d)", yl->text, y->name, xl->line);
-		return false;
-	}
-	if (x->nsni == 0 && y->nsni == 0) {
-		cfg_error(p, yl->line, "listen %s is already used by [%s] at line "
-		    "%d (services sharing an address are told apart by sni: "
-		    "all but one need it)", yl->text, x->name, xl->line);
-		return false;
-	}
-	if (x->protocol != y->protocol || x->client_tls != y->client_tls ||
-	    y->client_tls == TLS_MODE_NONE ||
-	    x->proxy_protocol_in != y->proxy_protocol_in) {
-		cfg_error(p, yl->line, "listen %s is shared with [%s] at line %d: "
-		    "services sharing an address must agree on protocol, "
-		    "client_tls (implicit or starttls) and proxy_protocol_in",
-		    yl->text, x->name, xl->line);
-		return false;
-	}
-	if (x->client_verify != y->client_verify || (x->client_ca == NULL) !=
-	    (y->client_ca == NULL) || (x->client_ca != NULL &&
-	    strcmp(x->client_ca, y->client_ca) != 0)) {
-		cfg_error(p, yl->line, "listen %s is shared with [%s] at line %d: "
-		    "services sharing an address must agree on client_verify and "
-		    "client_ca (the certificate is asked for before the name "
-		    "picks the service)", yl->text, x->name, xl->line);
-		return false;
-	}
-	if ((name = sni_overlap(x, y)) != NULL) {
-		cfg_error(p, y->seen[K_SNI], "sni %s is claimed by [%s] (line %d) "
-		    "and [%s] (line %d), which share listen %s", name, x->name,
-		    x->seen[K_SNI], y->name, y->seen[K_SNI], yl->text);
-		return false;
-	}
-	return true;
-}
-
-/*
- * The services listening on service i's address a (from it on): alone,
- * nothing to do; several, they must be told apart by sni, and the address
- * is bound by one of them (the one without sni, else the first), whose
- * entry lists them all.
- */
-static void
-group_address(struct parser *p, size_t i, size_t a)
-{
-	struct config *cf = p->cf;
-	struct listen_addr *xl = &cf->services[i].listen[a], *bind = xl;
-	const struct listen_addr **at;
-	const struct service **routes;
-	size_t n = 1;
-
-	/* Grouped already (as a later member, or the one that binds). */
-	if (xl->shared || xl->routes != NULL || addr_port_is_zero(&xl->addr))
-		return;
-	routes = calloc(cf->nservices + 1, sizeof(*routes));
-	at = calloc(cf->nservices + 1, sizeof(*at));
-	if (routes == NULL || at == NULL) {
-		cfg_error(p, xl->line, "out of memory");
-		free(routes);
-		free(at);
-		return;
-	}
-	routes[0] = &cf->services[i];
-	at[0] = xl;
-	for (size_t j = i; j < cf->nservices; j++)
-		for (size_t b = (j == i ? a + 1 : 0); b < cf->services[j].nlisten;
-		    b++) {
-			struct listen_addr *yl = &cf->services[j].listen[b];
-			bool ok = true;
-			if (!addr_equal(&xl->addr, &yl->addr))
-				continue;
-			for (size_t k = 0; k < n && ok; k++)
-				ok = can_share(p, routes[k], at[k],
-				    &cf->services[j], yl);
-			if (!ok || n > cf->nservices)
-				continue;
-			yl->shared = true;
-			if (cf->services[j].nsni == 0)
-				bind = yl;
-			at[n] = yl;
-			routes[n++] = &cf->services[j];
-		}
-	free(at);
-	/* Alone without sni: an address as any.  Alone with sni: names it
-	 * does not list are refused (unrecognized_name). */
-	if (n == 1 && cf->services[i].nsni == 0) {
-		free(routes);
-		return;
-	}
-	if (bind != xl) {
-		xl->shared = true;
-		bind->shared = false;
-	}
-	bind->routes = routes;
-	bind->nroutes = n;
-}
-
 static void
 validate(struct parser *p)
 {
@@ -859,7 +594,7 @@ validate(struct parser *p)
 	/* One address, one service, or several told apart by sni. */
 	for (size_t i = 0; i < cf->nservices; i++)
 		for (size_t a = 0; a < cf->services[i].nlisten; a++)
-			group_address(p, i, a);
+			config_group_address(p, i, a);
 }
 
 struct config *
@@ -956,30 +691,6 @@ config_ref(struct config *cf)
 {
 	cf->refs++;
 	return cf;
-}
-
-void
-oauth2_conf_free(struct oauth2_conf *c)
-{
-	free(c->client_id);
-	free(c->client_secret_file);
-	if (c->client_secret != NULL) {
-		OPENSSL_cleanse(c->client_secret, strlen(c->client_secret));
-		free(c->client_secret);
-	}
-	free(c->scope);
-	free(c->token_url);
-	free(c->device_url);
-	free(c->ca);
-	free(c->store);
-	free(c->authorize_url);
-	free(c->tenant);
-	free(c->client_cert);
-	free(c->client_key);
-	free(c->sa_file);
-	free(c->sa_email);
-	free(c->subject);
-	jwt_key_free(c->key);
 }
 
 static void

@@ -92,6 +92,13 @@ void	validate_oauth2(struct parser *p, struct oauth2_conf *c,
 	    const int *seen, const char *what, int proto, const char *subject);
 void	oauth2_conf_free(struct oauth2_conf *c);
 
+/*
+ * Service i's listen address a and every later one equal to it: several
+ * services there must be told apart by sni (FILE:LINE errors otherwise);
+ * the one that binds it (without sni, else the first) gets the routes.
+ */
+void	config_group_address(struct parser *p, size_t i, size_t a);
+
 /* Records an error at line (the load fails; parsing goes on). */
 void	cfg_error(struct parser *p, int line, const char *fmt, ...)
 	    __attribute__((format(printf, 3, 4)));
